@@ -1,0 +1,81 @@
+"""Vocabularies and field types shared by the contracts.
+
+Domain vocabularies carry the official Chinese terms as values (the words users and officers see
+on the forms); error codes and identifiers stay English.
+"""
+from __future__ import annotations
+
+import re
+from enum import Enum
+from typing import Annotated
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from swms import idcard
+
+
+class Contract(BaseModel):
+    """Unknown fields are refused, so a typo in a client is an error, not silently dropped data."""
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, frozen=False)
+
+
+class Level(str, Enum):
+    """职业水平 (professional level)."""
+    ASSISTANT = "助理社会工作师"
+    SOCIAL_WORKER = "社会工作师"
+    SENIOR = "高级社会工作师"
+
+
+class UnitCategory(str, Enum):
+    """单位类别."""
+    SOCIAL_WORK_ORGANISATION = "社会工作服务机构"
+    SOCIAL_GROUP = "社会团体"
+    FOUNDATION = "基金会"
+    PARTY_OR_GOVERNMENT = "党政机关"
+    PUBLIC_INSTITUTION = "事业单位"
+    VILLAGE_OR_RESIDENTS_COMMITTEE = "村(居)委会"
+    ENTERPRISE = "企业"
+    OTHER = "其他"
+
+
+class ApplicationKind(str, Enum):
+    FIRST_REGISTRATION = "first_registration"      # 首次登记
+    RE_REGISTRATION = "re_registration"            # 再登记
+    REPLACEMENT = "replacement"                    # 更换电子证
+
+
+class ApplicationStatus(str, Enum):
+    NOT_REGISTERED = "未登记"
+    INITIAL_REVIEW = "初审中"
+    INITIAL_REJECTED = "初审不通过"
+    FINAL_REVIEW = "终审中"
+    FINAL_REJECTED = "终审不通过"
+    ISSUED = "已出证"
+    ISSUED_PENDING_UPGRADE = "已出证待升级"
+    REJECTED = "审核不通过"   # replacement e-certificate, county-only review
+
+
+def _id_number(value: str) -> str:
+    try:
+        return idcard.parse(value).number
+    except idcard.InvalidIdNumber:
+        raise ValueError(idcard.MESSAGE) from None
+
+
+def _person_name(value: str) -> str:
+    # Chinese names include middle dots (·) for ethnic-minority and transliterated names and may
+    # use characters outside the BMP (𠮷); refuse control characters and markup, nothing more.
+    if re.search(r"[\x00-\x1f\x7f<>]", value):
+        raise ValueError("姓名含有不允许的字符")
+    return value
+
+
+IdNumber = Annotated[str, Field(title="身份证号", min_length=1, max_length=32,
+                                 json_schema_extra={"error_code": "ID_NUMBER_INVALID"}),
+                     AfterValidator(_id_number)]
+PersonName = Annotated[str, Field(title="姓名", min_length=1, max_length=50),
+                       AfterValidator(_person_name)]
+RegionCode = Annotated[str, Field(title="行政区划代码", pattern=r"^\d{6}$")]
+Email = Annotated[str, Field(title="电子邮箱", max_length=254,
+                             pattern=r"^[^@\s<>]+@[^@\s<>]+\.[^@\s<>]+$")]
+Uuid = Annotated[str, Field(pattern=r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")]

@@ -1,0 +1,119 @@
+"""Database plumbing: one engine per URL per process, a per-worker session, migrations.
+
+Why our own provider and not nameko-sqlalchemy: that package (1.5.0, 2019) breaks on SQLAlchemy 2
+and pytest 9. This one is small: ``self.db.session`` is a session opened on first use and closed
+when the worker ends; ``with self.db.transaction() as session:`` commits or rolls back as a unit.
+"""
+from __future__ import annotations
+
+import contextlib
+import threading
+import weakref
+from typing import Iterator
+
+from nameko.extensions import DependencyProvider
+from sqlalchemy import create_engine, event
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from swms.config import required
+
+_engines: dict[str, Engine] = {}
+_engines_lock = threading.Lock()
+
+
+def engine_for(url: str, pool_size: int = 10) -> Engine:
+    """One engine per URL per process: the outbox relay and the workers share its pool."""
+    with _engines_lock:
+        engine = _engines.get(url)
+        if engine is None:
+            engine = _make_engine(url, pool_size)
+            _engines[url] = engine
+        return engine
+
+
+def dispose_engine(url: str) -> None:
+    with _engines_lock:
+        engine = _engines.pop(url, None)
+    if engine is not None:
+        engine.dispose()
+
+
+def _make_engine(url: str, pool_size: int) -> Engine:
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_connection, _record):
+            cursor = dbapi_connection.cursor()
+            # WAL lets readers proceed while one writer commits; FKs are off by default in SQLite.
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.close()
+
+        return engine
+    # statement_timeout bounds a stuck query on the server side; pool_timeout bounds waiting for a
+    # connection. Never wrap DB calls in eventlet.Timeout (it can leak pooled connections).
+    return create_engine(
+        url,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_timeout=30,
+        pool_pre_ping=True,  # survive a PostgreSQL restart without handing out dead connections
+        connect_args={"options": "-c statement_timeout=30000", "connect_timeout": 10},
+    )
+
+
+class DatabaseAccess:
+    def __init__(self, session_factory: sessionmaker):
+        self._session_factory = session_factory
+        self._session: Session | None = None
+
+    @property
+    def session(self) -> Session:
+        if self._session is None:
+            self._session = self._session_factory()
+        return self._session
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[Session]:
+        session = self.session
+        try:
+            yield session
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise
+
+    def close(self) -> None:
+        if self._session is not None:
+            self._session.close()
+            self._session = None
+
+
+class Database(DependencyProvider):
+    """Reads ``DB_URL`` from the service config."""
+
+    def __init__(self, url_key: str = "DB_URL"):
+        self.url_key = url_key
+        self._open: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+    def setup(self):
+        config = self.container.config
+        self.url = required(config, self.url_key)
+        self.engine = engine_for(self.url, int(config.get("DB_POOL_SIZE", 10)))
+        self.session_factory = sessionmaker(self.engine, expire_on_commit=False)
+
+    def stop(self):
+        dispose_engine(self.url)
+
+    def get_dependency(self, worker_ctx):
+        access = DatabaseAccess(self.session_factory)
+        self._open[worker_ctx] = access
+        return access
+
+    def worker_teardown(self, worker_ctx):
+        access = self._open.pop(worker_ctx, None)
+        if access is not None:
+            access.close()

@@ -1,0 +1,70 @@
+"""Typed errors that cross the RPC boundary intact.
+
+Every error a caller can act on is a ``SwmsError`` with a stable ``code`` (for programs), a Chinese
+``message`` (for people) and, where one field is at fault, the ``field`` name. Nameko serialises
+exceptions as ``{"exc_type", "exc_path", "exc_args", "value"}``; ``exc_args`` is
+``[code, message, field, details]`` so that non-Python clients read the same four values and Python
+clients get a ``SwmsError`` back (``deserialize_to_instance``).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from nameko.exceptions import deserialize_to_instance
+
+
+@deserialize_to_instance
+class SwmsError(Exception):
+    def __init__(self, code: str, message: str, field: str | None = None,
+                 details: list[dict[str, Any]] | None = None):
+        super().__init__(code, message, field, details or [])
+        self.code = code
+        self.message = message
+        self.field = field
+        self.details = details or []
+
+    def __str__(self) -> str:
+        where = f" [{self.field}]" if self.field else ""
+        return f"{self.code}{where}: {self.message}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"code": self.code, "message": self.message, "field": self.field,
+                "details": self.details}
+
+
+# Stable codes. Add, never rename: front ends and agencies branch on them.
+VALIDATION_FAILED = "VALIDATION_FAILED"
+ID_NUMBER_INVALID = "ID_NUMBER_INVALID"
+PASSER_NOT_FOUND = "PASSER_NOT_FOUND"
+NAME_MISMATCH = "NAME_MISMATCH"
+ALREADY_REGISTERED = "ALREADY_REGISTERED"
+LOGIN_FAILED = "LOGIN_FAILED"
+AUTH_REQUIRED = "AUTH_REQUIRED"
+TOKEN_INVALID = "TOKEN_INVALID"
+TOKEN_EXPIRED = "TOKEN_EXPIRED"
+FORBIDDEN = "FORBIDDEN"
+NOT_FOUND = "NOT_FOUND"
+PROFILE_INCOMPLETE = "PROFILE_INCOMPLETE"
+COMMITMENT_REQUIRED = "COMMITMENT_REQUIRED"
+APPLICATION_ALREADY_OPEN = "APPLICATION_ALREADY_OPEN"
+INVALID_STATE = "INVALID_STATE"
+ALREADY_DECIDED = "ALREADY_DECIDED"
+REASON_REQUIRED = "REASON_REQUIRED"
+UPSTREAM_UNAVAILABLE = "UPSTREAM_UNAVAILABLE"
+
+
+def validation_error(field: str, message: str) -> SwmsError:
+    return SwmsError(VALIDATION_FAILED, message, field,
+                     [{"field": field, "code": VALIDATION_FAILED, "message": message}])
+
+
+def auth_required() -> SwmsError:
+    return SwmsError(AUTH_REQUIRED, "请先登录", "auth_token")
+
+
+def forbidden(message: str = "无权执行此操作") -> SwmsError:
+    return SwmsError(FORBIDDEN, message)
+
+
+def not_found(what: str, field: str | None = None) -> SwmsError:
+    return SwmsError(NOT_FOUND, f"{what}不存在", field)

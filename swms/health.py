@@ -1,0 +1,22 @@
+"""The ``health`` RPC every service answers: database and (where used) object storage reachable."""
+from __future__ import annotations
+
+from sqlalchemy import text
+
+
+def check(service_name: str, db, bucket=None) -> dict:
+    checks = {}
+    try:
+        db.session.execute(text("SELECT 1"))
+        checks["database"] = "ok"
+    except Exception as exc:  # report, do not raise: the caller wants the whole picture
+        checks["database"] = f"error: {type(exc).__name__}"
+    if bucket is not None:
+        try:
+            bucket.client.head_bucket(Bucket=bucket.name)
+            checks["object_storage"] = "ok"
+        except Exception as exc:
+            checks["object_storage"] = f"error: {type(exc).__name__}"
+    checks["broker"] = "ok"  # this reply travelled over it
+    status = "ok" if all(v == "ok" for v in checks.values()) else "degraded"
+    return {"service": service_name, "status": status, "checks": checks}

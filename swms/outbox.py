@@ -1,0 +1,209 @@
+"""Transactional outbox (events never lost) and inbox (handlers idempotent).
+
+Producer side: ``outbox.add(session, event)`` inserts the event in the same transaction as the
+state change. After the commit, :class:`OutboxRelay` publishes pending rows to the service's topic
+exchange ``<service>.events`` with publisher confirms and ``mandatory`` set, then marks them sent.
+A crash between publish and mark re-publishes on restart, so delivery is at-least-once: consumers
+de-duplicate by ``event_id`` through :class:`Inbox`.
+
+``mandatory`` matters: RabbitMQ drops a message that no queue is bound to. Such an event stays in
+the outbox and is retried with backoff until a consumer's queue exists, instead of vanishing.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+
+import eventlet
+from eventlet.queue import Full, LightQueue
+from nameko.amqp.publish import Publisher, UndeliverableMessage
+from nameko.constants import AMQP_URI_CONFIG_KEY
+from nameko.extensions import DependencyProvider
+from nameko.standalone.events import get_event_exchange
+from sqlalchemy import (
+    Column, DateTime, Integer, MetaData, String, Table, Text, event as sa_event, insert, select,
+    update,
+)
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from swms.config import required
+from swms.contracts.events import Event
+from swms.db import engine_for
+
+log = logging.getLogger(__name__)
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+
+
+class Outbox:
+    def __init__(self, metadata: MetaData):
+        self.table = Table(
+            "outbox", metadata,
+            Column("id", Integer, primary_key=True, autoincrement=True),
+            Column("event_id", String(36), nullable=False, unique=True),
+            Column("event_type", String(100), nullable=False),
+            Column("payload", Text, nullable=False),
+            Column("created_at", DateTime, nullable=False),
+            Column("published_at", DateTime, nullable=True, index=True),
+            Column("attempts", Integer, nullable=False, default=0),
+            Column("next_attempt_at", DateTime, nullable=False),
+            Column("last_error", Text, nullable=True),
+        )
+        self._wakers: list = []
+
+    def add(self, session: Session, event: Event) -> None:
+        now = utcnow()
+        session.execute(insert(self.table).values(
+            event_id=str(event.event_id), event_type=event.event_type,
+            payload=json.dumps(event.model_dump(mode="json"), ensure_ascii=False),
+            created_at=now, next_attempt_at=now, attempts=0,
+        ))
+        # Wake the relay only after the commit: before it, the row is invisible to the relay.
+        if not session.info.get("outbox_wake_registered"):
+            session.info["outbox_wake_registered"] = True
+            sa_event.listen(session, "after_commit", self._after_commit, once=True)
+
+    def _after_commit(self, session: Session) -> None:
+        session.info.pop("outbox_wake_registered", None)
+        for wake in list(self._wakers):
+            wake()
+
+    def pending_count(self, session: Session) -> int:
+        from sqlalchemy import func
+        return session.execute(
+            select(func.count()).select_from(self.table).where(self.table.c.published_at.is_(None))
+        ).scalar_one()
+
+
+class OutboxRelay(DependencyProvider):
+    """Publishes committed outbox rows. Runs as a managed thread of the service container.
+
+    Several replicas may relay the same table: on PostgreSQL rows are claimed with
+    ``FOR UPDATE SKIP LOCKED``; SQLite is single-writer anyway.
+    """
+
+    def __init__(self, outbox: Outbox, poll_seconds: float = 1.0, batch_size: int = 200,
+                 lease_seconds: float = 30.0):
+        self.outbox = outbox
+        self.lease_seconds = lease_seconds
+        self.poll_seconds = poll_seconds
+        self.batch_size = batch_size
+
+    def setup(self):
+        config = self.container.config
+        self.engine = engine_for(required(config, "DB_URL"))
+        self.publisher = Publisher(config[AMQP_URI_CONFIG_KEY], serializer="json", use_confirms=True,
+                                   mandatory=True, delivery_mode=2)
+        self.exchange = get_event_exchange(self.container.service_name, config)
+        self._signal = LightQueue(maxsize=1)
+        self._running = False
+
+    def start(self):
+        self._running = True
+        self.outbox._wakers.append(self.wake)
+        self.container.spawn_managed_thread(self._run, identifier="outbox_relay")
+
+    def stop(self):
+        self._running = False
+        if self.wake in self.outbox._wakers:
+            self.outbox._wakers.remove(self.wake)
+        self.wake()
+
+    def kill(self):
+        self.stop()
+
+    def wake(self) -> None:
+        try:
+            self._signal.put_nowait(True)
+        except Full:
+            pass
+
+    def _run(self) -> None:
+        while self._running:
+            try:
+                while self._running and self.relay_once() == self.batch_size:
+                    pass  # a full batch: there may be more
+            except Exception:  # broker or database down: keep the rows, try again later
+                log.exception("outbox relay pass failed; will retry")
+            try:
+                self._signal.get(timeout=self.poll_seconds)
+            except eventlet.queue.Empty:
+                pass
+
+    def relay_once(self) -> int:
+        """Claim a batch with a lease, publish it outside any transaction, then mark it.
+
+        No transaction stays open while publishing: under eventlet a SQLite writer that waits for a
+        lock blocks the whole hub, so a lock held across network I/O would deadlock the process.
+        A replica that dies after claiming leaves rows that become due again when the lease ends.
+        """
+        table = self.outbox.table
+        now = utcnow()
+        with self.engine.begin() as conn:
+            rows = conn.execute(
+                select(table.c.id, table.c.event_id, table.c.event_type, table.c.payload,
+                       table.c.attempts)
+                .where(table.c.published_at.is_(None), table.c.next_attempt_at <= now)
+                .order_by(table.c.id).limit(self.batch_size)
+                .with_for_update(skip_locked=True)
+            ).all()
+            if rows:
+                conn.execute(update(table).where(table.c.id.in_([r.id for r in rows])).values(
+                    next_attempt_at=now + dt.timedelta(seconds=self.lease_seconds)))
+        published, unroutable = [], []
+        for row in rows:
+            try:
+                self.publisher.publish(
+                    json.loads(row.payload), exchange=self.exchange, routing_key=row.event_type,
+                    message_id=row.event_id, content_type="application/json",
+                    headers={"swms.event_id": row.event_id}, declare=[self.exchange],
+                )
+            except UndeliverableMessage:
+                unroutable.append(row)
+                continue
+            except Exception:
+                self._mark(published, unroutable)
+                raise
+            published.append(row.id)
+        self._mark(published, unroutable)
+        return len(rows)
+
+    def _mark(self, published: list[int], unroutable: list) -> None:
+        table = self.outbox.table
+        now = utcnow()
+        with self.engine.begin() as conn:
+            if published:
+                conn.execute(update(table).where(table.c.id.in_(published)).values(
+                    published_at=now, attempts=table.c.attempts + 1, last_error=None))
+            for row in unroutable:
+                attempts = row.attempts + 1
+                backoff = min(60.0, 0.5 * 2 ** min(attempts, 7))
+                conn.execute(update(table).where(table.c.id == row.id).values(
+                    attempts=attempts, next_attempt_at=now + dt.timedelta(seconds=backoff),
+                    last_error="no queue is bound for this event yet (unroutable)"))
+
+
+class Inbox:
+    """Remembers handled event ids; insert in the handler's own transaction."""
+
+    def __init__(self, metadata: MetaData):
+        self.table = Table(
+            "inbox", metadata,
+            Column("event_id", String(36), primary_key=True),
+            Column("handler", String(100), primary_key=True),
+            Column("handled_at", DateTime, nullable=False),
+        )
+
+    def first_delivery(self, session: Session, event_id: str, handler: str) -> bool:
+        """True the first time; False if this handler already committed this event."""
+        try:
+            with session.begin_nested():
+                session.execute(insert(self.table).values(
+                    event_id=str(event_id), handler=handler, handled_at=utcnow()))
+        except IntegrityError:
+            return False
+        return True
