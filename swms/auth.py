@@ -128,7 +128,8 @@ class AuthContext:
         """Make onward RPC calls from this worker carry the service's own token."""
         if not self._service_token:
             raise RuntimeError("SERVICE_TOKEN_FILE is not configured for this service")
-        self._worker_ctx.context_data[CONTEXT_KEY] = self._service_token
+        # WorkerContext.context_data is a copy; outgoing headers are built from .data.
+        self._worker_ctx.data[CONTEXT_KEY] = self._service_token
 
 
 class Auth(DependencyProvider):

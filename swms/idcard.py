@@ -73,3 +73,8 @@ def mask(number: str) -> str:
     if len(number) < 8:
         return "*" * len(number)
     return number[:3] + "*" * (len(number) - 7) + number[-4:]
+
+
+def mask_name(name: str) -> str:
+    """Keep the surname character: 张** (names shown publicly or sent to agencies)."""
+    return name[0] + "*" * (len(name) - 1) if name else name

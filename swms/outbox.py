@@ -15,11 +15,8 @@ import datetime as dt
 import json
 import logging
 
-import eventlet
-from eventlet.queue import Full, LightQueue
 from nameko.amqp.publish import Publisher, UndeliverableMessage
 from nameko.constants import AMQP_URI_CONFIG_KEY
-from nameko.extensions import DependencyProvider
 from nameko.standalone.events import get_event_exchange
 from sqlalchemy import (
     Column, DateTime, Integer, MetaData, String, Table, Text, event as sa_event, insert, select,
@@ -28,6 +25,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from swms.background import BackgroundLoop
 from swms.config import required
 from swms.contracts.events import Event
 from swms.db import engine_for
@@ -79,60 +77,39 @@ class Outbox:
         ).scalar_one()
 
 
-class OutboxRelay(DependencyProvider):
+class OutboxRelay(BackgroundLoop):
     """Publishes committed outbox rows. Runs as a managed thread of the service container.
 
     Several replicas may relay the same table: on PostgreSQL rows are claimed with
-    ``FOR UPDATE SKIP LOCKED``; SQLite is single-writer anyway.
+    ``FOR UPDATE SKIP LOCKED`` and a lease; SQLite is single-writer anyway.
     """
 
     def __init__(self, outbox: Outbox, poll_seconds: float = 1.0, batch_size: int = 200,
                  lease_seconds: float = 30.0):
         self.outbox = outbox
-        self.lease_seconds = lease_seconds
         self.poll_seconds = poll_seconds
         self.batch_size = batch_size
+        self.lease_seconds = lease_seconds
 
     def setup(self):
+        super().setup()
         config = self.container.config
         self.engine = engine_for(required(config, "DB_URL"))
         self.publisher = Publisher(config[AMQP_URI_CONFIG_KEY], serializer="json", use_confirms=True,
                                    mandatory=True, delivery_mode=2)
         self.exchange = get_event_exchange(self.container.service_name, config)
-        self._signal = LightQueue(maxsize=1)
-        self._running = False
 
     def start(self):
-        self._running = True
         self.outbox._wakers.append(self.wake)
-        self.container.spawn_managed_thread(self._run, identifier="outbox_relay")
+        super().start()
 
     def stop(self):
-        self._running = False
         if self.wake in self.outbox._wakers:
             self.outbox._wakers.remove(self.wake)
-        self.wake()
+        super().stop()
 
-    def kill(self):
-        self.stop()
-
-    def wake(self) -> None:
-        try:
-            self._signal.put_nowait(True)
-        except Full:
-            pass
-
-    def _run(self) -> None:
-        while self._running:
-            try:
-                while self._running and self.relay_once() == self.batch_size:
-                    pass  # a full batch: there may be more
-            except Exception:  # broker or database down: keep the rows, try again later
-                log.exception("outbox relay pass failed; will retry")
-            try:
-                self._signal.get(timeout=self.poll_seconds)
-            except eventlet.queue.Empty:
-                pass
+    def run_once(self) -> int:
+        return self.relay_once()
 
     def relay_once(self) -> int:
         """Claim a batch with a lease, publish it outside any transaction, then mark it.
@@ -159,7 +136,7 @@ class OutboxRelay(DependencyProvider):
             try:
                 self.publisher.publish(
                     json.loads(row.payload), exchange=self.exchange, routing_key=row.event_type,
-                    message_id=row.event_id, content_type="application/json",
+                    message_id=row.event_id,
                     headers={"swms.event_id": row.event_id}, declare=[self.exchange],
                 )
             except UndeliverableMessage:

@@ -10,7 +10,7 @@ from nameko.extensions import DependencyProvider
 from nameko.rpc import rpc
 
 from swms import errors, health, idcard
-from swms.auth import OFFICER, SOCIAL_WORKER, Auth, Caller, issue_token
+from swms.auth import SOCIAL_WORKER, Auth, Caller, issue_token
 from swms.config import required
 from swms.contracts.identity import (
     CheckPasserRequest, CheckPasserResponse, LoginRequest, PersonRequest, PersonResponse,

@@ -9,8 +9,9 @@ from swms.contracts.common import ApplicationKind, Contract, Uuid
 
 
 class Stage(str, Enum):
-    INITIAL = "initial"   # 初审
-    FINAL = "final"       # 终审
+    INITIAL = "initial"             # 初审
+    INTERMEDIATE = "intermediate"   # a middle level, in provinces with three-level chains
+    FINAL = "final"                 # 终审
 
 
 class Decision(str, Enum):

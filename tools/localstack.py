@@ -1,0 +1,159 @@
+"""Starts the whole system on this machine as separate processes, for the demo and e2e tests.
+
+Each of the six services runs alone under ``nameko run`` with its own config, database and
+environment, exactly as in deployment; next to them an S3-compatible server (moto) and an SMTP
+sink on loopback. RabbitMQ is not started here: it must already answer on ``AMQP_URI``
+(bin/demo and bin/test make sure of that).
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from swms.config import REPO_ROOT
+from swms.devkeys import SERVICES, ensure_dev_keys
+from swms.migrations import upgrade
+
+PYTHON = sys.executable
+NAMEKO = str(Path(PYTHON).with_name("nameko"))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_port(port: int, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"nothing listens on 127.0.0.1:{port} after {timeout} s")
+
+
+@dataclass
+class LocalStack:
+    workdir: Path
+    amqp_uri: str
+    db_urls: dict[str, str] | None = None   # default: one SQLite file per service under workdir
+    s3_port: int = field(default_factory=free_port)
+    smtp_port: int = field(default_factory=free_port)
+    processes: dict[str, subprocess.Popen] = field(default_factory=dict)
+    mail_dir: Path = None
+    log_dir: Path = None
+
+    def __post_init__(self):
+        self.workdir = Path(self.workdir).resolve()
+        self.mail_dir = self.workdir / "mail"
+        self.log_dir = self.workdir / "logs"
+        self.keys_dir = self.workdir / "keys"
+        if self.db_urls is None:
+            self.db_urls = {name: f"sqlite:///{self.workdir / 'data' / f'{name}.db'}" for name in SERVICES}
+
+    def environment(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update({
+            "PYTHONPATH": str(REPO_ROOT),
+            "AMQP_URI": self.amqp_uri,
+            "AUTH_PUBLIC_KEY_FILE": str(self.keys_dir / "token-signing.pub.pem"),
+            "AUTH_PRIVATE_KEY_FILE": str(self.keys_dir / "token-signing.pem"),
+            "S3_ENDPOINT_URL": f"http://127.0.0.1:{self.s3_port}",
+            "S3_ACCESS_KEY": "swms-dev", "S3_SECRET_KEY": "swms-dev-secret",
+            "SMTP_HOST": "127.0.0.1", "SMTP_PORT": str(self.smtp_port),
+        })
+        for name in SERVICES:
+            env[f"{name.upper()}_DB_URL"] = self.db_urls[name]
+            env[f"{name.upper()}_SERVICE_TOKEN_FILE"] = str(self.keys_dir / f"{name}.service-token")
+        return env
+
+    def _spawn(self, name: str, argv: list[str]) -> subprocess.Popen:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_dir / f"{name}.log", "ab")
+        process = subprocess.Popen(argv, cwd=REPO_ROOT, env=self.environment(), stdout=log,
+                                   stderr=subprocess.STDOUT, start_new_session=True)
+        self.processes[name] = process
+        return process
+
+    def start_infrastructure(self) -> None:
+        ensure_dev_keys(self.keys_dir)
+        self._spawn("s3", [PYTHON, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.s3_port)])
+        self._spawn("smtp", [PYTHON, "-m", "tools.mailsink", "--port", str(self.smtp_port),
+                             "--dir", str(self.mail_dir)])
+        wait_for_port(self.s3_port)
+        wait_for_port(self.smtp_port)
+
+    def migrate(self) -> None:
+        for name in SERVICES:
+            upgrade(name, self.db_urls[name])
+
+    def start_service(self, name: str, instance: str | None = None) -> subprocess.Popen:
+        return self._spawn(instance or name, [NAMEKO, "run", "--config", f"services/{name}/config.yaml",
+                                              f"services.{name}.service"])
+
+    def start_services(self) -> None:
+        for name in SERVICES:
+            self.start_service(name)
+        self.wait_healthy()
+
+    def wait_healthy(self, timeout: float = 90.0) -> None:
+        """Every service answers its health RPC (so its queues, event bindings included, exist)."""
+        import eventlet  # noqa: F401  (callers have monkey-patched already)
+        from nameko.standalone.rpc import ClusterRpcProxy
+
+        deadline = time.monotonic() + timeout
+        pending = set(SERVICES)
+        with ClusterRpcProxy({"AMQP_URI": self.amqp_uri}, timeout=2) as cluster:
+            while pending and time.monotonic() < deadline:
+                for name in sorted(pending):
+                    self.check_alive(name)
+                    try:
+                        if getattr(cluster, name).health()["status"] == "ok":
+                            pending.discard(name)
+                    except Exception:
+                        pass
+                if pending:
+                    time.sleep(0.5)
+        if pending:
+            raise RuntimeError(f"services not healthy after {timeout} s: {sorted(pending)}; see {self.log_dir}")
+
+    def check_alive(self, name: str) -> None:
+        process = self.processes.get(name)
+        if process is not None and process.poll() is not None:
+            tail = (self.log_dir / f"{name}.log").read_text(errors="replace")[-3000:]
+            raise RuntimeError(f"{name} exited with {process.returncode}:\n{tail}")
+
+    def stop(self, name: str | None = None, sig: int = signal.SIGTERM, timeout: float = 15.0) -> None:
+        names = [name] if name else list(self.processes)
+        for each in names:
+            process = self.processes.get(each)
+            if process is not None and process.poll() is None:
+                os.killpg(process.pid, sig)
+        for each in names:
+            process = self.processes.pop(each, None)
+            if process is None:
+                continue
+            try:
+                process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    def reset(self) -> None:
+        shutil.rmtree(self.workdir, ignore_errors=True)

@@ -1,0 +1,178 @@
+"""Walks one social worker from sign-up to a downloaded certificate, printing each step.
+
+Used by ``bin/demo`` (prints) and by the end-to-end test (asserts on the returned result).
+Every step goes over RabbitMQ to the six services running as separate processes.
+"""
+from __future__ import annotations
+
+import eventlet
+
+eventlet.monkey_patch()  # before anything imports ssl (urllib, boto3): see stack-notes, trap 1
+
+import datetime as dt
+import email
+import email.policy
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from nameko.standalone.rpc import ClusterRpcProxy
+
+from swms.idcard import check_character
+from tools.localstack import PYTHON, REPO_ROOT, LocalStack
+
+HOLDER_NAME = "李明华"
+HOLDER_ID = "11010519900307123" + check_character("11010519900307123")
+HOLDER_EMAIL = "liminghua@example.cn"
+HOLDER_PASSWORD = "Swms-demo-2026!"
+COUNTY, PROVINCE = "110105", "110000"   # 北京市朝阳区, 北京市
+
+
+@dataclass
+class WalkResult:
+    person_id: str
+    application_id: str
+    certificate_number: str
+    object_key: str
+    pdf_path: Path
+    mail_path: Path
+
+
+def write_registry(path: Path) -> Path:
+    """The exam authority's list for this walk (this year's exam, so the window is always open)."""
+    year = dt.date.today().year
+    second = "44030519950612402"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(
+        "name,id_number,level,management_number,exam_year,province\n"
+        f"{HOLDER_NAME},{HOLDER_ID},社会工作师,{year}11000000123456,{year},11\n"
+        f"欧阳·娜仁,{second}{check_character(second)},助理社会工作师,{year}44000000654321,{year},44\n",
+        encoding="utf-8")
+    return path
+
+
+def identity_cli(stack: LocalStack, *args: str) -> str:
+    result = subprocess.run([PYTHON, "-m", "services.identity.cli", *args], cwd=REPO_ROOT,
+                            env=stack.environment(), capture_output=True, text=True, check=True)
+    return result.stdout.strip()
+
+
+def wait_for(predicate, what: str, timeout: float = 60.0, interval: float = 0.3):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise TimeoutError(f"timed out after {timeout} s waiting for {what}")
+
+
+def walk(stack: LocalStack, out_dir: Path, say=print) -> WalkResult:
+    config = {"AMQP_URI": stack.amqp_uri}
+    step = iter(range(1, 100))
+
+    def show(text: str) -> None:
+        say(f"[{next(step):2d}] {text}")
+
+    registry = write_registry(stack.workdir / "registry" / "passers.csv")
+    show(f"exam-passer registry (社工库) loaded: {identity_cli(stack, 'import-passers', str(registry))}")
+    identity_cli(stack, "create-officer", "--name", "朝阳区民政局审核员", "--email", "county@example.gov.cn",
+                 "--password", "County-officer-1", "--region", COUNTY, "--level", "county")
+    identity_cli(stack, "create-officer", "--name", "北京市民政局审核员", "--email", "province@example.gov.cn",
+                 "--password", "Province-officer-1", "--region", PROVINCE, "--level", "province")
+    show(f"officers created: county {COUNTY} (初审), province {PROVINCE} (终审)")
+
+    with ClusterRpcProxy(config, timeout=30) as public:
+        passer = public.identity.check_passer({"name": HOLDER_NAME, "id_number": HOLDER_ID})
+        show(f"name + ID verified against the registry; 职业水平证书管理号 filled in: "
+             f"{passer['management_number']} ({passer['level']})")
+        account = public.identity.sign_up({"name": HOLDER_NAME, "id_number": HOLDER_ID,
+                                           "email": HOLDER_EMAIL, "password": HOLDER_PASSWORD})
+        show(f"account created for {account['name']} ({account['id_number_masked']}), person {account['person_id']}")
+        token = public.identity.login({"login": HOLDER_ID, "password": HOLDER_PASSWORD})["access_token"]
+        county_token = public.identity.login({"login": "county@example.gov.cn",
+                                              "password": "County-officer-1"})["access_token"]
+        province_token = public.identity.login({"login": "province@example.gov.cn",
+                                                "password": "Province-officer-1"})["access_token"]
+        show("logged in (signed token, verified by each service locally)")
+
+    with ClusterRpcProxy(config, timeout=30, context_data={"auth_token": token}) as worker:
+        profile = worker.profile.save_basic_info({
+            "ethnicity": "汉族", "education": "本科", "mobile": "13800138000",
+            "address": "北京市朝阳区朝阳门外大街1号", "region_code": COUNTY,
+            "unit_category": "社会工作服务机构", "unit_name": "北京市朝阳区阳光社会工作服务中心",
+            "position": "社会工作者", "truth_commitment": True})
+        show(f"personal information form (个人信息表) saved: {profile['gender']}, born {profile['birth_date']}, "
+             f"{profile['unit_name']}")
+        completeness = worker.profile.check_completeness({"person_id": account["person_id"]})
+        show(f"completeness check (系统校验): complete={completeness['complete']}")
+        application = worker.registration.submit_first_registration({"commitment": True})
+        application_id = application["application_id"]
+        show(f"first registration (首次登记) submitted with 承诺声明: status {application['status']}")
+
+    with ClusterRpcProxy(config, timeout=30, context_data={"auth_token": county_token}) as county:
+        item = wait_for(lambda: next((i for i in county.review.list_queue({})["items"]
+                                      if i["application_id"] == application_id), None),
+                        "the application in the county queue")
+        county.review.decide({"item_id": item["item_id"], "decision": "approve"})
+        show(f"county officer approved the initial review (初审通过), item {item['item_id']}")
+
+    with ClusterRpcProxy(config, timeout=30, context_data={"auth_token": province_token}) as province:
+        item = wait_for(lambda: next((i for i in province.review.list_queue({})["items"]
+                                      if i["application_id"] == application_id), None),
+                        "the application in the province queue")
+        province.review.decide({"item_id": item["item_id"], "decision": "approve"})
+        show("province officer approved the final review (终审通过)")
+
+    with ClusterRpcProxy(config, timeout=30, context_data={"auth_token": token}) as worker:
+        issued = wait_for(lambda: (lambda a: a if a["status"] == "已出证" else None)(
+            worker.registration.get_application({"application_id": application_id})),
+            "the certificate to be issued")
+        show(f"status {issued['status']}, certificate number {issued['certificate_number']} "
+             f"(history: {' → '.join(h['status'] for h in issued['history'])})")
+        view = worker.certificate.view_certificate({"application_id": application_id})
+        show(f"查看证书: short-lived link valid {view['download_expires_in_seconds']} s, sha256 {view['sha256'][:16]}…")
+        out_dir.mkdir(parents=True, exist_ok=True)
+        pdf_path = out_dir / f"certificate-{view['certificate_number']}.pdf"
+        with urllib.request.urlopen(view["download_url"], timeout=30) as response:
+            pdf_path.write_bytes(response.read())
+        show(f"certificate PDF downloaded: {pdf_path} ({pdf_path.stat().st_size} bytes)")
+
+    def find_mail():
+        for path in sorted(stack.mail_dir.glob("*.eml")):
+            message = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
+            if message["To"] == HOLDER_EMAIL:
+                return path
+        return None
+
+    mail_path = wait_for(find_mail, "the certificate email")
+    subject = email.message_from_bytes(mail_path.read_bytes(), policy=email.policy.default)["Subject"]
+    show(f"email to {HOLDER_EMAIL} arrived: “{subject}” → {mail_path}")
+    return WalkResult(person_id=account["person_id"], application_id=application_id,
+                      certificate_number=view["certificate_number"],
+                      object_key=f"certificates/{view['certificate_number']}.pdf",
+                      pdf_path=pdf_path, mail_path=mail_path)
+
+
+def main() -> int:
+    import os
+
+    workdir = REPO_ROOT / "var" / "demo"
+    stack = LocalStack(workdir=workdir, amqp_uri=os.environ.get("AMQP_URI", "pyamqp://guest:guest@127.0.0.1:5672/"))
+    stack.reset()
+    print("starting: S3-compatible server and SMTP sink on loopback, migrations, six services …")
+    with stack:
+        stack.start_infrastructure()
+        stack.migrate()
+        stack.start_services()
+        print(f"all six services healthy (logs in {stack.log_dir})\n")
+        result = walk(stack, workdir / "out")
+    print(f"\ncertificate PDF: {result.pdf_path}\nemail:           {result.mail_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
