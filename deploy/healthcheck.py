@@ -44,7 +44,7 @@ def main(argv: list[str]) -> int:
         return 1
     status = reply.get("status") if isinstance(reply, dict) else None
     print(json.dumps(reply, ensure_ascii=False, default=str))
-    return 0
+    return 0 if status == "ok" else 1
 
 
 if __name__ == "__main__":

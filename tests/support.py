@@ -1,0 +1,109 @@
+"""Helpers shared by the tests: tokens, RPC clients, seeding, and a tap on an event exchange."""
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import importlib
+import queue
+import socket
+import time
+from pathlib import Path
+
+from kombu import Connection, Exchange, Queue
+from nameko.standalone.events import event_dispatcher
+from nameko.standalone.rpc import ClusterRpcProxy
+from sqlalchemy.orm import sessionmaker
+
+from swms.auth import OFFICER, SOCIAL_WORKER, Caller, issue_token
+from swms.contracts.events import Event
+from swms.db import engine_for
+from swms.idcard import check_character
+
+SERVICE_CLASSES = {
+    "identity": "services.identity.service:IdentityService",
+    "profile": "services.profile.service:ProfileService",
+    "registration": "services.registration.service:RegistrationService",
+    "review": "services.review.service:ReviewService",
+    "certificate": "services.certificate.service:CertificateService",
+    "notification": "services.notification.service:NotificationService",
+}
+
+
+def service_class(name: str):
+    module, cls = SERVICE_CLASSES[name].split(":")
+    return getattr(importlib.import_module(module), cls)
+
+
+def valid_id(first17: str) -> str:
+    return first17 + check_character(first17)
+
+
+def token(keys_dir: Path, caller: Caller, ttl: dt.timedelta = dt.timedelta(minutes=30)) -> str:
+    return issue_token((keys_dir / "token-signing.pem").read_bytes(), caller, ttl)[0]
+
+
+def worker_token(keys_dir: Path, person_id: str) -> str:
+    return token(keys_dir, Caller(subject=person_id, role=SOCIAL_WORKER))
+
+
+def officer_token(keys_dir: Path, region: str, level: str, officer_id: str = "officer-1") -> str:
+    return token(keys_dir, Caller(subject=officer_id, role=OFFICER, region_code=region, level=level))
+
+
+@contextlib.contextmanager
+def rpc_client(amqp_uri: str, auth_token: str | None = None, timeout: float = 20):
+    context = {"auth_token": auth_token} if auth_token else {}
+    with ClusterRpcProxy({"AMQP_URI": amqp_uri}, timeout=timeout, context_data=context) as proxy:
+        yield proxy
+
+
+def session_for(db_url: str):
+    return sessionmaker(engine_for(db_url), expire_on_commit=False)()
+
+
+def dispatch(amqp_uri: str, event: Event) -> None:
+    """Publish an event as its source service would (JSON body)."""
+    event_dispatcher({"AMQP_URI": amqp_uri})(event.source, event.event_type, event.model_dump(mode="json"))
+
+
+def wait_until(predicate, timeout: float = 20.0, interval: float = 0.1, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+class EventTap:
+    """A queue bound to ``<source>.events`` for one routing key, declared before the events flow."""
+
+    def __init__(self, amqp_uri: str, source: str, event_type: str):
+        self.connection = Connection(amqp_uri)
+        exchange = Exchange(f"{source}.events", type="topic", durable=True)
+        self.queue = Queue(f"test-tap-{source}-{event_type}-{time.time_ns()}", exchange=exchange,
+                           routing_key=event_type, auto_delete=True)
+        self.received: queue.Queue = queue.Queue()
+        self.consumer = self.connection.Consumer([self.queue], callbacks=[self._on_message], accept=["json"])
+        self.consumer.consume()
+
+    def _on_message(self, body, message):
+        self.received.put(body)
+        message.ack()
+
+    def collect(self, count: int = 1, timeout: float = 20.0) -> list[dict]:
+        bodies = []
+        deadline = time.monotonic() + timeout
+        while len(bodies) < count and time.monotonic() < deadline:
+            try:
+                self.connection.drain_events(timeout=0.2)
+            except socket.timeout:
+                pass
+            while not self.received.empty():
+                bodies.append(self.received.get())
+        return bodies
+
+    def close(self):
+        self.consumer.cancel()
+        self.connection.release()
