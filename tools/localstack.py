@@ -108,8 +108,13 @@ class LocalStack:
 
     def wait_healthy(self, timeout: float = 90.0) -> None:
         """Every service answers its health RPC (so its queues, event bindings included, exist)."""
-        import eventlet  # noqa: F401  (callers have monkey-patched already)
+        import logging
+
         from nameko.standalone.rpc import ClusterRpcProxy
+
+        # Health calls that time out while a service starts leave publisher confirms in flight;
+        # py-amqp logs each one at WARNING when the proxy closes its channel. Harmless here.
+        logging.getLogger("amqp").setLevel(logging.ERROR)
 
         deadline = time.monotonic() + timeout
         pending = set(SERVICES)

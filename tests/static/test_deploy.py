@@ -98,10 +98,27 @@ def container_for(compose: dict, service: str) -> tuple[str, dict]:
     return matches[0]
 
 
+class RawLoader(yaml.BaseLoader):
+    """Every scalar as its source text. Not SafeLoader: once anything in the process has called
+    nameko's setup_yaml_parser() (``nameko test``, swms.config.load_config), SafeLoader substitutes
+    ${...} from the environment, and the variable names would be gone."""
+
+
+def _construct_any_tag(loader, _suffix, node):
+    if isinstance(node, yaml.MappingNode):
+        return loader.construct_mapping(node)
+    if isinstance(node, yaml.SequenceNode):
+        return loader.construct_sequence(node)
+    return loader.construct_scalar(node)
+
+
+RawLoader.add_multi_constructor("!", _construct_any_tag)  # e.g. nameko's explicit !env_var
+
+
 def config_refs(path: Path) -> dict[str, str | None]:
     """{VARIABLE: default or None} for every ${VARIABLE[:default]} in a config.yaml's values."""
     with open(path, encoding="utf-8") as handle:
-        document = yaml.safe_load(handle)  # plain loader: values keep their ${...} text
+        document = yaml.load(handle, Loader=RawLoader)  # values keep their ${...} text
     refs: dict[str, str | None] = {}
 
     def walk(node):

@@ -1,0 +1,54 @@
+"""End to end: the six services as separate ``nameko run`` processes, over a real RabbitMQ vhost,
+with an S3 server and an SMTP server on loopback; once on SQLite files, once on PostgreSQL."""
+from __future__ import annotations
+
+import email
+import email.policy
+import io
+
+import pytest
+from pypdf import PdfReader
+
+from swms.devkeys import SERVICES
+from swms.storage import make_s3_client
+from tools.localstack import LocalStack
+from tools.walkthrough import HOLDER_EMAIL, HOLDER_NAME, walk
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture
+def stack(tmp_path, amqp_uri, make_database):
+    stack = LocalStack(workdir=tmp_path / "stack", amqp_uri=amqp_uri,
+                       db_urls={name: make_database(name) for name in SERVICES})
+    try:
+        stack.start_infrastructure()
+        stack.start_services()
+        yield stack
+    finally:
+        stack.stop()
+
+
+def test_sign_up_to_downloaded_certificate_and_email(stack, tmp_path):
+    lines = []
+    result = walk(stack, tmp_path / "out", say=lines.append)
+    assert len(lines) == 14, lines
+
+    # The PDF object is in S3 under its certificate number, and it is the file the holder downloaded.
+    environment = stack.environment()
+    s3 = make_s3_client({key: environment[key] for key in ("S3_ENDPOINT_URL", "S3_ACCESS_KEY", "S3_SECRET_KEY")})
+    stored = s3.get_object(Bucket="swms-certificates", Key=result.object_key)["Body"].read()
+    assert stored == result.pdf_path.read_bytes()
+    assert stored.startswith(b"%PDF")
+    text = PdfReader(io.BytesIO(stored)).pages[0].extract_text()
+    assert HOLDER_NAME in text
+    assert result.certificate_number in text
+    assert "社会工作者登记证书" in "".join(text.split())  # the title is letter-spaced
+
+    # Exactly one email reached the SMTP server, addressed to the holder, about the certificate.
+    mails = [email.message_from_bytes(p.read_bytes(), policy=email.policy.default)
+             for p in stack.mail_dir.glob("*.eml")]
+    assert [m["To"] for m in mails] == [HOLDER_EMAIL]
+    body = mails[0].get_body(preferencelist=("plain",)).get_content()
+    assert result.certificate_number in body
+    assert "查看证书" in body
