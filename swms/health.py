@@ -3,8 +3,10 @@ from __future__ import annotations
 
 from sqlalchemy import text
 
+from swms.contracts.common import HealthResponse
 
-def check(service_name: str, db, bucket=None) -> dict:
+
+def check(service_name: str, db, bucket=None) -> HealthResponse:
     checks = {}
     try:
         db.session.execute(text("SELECT 1"))
@@ -19,4 +21,4 @@ def check(service_name: str, db, bucket=None) -> dict:
             checks["object_storage"] = f"error: {type(exc).__name__}"
     checks["broker"] = "ok"  # this reply travelled over it
     status = "ok" if all(v == "ok" for v in checks.values()) else "degraded"
-    return {"service": service_name, "status": status, "checks": checks}
+    return HealthResponse(service=service_name, status=status, checks=checks)

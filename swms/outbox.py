@@ -19,8 +19,19 @@ from nameko.amqp.publish import Publisher, UndeliverableMessage
 from nameko.constants import AMQP_URI_CONFIG_KEY
 from nameko.standalone.events import get_event_exchange
 from sqlalchemy import (
-    Column, DateTime, Integer, MetaData, String, Table, Text, event as sa_event, insert, select,
+    Column,
+    DateTime,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    insert,
+    select,
     update,
+)
+from sqlalchemy import (
+    event as sa_event,
 )
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session

@@ -16,10 +16,10 @@ from nameko.extensions import DependencyProvider
 from swms.config import required
 
 
-def make_s3_client(config: dict[str, Any]):
+def make_s3_client(config: dict[str, Any], endpoint_key: str = "S3_ENDPOINT_URL"):
     return boto3.client(
         "s3",
-        endpoint_url=config.get("S3_ENDPOINT_URL") or None,
+        endpoint_url=config.get(endpoint_key) or None,
         aws_access_key_id=required(config, "S3_ACCESS_KEY"),
         aws_secret_access_key=required(config, "S3_SECRET_KEY"),
         region_name=config.get("S3_REGION") or "us-east-1",
@@ -35,9 +35,12 @@ def make_s3_client(config: dict[str, Any]):
 
 
 class Bucket:
-    def __init__(self, client, name: str):
+    def __init__(self, client, name: str, link_client=None):
         self.client = client
         self.name = name
+        # Download links are signed for the address people's browsers reach (S3_PUBLIC_ENDPOINT_URL),
+        # which in a cluster differs from the internal one; signing needs no network call.
+        self.link_client = link_client or client
 
     def ensure_exists(self) -> None:
         try:
@@ -70,7 +73,7 @@ class Bucket:
         params: dict[str, Any] = {"Bucket": self.name, "Key": key}
         if filename:
             params["ResponseContentDisposition"] = f'attachment; filename="{filename}"'
-        return self.client.generate_presigned_url("get_object", Params=params, ExpiresIn=expires_seconds)
+        return self.link_client.generate_presigned_url("get_object", Params=params, ExpiresIn=expires_seconds)
 
 
 class ObjectStorage(DependencyProvider):
@@ -81,7 +84,8 @@ class ObjectStorage(DependencyProvider):
 
     def setup(self):
         config = self.container.config
-        self.bucket = Bucket(make_s3_client(config), required(config, self.bucket_key))
+        link_client = make_s3_client(config, "S3_PUBLIC_ENDPOINT_URL") if config.get("S3_PUBLIC_ENDPOINT_URL") else None
+        self.bucket = Bucket(make_s3_client(config), required(config, self.bucket_key), link_client)
         if str(config.get("S3_CREATE_BUCKET", "true")).lower() == "true":
             self.bucket.ensure_exists()
 

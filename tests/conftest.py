@@ -92,7 +92,7 @@ def make_database(db_backend, tmp_path):
         return url
 
     yield make
-    from swms.db import dispose_engine, _engines
+    from swms.db import _engines, dispose_engine
     for url in list(_engines):
         dispose_engine(url)
     if admin is not None:

@@ -6,14 +6,20 @@ import datetime as dt
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from services.certificate.models import (
+    ISSUED,
+    ISSUING,
+    Certificate,
+    SerialCounter,
+    audit,
+    outbox,
+)
+from services.certificate.render import CertificateFace
 from swms import idcard
 from swms.contracts.common import Level
 from swms.contracts.events import CertificateIssued
 from swms.contracts.registration import IssuanceData
 from swms.outbox import utcnow
-
-from services.certificate.models import ISSUED, ISSUING, Certificate, SerialCounter, audit, outbox
-from services.certificate.render import CertificateFace
 
 LEVEL_DIGIT = {Level.ASSISTANT.value: "1", Level.SOCIAL_WORKER.value: "2", Level.SENIOR.value: "3"}
 

@@ -88,6 +88,8 @@ def certificate_html(face: CertificateFace) -> str:
 
 
 def render_pdf(face: CertificateFace) -> bytes:
-    from weasyprint import HTML  # imported late: heavy, and only the certificate service needs it
+    from weasyprint import (
+        HTML,  # imported late: heavy, and only the certificate service needs it
+    )
 
     return HTML(string=certificate_html(face)).write_pdf()

@@ -9,18 +9,19 @@ from nameko.dependency_providers import Config
 from nameko.events import event_handler
 from nameko.rpc import RpcProxy, rpc
 
-from swms import errors, health, rpc as swms_rpc
+from services.certificate import domain, render
+from services.certificate.models import ISSUED, outbox
+from swms import errors, health
+from swms import rpc as swms_rpc
 from swms.auth import Auth
 from swms.contracts.certificate import CertificateRequest, CertificateView
+from swms.contracts.common import HealthResponse
 from swms.contracts.events import ApplicationApproved
 from swms.contracts.registration import IssuanceData
 from swms.db import Database
 from swms.outbox import OutboxRelay
 from swms.rpc import contract
 from swms.storage import ObjectStorage
-
-from services.certificate import domain, render
-from services.certificate.models import ISSUED, outbox
 
 log = logging.getLogger(__name__)
 DOWNLOAD_LINK_SECONDS = 300
@@ -37,7 +38,7 @@ class CertificateService:
     registration = RpcProxy("registration")
 
     @rpc(expected_exceptions=errors.SwmsError)
-    @contract(None)
+    @contract(None, HealthResponse)
     def health(self):
         return health.check(self.name, self.db, self.storage)
 

@@ -13,12 +13,11 @@ from pathlib import Path
 
 from sqlalchemy.orm import sessionmaker
 
+from services.identity import domain
 from swms.auth import SERVICE, Caller, issue_token
 from swms.config import load_config, service_config_path
 from swms.db import engine_for
 from swms.errors import SwmsError
-
-from services.identity import domain
 
 
 def _session(config):

@@ -13,12 +13,11 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from services.identity.models import Account, Passer, audit
 from swms import errors, idcard
 from swms.auth import OFFICER, OFFICER_LEVELS, SOCIAL_WORKER
 from swms.contracts.common import Level
 from swms.outbox import utcnow
-
-from services.identity.models import Account, Passer, audit
 
 password_hasher = PasswordHasher()
 # Compared against when no account matches, so a miss costs the same time as a wrong password.

@@ -9,19 +9,25 @@ from nameko.dependency_providers import Config
 from nameko.extensions import DependencyProvider
 from nameko.rpc import rpc
 
+from services.identity import domain
+from services.identity.models import Account, Passer, outbox
 from swms import errors, health, idcard
 from swms.auth import SOCIAL_WORKER, Auth, Caller, issue_token
 from swms.config import required
+from swms.contracts.common import HealthResponse
 from swms.contracts.identity import (
-    CheckPasserRequest, CheckPasserResponse, LoginRequest, PersonRequest, PersonResponse,
-    SignUpRequest, SignUpResponse, TokenResponse,
+    CheckPasserRequest,
+    CheckPasserResponse,
+    LoginRequest,
+    PersonRequest,
+    PersonResponse,
+    SignUpRequest,
+    SignUpResponse,
+    TokenResponse,
 )
 from swms.db import Database
 from swms.outbox import OutboxRelay
 from swms.rpc import contract
-
-from services.identity import domain
-from services.identity.models import Account, Passer, outbox
 
 
 class TokenSigner(DependencyProvider):
@@ -46,7 +52,7 @@ class IdentityService:
     relay = OutboxRelay(outbox)
 
     @rpc(expected_exceptions=errors.SwmsError)
-    @contract(None)
+    @contract(None, HealthResponse)
     def health(self):
         return health.check(self.name, self.db)
 

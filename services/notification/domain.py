@@ -11,9 +11,8 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from swms.outbox import utcnow
-
 from services.notification.models import FAILED, PENDING, SENT, Message, audit
+from swms.outbox import utcnow
 
 TEMPLATES = Path(__file__).parent / "templates"
 SUBJECTS = {"certificate_issued": "【全国社会工作信息系统】您的电子登记证书已签发"}

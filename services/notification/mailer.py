@@ -7,13 +7,12 @@ import smtplib
 from sqlalchemy import select, update
 from sqlalchemy.orm import sessionmaker
 
+from services.notification import domain
+from services.notification.models import PENDING, Message
 from swms.background import BackgroundLoop
 from swms.config import required
 from swms.db import engine_for
 from swms.outbox import utcnow
-
-from services.notification import domain
-from services.notification.models import PENDING, Message
 
 LEASE = dt.timedelta(seconds=60)
 

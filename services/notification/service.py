@@ -6,18 +6,19 @@ from nameko.events import event_handler
 from nameko.rpc import RpcProxy, rpc
 from sqlalchemy import select
 
-from swms import errors, health, rpc as swms_rpc
+from services.notification import domain
+from services.notification.mailer import Mailer
+from services.notification.models import Message, outbox
+from swms import errors, health
+from swms import rpc as swms_rpc
 from swms.auth import Auth
+from swms.contracts.common import HealthResponse
 from swms.contracts.events import CertificateIssued
 from swms.contracts.identity import PersonResponse
 from swms.contracts.notification import MessageList, MessageOut, MessagesRequest
 from swms.db import Database
 from swms.outbox import OutboxRelay
 from swms.rpc import contract
-
-from services.notification import domain
-from services.notification.mailer import Mailer
-from services.notification.models import Message, outbox
 
 
 def _mask_email(address: str) -> str:
@@ -36,7 +37,7 @@ class NotificationService:
     identity = RpcProxy("identity")
 
     @rpc(expected_exceptions=errors.SwmsError)
-    @contract(None)
+    @contract(None, HealthResponse)
     def health(self):
         return health.check(self.name, self.db)
 

@@ -3,12 +3,11 @@ from __future__ import annotations
 
 from sqlalchemy.orm import Session
 
+from services.profile.models import Profile, audit
 from swms import idcard
 from swms.contracts.identity import PersonResponse
 from swms.contracts.profile import BasicInfoRequest
 from swms.outbox import utcnow
-
-from services.profile.models import Profile, audit
 
 EDITABLE_FIELDS = ("ethnicity", "education", "mobile", "address", "region_code", "unit_category",
                    "unit_name", "position")

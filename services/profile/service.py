@@ -4,18 +4,23 @@ from __future__ import annotations
 from nameko.dependency_providers import Config
 from nameko.rpc import RpcProxy, rpc
 
-from swms import errors, health, idcard, rpc as swms_rpc
+from services.profile import domain
+from services.profile.models import Profile, outbox
+from swms import errors, health, idcard
+from swms import rpc as swms_rpc
 from swms.auth import SERVICE, SOCIAL_WORKER, Auth
+from swms.contracts.common import HealthResponse
 from swms.contracts.identity import PersonResponse
 from swms.contracts.profile import (
-    BasicInfoRequest, CompletenessResponse, PersonRef, ProfileResponse, ProfileSnapshot,
+    BasicInfoRequest,
+    CompletenessResponse,
+    PersonRef,
+    ProfileResponse,
+    ProfileSnapshot,
 )
 from swms.db import Database
 from swms.outbox import OutboxRelay
 from swms.rpc import contract
-
-from services.profile import domain
-from services.profile.models import Profile, outbox
 
 
 def _response(profile: Profile) -> ProfileResponse:
@@ -39,7 +44,7 @@ class ProfileService:
     identity = RpcProxy("identity")
 
     @rpc(expected_exceptions=errors.SwmsError)
-    @contract(None)
+    @contract(None, HealthResponse)
     def health(self):
         return health.check(self.name, self.db)
 

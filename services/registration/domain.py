@@ -7,15 +7,18 @@ import uuid
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from services.registration.models import Application, StatusChange, audit, outbox
 from swms import errors
-from swms.contracts.common import ApplicationKind, ApplicationStatus as S
+from swms.contracts.common import ApplicationKind
+from swms.contracts.common import ApplicationStatus as S
 from swms.contracts.events import (
-    ApplicationApproved, ApplicationRejected, ApplicationSubmitted, CertificateIssued,
+    ApplicationApproved,
+    ApplicationRejected,
+    ApplicationSubmitted,
+    CertificateIssued,
 )
 from swms.contracts.profile import ProfileSnapshot
 from swms.outbox import utcnow
-
-from services.registration.models import Application, StatusChange, audit, outbox
 
 # Allowed moves of a first registration (《社会工作者首次登记信息表》), from domain.md §3.1.
 # 初审中 → 已出证 serves provinces whose chain has a single review level.

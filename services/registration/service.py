@@ -8,21 +8,32 @@ from nameko.dependency_providers import Config
 from nameko.rpc import RpcProxy, rpc
 from sqlalchemy import select
 
-from swms import errors, health, idcard, rpc as swms_rpc
+from services.registration import domain
+from services.registration.models import Application, inbox, outbox
+from swms import errors, health, idcard
+from swms import rpc as swms_rpc
 from swms.auth import SERVICE, SOCIAL_WORKER, Auth
-from swms.contracts.events import ApplicationApproved, ApplicationRejected, CertificateIssued
+from swms.contracts.common import HealthResponse
+from swms.contracts.events import (
+    ApplicationApproved,
+    ApplicationRejected,
+    CertificateIssued,
+)
 from swms.contracts.profile import CompletenessResponse, ProfileSnapshot
 from swms.contracts.registration import (
-    ApplicationList, ApplicationRef, ApplicationResponse, IssuanceData, StatusChange as StatusChangeOut,
+    ApplicationList,
+    ApplicationRef,
+    ApplicationResponse,
+    IssuanceData,
     SubmitFirstRegistrationRequest,
+)
+from swms.contracts.registration import (
+    StatusChange as StatusChangeOut,
 )
 from swms.db import Database
 from swms.events import on_event
 from swms.outbox import OutboxRelay
 from swms.rpc import contract
-
-from services.registration import domain
-from services.registration.models import Application, inbox, outbox
 
 
 def _response(application: Application) -> ApplicationResponse:
@@ -44,7 +55,7 @@ class RegistrationService:
     profile = RpcProxy("profile")
 
     @rpc(expected_exceptions=errors.SwmsError)
-    @contract(None)
+    @contract(None, HealthResponse)
     def health(self):
         return health.check(self.name, self.db)
 

@@ -9,13 +9,23 @@ import yaml
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
+from services.review.models import (
+    APPROVED,
+    PENDING,
+    REJECTED,
+    ReviewItem,
+    audit,
+    outbox,
+)
 from swms import errors
-from swms.auth import COUNTY, CITY, OFFICER_LEVELS, PROVINCE, Caller
-from swms.contracts.events import ApplicationApproved, ApplicationRejected, ApplicationSubmitted
+from swms.auth import CITY, COUNTY, OFFICER_LEVELS, PROVINCE, Caller
+from swms.contracts.events import (
+    ApplicationApproved,
+    ApplicationRejected,
+    ApplicationSubmitted,
+)
 from swms.contracts.review import Decision, Stage
 from swms.outbox import utcnow
-
-from services.review.models import APPROVED, PENDING, REJECTED, ReviewItem, audit, outbox
 
 PREFIX_LENGTH = {PROVINCE: 2, CITY: 4, COUNTY: 6}
 REVIEW_WORKING_DAYS = 30

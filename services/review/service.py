@@ -5,20 +5,26 @@ from nameko.dependency_providers import Config
 from nameko.extensions import DependencyProvider
 from nameko.rpc import rpc
 
+from services.review import domain
+from services.review.models import ReviewItem, inbox, outbox
 from swms import errors, health
 from swms.auth import OFFICER, Auth
 from swms.config import required
+from swms.contracts.common import HealthResponse
 from swms.contracts.events import ApplicationSubmitted
 from swms.contracts.review import (
-    DecideRequest, DecisionResponse, QueuePage, QueueRequest, ReviewItem as ReviewItemOut,
+    DecideRequest,
+    DecisionResponse,
+    QueuePage,
+    QueueRequest,
+)
+from swms.contracts.review import (
+    ReviewItem as ReviewItemOut,
 )
 from swms.db import Database
 from swms.events import on_event
 from swms.outbox import OutboxRelay
 from swms.rpc import contract
-
-from services.review import domain
-from services.review.models import ReviewItem, inbox, outbox
 
 
 class ReviewChains(DependencyProvider):
@@ -48,7 +54,7 @@ class ReviewService:
     relay = OutboxRelay(outbox)
 
     @rpc(expected_exceptions=errors.SwmsError)
-    @contract(None)
+    @contract(None, HealthResponse)
     def health(self):
         return health.check(self.name, self.db)
 

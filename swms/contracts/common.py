@@ -79,3 +79,10 @@ RegionCode = Annotated[str, Field(title="行政区划代码", pattern=r"^\d{6}$"
 Email = Annotated[str, Field(title="电子邮箱", max_length=254,
                              pattern=r"^[^@\s<>]+@[^@\s<>]+\.[^@\s<>]+$")]
 Uuid = Annotated[str, Field(pattern=r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")]
+
+
+class HealthResponse(Contract):
+    """Every service's ``health`` RPC: ``ok`` when its database (and object storage) answer."""
+    service: str
+    status: str                 # ok / degraded
+    checks: dict[str, str]      # component -> "ok" or "error: <type>"

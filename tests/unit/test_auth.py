@@ -4,7 +4,17 @@ import datetime as dt
 import pytest
 
 from swms import errors
-from swms.auth import CITY, COUNTY, OFFICER, PROVINCE, SOCIAL_WORKER, Caller, generate_keypair, issue_token, verify_token
+from swms.auth import (
+    CITY,
+    COUNTY,
+    OFFICER,
+    PROVINCE,
+    SOCIAL_WORKER,
+    Caller,
+    generate_keypair,
+    issue_token,
+    verify_token,
+)
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,8 @@ def session_for(models_module) -> Session:
 
 
 # ---- identity ---------------------------------------------------------------------------------
-from services.identity import domain as identity_domain, models as identity_models  # noqa: E402
+from services.identity import domain as identity_domain  # noqa: E402
+from services.identity import models as identity_models
 
 
 @pytest.mark.parametrize("typed, registered", [
@@ -120,7 +121,8 @@ def test_stage_names():
 
 
 # ---- certificate ------------------------------------------------------------------------------
-from services.certificate import domain as certificate_domain, models as certificate_models  # noqa: E402
+from services.certificate import domain as certificate_domain  # noqa: E402
+from services.certificate import models as certificate_models
 from services.certificate.render import CertificateFace, certificate_html  # noqa: E402
 
 
