@@ -18,6 +18,7 @@ from swms.auth import OFFICER, SOCIAL_WORKER, Caller, issue_token
 from swms.contracts.events import Event
 from swms.db import engine_for
 from swms.idcard import check_character
+from tools.localstack import wait_until  # noqa: F401  (re-exported for the tests)
 
 SERVICE_CLASSES = {
     "identity": "services.identity.service:IdentityService",
@@ -64,16 +65,6 @@ def session_for(db_url: str):
 def dispatch(amqp_uri: str, event: Event) -> None:
     """Publish an event as its source service would (JSON body)."""
     event_dispatcher({"AMQP_URI": amqp_uri})(event.source, event.event_type, event.model_dump(mode="json"))
-
-
-def wait_until(predicate, timeout: float = 20.0, interval: float = 0.1, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 class EventTap:

@@ -31,6 +31,17 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def wait_until(predicate, timeout: float = 20.0, interval: float = 0.1, what: str = "condition"):
+    """Poll ``predicate`` until it returns something truthy, and return that."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise TimeoutError(f"timed out after {timeout} s waiting for {what}")
+
+
 def wait_for_port(port: int, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -162,3 +173,33 @@ class LocalStack:
 
     def reset(self) -> None:
         shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def main() -> None:
+    """Run all six services together for local use until Ctrl-C: ``python -m tools.localstack``."""
+    import eventlet
+
+    eventlet.monkey_patch()
+    stack = LocalStack(workdir=REPO_ROOT / "var" / "local",
+                       amqp_uri=os.environ.get("AMQP_URI", "pyamqp://guest:guest@127.0.0.1:5672/"))
+    with stack:
+        stack.start_infrastructure()
+        stack.migrate()
+        stack.start_services()
+        environment = stack.environment()
+        print(f"six services up on {stack.amqp_uri}\n"
+              f"  S3 (moto):   {environment['S3_ENDPOINT_URL']}\n"
+              f"  SMTP sink:   127.0.0.1:{stack.smtp_port}, mail kept in {stack.mail_dir}\n"
+              f"  databases:   {stack.workdir / 'data'}\n  logs:        {stack.log_dir}\n"
+              f"  keys:        {stack.keys_dir} (identity CLI: services.identity.cli)\nCtrl-C stops them all.")
+        try:
+            while True:
+                for name in list(stack.processes):
+                    stack.check_alive(name)
+                time.sleep(2)
+        except KeyboardInterrupt:
+            print("stopping")
+
+
+if __name__ == "__main__":
+    main()

@@ -14,7 +14,6 @@ import email
 import email.policy
 import subprocess
 import sys
-import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +21,7 @@ from pathlib import Path
 from nameko.standalone.rpc import ClusterRpcProxy
 
 from swms.idcard import check_character
-from tools.localstack import PYTHON, REPO_ROOT, LocalStack
+from tools.localstack import PYTHON, REPO_ROOT, LocalStack, wait_until
 
 HOLDER_NAME = "李明华"
 HOLDER_ID = "11010519900307123" + check_character("11010519900307123")
@@ -60,14 +59,14 @@ def identity_cli(stack: LocalStack, *args: str) -> str:
     return result.stdout.strip()
 
 
-def wait_for(predicate, what: str, timeout: float = 60.0, interval: float = 0.3):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise TimeoutError(f"timed out after {timeout} s waiting for {what}")
+def approve_in_queue(config: dict, officer_token: str, application_id: str) -> dict:
+    """As the officer: wait for the application in the queue, approve it, return the item."""
+    with ClusterRpcProxy(config, timeout=30, context_data={"auth_token": officer_token}) as officer:
+        item = wait_until(lambda: next((i for i in officer.review.list_queue({})["items"]
+                                        if i["application_id"] == application_id), None),
+                          timeout=60, interval=0.3, what="the application in the officer's queue")
+        officer.review.decide({"item_id": item["item_id"], "decision": "approve"})
+    return item
 
 
 def walk(stack: LocalStack, out_dir: Path, say=print) -> WalkResult:
@@ -113,24 +112,15 @@ def walk(stack: LocalStack, out_dir: Path, say=print) -> WalkResult:
         application_id = application["application_id"]
         show(f"first registration (首次登记) submitted with 承诺声明: status {application['status']}")
 
-    with ClusterRpcProxy(config, timeout=30, context_data={"auth_token": county_token}) as county:
-        item = wait_for(lambda: next((i for i in county.review.list_queue({})["items"]
-                                      if i["application_id"] == application_id), None),
-                        "the application in the county queue")
-        county.review.decide({"item_id": item["item_id"], "decision": "approve"})
-        show(f"county officer approved the initial review (初审通过), item {item['item_id']}")
-
-    with ClusterRpcProxy(config, timeout=30, context_data={"auth_token": province_token}) as province:
-        item = wait_for(lambda: next((i for i in province.review.list_queue({})["items"]
-                                      if i["application_id"] == application_id), None),
-                        "the application in the province queue")
-        province.review.decide({"item_id": item["item_id"], "decision": "approve"})
-        show("province officer approved the final review (终审通过)")
+    item = approve_in_queue(config, county_token, application_id)
+    show(f"county officer approved the initial review (初审通过), item {item['item_id']}")
+    approve_in_queue(config, province_token, application_id)
+    show("province officer approved the final review (终审通过)")
 
     with ClusterRpcProxy(config, timeout=30, context_data={"auth_token": token}) as worker:
-        issued = wait_for(lambda: (lambda a: a if a["status"] == "已出证" else None)(
+        issued = wait_until(lambda: (lambda a: a if a["status"] == "已出证" else None)(
             worker.registration.get_application({"application_id": application_id})),
-            "the certificate to be issued")
+            timeout=60, interval=0.3, what="the certificate to be issued")
         show(f"status {issued['status']}, certificate number {issued['certificate_number']} "
              f"(history: {' → '.join(h['status'] for h in issued['history'])})")
         view = worker.certificate.view_certificate({"application_id": application_id})
@@ -148,7 +138,7 @@ def walk(stack: LocalStack, out_dir: Path, say=print) -> WalkResult:
                 return path
         return None
 
-    mail_path = wait_for(find_mail, "the certificate email")
+    mail_path = wait_until(find_mail, timeout=60, interval=0.3, what="the certificate email")
     subject = email.message_from_bytes(mail_path.read_bytes(), policy=email.policy.default)["Subject"]
     show(f"email to {HOLDER_EMAIL} arrived: “{subject}” → {mail_path}")
     return WalkResult(person_id=account["person_id"], application_id=application_id,

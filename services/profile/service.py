@@ -59,11 +59,16 @@ class ProfileService:
             profile = domain.save_basic_info(session, person, form)
         return _response(profile)
 
+    def _readable_profile(self, person_id: str) -> Profile | None:
+        """The person's form, if the caller may read it (themself, officers of their region, services)."""
+        profile = self.db.session.get(Profile, person_id)
+        self.auth.require_person(person_id, officer_region=profile.region_code if profile else None)
+        return profile
+
     @rpc(expected_exceptions=errors.SwmsError)
     @contract(PersonRef, ProfileResponse)
     def get_profile(self, request: PersonRef):
-        profile = self.db.session.get(Profile, request.person_id)
-        self.auth.require_person(request.person_id, officer_region=profile.region_code if profile else None)
+        profile = self._readable_profile(request.person_id)
         if profile is None:
             raise errors.not_found("个人信息表", "person_id")
         return _response(profile)
@@ -71,9 +76,7 @@ class ProfileService:
     @rpc(expected_exceptions=errors.SwmsError)
     @contract(PersonRef, CompletenessResponse)
     def check_completeness(self, request: PersonRef):
-        profile = self.db.session.get(Profile, request.person_id)
-        self.auth.require_person(request.person_id, officer_region=profile.region_code if profile else None)
-        missing = domain.missing_items(profile)
+        missing = domain.missing_items(self._readable_profile(request.person_id))
         return CompletenessResponse(complete=not missing, missing=missing)
 
     @rpc(expected_exceptions=errors.SwmsError)
