@@ -130,7 +130,8 @@ def service_config(rabbit_config, keys_dir, make_database, s3_server):
 
 
 @pytest.fixture
-def start_service(container_factory, service_config):
+def start_service(service_config, container_factory):
+    # Fixture order matters: containers (set up last) stop before the databases are dropped.
     """``start(name, **config_overrides) -> config``: runs the real service class in a container
     connected to this test's broker vhost and databases."""
     from tests.support import service_class

@@ -42,8 +42,9 @@ def move(session: Session, application: Application, new_status: S, actor: str,
     now = utcnow()
     application.status = new_status.value
     application.updated_at = now
-    session.add(StatusChange(application_id=application.application_id, status=new_status.value, at=now,
-                             actor=actor, reason=reason))
+    # Through the relationship, so an application already loaded shows its new history at once.
+    application.history.append(StatusChange(application_id=application.application_id, status=new_status.value,
+                                            at=now, actor=actor, reason=reason))
     audit.record(session, actor, "application.status_changed", "application", application.application_id,
                  {"from": current.value, "to": new_status.value, "reason": reason})
 
@@ -75,8 +76,8 @@ def submit_first_registration(session: Session, snapshot: ProfileSnapshot, actor
                                   committed_at=now, submitted_at=now, updated_at=now)
         session.add(application)
         session.flush()
-        session.add(StatusChange(application_id=application.application_id, status=S.INITIAL_REVIEW.value,
-                                 at=now, actor=actor))
+        application.history.append(StatusChange(application_id=application.application_id,
+                                                status=S.INITIAL_REVIEW.value, at=now, actor=actor))
         audit.record(session, actor, "application.submitted", "application", application.application_id)
         resubmission = False
     else:  # corrected after a rejection: a fresh snapshot goes back to initial review

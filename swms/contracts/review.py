@@ -3,7 +3,7 @@ from __future__ import annotations
 import datetime as dt
 from enum import Enum
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationInfo, field_validator
 
 from swms.contracts.common import ApplicationKind, Contract, Uuid
 
@@ -48,13 +48,15 @@ class QueuePage(Contract):
 class DecideRequest(Contract):
     item_id: Uuid = Field(title="审核事项编号")
     decision: Decision = Field(title="审核结论")
-    reason: str | None = Field(default=None, title="理由", max_length=500)
+    # validate_default: the rule must run when the reason is left out, and name this field.
+    reason: str | None = Field(default=None, title="理由", max_length=500, validate_default=True)
 
-    @model_validator(mode="after")
-    def _reason_for_rejection(self):
-        if self.decision == Decision.REJECT and not (self.reason or "").strip():
+    @field_validator("reason")
+    @classmethod
+    def _reason_for_rejection(cls, value: str | None, info: ValidationInfo):
+        if info.data.get("decision") == Decision.REJECT and not (value or "").strip():
             raise ValueError("不通过时须填写理由")
-        return self
+        return value
 
 
 class DecisionResponse(Contract):
