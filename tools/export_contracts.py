@@ -33,7 +33,8 @@ def rpc_methods() -> dict[str, dict]:
 def events() -> dict[str, type]:
     return {f"{cls.source}.{cls.event_type}": cls
             for cls in vars(event_contracts).values()
-            if inspect.isclass(cls) and issubclass(cls, event_contracts.Event) and cls is not event_contracts.Event}
+            if inspect.isclass(cls) and issubclass(cls, event_contracts.Event)
+            and hasattr(cls, "event_type")}  # abstract bases declare no event_type
 
 
 def schema_files() -> dict[Path, str]:

@@ -84,3 +84,111 @@ class CertificateIssued(Event):
     valid_until: dt.date
     issued_at: dt.datetime
     sha256: str
+
+
+# ---- identity ---------------------------------------------------------------------------------
+
+class PasserLevelRaised(Event):
+    """A registered person passed a higher level: certificate marks the holder 已出证待升级."""
+    source: ClassVar[str] = "identity"
+    event_type: ClassVar[str] = "passer_level_raised"
+    person_id: str
+    previous_level: Level
+    new_level: Level
+    management_number: str
+    exam_year: int
+
+
+class FeedbackSubmitted(Event):
+    """反馈: a person not found in the registry asked to be added (officers of the region review it)."""
+    source: ClassVar[str] = "identity"
+    event_type: ClassVar[str] = "feedback_submitted"
+    feedback_id: str
+    region_code: str
+    applicant_name_masked: str
+    submitted_at: dt.datetime
+
+
+class FeedbackDecided(Event):
+    """The officer's decision on a feedback; notification emails the person (address fetched by RPC)."""
+    source: ClassVar[str] = "identity"
+    event_type: ClassVar[str] = "feedback_decided"
+    feedback_id: str
+    approved: bool
+    reason: str | None = None
+    decided_by: str
+    decided_at: dt.datetime
+
+
+class PasswordResetRequested(Event):
+    """Notification fetches the one-time code from identity over RPC (the code never rides the bus)."""
+    source: ClassVar[str] = "identity"
+    event_type: ClassVar[str] = "password_reset_requested"
+    reset_id: str
+    person_id: str
+    expires_at: dt.datetime
+
+
+# ---- profile ----------------------------------------------------------------------------------
+
+class ProfileChanged(Event):
+    """Parts of a 个人信息表 changed; registration refreshes forms not yet submitted."""
+    source: ClassVar[str] = "profile"
+    event_type: ClassVar[str] = "profile_changed"
+    person_id: str
+    parts: list[str]          # any of: basic_info, work_experience, honours, photo
+    revision: int             # increases with every change of this person's form
+
+
+# ---- review -----------------------------------------------------------------------------------
+
+class ApplicationReturned(Event):
+    """Returned for correction (退回修改): the applicant edits and resubmits."""
+    source: ClassVar[str] = "review"
+    event_type: ClassVar[str] = "application_returned"
+    application_id: str
+    person_id: str
+    kind: ApplicationKind
+    region_code: str
+    stage: Stage
+    reason: str
+    decided_by: str
+    decided_at: dt.datetime
+
+
+# ---- certificate lifecycle (also for other agencies) ------------------------------------------
+
+class CertificateStatusChanged(Event):
+    """Base of the lifecycle events; ``reason`` where an officer gave one."""
+    source: ClassVar[str] = "certificate"
+    certificate_number: str
+    person_id: str
+    holder_name_masked: str
+    id_number_masked: str
+    level: Level
+    region_code: str
+    reason: str | None = None
+    changed_by: str
+    changed_at: dt.datetime
+
+
+class CertificateRevoked(CertificateStatusChanged):
+    event_type: ClassVar[str] = "certificate_revoked"
+
+
+class CertificateSuspended(CertificateStatusChanged):
+    event_type: ClassVar[str] = "certificate_suspended"
+
+
+class CertificateReinstated(CertificateStatusChanged):
+    event_type: ClassVar[str] = "certificate_reinstated"
+
+
+class CertificateExpired(CertificateStatusChanged):
+    event_type: ClassVar[str] = "certificate_expired"
+
+
+class CertificateReissued(CertificateStatusChanged):
+    """A new certificate replaced this one (upgrade to a higher level, or replacement)."""
+    event_type: ClassVar[str] = "certificate_reissued"
+    new_certificate_number: str
