@@ -42,6 +42,7 @@ class ApplicationKind(str, Enum):
     FIRST_REGISTRATION = "first_registration"      # 首次登记
     RE_REGISTRATION = "re_registration"            # 再登记
     REPLACEMENT = "replacement"                    # 更换电子证
+    UPGRADE = "upgrade"                            # re-issue at a higher level (已出证待升级)
 
 
 class ApplicationStatus(str, Enum):

@@ -60,3 +60,37 @@ class PersonResponse(Contract):
     level: Level
     management_number: str
     exam_year: int
+
+
+# ---- service-only lookups used by notification (the bus never carries addresses or codes) -----
+
+class FeedbackRef(Contract):
+    feedback_id: Uuid = Field(title="反馈编号")
+
+
+class Contact(Contract):
+    person_id: str | None = None    # None for a feedback submitter who has no account yet
+    name: str
+    email: str
+
+
+class PasswordResetRef(Contract):
+    reset_id: Uuid = Field(title="重置编号")
+
+
+class PasswordResetMessage(Contract):
+    person_id: Uuid
+    name: str
+    email: str
+    code: str
+    expires_at: dt.datetime
+
+
+class OfficerContactsRequest(Contract):
+    """Officers whose jurisdiction covers ``region_code`` (a county code), optionally of one level."""
+    region_code: str = Field(title="行政区划代码", pattern=r"^\d{6}$")
+    level: str | None = Field(default=None, title="审核层级", pattern=r"^(county|city|province)$")
+
+
+class OfficerContacts(Contract):
+    items: list[Contact]

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from enum import Enum
 
 from pydantic import Field, model_validator
 
@@ -56,6 +57,52 @@ class CompletenessResponse(Contract):
     missing: list[str]
 
 
+class HonourLevel(str, Enum):
+    """个人荣誉 等级."""
+    VILLAGE = "村(居)"
+    SUBDISTRICT = "街道(乡镇)"
+    COUNTY = "区(县)"
+    CITY = "地市"
+    PROVINCE = "省"
+    MINISTRY = "部"
+
+
+class WorkExperience(Contract):
+    """工作经历 as stored and as copied into registration forms."""
+    experience_id: str
+    unit_name: str
+    unit_directory_id: str | None = None      # set when chosen from the directory of 社会工作服务机构
+    position: str
+    start_date: dt.date
+    end_date: dt.date | None = None           # None: the current job
+    description: str = ""
+    sanqu_programme: bool = False             # 三区计划
+    qianshou_programme: bool = False          # 牵手计划
+    proof_keys: list[str] = []                # object keys of the uploaded proof files
+
+
+class Honour(Contract):
+    """个人荣誉."""
+    honour_id: str
+    title: str
+    level: HonourLevel
+    awarding_body: str
+    awarded_on: dt.date
+    proof_key: str | None = None
+
+
+class PhotoRef(Contract):
+    person_id: Uuid = Field(title="人员编号")
+    photo_key: str = Field(title="照片", min_length=1, max_length=200)
+
+
+class PhotoLink(Contract):
+    """A short-lived GET link to a stored ID photo (services only: e.g. certificate rendering)."""
+    url: str
+    content_type: str
+    expires_in_seconds: int
+
+
 class ProfileSnapshot(Contract):
     """What a registration form copies from the profile, full ID number included (services only)."""
     person_id: Uuid
@@ -71,3 +118,6 @@ class ProfileSnapshot(Contract):
     unit_name: str
     position: str
     photo_key: str | None = None
+    work_experiences: list[WorkExperience] = []
+    honours: list[Honour] = []
+    revision: int = 0                         # the profile revision this snapshot was taken at

@@ -44,3 +44,10 @@ class IssuanceData(Contract):
     application_id: Uuid
     kind: ApplicationKind
     snapshot: ProfileSnapshot
+    # re-registration and upgrade: the certificate this one continues or replaces
+    previous_certificate_number: str | None = None
+    # replacement e-certificate (更换电子证): the paper certificate, typed as printed on it
+    original_certificate_no: str | None = None
+    original_registration_type: str | None = None
+    original_valid_from: dt.date | None = None
+    original_valid_until: dt.date | None = None
