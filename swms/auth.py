@@ -61,6 +61,30 @@ def generate_keypair() -> tuple[bytes, bytes]:
     return private_pem, public_pem
 
 
+def key_id(public_key_pem: bytes) -> str:
+    """Short fingerprint of a public key; tokens name the key that signed them (JWT header "kid")."""
+    import hashlib
+
+    from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+    raw = load_pem_public_key(public_key_pem).public_bytes(serialization.Encoding.Raw,
+                                                             serialization.PublicFormat.Raw)
+    return hashlib.sha256(raw).hexdigest()[:16]
+
+
+def load_public_keys(pem_bundle: bytes) -> dict[str, bytes]:
+    """One or more PEM public keys (concatenated): several during a key rotation."""
+    marker = b"-----END PUBLIC KEY-----"
+    keys = {}
+    for chunk in pem_bundle.split(marker):
+        if b"-----BEGIN PUBLIC KEY-----" in chunk:
+            pem = chunk[chunk.index(b"-----BEGIN"):] + marker + b"\n"
+            keys[key_id(pem)] = pem
+    if not keys:
+        raise RuntimeError("AUTH_PUBLIC_KEY_FILE holds no PEM public key")
+    return keys
+
+
 def issue_token(private_key_pem: bytes, caller: Caller, ttl: dt.timedelta) -> tuple[str, dt.datetime]:
     now = dt.datetime.now(dt.timezone.utc)
     expires = now + ttl
@@ -70,13 +94,24 @@ def issue_token(private_key_pem: bytes, caller: Caller, ttl: dt.timedelta) -> tu
         claims["region"] = caller.region_code
     if caller.level:
         claims["lvl"] = caller.level
-    return jwt.encode(claims, private_key_pem, algorithm="EdDSA"), expires
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+    public_pem = load_pem_private_key(private_key_pem, None).public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    headers = {"kid": key_id(public_pem)}
+    return jwt.encode(claims, private_key_pem, algorithm="EdDSA", headers=headers), expires
 
 
-def verify_token(public_key_pem: bytes, token: str) -> Caller:
+def verify_token(public_keys: bytes | dict[str, bytes], token: str) -> Caller:
+    """``public_keys``: a PEM bundle or {kid: pem}; the token's "kid" picks the key."""
     if not isinstance(token, str) or not token:
         raise errors.auth_required()
+    keys = load_public_keys(public_keys) if isinstance(public_keys, bytes) else public_keys
     try:
+        kid = jwt.get_unverified_header(token).get("kid")
+        public_key_pem = keys.get(kid) if kid else next(iter(keys.values())) if len(keys) == 1 else None
+        if public_key_pem is None:
+            raise jwt.InvalidTokenError("unknown signing key")
         claims = jwt.decode(token, public_key_pem, algorithms=["EdDSA"], audience=AUDIENCE,
                             issuer=ISSUER, options={"require": ["exp", "sub", "iss", "aud"]})
     except jwt.ExpiredSignatureError:
@@ -91,7 +126,7 @@ def verify_token(public_key_pem: bytes, token: str) -> Caller:
 
 
 class AuthContext:
-    def __init__(self, worker_ctx, public_key: bytes, service_token: str | None):
+    def __init__(self, worker_ctx, public_key: dict[str, bytes], service_token: str | None):
         self._worker_ctx = worker_ctx
         self._public_key = public_key
         self._service_token = service_token
@@ -135,7 +170,7 @@ class AuthContext:
 class Auth(DependencyProvider):
     def setup(self):
         config = self.container.config
-        self.public_key = Path(required(config, "AUTH_PUBLIC_KEY_FILE")).read_bytes()
+        self.public_key = load_public_keys(Path(required(config, "AUTH_PUBLIC_KEY_FILE")).read_bytes())
         token_file = config.get("SERVICE_TOKEN_FILE")
         self.service_token = Path(token_file).read_text().strip() if token_file and Path(token_file).exists() else None
 

@@ -77,3 +77,15 @@ def test_tampered_claims_fail(keys):
 ])
 def test_jurisdiction(officer, county, covered):
     assert officer.covers_region(county) is covered
+
+
+def test_rotation_accepts_old_and_new_keys_until_the_old_is_removed(keys):
+    old_private, old_public = keys
+    new_private, new_public = generate_keypair()
+    old_token, _ = issue_token(old_private, Caller("p", SOCIAL_WORKER), dt.timedelta(minutes=5))
+    new_token, _ = issue_token(new_private, Caller("p", SOCIAL_WORKER), dt.timedelta(minutes=5))
+    both = old_public + new_public
+    assert verify_token(both, old_token).subject == verify_token(both, new_token).subject == "p"
+    with pytest.raises(errors.SwmsError) as caught:
+        verify_token(new_public, old_token)
+    assert caught.value.code == "TOKEN_INVALID"

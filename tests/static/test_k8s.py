@@ -1,0 +1,98 @@
+"""deploy/k8s: generated from the services' config, valid against the Kubernetes schemas, complete."""
+from __future__ import annotations
+
+import copy
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from swms.config import REPO_ROOT
+from swms.devkeys import SERVICES
+from tools.render_k8s import OUT, config_variables, documents, rendered
+
+K8S_VERSION = "1.30.0"
+
+
+def manifests() -> list[dict]:
+    loaded = []
+    for path in sorted(OUT.glob("*.yaml")):
+        loaded.extend(doc for doc in yaml.safe_load_all(path.read_text(encoding="utf-8")) if doc)
+    return loaded
+
+
+def by_kind(kind: str) -> dict[str, dict]:
+    return {doc["metadata"]["name"]: doc for doc in manifests() if doc["kind"] == kind}
+
+
+def test_committed_manifests_are_current():
+    stale = [p.name for p, text in rendered().items() if not p.exists() or p.read_text(encoding="utf-8") != text]
+    extra = sorted({p.name for p in OUT.glob("*.yaml")} - {p.name for p in rendered()})
+    assert (stale, extra) == ([], []), "run: python -m tools.render_k8s"
+
+
+@pytest.mark.parametrize("doc", [d for d in manifests() if d["kind"] != "Kustomization"],
+                         ids=lambda d: f"{d['kind']}/{d['metadata']['name']}")
+def test_valid_against_kubernetes_schema(doc):
+    kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+
+
+def test_the_schema_check_rejects_a_broken_deployment():
+    broken = copy.deepcopy(by_kind("Deployment")["certificate"])
+    broken["spec"]["replicas"] = "two"
+    broken["spec"]["template"]["spec"]["containers"][0]["unknownField"] = 1
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(broken, K8S_VERSION, strict=True)
+
+
+def test_one_deployment_and_migration_job_per_service():
+    assert set(by_kind("Deployment")) == set(SERVICES)
+    assert set(by_kind("Job")) == {f"{s}-migrate" for s in SERVICES}
+    for service, job in by_kind("Job").items():
+        assert job["spec"]["template"]["spec"]["containers"][0]["command"] == \
+            ["python", "-m", "swms.migrations", service.removesuffix("-migrate")]
+
+
+def test_autoscaled_services():
+    hpas = by_kind("HorizontalPodAutoscaler")
+    assert set(hpas) == {"certificate", "registration", "review"}
+    for name, hpa in hpas.items():
+        assert hpa["spec"]["scaleTargetRef"]["name"] == name and hpa["spec"]["maxReplicas"] > hpa["spec"]["minReplicas"]
+
+
+def test_every_config_variable_is_provided_and_every_reference_resolves():
+    config_map = by_kind("ConfigMap")["swms-config"]["data"]
+    secrets = {name: set(doc["stringData"]) for name, doc in by_kind("Secret").items()}
+    for service, deployment in by_kind("Deployment").items():
+        pod = deployment["spec"]["template"]["spec"]
+        container = pod["containers"][0]
+        env = {e["name"]: e for e in container["env"]}
+        assert set(config_variables(service)) <= set(env), service
+        assert env["SWMS_SERVICE"]["value"] == service
+        for entry in env.values():
+            ref = entry.get("valueFrom", {})
+            if "configMapKeyRef" in ref:
+                assert ref["configMapKeyRef"]["key"] in config_map, (service, entry["name"])
+            if "secretKeyRef" in ref:
+                assert ref["secretKeyRef"]["key"] in secrets[ref["secretKeyRef"]["name"]], (service, entry["name"])
+        for volume in pod["volumes"]:
+            if "secret" in volume:
+                assert volume["secret"]["secretName"] in secrets, (service, volume["name"])
+        assert ("AUTH_PRIVATE_KEY_FILE" in env) is (service == "identity")
+
+
+def test_probes_and_security():
+    for service, deployment in by_kind("Deployment").items():
+        container = deployment["spec"]["template"]["spec"]["containers"][0]
+        assert {p["name"] for p in container["ports"]} == {"ops"}
+        assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+        assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+        assert container["securityContext"]["runAsNonRoot"] is True
+        assert container["resources"]["requests"] and container["resources"]["limits"]
+
+
+def test_kustomization_lists_every_file():
+    kustomization = yaml.safe_load((OUT / "kustomization.yaml").read_text(encoding="utf-8").split("\n", 1)[1])
+    assert sorted(kustomization["resources"]) == sorted(p.name for p in OUT.glob("*.yaml") if p.name != "kustomization.yaml")
+    assert set(documents()) == {p.name for p in OUT.glob("*.yaml")}
+    assert (REPO_ROOT / "docs" / "operations.md").exists()

@@ -1,0 +1,268 @@
+"""Writes the Kubernetes manifests under deploy/k8s/ from the services' own config.yaml files.
+
+  python -m tools.render_k8s
+
+Every ``${VAR:default}`` a service reads becomes an environment variable of its Deployment:
+secrets (database URLs, broker URI, credentials) from Secrets, everything else from the ConfigMap
+``swms-config`` (seeded with the config defaults, overridden below for a cluster). Regenerate after
+changing a config.yaml; tests/static/test_k8s.py fails when the files are out of date or invalid.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import yaml
+
+from swms.config import REPO_ROOT
+from swms.devkeys import SERVICES
+
+OUT = REPO_ROOT / "deploy" / "k8s"
+NAMESPACE = "swms"
+IMAGE = "registry.example.gov.cn/swms/swms:1.0.0"
+SCALED = {"certificate": (2, 10), "registration": (2, 10), "review": (2, 6)}  # HPA min, max replicas
+RESOURCES = {
+    "certificate": {"requests": {"cpu": "500m", "memory": "512Mi"}, "limits": {"cpu": "2", "memory": "1536Mi"}},
+}
+DEFAULT_RESOURCES = {"requests": {"cpu": "200m", "memory": "256Mi"}, "limits": {"cpu": "1", "memory": "768Mi"}}
+
+# Values for a cluster where they differ from the single-machine defaults in config.yaml.
+CLUSTER_VALUES = {
+    "S3_ENDPOINT_URL": "http://minio.swms-infra.svc:9000",
+    "S3_PUBLIC_ENDPOINT_URL": "https://files.swms.example.gov.cn",
+    "SMTP_HOST": "smtp-relay.swms-infra.svc",
+    "SMTP_PORT": "25",
+    "SMTP_STARTTLS": "true",
+    "AUTH_PUBLIC_KEY_FILE": "/keys/token-signing.pub.pem",
+    "AUTH_PRIVATE_KEY_FILE": "/signing/token-signing.pem",
+    "REVIEW_CHAINS_FILE": "services/review/chains.yaml",
+}
+SECRET_SUFFIXES = ("_DB_URL", "_PASSWORD", "_SECRET_KEY", "_ACCESS_KEY", "SMTP_USER")
+
+
+def config_variables(service: str) -> dict[str, str]:
+    text = (REPO_ROOT / "services" / service / "config.yaml").read_text(encoding="utf-8")
+    return {name: default for name, default in re.findall(r"\$\{([A-Z0-9_]+):?([^}]*)\}", text)}
+
+
+def secret_ref(service: str, variable: str) -> dict | None:
+    if variable == "AMQP_URI":
+        return {"name": "swms-broker", "key": "amqp-uri"}
+    if variable.endswith("_DB_URL"):
+        return {"name": f"swms-db-{service}", "key": "url"}
+    if variable.endswith(SECRET_SUFFIXES) or variable.startswith("S3_") and variable.endswith("KEY"):
+        return {"name": "swms-credentials", "key": variable.lower().replace("_", "-")}
+    return None
+
+
+def file_path(service: str, variable: str) -> str | None:
+    """Where a *_FILE variable's secret is mounted."""
+    if variable.endswith("_SERVICE_TOKEN_FILE"):
+        return "/service-token/token"
+    if variable in CLUSTER_VALUES:
+        return None
+    if variable.endswith("_FILE"):
+        return f"/secrets/{variable.lower().removesuffix('_file').replace('_', '-')}"
+    return None
+
+
+def env_for(service: str) -> list[dict]:
+    env = []
+    for variable in sorted(config_variables(service)):
+        secret = secret_ref(service, variable)
+        if secret:
+            env.append({"name": variable, "valueFrom": {"secretKeyRef": secret}})
+            continue
+        path = file_path(service, variable)
+        if path:
+            env.append({"name": variable, "value": path})
+        else:
+            env.append({"name": variable, "valueFrom": {"configMapKeyRef": {"name": "swms-config", "key": variable}}})
+    return env
+
+
+def volumes_for(service: str) -> tuple[list[dict], list[dict]]:
+    volumes = [{"name": "token-keys", "secret": {"secretName": "swms-token-public-key"}},
+               {"name": "service-token", "secret": {"secretName": f"swms-service-token-{service}"}},
+               {"name": "tmp", "emptyDir": {}}]
+    mounts = [{"name": "token-keys", "mountPath": "/keys", "readOnly": True},
+              {"name": "service-token", "mountPath": "/service-token", "readOnly": True},
+              {"name": "tmp", "mountPath": "/tmp"}]
+    if service == "identity":
+        volumes.append({"name": "signing-key", "secret": {"secretName": "swms-token-signing-key"}})
+        mounts.append({"name": "signing-key", "mountPath": "/signing", "readOnly": True})
+    extra_files = [v for v in config_variables(service) if file_path(service, v) and v.endswith("_FILE")
+                   and not v.endswith("_SERVICE_TOKEN_FILE")]
+    if extra_files:
+        volumes.append({"name": "service-secrets", "secret": {"secretName": f"swms-files-{service}"}})
+        mounts.append({"name": "service-secrets", "mountPath": "/secrets", "readOnly": True})
+    return volumes, mounts
+
+
+def labels(service: str) -> dict:
+    return {"app.kubernetes.io/name": service, "app.kubernetes.io/part-of": "swms"}
+
+
+OPS_PORT = 9100
+
+
+def probe(path: str, period: int, failures: int) -> dict:
+    """Per-pod HTTP probes on the ops endpoint (swms/ops.py): an RPC health call would be answered
+    by any replica, and liveness must not fail (and restart every pod) when a database is down."""
+    return {"httpGet": {"path": path, "port": "ops"}, "periodSeconds": period, "timeoutSeconds": 5,
+            "failureThreshold": failures}
+
+
+def security_context() -> dict:
+    return {"runAsNonRoot": True, "runAsUser": 10001, "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True, "capabilities": {"drop": ["ALL"]}}
+
+
+def deployment(service: str) -> dict:
+    volumes, mounts = volumes_for(service)
+    return {
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": service, "namespace": NAMESPACE, "labels": labels(service)},
+        "spec": {
+            "replicas": SCALED.get(service, (1, 1))[0],
+            "selector": {"matchLabels": labels(service)},
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
+            "template": {
+                "metadata": {"labels": labels(service),
+                             "annotations": {"prometheus.io/scrape": "true", "prometheus.io/port": str(OPS_PORT),
+                                             "prometheus.io/path": "/metrics"}},
+                "spec": {
+                    # Nameko finishes running workers on SIGTERM; give long renders time to end.
+                    "terminationGracePeriodSeconds": 60,
+                    "containers": [{
+                        "name": service, "image": IMAGE,
+                        "command": ["/app/deploy/entrypoint.sh"],
+                        "env": [{"name": "SWMS_SERVICE", "value": service},
+                                {"name": "RUN_MIGRATIONS", "value": "false"},  # the Job migrates
+                                {"name": "OPS_PORT", "value": str(OPS_PORT)},
+                                {"name": "XDG_CACHE_HOME", "value": "/tmp/cache"}]  # fontconfig's cache
+                               + [e for e in env_for(service) if e["name"] != "OPS_PORT"],
+                        "ports": [{"name": "ops", "containerPort": OPS_PORT}],
+                        "resources": RESOURCES.get(service, DEFAULT_RESOURCES),
+                        "startupProbe": probe("/healthz", 5, 24),
+                        "readinessProbe": probe("/readyz", 10, 3),
+                        "livenessProbe": probe("/healthz", 20, 3),
+                        "volumeMounts": mounts,
+                        "securityContext": security_context(),
+                    }],
+                    "volumes": volumes,
+                },
+            },
+        },
+    }
+
+
+def migration_job(service: str) -> dict:
+    volumes, mounts = volumes_for(service)
+    return {
+        "apiVersion": "batch/v1", "kind": "Job",
+        "metadata": {"name": f"{service}-migrate", "namespace": NAMESPACE, "labels": labels(service)},
+        "spec": {
+            "backoffLimit": 5, "ttlSecondsAfterFinished": 3600,
+            "template": {"metadata": {"labels": labels(service)}, "spec": {
+                "restartPolicy": "OnFailure",
+                "containers": [{
+                    "name": "migrate", "image": IMAGE,
+                    "command": ["python", "-m", "swms.migrations", service],
+                    "env": env_for(service), "volumeMounts": mounts,
+                    "resources": DEFAULT_RESOURCES, "securityContext": security_context(),
+                }],
+                "volumes": volumes,
+            }},
+        },
+    }
+
+
+def autoscaler(service: str) -> dict:
+    low, high = SCALED[service]
+    return {
+        "apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
+        "metadata": {"name": service, "namespace": NAMESPACE, "labels": labels(service)},
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": service},
+            "minReplicas": low, "maxReplicas": high,
+            "metrics": [{"type": "Resource", "resource": {"name": "cpu",
+                                                          "target": {"type": "Utilization", "averageUtilization": 70}}}],
+            # Provincial bursts arrive fast and leave slowly: scale up quickly, down gently.
+            "behavior": {"scaleUp": {"stabilizationWindowSeconds": 30},
+                         "scaleDown": {"stabilizationWindowSeconds": 300}},
+        },
+    }
+
+
+def config_map() -> dict:
+    data = {}
+    for service in SERVICES:
+        for variable, default in config_variables(service).items():
+            if secret_ref(service, variable) is None and file_path(service, variable) is None:
+                data[variable] = CLUSTER_VALUES.get(variable, default)
+    return {"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "swms-config", "namespace": NAMESPACE}, "data": dict(sorted(data.items()))}
+
+
+def secret_templates() -> list[dict]:
+    """Placeholders: operators create the real Secrets from their secret store (docs/operations.md)."""
+    def secret(name: str, data: dict) -> dict:
+        return {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+                "metadata": {"name": name, "namespace": NAMESPACE,
+                             "annotations": {"swms.example.gov.cn/placeholder": "replace before use"}},
+                "stringData": data}
+
+    credentials = {}
+    for service in SERVICES:
+        for variable in config_variables(service):
+            ref = secret_ref(service, variable)
+            if ref and ref["name"] == "swms-credentials":
+                credentials[ref["key"]] = "CHANGE-ME"
+    secrets = [secret("swms-broker", {"amqp-uri": "pyamqp://swms:CHANGE-ME@rabbitmq.swms-infra.svc:5672/swms"}),
+               secret("swms-credentials", dict(sorted(credentials.items()))),
+               secret("swms-token-public-key", {"token-signing.pub.pem": "CHANGE-ME"}),
+               secret("swms-token-signing-key", {"token-signing.pem": "CHANGE-ME"})]
+    for service in SERVICES:
+        secrets.append(secret(f"swms-db-{service}", {
+            "url": f"postgresql+psycopg2://{service}:CHANGE-ME@postgres.swms-infra.svc:5432/{service}"}))
+        secrets.append(secret(f"swms-service-token-{service}", {"token": "CHANGE-ME"}))
+        files = [v for v in config_variables(service) if v.endswith("_FILE") and file_path(service, v)
+                 and not v.endswith("_SERVICE_TOKEN_FILE")]
+        if files:
+            secrets.append(secret(f"swms-files-{service}",
+                                  {file_path(service, v).rsplit("/", 1)[1]: "CHANGE-ME" for v in files}))
+    return secrets
+
+
+def documents() -> dict[str, list[dict]]:
+    files = {"namespace.yaml": [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}}],
+             "config.yaml": [config_map()],
+             "secrets.example.yaml": secret_templates()}
+    for service in SERVICES:
+        docs = [deployment(service), migration_job(service)]
+        if service in SCALED:
+            docs.append(autoscaler(service))
+        files[f"{service}.yaml"] = docs
+    files["kustomization.yaml"] = [{"apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
+                                    "namespace": NAMESPACE, "resources": sorted(f for f in files if f != "kustomization.yaml")}]
+    return files
+
+
+def rendered() -> dict[Path, str]:
+    header = "# Generated by `python -m tools.render_k8s` from services/*/config.yaml. Do not edit by hand.\n"
+    return {OUT / name: header + "---\n".join(yaml.safe_dump(d, sort_keys=False, allow_unicode=True) for d in docs)
+            for name, docs in documents().items()}
+
+
+def main() -> None:
+    OUT.mkdir(parents=True, exist_ok=True)
+    for old in OUT.glob("*.yaml"):
+        old.unlink()
+    for path, text in rendered().items():
+        path.write_text(text, encoding="utf-8")
+    print(f"wrote {len(rendered())} files under {OUT.relative_to(REPO_ROOT)}")
+
+
+if __name__ == "__main__":
+    main()
