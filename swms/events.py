@@ -3,7 +3,8 @@
 ``@on_event(ApplicationApproved, inbox)`` subscribes to the event's source exchange and routing key,
 validates the JSON payload into the model, and runs the handler inside one transaction together
 with the inbox row, so a redelivered event (at-least-once relay, broker redelivery after a crash)
-changes nothing the second time.
+changes nothing the second time. Failures are retried with backoff and, when they cannot succeed,
+dead-lettered with their reason (swms.deadletter).
 """
 from __future__ import annotations
 
@@ -11,9 +12,9 @@ import functools
 import logging
 from typing import Callable
 
-from nameko.events import event_handler
 
 from swms.contracts.events import Event
+from swms.deadletter import event_handler
 from swms.outbox import Inbox
 
 log = logging.getLogger(__name__)

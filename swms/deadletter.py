@@ -1,0 +1,100 @@
+"""Event handlers that retry with backoff and dead-letter what cannot succeed.
+
+Nameko's own choices are both wrong for events that must not be lost: ``requeue_on_error=False``
+acks (drops) the event when the handler fails, ``True`` requeues it at once, forever (a poison
+message loops and blocks the queue). This handler instead:
+
+- on success, acks;
+- on a failure that retrying cannot fix (the payload does not match the contract, or is not JSON
+  at all) or after ``EVENT_MAX_ATTEMPTS`` attempts (default 5), publishes the message with its reason
+  to the durable queue ``swms.dead-letter`` (exchange ``swms.dead-letter``), then acks;
+- on any other failure, parks the message in ``<queue>.retry`` with a per-message TTL (1, 4, 16,
+  64 s … times ``EVENT_RETRY_BASE_SECONDS``); RabbitMQ dead-letters it back to the handler's queue when the TTL ends, then acks.
+
+Headers on dead letters: ``x-swms-reason``, ``x-swms-queue``, ``x-swms-attempts``, plus the original
+headers and body, so an operator can inspect, fix and re-publish.
+"""
+from __future__ import annotations
+
+import logging
+from functools import partial
+
+from kombu import Exchange, Queue
+from nameko.amqp.publish import Publisher
+from nameko.constants import AMQP_URI_CONFIG_KEY
+from nameko.events import EventHandler
+from nameko.messaging import QueueConsumer
+from pydantic import ValidationError
+
+log = logging.getLogger(__name__)
+
+DEAD_LETTER_EXCHANGE = Exchange("swms.dead-letter", type="fanout", durable=True)
+DEAD_LETTER_QUEUE = Queue("swms.dead-letter", exchange=DEAD_LETTER_EXCHANGE, durable=True)
+ATTEMPTS_HEADER = "x-swms-attempts"
+
+
+def backoff_seconds(attempt: int, base: float = 1.0) -> float:
+    return base * 4 ** (attempt - 1)  # 1, 4, 16, 64 … × base
+
+
+class DeadLetteringQueueConsumer(QueueConsumer):
+    """Nameko's consumer, but a body that cannot even be decoded goes to the dead-letter queue
+    (kombu would otherwise raise in the consumer thread)."""
+
+    def get_consumers(self, consumer_cls, channel):
+        consumers = super().get_consumers(consumer_cls, channel)
+        for provider, consumer in self._consumers.items():
+            consumer.on_decode_error = partial(self._on_decode_error, provider)
+        return consumers
+
+    def _on_decode_error(self, provider, message, exc):
+        provider.dead_letter(message, f"malformed message: {type(exc).__name__}: {exc}", attempts=1)
+        self.ack_message(message)
+
+
+class RetryingEventHandler(EventHandler):
+    queue_consumer = DeadLetteringQueueConsumer()
+
+    def setup(self):
+        super().setup()
+        config = self.container.config
+        self.max_attempts = int(config.get("EVENT_MAX_ATTEMPTS", 5))
+        self.retry_base = float(config.get("EVENT_RETRY_BASE_SECONDS", 1.0))
+        self.publisher = Publisher(config[AMQP_URI_CONFIG_KEY], use_confirms=True, delivery_mode=2)
+        self.retry_queue = Queue(f"{self.queue.name}.retry", durable=True, queue_arguments={
+            "x-dead-letter-exchange": "", "x-dead-letter-routing-key": self.queue.name})
+
+    def handle_message_processed(self, message, result=None, exc_info=None):
+        if exc_info is not None:
+            attempts = int((message.headers or {}).get(ATTEMPTS_HEADER, 0)) + 1
+            error = exc_info[1]
+            reason = f"{type(error).__name__}: {error}"
+            if isinstance(error, ValidationError):
+                self.dead_letter(message, f"payload does not match the contract: {reason}", attempts)
+            elif attempts >= self.max_attempts:
+                self.dead_letter(message, f"failed {attempts} times, last: {reason}", attempts)
+            else:
+                self.retry_later(message, attempts, reason)
+        self.queue_consumer.ack_message(message)
+
+    def _republish(self, message, **kwargs) -> None:
+        self.publisher.publish(message.body, content_type=message.content_type or "application/octet-stream",
+                               content_encoding=message.content_encoding or "binary", **kwargs)
+
+    def retry_later(self, message, attempts: int, reason: str) -> None:
+        delay = backoff_seconds(attempts, self.retry_base)
+        log.warning("event from %s failed (attempt %d), retrying in %.0f s: %s",
+                    self.queue.name, attempts, delay, reason)
+        self._republish(message, exchange=Exchange(""), routing_key=self.retry_queue.name,
+                        declare=[self.retry_queue], expiration=delay,
+                        headers={**(message.headers or {}), ATTEMPTS_HEADER: attempts, "x-swms-last-error": reason[:500]})
+
+    def dead_letter(self, message, reason: str, attempts: int) -> None:
+        log.error("event from %s dead-lettered after %d attempt(s): %s", self.queue.name, attempts, reason)
+        self._republish(message, exchange=DEAD_LETTER_EXCHANGE, routing_key=self.queue.name,
+                        declare=[DEAD_LETTER_EXCHANGE, DEAD_LETTER_QUEUE],
+                        headers={**(message.headers or {}), ATTEMPTS_HEADER: attempts, "x-swms-reason": reason[:2000],
+                                 "x-swms-queue": self.queue.name})
+
+
+event_handler = RetryingEventHandler.decorator
