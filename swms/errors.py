@@ -51,6 +51,8 @@ INVALID_STATE = "INVALID_STATE"
 ALREADY_DECIDED = "ALREADY_DECIDED"
 REASON_REQUIRED = "REASON_REQUIRED"
 UPSTREAM_UNAVAILABLE = "UPSTREAM_UNAVAILABLE"
+# review (issue 6): one item of a batch could not be saved (system failure); nothing changed for it
+NOT_PROCESSED = "NOT_PROCESSED"
 
 
 def validation_error(field: str, message: str) -> SwmsError:

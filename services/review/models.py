@@ -11,6 +11,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -24,7 +25,7 @@ class Base(DeclarativeBase):
     metadata = metadata
 
 
-PENDING, APPROVED, REJECTED = "pending", "approved", "rejected"
+PENDING, APPROVED, REJECTED, RETURNED = "pending", "approved", "rejected", "returned"
 
 
 class ReviewItem(Base):
@@ -32,8 +33,16 @@ class ReviewItem(Base):
     __table_args__ = (
         # One item per application, submission round and step of the chain.
         UniqueConstraint("application_id", "round", "step"),
-        # The officers' queue: pending items of one level in one jurisdiction, oldest first.
-        Index("ix_review_queue", "status", "level", "region_prefix", "submitted_at"),
+        # The officers' queue: items of one level in one jurisdiction and one status, oldest first,
+        # read by keyset (submitted_at, item_id); the same with a kind filter; deadline filters.
+        Index("ix_review_queue_submitted", "level", "region_prefix", "status", "submitted_at", "item_id"),
+        Index("ix_review_queue_kind", "level", "region_prefix", "status", "kind", "submitted_at", "item_id"),
+        Index("ix_review_queue_due", "level", "region_prefix", "status", "due_at"),
+        # Deadline counts per region (all levels) within a jurisdiction.
+        Index("ix_review_region_deadline", "status", "region_code", "level", "due_at"),
+        # At most one pending item per application: a duplicate submission cannot open a second one.
+        Index("ux_review_one_pending", "application_id", unique=True,
+              sqlite_where=text("status = 'pending'"), postgresql_where=text("status = 'pending'")),
     )
     item_id: Mapped[str] = mapped_column(String(36), primary_key=True)
     application_id: Mapped[str] = mapped_column(String(36), index=True)
@@ -47,8 +56,14 @@ class ReviewItem(Base):
     region_prefix: Mapped[str] = mapped_column(String(6))   # the part that names the jurisdiction
     applicant_name_masked: Mapped[str] = mapped_column(String(50))
     submitted_at: Mapped[dt.datetime] = mapped_column(DateTime)
+    # 受理: when review received this submission round; the 30-working-day deadline runs from it
+    # for the whole chain (every level's item of one round carries the same accepted_at and due_at).
     accepted_at: Mapped[dt.datetime] = mapped_column(DateTime)
     due_at: Mapped[dt.datetime] = mapped_column(DateTime)
+    opened_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)  # entered this level's queue
+    # The chain this round follows (e.g. "county,province"), fixed when the round starts, so that a
+    # chain changed in configuration does not re-route items already under way.
+    chain: Mapped[str | None] = mapped_column(String(40), nullable=True)
     status: Mapped[str] = mapped_column(String(10))
     decided_by: Mapped[str | None] = mapped_column(String(36), nullable=True)
     decided_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)

@@ -13,6 +13,8 @@ import pytest
 from sqlalchemy import func, select
 
 from services.review.models import ReviewItem, outbox
+from services.review.workcalendar import WorkCalendar, local_date
+from swms.config import REPO_ROOT
 from swms.contracts.common import ApplicationKind
 from swms.contracts.events import ApplicationSubmitted
 from swms.errors import SwmsError
@@ -29,6 +31,7 @@ from tests.support import (
 pytestmark = pytest.mark.integration
 
 COUNTY, OTHER_COUNTY, PROVINCE = "110105", "110106", "110000"   # 朝阳区, 丰台区, 北京市
+CALENDAR = WorkCalendar.load(REPO_ROOT / "services" / "review" / "calendar.yaml")
 
 
 @pytest.fixture
@@ -94,10 +97,6 @@ def assert_still_pending(config, item_id: str) -> None:
     assert (row.status, row.decided_by, row.decided_at, row.reason) == ("pending", None, None, None)
 
 
-def six_weeks_of_working_days(start: dt.datetime) -> dt.datetime:
-    """30 working days (Monday–Friday) are six whole weeks when counted from a weekday; from a
-    Saturday or Sunday the first working day is the coming Monday."""
-    return start + dt.timedelta(days={5: 41, 6: 40}.get(start.weekday(), 42))
 
 
 def test_submission_reaches_only_the_county_queue_with_a_30_working_day_deadline(review, amqp_uri, keys_dir,
@@ -116,15 +115,20 @@ def test_submission_reaches_only_the_county_queue_with_a_30_working_day_deadline
     assert (item["person_id"], item["region_code"]) == (event.person_id, COUNTY)
     assert (page["total"], page["page"], page["page_size"]) == (1, 1, 20)
 
+    # Due at the end (23:59:59 Beijing time) of the 30th working day after the day of acceptance,
+    # counted in the working-day calendar: weekends and public holidays off, make-up days on.
     due = dt.datetime.fromisoformat(item["due_at"])
-    assert due.weekday() < 5, "a deadline never falls on a weekend"
-    assert six_weeks_of_working_days(before) <= due <= six_weeks_of_working_days(after)
-    weekdays = sum(1 for n in range(1, (due.date() - before.date()).days + 1)
-                   if (before.date() + dt.timedelta(days=n)).weekday() < 5)
-    assert weekdays == 30
+    assert due in {CALENDAR.due_at(before, 30), CALENDAR.due_at(after, 30)}
+    due_date = dt.date.fromisoformat(item["due_date"])
+    assert due_date == local_date(due) and CALENDAR.is_working_day(due_date), "a deadline falls on a working day"
+    assert CALENDAR.working_days_between(local_date(before), due_date) == 30
+    assert (due + dt.timedelta(hours=8)).time() == dt.time(23, 59, 59)
+    assert item["deadline_state"] == "on_time" and item["working_days_left"] == 30
+    assert page["next_cursor"] is None
 
     with rpc_client(amqp_uri, officer_token(keys_dir, OTHER_COUNTY, "county", "county-officer-2")) as neighbour:
-        assert neighbour.review.list_queue({}) == {"items": [], "page": 1, "page_size": 20, "total": 0}
+        empty = neighbour.review.list_queue({})
+        assert (empty["items"], empty["page"], empty["page_size"], empty["total"]) == ([], 1, 20, 0)
     with rpc_client(amqp_uri, province) as officer:
         # The province reviews only after the county's initial approval.
         assert officer.review.list_queue({})["total"] == 0
