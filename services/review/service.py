@@ -99,6 +99,18 @@ class ReviewRules(DependencyProvider):
         return self.rules
 
 
+def _caller(auth, *roles: str):
+    """The caller, if their token carries one of ``roles``. A refusal names ``auth_token`` (the token's
+    role is what is wrong): an error without a field reaches non-Python clients as the text "None"."""
+    try:
+        return auth.require(*roles)
+    except errors.SwmsError as exc:
+        if exc.code == errors.FORBIDDEN and exc.field is None:
+            raise errors.SwmsError(errors.FORBIDDEN, "无权执行此操作（仅限审核人员）" if roles == (OFFICER,)
+                                   else "无权执行此操作", "auth_token") from None
+        raise
+
+
 class ReviewService:
     name = "review"
 
@@ -118,7 +130,7 @@ class ReviewService:
     @rpc(expected_exceptions=errors.SwmsError)
     @contract(QueueRequest, QueuePage)
     def list_queue(self, request: QueueRequest):
-        officer = self.auth.require(OFFICER)
+        officer = _caller(self.auth, OFFICER)
         now = utcnow()
         items, total, next_cursor = domain.queue(self.db.session, officer, request, self.rules, now)
         return QueuePage(items=[domain.item_out(item, self.rules, now) for item in items], page=request.page,
@@ -128,7 +140,7 @@ class ReviewService:
     @contract(ItemRef, ItemDetail)
     def get_item(self, request: ItemRef):
         """One item with the application as submitted and short-lived links to its files."""
-        officer = self.auth.require(OFFICER)
+        officer = _caller(self.auth, OFFICER)
         now = utcnow()
         # Jurisdiction first: nothing is fetched for an officer who may not see the item.
         with self.db.transaction() as session:
@@ -173,7 +185,7 @@ class ReviewService:
     @rpc(expected_exceptions=errors.SwmsError)
     @contract(DecideRequest, DecisionResponse)
     def decide(self, request: DecideRequest):
-        officer = self.auth.require(OFFICER)
+        officer = _caller(self.auth, OFFICER)
         with self.db.transaction() as session:
             item, next_item = domain.decide(session, officer, request.item_id, request.decision,
                                             request.reason, self.rules)
@@ -187,7 +199,7 @@ class ReviewService:
     @contract(BatchApproveRequest, BatchDecisionResponse)
     def approve_batch(self, request: BatchApproveRequest):
         """批量审核通过: per-item results; each item audited and announced like a single decision."""
-        officer = self.auth.require(OFFICER)
+        officer = _caller(self.auth, OFFICER)
         domain.jurisdiction(officer)
         batch_id = str(uuid.uuid4())
         results = domain.approve_batch(self.db.transaction, officer, request.item_ids, request.reason,
@@ -202,7 +214,7 @@ class ReviewService:
     @contract(ItemRef, ItemAudit)
     def get_item_audit(self, request: ItemRef):
         """Every recorded action on one item: opened, viewed, decided (who, when, what, reason)."""
-        caller = self.auth.require(OFFICER, ADMIN)
+        caller = _caller(self.auth, OFFICER, ADMIN)
         return ItemAudit(item_id=request.item_id,
                          entries=domain.audit_entries(self.db.session, caller, request.item_id))
 
@@ -210,7 +222,7 @@ class ReviewService:
     @contract(SummaryRequest, DeadlineSummary)
     def deadline_summary(self, request: SummaryRequest):
         """Pending, near-due and overdue items per region within the caller's jurisdiction."""
-        caller = self.auth.require(OFFICER, ADMIN)
+        caller = _caller(self.auth, OFFICER, ADMIN)
         return domain.summary(self.db.session, caller, request.group_by, self.rules)
 
     @on_event(ApplicationSubmitted, inbox)

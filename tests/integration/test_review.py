@@ -10,11 +10,14 @@ import logging
 import uuid
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
-from services.review.models import ReviewItem, outbox
+from services.review import domain
+from services.review.models import ReviewItem, audit, outbox
+from services.review.service import ReviewService
 from services.review.workcalendar import WorkCalendar, local_date
 from swms.config import REPO_ROOT
+from swms.auth import ADMIN, Caller
 from swms.contracts.common import ApplicationKind
 from swms.contracts.events import ApplicationSubmitted
 from swms.errors import SwmsError
@@ -24,6 +27,7 @@ from tests.support import (
     officer_token,
     rpc_client,
     session_for,
+    token,
     wait_until,
     worker_token,
 )
@@ -315,3 +319,220 @@ def test_a_redelivered_submission_opens_one_item(review, amqp_uri, county, caplo
                    or officer.review.list_queue({})["total"] > 1, what="the second delivery to be handled")
         assert officer.review.list_queue({})["total"] == 1
     assert len(items_of(review, event.application_id)) == 1
+
+
+# ---- issue 6: return for correction, filters and keyset pages, batches, audit, deadline counts ----
+
+RULES = domain.Rules(chains=domain.load_chains(REPO_ROOT / "services" / "review" / "chains.yaml"), calendar=CALENDAR)
+
+
+def seed(config, count: int, region: str = COUNTY, kind: ApplicationKind = ApplicationKind.FIRST_REGISTRATION,
+         submitted_at: dt.datetime | None = None, accepted_at: dt.datetime | None = None) -> list[str]:
+    """Items as the submission handler opens them, written straight into review's database (fast)."""
+    ids = []
+    with session_for(config["DB_URL"]) as session:
+        for n in range(count):
+            event = submission(kind=kind, region=region)
+            if submitted_at is not None:
+                event.submitted_at = submitted_at + dt.timedelta(seconds=n)
+            ids.append(domain.accept_submission(session, event, RULES, now=accepted_at).item_id)
+        session.commit()
+    return ids
+
+
+def audit_actions(config, item_id: str) -> list[str]:
+    with session_for(config["DB_URL"]) as session:
+        return [row["action"] for row in audit.for_entity(session, item_id)]
+
+
+def test_return_for_correction_reaches_the_broker_and_a_resubmission_starts_again(review, amqp_uri, county):
+    tap = EventTap(amqp_uri, "review", "application_returned")
+    try:
+        with rpc_client(amqp_uri, county) as officer:
+            event, item = submit_and_wait(amqp_uri, officer)
+            decision = officer.review.decide({"item_id": item["item_id"], "decision": "return",
+                                              "reason": "请补充三区计划证明材料"})
+            assert (decision["decision"], decision["next_stage"]) == ("return", None)
+            [returned] = tap.collect(1)
+            assert (returned["application_id"], returned["reason"], returned["stage"]) == (
+                event.application_id, "请补充三区计划证明材料", "initial")
+            assert returned["decided_by"] == "county-officer-1"
+            assert find_item(officer, event.application_id) is None
+            history = officer.review.list_queue({"status": "returned"})["items"]
+            assert [(i["item_id"], i["reason"], i["deadline_state"]) for i in history] == [
+                (item["item_id"], "请补充三区计划证明材料", None)]
+
+            resubmitted = event.model_copy(update={"event_id": str(uuid.uuid4()), "resubmission": True,
+                                                   "submitted_at": dt.datetime.now(dt.UTC)})
+            dispatch(amqp_uri, resubmitted)
+            again = wait_for_item(officer, event.application_id)
+        assert (again["round"], again["stage"], again["status"]) == (2, "initial", "pending")
+        assert again["item_id"] != item["item_id"]
+    finally:
+        tap.close()
+    assert outbox_count(review, "application_approved") == outbox_count(review, "application_rejected") == 0
+
+
+def test_filters_and_keyset_pages(review, amqp_uri, county, keys_dir):
+    start = dt.datetime(2026, 11, 2, 1, 0)            # Monday 2 November 2026, 09:00 Beijing
+    first = seed(review, 45, submitted_at=start)
+    replacements = seed(review, 3, kind=ApplicationKind.REPLACEMENT, submitted_at=start + dt.timedelta(days=3))
+    seed(review, 4, region=OTHER_COUNTY)
+    with session_for(review["DB_URL"]) as session:     # two of the oldest are overdue
+        session.execute(update(ReviewItem).where(ReviewItem.item_id.in_(first[:2]))
+                        .values(due_at=utcnow() - dt.timedelta(hours=1)))
+        session.commit()
+    with rpc_client(amqp_uri, county) as officer:
+        seen, cursor, pages = [], None, 0
+        while True:
+            page = officer.review.list_queue({"page_size": 20, **({"cursor": cursor} if cursor else {})})
+            pages += 1
+            assert page["total"] == 48
+            seen.extend(page["items"])
+            cursor = page["next_cursor"]
+            if not cursor:
+                break
+        assert pages == 3 and [i["item_id"] for i in seen] == first + replacements
+        assert [i["deadline_state"] for i in seen[:3]] == ["overdue", "overdue", "on_time"]
+
+        kind = officer.review.list_queue({"kind": "replacement"})
+        assert [i["item_id"] for i in kind["items"]] == replacements and kind["total"] == 3
+        dates = officer.review.list_queue({"submitted_from": "2026-11-05", "submitted_to": "2026-11-05"})
+        assert [i["item_id"] for i in dates["items"]] == replacements
+        assert officer.review.list_queue({"submitted_to": "2026-11-01"})["total"] == 0
+        overdue = officer.review.list_queue({"deadline": "overdue"})
+        assert [i["item_id"] for i in overdue["items"]] == first[:2]
+        assert officer.review.list_queue({"deadline": "on_time"})["total"] == 46
+        assert officer.review.list_queue({"status": "approved"})["total"] == 0
+        offset_page = officer.review.list_queue({"page": 3, "page_size": 20})
+        assert [i["item_id"] for i in offset_page["items"]] == [i["item_id"] for i in seen[40:]]
+
+    with rpc_client(amqp_uri, county) as officer:
+        summary = officer.review.deadline_summary({})
+    assert [(r["region"], r["level"], r["pending"], r["overdue"]) for r in summary["rows"]] == [
+        (COUNTY, "county", 48, 2)]
+    with rpc_client(amqp_uri, officer_token(keys_dir, PROVINCE, "province", "province-officer-1")) as officer:
+        rows = officer.review.deadline_summary({"group_by": "county"})["rows"]
+        assert [(r["region"], r["pending"], r["overdue"]) for r in rows] == [(COUNTY, 48, 2), (OTHER_COUNTY, 4, 0)]
+        city = officer.review.deadline_summary({"group_by": "city"})
+        assert ([(r["region"], r["pending"]) for r in city["rows"]], city["overdue"]) == ([("1101", 52)], 2)
+    with rpc_client(amqp_uri, token(keys_dir, Caller("admin-1", ADMIN))) as admin:
+        national = admin.review.deadline_summary({"group_by": "province"})
+        assert [(r["region"], r["pending"]) for r in national["rows"]] == [("11", 52)]
+
+
+def test_batch_approval_gives_per_item_results_and_one_event_per_item(review, amqp_uri, keys_dir, county):
+    mine = seed(review, 25)
+    neighbours = seed(review, 1, region=OTHER_COUNTY)
+    unknown = str(uuid.uuid4())
+    tap = EventTap(amqp_uri, "review", "application_approved")
+    try:
+        with rpc_client(amqp_uri, county) as officer:
+            officer.review.decide({"item_id": mine[0], "decision": "reject", "reason": "照片不合格"})
+            request = mine + neighbours + [unknown]
+            result = officer.review.approve_batch({"item_ids": request, "reason": "材料齐全，同意"})
+            events = tap.collect(24, timeout=20)
+            assert officer.review.list_queue({})["total"] == 0
+    finally:
+        tap.close()
+    assert (result["approved"], result["failed"]) == (24, 3)
+    assert [r["item_id"] for r in result["results"]] == request
+    outcome = {r["item_id"]: (r["ok"], r["error_code"]) for r in result["results"]}
+    assert outcome[mine[0]] == (False, "ALREADY_DECIDED")
+    assert outcome[neighbours[0]] == (False, "FORBIDDEN")
+    assert outcome[unknown] == (False, "NOT_FOUND")
+    assert all(outcome[i] == (True, None) for i in mine[1:])
+    assert all(r["next_stage"] == "final" for r in result["results"] if r["ok"])
+    assert sorted(e["application_id"] for e in events) == sorted(
+        row.application_id for i in mine[1:] for row in [item_row(review, i)])
+    assert {(e["stage"], e["final"], e["decided_by"]) for e in events} == {("initial", False, "county-officer-1")}
+    assert audit_actions(review, mine[5]) == ["item.opened", "item.approved"]
+    assert item_row(review, neighbours[0]).status == "pending"
+    with rpc_client(amqp_uri, officer_token(keys_dir, PROVINCE, "province", "province-officer-1")) as province:
+        assert province.review.list_queue({})["total"] == 24
+        entries = province.review.get_item_audit  # the province cannot read the county's item audit
+        with pytest.raises(SwmsError) as caught:
+            entries({"item_id": mine[5]})
+        assert caught.value.code == "FORBIDDEN"
+    with rpc_client(amqp_uri, county) as officer:
+        trail = officer.review.get_item_audit({"item_id": mine[5]})["entries"]
+    assert [(e["action"], e["actor"], e["decision"], e["reason"], e["level"]) for e in trail] == [
+        ("item.opened", "review", None, None, "county"),
+        ("item.approved", "county-officer-1", "approve", "材料齐全，同意", "county")]
+    assert trail[1]["batch_id"] == result["batch_id"]
+    with rpc_client(amqp_uri, token(keys_dir, Caller("admin-1", ADMIN))) as admin:
+        assert len(admin.review.get_item_audit({"item_id": mine[5]})["entries"]) == 2
+
+
+def test_a_batch_and_single_decisions_on_the_same_items_decide_each_once(review, amqp_uri, keys_dir):
+    items = seed(review, 40)
+    batch_officer = officer_token(keys_dir, COUNTY, "county", "county-officer-1")
+    single_officer = officer_token(keys_dir, COUNTY, "county", "county-officer-2")
+    with rpc_client(amqp_uri, batch_officer) as first, rpc_client(amqp_uri, single_officer) as second:
+        batch = first.review.approve_batch.call_async({"item_ids": items})
+        singles = [second.review.decide.call_async({"item_id": i, "decision": "reject", "reason": "并发测试"})
+                   for i in reversed(items)]
+        batch_result = batch.result()
+        single_wins = 0
+        for reply in singles:
+            try:
+                reply.result()
+                single_wins += 1
+            except SwmsError as exc:
+                assert exc.code == "ALREADY_DECIDED"
+    batch_wins = batch_result["approved"]
+    assert batch_wins + single_wins == 40
+    assert {r["error_code"] for r in batch_result["results"] if not r["ok"]} <= {"ALREADY_DECIDED"}
+    assert outbox_count(review, "application_approved") == batch_wins
+    assert outbox_count(review, "application_rejected") == single_wins
+    for item_id in items:
+        decided = [a for a in audit_actions(review, item_id) if a in ("item.approved", "item.rejected")]
+        assert len(decided) == 1, (item_id, decided)
+
+
+def test_a_province_override_routes_to_the_city_and_in_flight_items_keep_their_chain(start_service, amqp_uri,
+                                                                                    keys_dir, tmp_path):
+    chains = tmp_path / "chains.yaml"
+    chains.write_text((REPO_ROOT / "services" / "review" / "chains.yaml").read_text(encoding="utf-8")
+                      + '"44":\n  first_registration: [county, city, province]\n', encoding="utf-8")
+    config = start_service("review", REVIEW_CHAINS_FILE=str(chains))
+    shenzhen = officer_token(keys_dir, "440305", "county", "sz-county")
+    with rpc_client(amqp_uri, shenzhen) as officer:
+        event, item = submit_and_wait(amqp_uri, officer, region="440305")
+        assert officer.review.decide({"item_id": item["item_id"], "decision": "approve"})["next_stage"] == "intermediate"
+    with rpc_client(amqp_uri, officer_token(keys_dir, "440300", "city", "sz-city")) as city:
+        middle = wait_for_item(city, event.application_id)
+        assert (middle["level"], middle["stage"]) == ("city", "intermediate")
+        assert middle["due_at"] == item["due_at"]       # one deadline for the whole review
+        assert city.review.decide({"item_id": middle["item_id"], "decision": "approve"})["next_stage"] == "final"
+    with rpc_client(amqp_uri, officer_token(keys_dir, "440000", "province", "gd")) as province:
+        assert wait_for_item(province, event.application_id)["stage"] == "final"
+    assert [row.chain for row in items_of(config, event.application_id)] == ["county,city,province"] * 3
+
+
+def test_pending_deadlines_follow_the_calendar_at_start(service_config, container_factory, tmp_path):
+    config = service_config("review")
+    [item_id] = seed(config, 1, accepted_at=dt.datetime(2026, 11, 26, 2, 0))
+    calendar = tmp_path / "calendar.yaml"
+    calendar.write_text((REPO_ROOT / "services" / "review" / "calendar.yaml").read_text(encoding="utf-8")
+                        + "  2027:\n    holidays: [2027-01-01, 2027-01-04..2027-01-08]\n", encoding="utf-8")
+    config["REVIEW_CALENDAR_FILE"] = str(calendar)
+    container_factory(ReviewService, config).start()
+    due = wait_until(lambda: item_row(config, item_id).due_at.date() == dt.date(2027, 1, 15),
+                     what="the deadline recomputed with the 2027 holidays")
+    assert due
+
+
+@pytest.mark.parametrize("setting, content, message", [
+    ("REVIEW_CHAINS_FILE", "default:\n  first_registration: [county, province]\n  feedback: [county]\n", "identity"),
+    ("REVIEW_CHAINS_FILE", "default:\n  first_registration: [county, province]\n", "no chain for"),
+    ("REVIEW_CALENDAR_FILE", "years:\n  2026:\n    holidays: [2026-01-01]\n    workdays: [2026-01-05]\n",
+     "is a weekday"),
+])
+def test_a_broken_configuration_file_stops_the_service_at_start(service_config, container_factory, tmp_path,
+                                                                setting, content, message):
+    path = tmp_path / "broken.yaml"
+    path.write_text(content, encoding="utf-8")
+    container = container_factory(ReviewService, service_config("review", **{setting: str(path)}))
+    with pytest.raises(ValueError, match=message):
+        container.start()
