@@ -1,0 +1,160 @@
+"""Photo and proof files in object storage (MinIO/S3 through boto3), private to the service.
+
+How a file arrives, without its bytes crossing the message bus:
+
+1. ``request_upload`` records a ticket and returns a presigned POST for ``incoming/<person>/<id>``:
+   the policy fixes the key and bounds the size (``content-length-range``), valid for
+   ``PROFILE_UPLOAD_TTL_SECONDS``. The person's browser posts the file straight to storage.
+2. ``confirm_photo`` / a work-experience or honour save names the ticket. The service reads what
+   arrived (refusing more than the limit before reading it), checks the content in a native thread
+   (:mod:`services.profile.media`) and writes the checked bytes to a final key the person cannot
+   write to (``photos/…`` or ``proofs/…``). What is stored is exactly what was checked, even if the
+   person posts again with the same ticket afterwards.
+3. A refused file is deleted at once, with its ticket. A file recorded in the form retires the
+   incoming copy after the commit; if the transaction fails, the final copy is deleted.
+4. Housekeeping (:class:`Housekeeping`) deletes whatever is left under ``incoming/`` once tickets
+   have expired (confirmed or not), and retired files that no snapshot refers to. Nothing outlives
+   its ticket or its form entry, so there are no orphan objects.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from botocore.exceptions import ClientError
+from sqlalchemy import delete, select
+from sqlalchemy.orm import sessionmaker
+
+from services.profile.models import RETIRED, StoredFile, Upload
+from swms.background import BackgroundLoop
+from swms.config import required
+from swms.db import engine_for
+from swms.outbox import utcnow
+from swms.storage import Bucket, make_s3_client
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Settings:
+    photo_max_bytes: int = 500 * 1024
+    proof_max_bytes: int = 5 * 1024 * 1024
+    photo_tolerance_percent: float = 3.0
+    upload_ttl_seconds: int = 900
+    link_ttl_seconds: int = 300
+    max_open_uploads: int = 20
+    housekeeping_seconds: float = 60.0
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> Settings:
+        def number(key: str, default, kind=int):
+            value = config.get(key)
+            return default if value in (None, "") else kind(value)
+        return cls(
+            photo_max_bytes=number("PHOTO_MAX_BYTES", cls.photo_max_bytes),
+            proof_max_bytes=number("PROOF_MAX_BYTES", cls.proof_max_bytes),
+            photo_tolerance_percent=number("PHOTO_TOLERANCE_PERCENT", cls.photo_tolerance_percent, float),
+            upload_ttl_seconds=number("UPLOAD_TTL_SECONDS", cls.upload_ttl_seconds),
+            link_ttl_seconds=number("FILE_LINK_TTL_SECONDS", cls.link_ttl_seconds),
+            max_open_uploads=number("MAX_OPEN_UPLOADS", cls.max_open_uploads),
+            housekeeping_seconds=number("HOUSEKEEPING_SECONDS", cls.housekeeping_seconds, float),
+        )
+
+
+def _missing(exc: ClientError) -> bool:
+    return exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound")
+
+
+class FileStore:
+    def __init__(self, bucket: Bucket):
+        self.bucket = bucket
+
+    def upload_form(self, key: str, max_bytes: int, expires_seconds: int) -> dict:
+        """A presigned POST for exactly ``key`` and at most ``max_bytes`` (signed for the address
+        browsers reach: S3_PUBLIC_ENDPOINT_URL when set)."""
+        return self.bucket.link_client.generate_presigned_post(
+            Bucket=self.bucket.name, Key=key, Conditions=[["content-length-range", 1, max_bytes]],
+            ExpiresIn=expires_seconds)
+
+    def size(self, key: str) -> int | None:
+        try:
+            return self.bucket.client.head_object(Bucket=self.bucket.name, Key=key)["ContentLength"]
+        except ClientError as exc:
+            if _missing(exc):
+                return None
+            raise
+
+    def read(self, key: str, max_bytes: int) -> bytes:
+        """At most ``max_bytes + 1`` bytes (a file replaced by a bigger one after the size check
+        is still seen to be too big, without reading all of it)."""
+        response = self.bucket.client.get_object(Bucket=self.bucket.name, Key=key, Range=f"bytes=0-{max_bytes}")
+        return response["Body"].read(max_bytes + 1)
+
+    def put(self, key: str, body: bytes, content_type: str) -> str:
+        return self.bucket.put(key, body, content_type)
+
+    def delete(self, key: str) -> bool:
+        """Delete (idempotent); False, logged, if storage did not answer."""
+        try:
+            self.bucket.client.delete_object(Bucket=self.bucket.name, Key=key)
+            return True
+        except Exception:
+            log.warning("could not delete object %s; housekeeping will retry", key, exc_info=True)
+            return False
+
+    def link(self, key: str, content_type: str, expires_seconds: int, public: bool) -> str:
+        client = self.bucket.link_client if public else self.bucket.client
+        return client.generate_presigned_url(
+            "get_object", ExpiresIn=expires_seconds,
+            Params={"Bucket": self.bucket.name, "Key": key, "ResponseContentType": content_type,
+                    "ResponseContentDisposition": "inline"})
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+class Housekeeping(BackgroundLoop):
+    """Deletes incoming objects of expired tickets and retired files no snapshot refers to."""
+
+    GRACE = dt.timedelta(seconds=60)   # clock skew between this host and object storage
+
+    def __init__(self, bucket_key: str = "PROFILE_S3_BUCKET"):
+        self.bucket_key = bucket_key
+
+    def setup(self):
+        super().setup()
+        config = self.container.config
+        self.settings = Settings.from_config(config)
+        self.poll_seconds = self.settings.housekeeping_seconds
+        self.sessions = sessionmaker(engine_for(required(config, "DB_URL")), expire_on_commit=False)
+        self.store = FileStore(Bucket(make_s3_client(config), required(config, self.bucket_key)))
+
+    def run_once(self) -> int:
+        return sweep(self.sessions, self.store, self.batch_size)
+
+
+def sweep(sessions, store: FileStore, batch_size: int = 100, now: dt.datetime | None = None) -> int:
+    """One pass; returns how many rows it handled. Storage first, then the row: a failed delete
+    leaves the row, so the next pass tries again."""
+    now = now or utcnow()
+    with sessions() as session:
+        tickets = session.execute(select(Upload.upload_id, Upload.object_key)
+                                  .where(Upload.expires_at < now - Housekeeping.GRACE)
+                                  .order_by(Upload.expires_at).limit(batch_size)).all()
+        retired = session.execute(select(StoredFile.file_key)
+                                  .where(StoredFile.status == RETIRED, StoredFile.referenced_at.is_(None))
+                                  .limit(batch_size)).scalars().all()
+    for upload_id, key in tickets:
+        if store.delete(key):
+            with sessions.begin() as session:
+                session.execute(delete(Upload).where(Upload.upload_id == upload_id))
+    for key in retired:
+        if store.delete(key):
+            with sessions.begin() as session:
+                session.execute(delete(StoredFile).where(StoredFile.file_key == key, StoredFile.status == RETIRED,
+                                                         StoredFile.referenced_at.is_(None)))
+    return len(tickets) + len(retired)
