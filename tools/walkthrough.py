@@ -20,6 +20,8 @@ from pathlib import Path
 
 from nameko.standalone.rpc import ClusterRpcProxy
 
+from services.profile.codes import uscc_check_character
+from services.profile.testing import make_photo, post_file
 from swms.idcard import check_character
 from tools.localstack import PYTHON, REPO_ROOT, LocalStack, wait_until
 
@@ -28,6 +30,8 @@ HOLDER_ID = "11010519900307123" + check_character("11010519900307123")
 HOLDER_EMAIL = "liminghua@example.cn"
 HOLDER_PASSWORD = "Swms-demo-2026!"
 COUNTY, PROVINCE = "110105", "110000"   # 北京市朝阳区, 北京市
+UNIT_NAME = "北京市朝阳区阳光社会工作服务中心"
+UNIT_CREDIT_CODE = "52110105MJ0000001" + uscc_check_character("52110105MJ0000001")
 
 
 @dataclass
@@ -53,10 +57,22 @@ def write_registry(path: Path) -> Path:
     return path
 
 
-def identity_cli(stack: LocalStack, *args: str) -> str:
-    result = subprocess.run([PYTHON, "-m", "services.identity.cli", *args], cwd=REPO_ROOT,
+def write_directory(path: Path) -> Path:
+    """The registration authority's list of social-work service organisations (社会工作服务机构)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("统一社会信用代码,机构名称,所在地区代码\n"
+                    f"{UNIT_CREDIT_CODE},{UNIT_NAME},{COUNTY}\n", encoding="utf-8")
+    return path
+
+
+def service_cli(stack: LocalStack, service: str, *args: str) -> str:
+    result = subprocess.run([PYTHON, "-m", f"services.{service}.cli", *args], cwd=REPO_ROOT,
                             env=stack.environment(), capture_output=True, text=True, check=True)
     return result.stdout.strip()
+
+
+def identity_cli(stack: LocalStack, *args: str) -> str:
+    return service_cli(stack, "identity", *args)
 
 
 def approve_in_queue(config: dict, officer_token: str, application_id: str) -> dict:
@@ -83,6 +99,9 @@ def walk(stack: LocalStack, out_dir: Path, say=print) -> WalkResult:
     identity_cli(stack, "create-officer", "--name", "北京市民政局审核员", "--email", "province@example.gov.cn",
                  "--password", "Province-officer-1", "--region", PROVINCE, "--level", "province")
     show(f"officers created: county {COUNTY} (初审), province {PROVINCE} (终审)")
+    directory = write_directory(stack.workdir / "registry" / "organisations.csv")
+    show(f"directory of 社会工作服务机构 loaded: "
+         f"{service_cli(stack, 'profile', 'import-organisations', str(directory))}")
 
     with ClusterRpcProxy(config, timeout=30) as public:
         passer = public.identity.check_passer({"name": HOLDER_NAME, "id_number": HOLDER_ID})
@@ -99,13 +118,19 @@ def walk(stack: LocalStack, out_dir: Path, say=print) -> WalkResult:
         show("logged in (signed token, verified by each service locally)")
 
     with ClusterRpcProxy(config, timeout=30, context_data={"auth_token": token}) as worker:
+        unit = worker.profile.search_organisations({"name": "阳光", "region_code": COUNTY})["items"][0]
         profile = worker.profile.save_basic_info({
-            "ethnicity": "汉族", "education": "本科", "mobile": "13800138000",
-            "address": "北京市朝阳区朝阳门外大街1号", "region_code": COUNTY,
-            "unit_category": "社会工作服务机构", "unit_name": "北京市朝阳区阳光社会工作服务中心",
+            "ethnicity": "汉族", "political_status": "中共党员", "education": "本科", "major": "社会工作",
+            "mobile": "13800138000", "address": "北京市朝阳区朝阳门外大街1号", "region_code": COUNTY,
+            "unit_category": "社会工作服务机构", "unit_directory_id": unit["org_id"],
             "position": "社会工作者", "truth_commitment": True})
         show(f"personal information form (个人信息表) saved: {profile['gender']}, born {profile['birth_date']}, "
-             f"{profile['unit_name']}")
+             f"{profile['unit_name']} (chosen from the directory, {unit['credit_code']})")
+        ticket = worker.profile.request_upload({"purpose": "photo"})
+        post_file(ticket, make_photo(295, 413, "JPEG"), "photo.jpg", "image/jpeg")   # straight to storage
+        photo = worker.profile.confirm_photo({"upload_id": ticket["upload_id"]})["photo"]
+        show(f"ID photo uploaded and checked: {photo['photo_size']} {photo['width']}×{photo['height']} "
+             f"{photo['content_type']}, {photo['size_bytes']} bytes")
         completeness = worker.profile.check_completeness({"person_id": account["person_id"]})
         show(f"completeness check (系统校验): complete={completeness['complete']}")
         application = worker.registration.submit_first_registration({"commitment": True})

@@ -60,7 +60,10 @@ def _damaged(field: str, what: str) -> errors.SwmsError:
 def _open(data: bytes, content_type: str, field: str, what: str) -> Image.Image:
     try:
         return Image.open(io.BytesIO(data), formats=("JPEG",) if content_type == JPEG else ("PNG",))
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+    except Image.DecompressionBombError:
+        code = errors.PHOTO_DIMENSIONS_INVALID if what == "照片" else errors.FILE_DAMAGED
+        raise errors.SwmsError(code, f"{what}像素过大，请使用正常尺寸的图片", field) from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
         raise _damaged(field, what) from None
 
 

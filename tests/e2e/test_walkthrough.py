@@ -32,7 +32,7 @@ def stack(tmp_path, amqp_uri, make_database):
 def test_sign_up_to_downloaded_certificate_and_email(stack, tmp_path):
     lines = []
     result = walk(stack, tmp_path / "out", say=lines.append)
-    assert len(lines) == 14, lines
+    assert len(lines) == 16, lines
 
     # The PDF object is in S3 under its certificate number, and it is the file the holder downloaded.
     environment = stack.environment()

@@ -1,0 +1,154 @@
+"""Profile: what a photo upload and the completeness check cost, against an empty RPC, in one run.
+
+  .venv/bin/python -m bench.profile [--people 20] [--photos 5] [--calls 500] [--db-url URL]
+
+The profile service runs as a separate ``nameko run`` process on the local RabbitMQ, with moto's S3
+server on loopback (the same boto3 code path as MinIO) and a SQLite file (PostgreSQL with --db-url).
+Forms are seeded directly in the database (basic information, three work experiences, two honours).
+Prints p50/p99 of sequential calls and, for photos, uploads/s with one client per person in parallel:
+
+* empty RPC (baseline);
+* ``check_completeness`` (the call registration makes before every submission);
+* photo: ticket (``request_upload``) + HTML-form POST to storage + ``confirm_photo`` (read back,
+  decoded in a native thread, copied to its final key, recorded with its event) — a camera-like
+  1-inch JPEG of about 120 KB.
+"""
+from __future__ import annotations
+
+import eventlet
+
+eventlet.monkey_patch()
+
+import argparse  # noqa: E402
+import datetime as dt  # noqa: E402
+import os  # noqa: E402
+import statistics  # noqa: E402
+import subprocess  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from nameko.standalone.rpc import ClusterRpcProxy  # noqa: E402
+
+
+def percentile(samples: list[float], fraction: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+def timed(call) -> float:
+    started = time.perf_counter()
+    call()
+    return (time.perf_counter() - started) * 1000
+
+
+def seed(db_url: str, people: int) -> list[str]:
+    from sqlalchemy.orm import sessionmaker
+
+    from services.profile import domain
+    from services.profile.testing import SUNSHINE, basic_info, seed_directory
+    from swms.contracts.identity import PersonResponse
+    from swms.contracts.profile import BasicInfoRequest, HonourRequest, WorkExperienceRequest
+    from swms.db import engine_for
+    from swms.idcard import check_character
+
+    org_id = seed_directory(db_url, [SUNSHINE])[SUNSHINE["credit_code"]]
+    ids = []
+    with sessionmaker(engine_for(db_url), expire_on_commit=False)() as session:
+        for n in range(people):
+            first17 = f"11010519900307{n:03d}"
+            person = PersonResponse(person_id=f"00000000-0000-4000-8000-{n:012d}", name=f"测试{n}",
+                                    id_number=first17 + check_character(first17), email=f"p{n}@example.cn",
+                                    level="社会工作师", management_number=f"{n:018d}", exam_year=2026)
+            profile = domain.ensure_profile(session, person.person_id, person)
+            domain.save_basic_info(session, profile, BasicInfoRequest(**basic_info(org_id)), person.email, "bench")
+            for year in (2014, 2017, 2020):
+                domain.save_work_experience(session, profile, WorkExperienceRequest(
+                    unit_category="企业", unit_name=f"某公司{year}", position="职员", start_date=dt.date(year, 1, 1),
+                    end_date=dt.date(year + 2, 12, 31)), [], "bench")
+            for level in ("省", "地市"):
+                domain.save_honour(session, profile, HonourRequest(title="优秀社工", level=level, awarding_body="民政厅",
+                                                                   awarded_on=dt.date(2022, 1, 1)), None, "bench")
+            ids.append(person.person_id)
+        session.commit()
+    return ids
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--people", type=int, default=20)
+    parser.add_argument("--photos", type=int, default=5, help="photos uploaded per person")
+    parser.add_argument("--calls", type=int, default=500)
+    parser.add_argument("--db-url", help="profile database (default: a fresh SQLite file)")
+    args = parser.parse_args()
+    amqp_uri = os.environ.get("AMQP_URI", "pyamqp://guest:guest@127.0.0.1:5672/")
+
+    from services.profile.testing import make_photo, post_file
+    from swms.migrations import upgrade
+    from tests.support import worker_token
+    from tools.localstack import NAMEKO, LocalStack
+
+    workdir = Path(tempfile.mkdtemp(prefix="swms-bench-profile-"))
+    db_url = args.db_url or f"sqlite:///{workdir / 'profile.db'}"
+    stack = LocalStack(workdir=workdir, amqp_uri=amqp_uri, db_urls={name: db_url for name in (
+        "identity", "profile", "registration", "review", "certificate", "notification")})
+    upgrade("profile", db_url)
+    people = seed(db_url, args.people)
+    photo = make_photo(295, 413, "JPEG", noise=True)
+    try:
+        stack.start_infrastructure()
+        stack.start_service("profile")
+        stack._spawn("bench_empty", [NAMEKO, "run", "--broker", amqp_uri, "bench.empty_service"])
+        tokens = {person: worker_token(stack.keys_dir, person) for person in people}
+        with ClusterRpcProxy({"AMQP_URI": amqp_uri}, timeout=30, context_data={"auth_token": tokens[people[0]]}) as me:
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    me.profile.health(), me.bench_empty.ping()
+                    break
+                except Exception:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.5)
+            for _ in range(30):
+                me.bench_empty.ping(), me.profile.check_completeness({"person_id": people[0]})
+            empty = [timed(me.bench_empty.ping) for _ in range(args.calls)]
+            completeness = [timed(lambda: me.profile.check_completeness({"person_id": people[0]}))
+                            for _ in range(args.calls)]
+            sequential = []
+            for _ in range(min(args.photos * 4, 40)):
+                def one():
+                    ticket = me.profile.request_upload({"purpose": "photo"})
+                    post_file(ticket, photo, "photo.jpg", "image/jpeg")
+                    me.profile.confirm_photo({"upload_id": ticket["upload_id"]})
+                sequential.append(timed(one))
+
+        def person_uploads(person: str) -> None:
+            with ClusterRpcProxy({"AMQP_URI": amqp_uri}, timeout=60,
+                                 context_data={"auth_token": tokens[person]}) as client:
+                for _ in range(args.photos):
+                    ticket = client.profile.request_upload({"purpose": "photo"})
+                    post_file(ticket, photo, "photo.jpg", "image/jpeg")
+                    client.profile.confirm_photo({"upload_id": ticket["upload_id"]})
+
+        pool = eventlet.GreenPool(len(people))
+        started = time.perf_counter()
+        list(pool.imap(person_uploads, people))
+        parallel_s = time.perf_counter() - started
+    finally:
+        stack.stop()
+        subprocess.run(["rm", "-rf", str(workdir)], check=False)
+
+    uploads = len(people) * args.photos
+    print(f"profile benchmark ({db_url.split(':')[0]}): {args.calls} sequential calls; photo {len(photo) // 1024} KB "
+          f"JPEG 295×413; {len(people)} people × {args.photos} photos in parallel")
+    print(f"{'call':44} {'p50 ms':>8} {'p99 ms':>8}")
+    for name, samples in (("empty RPC (baseline)", empty), ("profile.check_completeness", completeness),
+                          ("photo: ticket + POST to S3 + confirm_photo", sequential)):
+        print(f"{name:44} {statistics.median(samples):8.2f} {percentile(samples, 0.99):8.2f}")
+    print(f"photo uploads in parallel: {uploads} in {parallel_s:.1f} s = {uploads / parallel_s:.1f} uploads/s")
+    print(f"ratio check_completeness/empty p50 ×{statistics.median(completeness) / statistics.median(empty):.1f}")
+
+
+if __name__ == "__main__":
+    main()
