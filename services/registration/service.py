@@ -1,31 +1,75 @@
-"""Registration: registration applications (首次登记 in the skeleton) and their status machine."""
+"""Registration: 首次登记, 再登记, 更换电子证 and upgrade — drafts that follow the profile, submitted
+forms that keep what was submitted, the status machines, continuing education and proofs."""
 from __future__ import annotations
 
 import datetime as dt
-import json
+import logging
+from pathlib import Path
 
+import eventlet
 from nameko.dependency_providers import Config
+from nameko.events import event_handler
+from nameko.extensions import DependencyProvider
 from nameko.rpc import RpcProxy, rpc
+from pydantic import ValidationError
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 
-from services.registration import domain
-from services.registration.models import Application, inbox, outbox
+from services.registration import domain, proofs
+from services.registration.models import (
+    EXPIRED,
+    REVOKED,
+    SUSPENDED,
+    VALID,
+    Application,
+    audit,
+    inbox,
+    outbox,
+)
+from services.registration.policy import Policy
 from swms import errors, health, idcard
 from swms import rpc as swms_rpc
-from swms.auth import SERVICE, SOCIAL_WORKER, Auth
+from swms.auth import ADMIN, OFFICER, SERVICE, SOCIAL_WORKER, Auth
+from swms.config import REPO_ROOT, required
+from swms.contracts.common import ApplicationKind as K
 from swms.contracts.common import HealthResponse
 from swms.contracts.events import (
     ApplicationApproved,
     ApplicationRejected,
+    ApplicationReturned,
+    CertificateExpired,
     CertificateIssued,
+    CertificateReinstated,
+    CertificateReissued,
+    CertificateRevoked,
+    CertificateSuspended,
+    PasserLevelRaised,
+    ProfileChanged,
 )
 from swms.contracts.profile import CompletenessResponse, ProfileSnapshot
 from swms.contracts.registration import (
     ApplicationList,
     ApplicationRef,
     ApplicationResponse,
+    ContinuingEducationRecorded,
+    DraftDiscarded,
     IssuanceData,
+    OpenDraftRequest,
+    ProofFile,
+    ProofLink,
+    ProofLinkRequest,
+    ProofRef,
+    ProofUploadRequest,
+    ProofUploadTicket,
+    RegistrationStanding,
+    ReplacementDetails,
+    ReRegistrationDraftRequest,
+    ReplacementDraftRequest,
+    SubmitDraftRequest,
     SubmitFirstRegistrationRequest,
+    SubmitReplacementRequest,
+    SubmitReRegistrationRequest,
+    SubmitUpgradeRequest,
 )
 from swms.contracts.registration import (
     StatusChange as StatusChangeOut,
@@ -34,15 +78,39 @@ from swms.db import Database
 from swms.events import on_event
 from swms.outbox import OutboxRelay
 from swms.rpc import contract
+from swms.storage import ObjectStorage
+
+log = logging.getLogger(__name__)
 
 
-def _response(application: Application) -> ApplicationResponse:
+class RegistrationPolicy(DependencyProvider):
+    """Loaded once at start; a broken policy file stops the service instead of misjudging forms."""
+
+    def setup(self):
+        path = Path(required(self.container.config, "POLICY_PATH"))
+        if not path.is_absolute() and not path.exists():
+            path = REPO_ROOT / path
+        self.policy = Policy.load(path)
+
+    def get_dependency(self, worker_ctx):
+        return self.policy
+
+
+def _response(application: Application, form=None) -> ApplicationResponse:
     return ApplicationResponse(
         application_id=application.application_id, person_id=application.person_id,
         kind=application.kind, status=application.status, submitted_at=application.submitted_at,
         rejection_reason=application.rejection_reason, certificate_number=application.certificate_number,
         history=[StatusChangeOut(status=c.status, at=c.at, actor=c.actor, reason=c.reason)
-                 for c in application.history])
+                 for c in application.history],
+        created_at=application.created_at, updated_at=application.updated_at, level=application.level,
+        round=application.round or 0, form=form)
+
+
+def _replacement_details(request: ReplacementDraftRequest) -> ReplacementDetails:
+    return ReplacementDetails(original_certificate_no=request.original_certificate_no,
+                              registration_type=request.registration_type, valid_from=request.valid_from,
+                              valid_until=request.valid_until)
 
 
 class RegistrationService:
@@ -51,54 +119,249 @@ class RegistrationService:
     config = Config()
     db = Database()
     auth = Auth()
+    policy = RegistrationPolicy()
+    storage = ObjectStorage("REGISTRATION_S3_BUCKET")
     relay = OutboxRelay(outbox)
+    sweeper = proofs.ProofSweeper()
     profile = RpcProxy("profile")
+
+    # ---- plumbing -----------------------------------------------------------------------------
+
+    def _today(self) -> dt.date:
+        return dt.date.today()
+
+    def _snapshot(self, person_id: str, complete: bool) -> ProfileSnapshot:
+        """The profile copy; with ``complete`` the completeness check (系统校验) must pass too. Both
+        calls go out at once and happen before any transaction opens."""
+        snapshot_reply = self.profile.get_snapshot.call_async({"person_id": person_id})
+        completeness_reply = (self.profile.check_completeness.call_async({"person_id": person_id})
+                              if complete else None)
+        try:
+            with eventlet.Timeout(10):
+                if completeness_reply is not None:
+                    completeness = CompletenessResponse.model_validate(completeness_reply.result())
+                    if not completeness.complete:
+                        details = [{"field": f"profile.{item.field}", "code": errors.PROFILE_INCOMPLETE,
+                                    "label": item.label, "message": item.message} for item in completeness.items] or [
+                            {"field": "profile", "code": errors.PROFILE_INCOMPLETE, "label": label,
+                             "message": f"{label}未填写"} for label in completeness.missing]
+                        raise errors.SwmsError(
+                            errors.PROFILE_INCOMPLETE, "请先完善个人信息表：" + "、".join(completeness.missing),
+                            "profile", details)
+                try:
+                    return ProfileSnapshot.model_validate(snapshot_reply.result())
+                except errors.SwmsError as exc:
+                    if exc.code == errors.NOT_FOUND:
+                        raise errors.SwmsError(errors.PROFILE_INCOMPLETE, "请先填写个人信息表", "profile") from None
+                    raise
+        except eventlet.Timeout:
+            raise errors.SwmsError(errors.UPSTREAM_UNAVAILABLE, "系统繁忙，请稍后重试") from None
+
+    def _write(self, work):
+        """One transaction; a unique-constraint race (two submissions at once) reads as the
+        rule it protects: one open application per person."""
+        try:
+            with self.db.transaction() as session:
+                return work(session)
+        except IntegrityError:
+            raise errors.SwmsError(errors.APPLICATION_ALREADY_OPEN,
+                                   "您已有一份未办结的申请（可能刚刚提交），每人同时只能有一份未办结的申请", "kind") from None
+
+    def _policy_for(self, snapshot: ProfileSnapshot):
+        return self.policy.for_region(snapshot.region_code)
+
+    def _submit(self, kind: K, request, courses=None, replacement=None) -> ApplicationResponse:
+        caller = self.auth.require(SOCIAL_WORKER)
+        if not request.commitment:
+            raise errors.SwmsError(errors.COMMITMENT_REQUIRED, "请勾选承诺声明后再提交申请", "commitment")
+        snapshot = self._snapshot(caller.subject, complete=True)
+        work = domain.Submit(kind=kind, snapshot=snapshot, policy=self._policy_for(snapshot), today=self._today(),
+                             actor=caller.subject, applicant_name_masked=idcard.mask_name(snapshot.name),
+                             application_id=getattr(request, "application_id", None), courses=courses,
+                             replacement=replacement)
+        application = self._write(lambda session: domain.submit(session, work))
+        return _response(application, domain.form_view(self.db.session, application))
+
+    def _save(self, kind: K, request, save) -> ApplicationResponse:
+        caller = self.auth.require(SOCIAL_WORKER)
+        snapshot = self._snapshot(caller.subject, complete=False)
+        policy = self._policy_for(snapshot)
+        today = self._today()
+
+        def work(session):
+            application = domain.workable_application(session, kind, caller.subject, request.application_id,
+                                                      for_submit=False)
+            return save(session, application, snapshot, policy, today, caller.subject)
+
+        application = self._write(work)
+        return _response(application, domain.form_view(self.db.session, application, policy, today))
+
+    # ---- RPC: the applicant -------------------------------------------------------------------
 
     @rpc(expected_exceptions=errors.SwmsError)
     @contract(None, HealthResponse)
     def health(self):
-        return health.check(self.name, self.db)
+        return health.check(self.name, self.db, self.storage)
 
     @rpc(expected_exceptions=errors.SwmsError)
     @contract(SubmitFirstRegistrationRequest, ApplicationResponse)
     def submit_first_registration(self, request: SubmitFirstRegistrationRequest):
+        """《社会工作者首次登记信息表》: tick the 承诺声明; resubmits after a rejection."""
+        return self._submit(K.FIRST_REGISTRATION, request)
+
+    @rpc(expected_exceptions=errors.SwmsError)
+    @contract(SubmitReRegistrationRequest, ApplicationResponse)
+    def submit_re_registration(self, request: SubmitReRegistrationRequest):
+        """《社会工作者再登记信息表》: offline courses with proofs; online hours from the records."""
+        return self._submit(K.RE_REGISTRATION, request, courses=request.offline_courses)
+
+    @rpc(expected_exceptions=errors.SwmsError)
+    @contract(SubmitReplacementRequest, ApplicationResponse)
+    def submit_replacement(self, request: SubmitReplacementRequest):
+        """《社会工作者更换电子证书信息表》: the paper certificate's NO, type and validity."""
+        return self._submit(K.REPLACEMENT, request, replacement=_replacement_details(request))
+
+    @rpc(expected_exceptions=errors.SwmsError)
+    @contract(SubmitUpgradeRequest, ApplicationResponse)
+    def submit_upgrade(self, request: SubmitUpgradeRequest):
+        """已出证待升级: re-issue at the new level."""
+        return self._submit(K.UPGRADE, request)
+
+    @rpc(expected_exceptions=errors.SwmsError)
+    @contract(SubmitDraftRequest, ApplicationResponse)
+    def submit_draft(self, request: SubmitDraftRequest):
+        """Submits a saved draft as it stands, or resubmits a rejected application unchanged."""
         caller = self.auth.require(SOCIAL_WORKER)
-        if not request.commitment:
-            raise errors.SwmsError(errors.COMMITMENT_REQUIRED, "请勾选承诺声明后再申请登记证书", "commitment")
-        # Calls to other services happen before the transaction opens, never inside it.
-        completeness = CompletenessResponse.model_validate(
-            swms_rpc.call(self.profile.check_completeness, {"person_id": caller.subject}))
-        if not completeness.complete:
-            raise errors.SwmsError(errors.PROFILE_INCOMPLETE,
-                                   "请先完善个人信息表：" + "、".join(completeness.missing), "profile",
-                                   [{"field": item, "code": errors.PROFILE_INCOMPLETE, "message": f"{item}未填写"}
-                                    for item in completeness.missing])
-        snapshot = ProfileSnapshot.model_validate(
-            swms_rpc.call(self.profile.get_snapshot, {"person_id": caller.subject}))
-        domain.check_exam_window(snapshot.exam_year, int(self.config.get("FIRST_REGISTRATION_WINDOW_YEARS", 1)),
-                                 dt.date.today())
-        with self.db.transaction() as session:
-            application = domain.submit_first_registration(session, snapshot, caller.subject,
-                                                           idcard.mask_name(snapshot.name))
-        return _response(application)
+        application = self.db.session.get(Application, request.application_id)
+        if application is None:
+            raise errors.not_found("申请", "application_id")
+        if application.person_id != caller.subject:
+            raise errors.forbidden("无权查看或修改他人的申请")
+        kind = K(application.kind)
+        self.db.session.rollback()   # the submission reads it again, locked, in its own transaction
+        return self._submit(kind, request)
+
+    @rpc(expected_exceptions=errors.SwmsError)
+    @contract(OpenDraftRequest, ApplicationResponse)
+    def open_draft(self, request: OpenDraftRequest):
+        """Opens (or returns) the caller's unsubmitted form of this kind, filled from the profile."""
+        caller = self.auth.require(SOCIAL_WORKER)
+        snapshot = self._snapshot(caller.subject, complete=False)
+        policy = self._policy_for(snapshot)
+        today = self._today()
+        application = self._write(lambda session: domain.open_draft(session, request.kind, snapshot, policy, today,
+                                                                    caller.subject))
+        return _response(application, domain.form_view(self.db.session, application, policy, today))
+
+    @rpc(expected_exceptions=errors.SwmsError)
+    @contract(ReRegistrationDraftRequest, ApplicationResponse)
+    def save_re_registration_draft(self, request: ReRegistrationDraftRequest):
+        """Saves the offline courses of the caller's re-registration draft (or rejected form)."""
+        return self._save(K.RE_REGISTRATION, request,
+                          lambda session, application, snapshot, policy, today, actor: domain.save_re_registration(
+                              session, application, request.offline_courses, snapshot, policy, today, actor))
+
+    @rpc(expected_exceptions=errors.SwmsError)
+    @contract(ReplacementDraftRequest, ApplicationResponse)
+    def save_replacement_draft(self, request: ReplacementDraftRequest):
+        """Saves the paper certificate's details in the caller's replacement draft (or rejected form)."""
+        details = _replacement_details(request)
+        return self._save(K.REPLACEMENT, request,
+                          lambda session, application, snapshot, policy, today, actor: domain.save_replacement(
+                              session, application, details, snapshot, policy, today, actor))
+
+    @rpc(expected_exceptions=errors.SwmsError)
+    @contract(ApplicationRef, DraftDiscarded)
+    def discard_draft(self, request: ApplicationRef):
+        """Deletes an unsubmitted draft (未登记) of the caller's."""
+        caller = self.auth.require(SOCIAL_WORKER)
+        self._write(lambda session: domain.discard_draft(session, request.application_id, caller.subject,
+                                                         caller.subject))
+        return DraftDiscarded(application_id=request.application_id)
 
     @rpc(expected_exceptions=errors.SwmsError)
     @contract(ApplicationRef, ApplicationResponse)
     def get_application(self, request: ApplicationRef):
+        """Status, reason, certificate number, history and the form (ID number masked)."""
         application = self.db.session.get(Application, request.application_id)
-        self.auth.require_person(application.person_id if application else "",
-                                 officer_region=application.region_code if application else None)
-        if application is None:
-            raise errors.not_found("申请", "application_id")
-        return _response(application)
+        caller = self.auth.require_person(application.person_id if application else "",
+                                          officer_region=application.region_code if application else None)
+        if application is None or (caller.role == OFFICER and application.round == 0):
+            raise errors.not_found("申请", "application_id")   # officers never see drafts
+        policy = self.policy.for_region(application.region_code)
+        return _response(application, domain.form_view(self.db.session, application, policy, self._today()))
 
     @rpc(expected_exceptions=errors.SwmsError)
     @contract(None, ApplicationList)
     def list_my_applications(self):
+        """The caller's applications, drafts included, each with its status history."""
         caller = self.auth.require(SOCIAL_WORKER)
         rows = self.db.session.execute(select(Application).where(Application.person_id == caller.subject)
-                                       .order_by(Application.submitted_at)).scalars().all()
+                                       .order_by(Application.created_at, Application.submitted_at)).scalars().all()
         return ApplicationList(items=[_response(row) for row in rows])
+
+    @rpc(expected_exceptions=errors.SwmsError)
+    @contract(None, RegistrationStanding)
+    def my_registration(self):
+        """The caller's current certificate, windows, pending upgrade, and what they can apply for."""
+        caller = self.auth.require(SOCIAL_WORKER)
+        latest = self.db.session.execute(select(Application.region_code).where(Application.person_id == caller.subject)
+                                         .order_by(Application.created_at.desc()).limit(1)).scalar()
+        return domain.registration_standing(self.db.session, caller.subject, self.policy.for_region(latest or ""),
+                                            self._today())
+
+    # ---- RPC: proofs --------------------------------------------------------------------------
+
+    @rpc(expected_exceptions=errors.SwmsError)
+    @contract(ProofUploadRequest, ProofUploadTicket)
+    def request_proof_upload(self, request: ProofUploadRequest):
+        """A presigned POST for one proof file (PDF, JPEG or PNG), straight to object storage."""
+        caller = self.auth.require(SOCIAL_WORKER)
+        with self.db.transaction() as session:
+            return proofs.request_upload(session, self.storage, caller.subject, request.filename,
+                                         request.content_type, int(self.config["PROOF_MAX_BYTES"]))
+
+    @rpc(expected_exceptions=errors.SwmsError)
+    @contract(ProofRef, ProofFile)
+    def confirm_proof_upload(self, request: ProofRef):
+        """Checks what arrived (size; PDF/JPEG/PNG by content); a bad file is deleted and refused."""
+        caller = self.auth.require(SOCIAL_WORKER)
+        row = proofs.own_proof(self.db.session, request.proof_key, caller.subject)
+        content_type = proofs.ProofContentType(row.content_type)
+        if row.status == proofs.PROOF_VERIFIED:
+            return ProofFile(proof_key=row.proof_key, filename=row.filename, content_type=content_type,
+                             size=row.size, sha256=row.sha256)
+        if row.status != proofs.PROOF_PENDING:
+            raise errors.SwmsError("PROOF_NOT_FOUND", "证明材料已失效，请重新上传", "proof_key")
+        self.db.session.rollback()
+        outcome = proofs.inspect(self.storage, row.proof_key, content_type, int(self.config["PROOF_MAX_BYTES"]))
+        if isinstance(outcome, errors.SwmsError):
+            if outcome.code != "PROOF_NOT_UPLOADED":
+                proofs.delete_object(self.storage, row.proof_key)
+                with self.db.transaction() as session:
+                    proofs.forget(session, row.proof_key, outcome.code)
+            raise outcome
+        size, sha256 = outcome
+        with self.db.transaction() as session:
+            row = proofs.mark_verified(session, row.proof_key, size, sha256)
+        return ProofFile(proof_key=row.proof_key, filename=row.filename, content_type=content_type, size=row.size,
+                         sha256=row.sha256)
+
+    @rpc(expected_exceptions=errors.SwmsError)
+    @contract(ProofLinkRequest, ProofLink)
+    def get_proof_link(self, request: ProofLinkRequest):
+        """A short-lived link to a proof on a form: the applicant, officers of the region, services."""
+        application = self.db.session.get(Application, request.application_id)
+        caller = self.auth.require_person(application.person_id if application else "",
+                                          officer_region=application.region_code if application else None)
+        on_form = application is not None and any(
+            course.proof_key == request.proof_key for course in domain.stored_courses(application))
+        if not on_form or (caller.role not in (SOCIAL_WORKER, SERVICE, ADMIN) and application.round == 0):
+            raise errors.not_found("证明材料", "proof_key")
+        url = self.storage.download_url(request.proof_key, proofs.LINK_SECONDS)
+        return ProofLink(url=url, expires_in_seconds=proofs.LINK_SECONDS)
+
+    # ---- RPC: services ------------------------------------------------------------------------
 
     @rpc(expected_exceptions=errors.SwmsError)
     @contract(ApplicationRef, IssuanceData)
@@ -108,8 +371,9 @@ class RegistrationService:
         application = self.db.session.get(Application, request.application_id)
         if application is None:
             raise errors.not_found("申请", "application_id")
-        return IssuanceData(application_id=application.application_id, kind=application.kind,
-                            snapshot=ProfileSnapshot.model_validate(json.loads(application.snapshot)))
+        return domain.issuance_data(self.db.session, application)
+
+    # ---- events -------------------------------------------------------------------------------
 
     @on_event(ApplicationApproved, inbox)
     def on_application_approved(self, session, event: ApplicationApproved):
@@ -119,6 +383,81 @@ class RegistrationService:
     def on_application_rejected(self, session, event: ApplicationRejected):
         domain.apply_rejection(session, event)
 
+    @on_event(ApplicationReturned, inbox)
+    def on_application_returned(self, session, event: ApplicationReturned):
+        domain.apply_rejection(session, event)
+
     @on_event(CertificateIssued, inbox)
     def on_certificate_issued(self, session, event: CertificateIssued):
         domain.apply_issue(session, event)
+
+    @on_event(CertificateReissued, inbox)
+    def on_certificate_reissued(self, session, event: CertificateReissued):
+        domain.apply_reissue(session, event)
+
+    @on_event(CertificateRevoked, inbox)
+    def on_certificate_revoked(self, session, event: CertificateRevoked):
+        domain.apply_certificate_status(session, event.certificate_number, REVOKED, event.changed_by, event.reason)
+
+    @on_event(CertificateSuspended, inbox)
+    def on_certificate_suspended(self, session, event: CertificateSuspended):
+        domain.apply_certificate_status(session, event.certificate_number, SUSPENDED, event.changed_by, event.reason)
+
+    @on_event(CertificateReinstated, inbox)
+    def on_certificate_reinstated(self, session, event: CertificateReinstated):
+        domain.apply_certificate_status(session, event.certificate_number, VALID, event.changed_by, event.reason)
+
+    @on_event(CertificateExpired, inbox)
+    def on_certificate_expired(self, session, event: CertificateExpired):
+        domain.apply_certificate_status(session, event.certificate_number, EXPIRED, event.changed_by, event.reason)
+
+    @on_event(PasserLevelRaised, inbox)
+    def on_passer_level_raised(self, session, event: PasserLevelRaised):
+        domain.apply_level_raise(session, event)
+
+    @event_handler(ProfileChanged.source, ProfileChanged.event_type)
+    def on_profile_changed(self, payload):
+        """Drafts follow the profile. Flag them first (committed), then fetch the profile and
+        refresh; if profile does not answer, the flag stays and the draft refreshes when next
+        opened or saved. Idempotent: a snapshot older than the draft's is never applied."""
+        event = ProfileChanged.model_validate(payload)
+        with self.db.transaction() as session:
+            if not inbox.first_delivery(session, event.event_id, "on_profile_changed"):
+                return
+            drafts = domain.mark_profile_changed(session, event.person_id, event.revision)
+        if not drafts:
+            return
+        self.auth.act_as_service()
+        try:
+            snapshot = ProfileSnapshot.model_validate(
+                swms_rpc.call(self.profile.get_snapshot, {"person_id": event.person_id}))
+        except errors.SwmsError as exc:
+            log.warning("profile_changed %s: drafts of %s stay flagged (%s)", event.event_id,
+                        event.person_id, exc.code)
+            return
+        with self.db.transaction() as session:
+            policy = self.policy.for_region(snapshot.region_code)
+            state = domain.standing(session, event.person_id, policy, self._today())
+            domain.refresh_drafts(session, snapshot, state, "profile")
+
+    @event_handler(ContinuingEducationRecorded.source, ContinuingEducationRecorded.event_type)
+    def on_course_completed(self, payload):
+        """线上学时 from the learning platform. A malformed record is refused, audited, and changes
+        nothing; the same event delivered twice is applied once."""
+        try:
+            event = ContinuingEducationRecorded.model_validate(payload)
+        except ValidationError as exc:
+            reasons = [f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors(include_url=False,
+                                                                                       include_input=False)]
+            log.warning("learning.course_completed refused: %s", "; ".join(reasons))
+            with self.db.transaction() as session:
+                audit.record(session, "learning", "ce_record.refused", "ce_record",
+                             str(payload.get("record_id", "?"))[:64] if isinstance(payload, dict) else "?",
+                             {"reasons": reasons})
+            return
+        with self.db.transaction() as session:
+            if not inbox.first_delivery(session, event.event_id, "on_course_completed"):
+                return
+            domain.record_ce(session, source=event.source, record_id=event.record_id, course=event.course,
+                             provider=event.provider, hours=event.hours, completed_on=event.completed_on,
+                             person_id=event.person_id, withdrawn=event.withdrawn, actor="learning")

@@ -1,33 +1,66 @@
-"""Registration over a real RabbitMQ, on SQLite and on PostgreSQL.
+"""Registration over a real RabbitMQ, on SQLite and on PostgreSQL: first registration, drafts and
+their sync with the profile, review outcomes, privacy.
 
 Identity, profile and registration run; review and certificate do not: their outcome events are
-published the way they publish them.
+published the way they publish them. The helpers here are shared by the other
+test_registration_*.py modules.
 """
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import json
 import logging
+import time
 import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import create_engine, func, select, text
 
 from services.identity import domain as identity_domain
-from services.registration.models import Application, StatusChange, outbox
+from services.profile.testing import (
+    SUNSHINE,
+    basic_info,
+    credit_code,
+    make_pdf,
+    make_photo,
+    post_file,
+    seed_directory,
+    upload,
+)
+from services.registration.models import (
+    Application,
+    CeRecord,
+    HeldCertificate,
+    LevelRaise,
+    ProofFileRow,
+    StatusChange,
+    Submission,
+    audit,
+    inbox,
+    outbox,
+)
 from swms.contracts.common import ApplicationKind
 from swms.contracts.events import (
     ApplicationApproved,
     ApplicationRejected,
+    ApplicationReturned,
     CertificateIssued,
 )
 from swms.contracts.review import Stage
 from swms.errors import SwmsError
+from swms.config import load_config, service_config_path
+from swms.migrations import upgrade
+from tests.conftest import PG_ADMIN_URL
 from tests.support import (
     EventTap,
     dispatch,
     officer_token,
     rpc_client,
+    service_class,
     session_for,
     valid_id,
     wait_until,
@@ -36,244 +69,491 @@ from tests.support import (
 
 pytestmark = pytest.mark.integration
 
-THIS_YEAR = dt.date.today().year
-HOLDER = {"name": "李明华", "id_number": valid_id("11010519900307123"), "email": "li@example.cn"}
-OTHER = {"name": "欧阳·娜仁", "id_number": valid_id("44030519950612402"), "email": "ouyang@example.cn"}
-LATE = {"name": "王建国", "id_number": valid_id("32010219880815201"), "email": "wang@example.cn"}
+TODAY = dt.date.today()
+THIS_YEAR = TODAY.year
 PASSWORD = "Strong-pass-1"
-COUNTY = "110105"
-BASIC_INFO = {   # tools/walkthrough.py
-    "ethnicity": "汉族", "education": "本科", "mobile": "13800138000", "address": "北京市朝阳区朝阳门外大街1号",
-    "region_code": COUNTY, "unit_category": "社会工作服务机构", "unit_name": "北京市朝阳区阳光社会工作服务中心",
-    "position": "社会工作者", "truth_commitment": True,
-}
+COUNTY, GUANGDONG_COUNTY = "110105", "440305"
+PROOF_LIMIT = 64 * 1024     # small in tests, so an oversize proof is quick to send (default 5 MB)
+# A policy whose Guangdong entry keeps first registration open two years after the exam.
+TEST_POLICY = """
+default:
+  first_registration_window_years: 1
+  re_registration_window_months: 3
+  continuing_education_hours: {助理社会工作师: 72, 社会工作师: 90, 高级社会工作师: 90}
+  registration_validity_years: 3
+"44":
+  first_registration_window_years: 2
+"""
+HARMONY = {"credit_code": credit_code("52440305MJ0000002"), "name": "深圳市南山区和谐社会工作服务社",
+           "region_code": GUANGDONG_COUNTY}
+_SURNAMES, _GIVEN = "李王张刘陈杨赵黄周吴徐孙", "明华静丽强军敏伟芳娜秀英"
+_serial = itertools.count(1)
+
+
+@dataclass
+class Person:
+    person_id: str
+    token: str
+    name: str
+    id_number: str
+    level: str
+    region_code: str
+
+
+class Env:
+    """identity, profile and registration, started once per module and database backend; each
+    test makes its own people. What the tests read back comes from registration's database."""
+
+    def __init__(self, amqp_uri, keys_dir, identity, profile, registration, orgs):
+        self.amqp_uri, self.keys_dir = amqp_uri, keys_dir
+        self.identity, self.profile, self.config, self.orgs = identity, profile, registration, orgs
+
+    def client(self, token: str | None):
+        return rpc_client(self.amqp_uri, token)
+
+    def person(self, level: str = "社会工作师", exam_year: int = THIS_YEAR, region_code: str = COUNTY,
+               profile: bool = True) -> Person:
+        """A passer in the registry who signed up; with ``profile`` the 个人信息表 is complete."""
+        n = next(_serial)
+        first17 = f"{region_code}19{70 + n % 30:02d}{1 + n % 12:02d}{1 + n % 28:02d}{n % 1000:03d}"
+        id_number = valid_id(first17)
+        name = _SURNAMES[n % len(_SURNAMES)] + _GIVEN[(n // 3) % len(_GIVEN)] + _GIVEN[(n // 7) % len(_GIVEN)]
+        with session_for(self.identity["DB_URL"]) as session:
+            report = identity_domain.import_passers(session, [{
+                "name": name, "id_number": id_number, "level": level,
+                "management_number": f"{exam_year}{region_code[:2]}{n:012d}", "exam_year": str(exam_year),
+                "province": region_code[:2]}])
+            session.commit()
+        assert report.added == 1, report
+        with rpc_client(self.amqp_uri) as client:
+            person_id = client.identity.sign_up({"name": name, "id_number": id_number,
+                                                 "email": f"p{n}-{uuid.uuid4().hex[:6]}@example.cn",
+                                                 "password": PASSWORD})["person_id"]
+        token = worker_token(self.keys_dir, person_id)
+        if profile:
+            org = self.orgs[HARMONY["credit_code"] if region_code[:2] == "44" else SUNSHINE["credit_code"]]
+            with self.client(token) as me:
+                me.profile.save_basic_info(basic_info(org, region_code=region_code))
+                me.profile.confirm_photo({"upload_id": upload(me, "photo", make_photo(), "photo.jpg")})
+        return Person(person_id, token, name, id_number, level, region_code)
+
+    def service_token(self, service: str = "certificate") -> str:
+        return (self.keys_dir / f"{service}.service-token").read_text().strip()
+
+    def state(self, person_id: str | None = None) -> dict:
+        """Everything a request could change in registration: each table's rows (of one person,
+        if given), and the outbox and audit counts."""
+        def rows(session, model):
+            query = select(model)
+            if person_id is not None and hasattr(model, "person_id"):
+                query = query.where(model.person_id == person_id)
+            return sorted(json.dumps({c.name: getattr(r, c.name) for c in model.__table__.columns},
+                                     default=str, sort_keys=True) for r in session.execute(query).scalars())
+        with session_for(self.config["DB_URL"]) as session:
+            return {"applications": rows(session, Application), "history": rows(session, StatusChange),
+                    "submissions": rows(session, Submission), "certificates": rows(session, HeldCertificate),
+                    "raises": rows(session, LevelRaise), "ce": rows(session, CeRecord),
+                    "proofs": rows(session, ProofFileRow),
+                    "outbox": session.execute(select(func.count()).select_from(outbox.table)).scalar_one(),
+                    "audit": session.execute(select(func.count()).select_from(audit.table)).scalar_one()}
+
+    def counts(self, person_id: str | None = None) -> dict[str, int]:
+        return {name: (len(value) if isinstance(value, list) else value)
+                for name, value in self.state(person_id).items()}
+
+    def wait_profile_changes_handled(self, person_id: str) -> None:
+        """Until registration has taken every profile_changed the profile published for this person."""
+        from services.profile.models import outbox as profile_outbox
+        with session_for(self.profile["DB_URL"]) as session:
+            def published():
+                session.expire_all()
+                rows = session.execute(select(profile_outbox.table.c.event_id, profile_outbox.table.c.published_at,
+                                              profile_outbox.table.c.payload)
+                                       .where(profile_outbox.table.c.event_type == "profile_changed")).all()
+                mine = [r for r in rows if json.loads(r.payload)["person_id"] == person_id]
+                return [r.event_id for r in mine] if mine and all(r.published_at for r in mine) else None
+            event_ids = wait_until(published, what="profile_changed published")
+        with session_for(self.config["DB_URL"]) as session:
+            def handled():
+                session.expire_all()
+                return session.execute(select(func.count()).select_from(inbox.table).where(
+                    inbox.table.c.event_id.in_(event_ids))).scalar_one() == len(event_ids)
+            wait_until(handled, what="profile_changed handled by registration")
+
+    def audit_for(self, entity_id: str) -> list[dict]:
+        with session_for(self.config["DB_URL"]) as session:
+            return audit.for_entity(session, entity_id)
+
+    def wait_for_status(self, token: str, application_id: str, status: str) -> dict:
+        with self.client(token) as client:
+            def reached():
+                application = client.registration.get_application({"application_id": application_id})
+                return application if application["status"] == status else None
+            return wait_until(reached, what=f"status {status}")
+
+    def holds(self, person: Person, valid_until: dt.date, level: str | None = None,
+              number: str | None = None, application_id: str | None = None) -> str:
+        """The certificate service announces a certificate for this person (as it does on issue);
+        returns its number once registration has recorded it."""
+        number = number or f"11{THIS_YEAR}2{next(_serial):06d}"
+        event = CertificateIssued(
+            certificate_number=number, application_id=application_id or str(uuid.uuid4()),
+            person_id=person.person_id, holder_name_masked=person.name[0] + "**",
+            id_number_masked=person.id_number[:3] + "*" * 11 + person.id_number[-4:], level=level or person.level,
+            authority="北京市朝阳区民政局", region_code=person.region_code,
+            valid_from=valid_until.replace(year=valid_until.year - 3) + dt.timedelta(days=1),
+            valid_until=valid_until, issued_at=dt.datetime.now(dt.UTC), sha256="0" * 64)
+        dispatch(self.amqp_uri, event)
+        with session_for(self.config["DB_URL"]) as session:
+            def recorded():
+                session.expire_all()
+                return session.get(HeldCertificate, number)
+            wait_until(recorded, what=f"certificate {number} recorded")
+        return number
+
+    def upload_proof(self, token: str, data: bytes | None = None, content_type: str = "application/pdf",
+                     confirm: bool = True) -> str:
+        with self.client(token) as me:
+            ticket = me.registration.request_proof_upload({"filename": "结业证书.pdf", "content_type": content_type})
+            assert post_file(ticket, make_pdf() if data is None else data, "结业证书.pdf", content_type) in (200, 204)
+            if confirm:
+                me.registration.confirm_proof_upload({"proof_key": ticket["proof_key"]})
+        return ticket["proof_key"]
+
+
+def _database(backend: str, service: str, directory: Path, created: list[str]) -> str:
+    if backend == "sqlite":
+        url = f"sqlite:///{directory / f'{service}.db'}"
+    else:
+        name = f"swms_test_{service}_{uuid.uuid4().hex[:10]}"
+        admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+        admin.dispose()
+        created.append(name)
+        url = PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    upgrade(service, url)
+    return url
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def env(request, vhost_pipeline, keys_dir, s3_server, tmp_path_factory) -> Env:
+    """The three services once per module and backend (starting them per test would cost most of
+    the time budget); tests stay independent because each makes its own people."""
+    from nameko.containers import get_container_cls
+
+    backend = request.param
+    directory = tmp_path_factory.mktemp(f"registration-{backend}")
+    policy = directory / "policy.yaml"
+    policy.write_text(TEST_POLICY, encoding="utf-8")
+    created: list[str] = []
+    containers = []
+    with vhost_pipeline.get() as vhost:
+        base = urlparse(request.config.getoption("RABBIT_AMQP_URI"))
+        amqp_uri = f"{base.scheme}://{base.netloc}/{vhost}"
+        configs = {}
+        overrides = {"registration": {"POLICY_PATH": str(policy), "PROOF_MAX_BYTES": PROOF_LIMIT,
+                                      "REGISTRATION_S3_BUCKET": f"registration-{uuid.uuid4().hex[:12]}"}}
+        try:
+            for name in ("identity", "profile", "registration"):
+                config = load_config(service_config_path(name))
+                config.update(s3_server)
+                config.update({"AMQP_URI": amqp_uri, "DB_URL": _database(backend, name, directory, created),
+                               "AUTH_PUBLIC_KEY_FILE": str(keys_dir / "token-signing.pub.pem"),
+                               "AUTH_PRIVATE_KEY_FILE": str(keys_dir / "token-signing.pem"),
+                               "SERVICE_TOKEN_FILE": str(keys_dir / f"{name}.service-token")})
+                config.pop("LOGGING", None)
+                config.update(overrides.get(name, {}))
+                container = get_container_cls(config)(service_class(name), config)
+                containers.append(container)
+                container.start()
+                configs[name] = config
+            orgs = seed_directory(configs["profile"]["DB_URL"], [SUNSHINE, HARMONY])
+            yield Env(amqp_uri, keys_dir, configs["identity"], configs["profile"], configs["registration"], orgs)
+        finally:
+            for container in reversed(containers):
+                container.stop()
+            from swms.db import _engines, dispose_engine
+            for url in list(_engines):
+                dispose_engine(url)
+            if created:
+                admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+                with admin.connect() as conn:
+                    for name in created:
+                        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+                admin.dispose()
+
+
+class SubmittedTap(EventTap):
+    """application_submitted as review receives it. The stack is shared by the module's tests and
+    review does not run, so events of earlier tests may still be retried from the outbox when this
+    queue appears: ``of`` keeps one application's events."""
+
+    def of(self, application_id: str, count: int, timeout: float = 20.0) -> list[dict]:
+        found, deadline = [], time.monotonic() + timeout
+        while len(found) < count and time.monotonic() < deadline:
+            found += [e for e in self.collect(1, timeout=0.5) if e["application_id"] == application_id]
+        return found
 
 
 @pytest.fixture
-def registration(start_service):
-    identity = start_service("identity")
-    with session_for(identity["DB_URL"]) as session:
-        report = identity_domain.import_passers(session, [
-            {"name": HOLDER["name"], "id_number": HOLDER["id_number"], "level": "社会工作师",
-             "management_number": f"{THIS_YEAR}11000000123456", "exam_year": str(THIS_YEAR), "province": "11"},
-            {"name": OTHER["name"], "id_number": OTHER["id_number"], "level": "助理社会工作师",
-             "management_number": f"{THIS_YEAR}44000000654321", "exam_year": str(THIS_YEAR), "province": "44"},
-            {"name": LATE["name"], "id_number": LATE["id_number"], "level": "助理社会工作师",
-             "management_number": f"{THIS_YEAR - 3}32000000111111", "exam_year": str(THIS_YEAR - 3),
-             "province": "32"},
-        ])
-        session.commit()
-    assert report.added == 3
-    start_service("profile")
-    return start_service("registration", FIRST_REGISTRATION_WINDOW_YEARS=1)
-
-
-@pytest.fixture
-def submitted_tap(registration, amqp_uri):
-    tap = EventTap(amqp_uri, "registration", "application_submitted")
+def submitted_tap(env):
+    tap = SubmittedTap(env.amqp_uri, "registration", "application_submitted")
     yield tap
     tap.close()
 
 
-def sign_up(amqp_uri: str, keys_dir, who: dict = HOLDER, profile: bool = True) -> tuple[str, str]:
-    """Returns (person_id, token); with ``profile`` the basic information is saved too."""
-    with rpc_client(amqp_uri) as client:
-        person_id = client.identity.sign_up({**{k: who[k] for k in ("name", "id_number", "email")},
-                                             "password": PASSWORD})["person_id"]
-    token = worker_token(keys_dir, person_id)
-    if profile:
-        with rpc_client(amqp_uri, token) as client:
-            client.profile.save_basic_info(BASIC_INFO)
-    return person_id, token
-
-
-def submit(amqp_uri: str, token: str, commitment: bool = True) -> dict:
-    with rpc_client(amqp_uri, token) as client:
+def submit(env: Env, token: str, commitment: bool = True) -> dict:
+    with env.client(token) as client:
         return client.registration.submit_first_registration({"commitment": commitment})
 
 
-def get_application(amqp_uri: str, token: str, application_id: str) -> dict:
-    with rpc_client(amqp_uri, token) as client:
+def get_application(env: Env, token: str, application_id: str) -> dict:
+    with env.client(token) as client:
         return client.registration.get_application({"application_id": application_id})
-
-
-def stored(config) -> dict[str, int]:
-    with session_for(config["DB_URL"]) as session:
-        def count(table) -> int:
-            return session.execute(select(func.count()).select_from(table)).scalar_one()
-        return {"applications": count(Application), "history": count(StatusChange), "events": count(outbox.table)}
 
 
 def statuses(application: dict) -> list[str]:
     return [change["status"] for change in application["history"]]
 
 
-def wait_for_status(amqp_uri: str, token: str, application_id: str, status: str) -> dict:
-    with rpc_client(amqp_uri, token) as client:
-        def reached():
-            application = client.registration.get_application({"application_id": application_id})
-            return application if application["status"] == status else None
-        return wait_until(reached, what=f"status {status}")
-
-
-def outcome(event_cls, application: dict, **fields):
+def outcome(event_cls, application: dict, kind=ApplicationKind.FIRST_REGISTRATION, **fields):
     common = {"application_id": application["application_id"], "person_id": application["person_id"],
-              "kind": ApplicationKind.FIRST_REGISTRATION, "region_code": COUNTY}
+              "kind": kind, "region_code": COUNTY}
     if event_cls is CertificateIssued:
         today = dt.date.today()
-        return CertificateIssued(**{k: common[k] for k in ("application_id", "person_id", "region_code")},
-                                 holder_name_masked="李**", id_number_masked="110***********1239",
-                                 level="社会工作师", authority="北京市朝阳区民政局", valid_from=today,
-                                 valid_until=today.replace(year=today.year + 3),
-                                 issued_at=dt.datetime.now(dt.UTC), sha256="0" * 64, **fields)
+        values = dict(holder_name_masked="李**", id_number_masked="110***********1239", level="社会工作师",
+                      authority="北京市朝阳区民政局", valid_from=today,
+                      valid_until=today.replace(year=today.year + 3) - dt.timedelta(days=1),
+                      issued_at=dt.datetime.now(dt.UTC), sha256="0" * 64)
+        values.update(fields)
+        return CertificateIssued(**{k: common[k] for k in ("application_id", "person_id", "region_code")}, **values)
     return event_cls(decided_by="county-officer-1", decided_at=dt.datetime.now(dt.UTC), **common, **fields)
 
 
-def test_submission_requires_the_commitment(registration, amqp_uri, keys_dir):
-    _, token = sign_up(amqp_uri, keys_dir)
+def refused(call, code: str, field: str | None = None) -> SwmsError:
     with pytest.raises(SwmsError) as caught:
-        submit(amqp_uri, token, commitment=False)
-    assert (caught.value.code, caught.value.field) == ("COMMITMENT_REQUIRED", "commitment")
-    assert stored(registration) == {"applications": 0, "history": 0, "events": 0}
+        call()
+    assert caught.value.code == code, caught.value
+    if field is not None:
+        assert caught.value.field == field, caught.value
+    assert caught.value.message, "every refusal says why in words"
+    return caught.value
 
 
-def test_submission_requires_a_complete_profile(registration, amqp_uri, keys_dir):
-    _, token = sign_up(amqp_uri, keys_dir, profile=False)
-    with pytest.raises(SwmsError) as caught:
-        submit(amqp_uri, token)
-    assert caught.value.code == "PROFILE_INCOMPLETE"
-    missing = {detail["field"] for detail in caught.value.details}
-    assert {"民族", "学历", "手机号码", "通讯地址", "单位名称", "职务"} <= missing
-    assert all(detail["code"] == "PROFILE_INCOMPLETE" for detail in caught.value.details)
-    assert "民族" in caught.value.message
-    assert stored(registration) == {"applications": 0, "history": 0, "events": 0}
-    with rpc_client(amqp_uri, token) as client:
+# ---- first registration ------------------------------------------------------------------------
+
+def test_submission_requires_the_commitment_and_a_complete_profile(env):
+    me = env.person()
+    before = env.state()
+    refused(lambda: submit(env, me.token, commitment=False), "COMMITMENT_REQUIRED", "commitment")
+    assert env.state() == before
+
+    incomplete = env.person(profile=False)
+    before = env.state()
+    error = refused(lambda: submit(env, incomplete.token), "PROFILE_INCOMPLETE", "profile")
+    fields = {detail["field"] for detail in error.details}
+    assert {"profile.ethnicity", "profile.education", "profile.mobile", "profile.photo"} <= fields
+    assert all(detail["code"] == "PROFILE_INCOMPLETE" and detail["message"] for detail in error.details)
+    assert "民族" in error.message and "照片" in error.message
+    assert env.state() == before
+    with env.client(incomplete.token) as client:
         assert client.registration.list_my_applications() == {"items": []}
 
 
-def test_submission_publishes_an_event_without_the_id_number(registration, amqp_uri, keys_dir, submitted_tap):
-    person_id, token = sign_up(amqp_uri, keys_dir)
-    application = submit(amqp_uri, token)
+def test_submission_publishes_an_event_without_the_id_number(env, submitted_tap):
+    me = env.person()
+    application = submit(env, me.token)
     assert application["status"] == "初审中"
-    assert (application["person_id"], application["kind"]) == (person_id, "first_registration")
+    assert (application["person_id"], application["kind"], application["round"]) == (
+        me.person_id, "first_registration", 1)
     assert statuses(application) == ["初审中"]
     assert application["rejection_reason"] is None and application["certificate_number"] is None
+    form = application["form"]
+    assert (form["name"], form["region_code"], form["level"]) == (me.name, COUNTY, "社会工作师")
+    assert form["id_number_masked"] != me.id_number and form["id_number_masked"].endswith(me.id_number[-4:])
 
-    [event] = submitted_tap.collect(1)
-    assert event["application_id"] == application["application_id"]
-    assert (event["region_code"], event["kind"], event["person_id"]) == (COUNTY, "first_registration", person_id)
-    assert event["applicant_name_masked"] == "李**"
-    assert event["resubmission"] is False
+    [event] = submitted_tap.of(application["application_id"], 1)
+    assert (event["region_code"], event["kind"], event["person_id"]) == (COUNTY, "first_registration", me.person_id)
+    assert (event["applicant_name_masked"], event["resubmission"], event["round"]) == (me.name[0] + "**", False, 1)
+    assert event["level"] == "社会工作师"
     wire = json.dumps(event, ensure_ascii=False)
-    assert HOLDER["id_number"] not in wire and HOLDER["id_number"][:17] not in wire
-    assert HOLDER["name"] not in wire
-    with rpc_client(amqp_uri, token) as client:
+    assert me.id_number not in wire and me.id_number[:17] not in wire and me.name not in wire
+    with env.client(me.token) as client:
         [mine] = client.registration.list_my_applications()["items"]
     assert mine["application_id"] == application["application_id"]
+    [entry] = [a for a in env.audit_for(application["application_id"]) if a["action"] == "application.submitted"]
+    assert entry["actor"] == me.person_id and entry["at"] is not None
+
+    # one open application per person
+    before = env.state()
+    refused(lambda: submit(env, me.token), "APPLICATION_ALREADY_OPEN", "kind")
+    assert env.state() == before
+    assert get_application(env, me.token, application["application_id"]) == application
 
 
-def test_a_second_submission_is_refused(registration, amqp_uri, keys_dir):
-    _, token = sign_up(amqp_uri, keys_dir)
-    first = submit(amqp_uri, token)
-    before = stored(registration)
-    with pytest.raises(SwmsError) as caught:
-        submit(amqp_uri, token)
-    assert caught.value.code == "APPLICATION_ALREADY_OPEN"
-    assert stored(registration) == before == {"applications": 1, "history": 1, "events": 1}
-    assert get_application(amqp_uri, token, first["application_id"]) == first
-
-
-def test_review_outcomes_move_the_status_once_each(registration, amqp_uri, keys_dir, caplog):
+def test_review_outcomes_move_the_status_once_each(env, caplog):
     caplog.set_level(logging.INFO, logger="swms.events")
-    _, token = sign_up(amqp_uri, keys_dir)
-    application = submit(amqp_uri, token)
+    me = env.person()
+    application = submit(env, me.token)
     application_id = application["application_id"]
 
     initial = outcome(ApplicationApproved, application, stage=Stage.INITIAL, final=False)
-    dispatch(amqp_uri, initial)
-    dispatch(amqp_uri, initial)   # redelivered: same event_id
-    wait_for_status(amqp_uri, token, application_id, "终审中")
+    dispatch(env.amqp_uri, initial)
+    dispatch(env.amqp_uri, initial)   # redelivered: same event_id
+    env.wait_for_status(me.token, application_id, "终审中")
     wait_until(lambda: f"event {initial.event_id} already handled" in caplog.text
-               or statuses(get_application(amqp_uri, token, application_id)).count("终审中") > 1,
+               or statuses(get_application(env, me.token, application_id)).count("终审中") > 1,
                what="the redelivered approval to be handled")
-    assert statuses(get_application(amqp_uri, token, application_id)) == ["初审中", "终审中"]
+    assert statuses(get_application(env, me.token, application_id)) == ["初审中", "终审中"]
 
     # The final approval changes no status: 已出证 comes with the certificate.
     final = outcome(ApplicationApproved, application, stage=Stage.FINAL, final=True)
-    dispatch(amqp_uri, final)
-    issued = outcome(CertificateIssued, application, certificate_number="110105202600001")
-    dispatch(amqp_uri, issued)
-    done = wait_for_status(amqp_uri, token, application_id, "已出证")
-    assert done["certificate_number"] == "110105202600001"
+    dispatch(env.amqp_uri, final)
+    number = f"1120262{next(_serial):06d}"
+    issued = outcome(CertificateIssued, application, certificate_number=number)
+    dispatch(env.amqp_uri, issued)
+    done = env.wait_for_status(me.token, application_id, "已出证")
+    assert done["certificate_number"] == number
     assert statuses(done) == ["初审中", "终审中", "已出证"]
     assert [change["actor"] for change in done["history"][1:]] == ["county-officer-1", "certificate"]
+    # The certificate is now what registration knows the holder by.
+    with env.client(me.token) as client:
+        standing = client.registration.my_registration()
+    assert standing["certificate"]["certificate_number"] == number
+    assert standing["certificate"]["valid_until"] == issued.valid_until.isoformat()
+    assert standing["can_apply_for"] == [] and "再登记" in standing["advice"]
+    # Every transition is audited with its actor and time.
+    moves = [a for a in env.audit_for(application_id) if a["action"] == "application.status_changed"]
+    assert [(a["actor"], a["detail"]["to"]) for a in moves] == [("county-officer-1", "终审中"), ("certificate", "已出证")]
+    assert all(a["at"] for a in moves)
+    # Holding a valid certificate, a second first registration is refused with what to do instead.
+    before = env.state()
+    error = refused(lambda: submit(env, me.token), "ALREADY_HOLDS_CERTIFICATE", "kind")
+    assert "再登记" in error.message
+    assert env.state() == before
 
 
-def test_rejected_applicant_sees_the_reason_and_resubmits(registration, amqp_uri, keys_dir, submitted_tap):
-    _, token = sign_up(amqp_uri, keys_dir)
-    application = submit(amqp_uri, token)
+def test_rejected_applicant_sees_the_reason_and_resubmits(env, submitted_tap):
+    me = env.person()
+    application = submit(env, me.token)
     application_id = application["application_id"]
-    dispatch(amqp_uri, outcome(ApplicationRejected, application, stage=Stage.INITIAL, reason="照片不符合要求"))
-    rejected = wait_for_status(amqp_uri, token, application_id, "初审不通过")
+    dispatch(env.amqp_uri, outcome(ApplicationRejected, application, stage=Stage.INITIAL, reason="照片不符合要求"))
+    rejected = env.wait_for_status(me.token, application_id, "初审不通过")
     assert rejected["rejection_reason"] == "照片不符合要求"
     assert rejected["history"][-1]["reason"] == "照片不符合要求"
 
-    again = submit(amqp_uri, token)
+    again = submit(env, me.token)
     assert (again["application_id"], again["status"], again["rejection_reason"]) == (application_id, "初审中", None)
-    stored_now = get_application(amqp_uri, token, application_id)
-    assert (stored_now["status"], stored_now["rejection_reason"]) == ("初审中", None)
-    assert statuses(stored_now) == ["初审中", "初审不通过", "初审中"]
-    events = submitted_tap.collect(2)
-    assert [(e["application_id"], e["resubmission"]) for e in events] == [(application_id, False),
-                                                                          (application_id, True)]
-    assert stored(registration) == {"applications": 1, "history": 3, "events": 2}
-
-
-def test_resubmission_answer_shows_the_new_status_in_its_history(registration, amqp_uri, keys_dir):
-    """The answer to a resubmission must agree with itself and with get_application."""
-    _, token = sign_up(amqp_uri, keys_dir)
-    application = submit(amqp_uri, token)
-    dispatch(amqp_uri, outcome(ApplicationRejected, application, stage=Stage.INITIAL, reason="照片不符合要求"))
-    wait_for_status(amqp_uri, token, application["application_id"], "初审不通过")
-    again = submit(amqp_uri, token)
-    assert again["status"] == "初审中"
     assert statuses(again) == ["初审中", "初审不通过", "初审中"]
-    assert again == get_application(amqp_uri, token, application["application_id"])
+    stored_now = get_application(env, me.token, application_id)
+    assert stored_now == again and stored_now["round"] == 2
+    events = submitted_tap.of(application_id, 2)
+    assert [(e["application_id"], e["resubmission"], e["round"]) for e in events] == [
+        (application_id, False, 1), (application_id, True, 2)]
+    counts = env.counts(me.person_id)
+    assert (counts["applications"], len([h for h in env.state()["history"] if application_id in h])) == (1, 3)
+    assert len([r for r in env.state()["submissions"] if application_id in r]) == 2
+
+    # Returned for correction at the final stage (退回修改): the applicant sees it and resubmits.
+    dispatch(env.amqp_uri, outcome(ApplicationApproved, application, stage=Stage.INITIAL, final=False))
+    env.wait_for_status(me.token, application_id, "终审中")
+    dispatch(env.amqp_uri, outcome(ApplicationReturned, application, stage=Stage.FINAL, reason="单位名称有误"))
+    returned = env.wait_for_status(me.token, application_id, "终审不通过")
+    assert returned["rejection_reason"] == "退回修改：单位名称有误"
+    assert submit(env, me.token)["round"] == 3
 
 
-def test_applications_are_private_and_issuance_data_is_for_services(registration, amqp_uri, keys_dir):
-    _, token = sign_up(amqp_uri, keys_dir)
-    application_id = submit(amqp_uri, token)["application_id"]
+def test_applications_are_private_and_issuance_data_is_for_services(env):
+    me = env.person()
+    application_id = submit(env, me.token)["application_id"]
     ref = {"application_id": application_id}
-    other_person, other_token = sign_up(amqp_uri, keys_dir, OTHER, profile=False)
-    strangers = (other_token, worker_token(keys_dir, str(uuid.uuid4())),
-                 officer_token(keys_dir, "110106", "county"))
+    other = env.person(profile=False)
+    strangers = (other.token, worker_token(env.keys_dir, str(uuid.uuid4())),
+                 officer_token(env.keys_dir, "110106", "county"))
     for stranger in strangers:
-        with rpc_client(amqp_uri, stranger) as client, pytest.raises(SwmsError) as caught:
+        with env.client(stranger) as client, pytest.raises(SwmsError) as caught:
             client.registration.get_application(ref)
         assert caught.value.code == "FORBIDDEN"
-    with rpc_client(amqp_uri, officer_token(keys_dir, COUNTY, "county")) as client:
-        assert client.registration.get_application(ref)["status"] == "初审中"
+    with env.client(officer_token(env.keys_dir, COUNTY, "county")) as client:
+        seen = client.registration.get_application(ref)
+    assert seen["status"] == "初审中" and seen["form"]["id_number_masked"] != me.id_number
 
-    for refused in (token, other_token):
-        with rpc_client(amqp_uri, refused) as client, pytest.raises(SwmsError) as caught:
+    for refused_token in (me.token, other.token, officer_token(env.keys_dir, COUNTY, "county")):
+        with env.client(refused_token) as client, pytest.raises(SwmsError) as caught:
             client.registration.get_issuance_data(ref)
         assert caught.value.code == "FORBIDDEN"
-    service = (keys_dir / "certificate.service-token").read_text().strip()
-    with rpc_client(amqp_uri, service) as client:
+    with env.client(env.service_token()) as client:
         data = client.registration.get_issuance_data(ref)
     assert (data["application_id"], data["kind"]) == (application_id, "first_registration")
     snapshot = data["snapshot"]
-    assert (snapshot["id_number"], snapshot["name"]) == (HOLDER["id_number"], HOLDER["name"])
-    assert (snapshot["region_code"], snapshot["unit_name"]) == (COUNTY, BASIC_INFO["unit_name"])
-    assert snapshot["exam_year"] == THIS_YEAR
-    assert other_person != snapshot["person_id"]
+    assert (snapshot["id_number"], snapshot["name"], snapshot["person_id"]) == (me.id_number, me.name, me.person_id)
+    assert snapshot["region_code"] == COUNTY and snapshot["unit_name"] == SUNSHINE["name"]
+    assert snapshot["exam_year"] == THIS_YEAR and snapshot["photo_key"]
+    assert data["previous_certificate_number"] is None and data["original_certificate_no"] is None
 
 
-def test_first_registration_window_closes_a_year_after_the_exam(registration, amqp_uri, keys_dir):
-    _, token = sign_up(amqp_uri, keys_dir, LATE)
-    with pytest.raises(SwmsError) as caught:
-        submit(amqp_uri, token)
-    assert (caught.value.code, caught.value.field) == ("FIRST_REGISTRATION_WINDOW_CLOSED", "exam_year")
-    assert str(THIS_YEAR - 3) in caught.value.message
-    assert stored(registration) == {"applications": 0, "history": 0, "events": 0}
+def test_first_registration_window_is_set_per_province(env):
+    late = env.person(level="助理社会工作师", exam_year=THIS_YEAR - 3)       # Beijing: 1 year after the exam
+    before = env.state()
+    error = refused(lambda: submit(env, late.token), "FIRST_REGISTRATION_WINDOW_CLOSED", "exam_year")
+    assert str(THIS_YEAR - 3) in error.message
+    assert env.state() == before
+    # Guangdong keeps it open for two years (policy file): an exam two years ago is still in time,
+    # while in Beijing the same exam year is too late.
+    assert submit(env, env.person(exam_year=THIS_YEAR - 2, region_code=GUANGDONG_COUNTY).token)["status"] == "初审中"
+    refused(lambda: submit(env, env.person(exam_year=THIS_YEAR - 2).token), "FIRST_REGISTRATION_WINDOW_CLOSED")
+
+
+# ---- drafts and sync ----------------------------------------------------------------------------
+
+def test_a_draft_follows_the_profile_and_a_submitted_form_keeps_what_was_submitted(env):
+    me = env.person()
+    with env.client(me.token) as client:
+        draft = client.registration.open_draft({"kind": "first_registration"})
+        assert (draft["status"], draft["submitted_at"], draft["round"]) == ("未登记", None, 0)
+        assert statuses(draft) == ["未登记"]
+        assert client.registration.open_draft({"kind": "first_registration"})["application_id"] == draft["application_id"]
+        revision = draft["form"]["profile_revision"]
+
+        # The profile changes: profile publishes profile_changed, registration refreshes the draft.
+        client.profile.save_work_experience({"unit_category": "企业", "unit_name": "北京某科技公司", "position": "专员",
+                                             "start_date": "2015-07-01", "end_date": "2018-12-31"})
+
+        def synced():
+            seen = client.registration.get_application({"application_id": draft["application_id"]})
+            return seen if seen["form"]["work_experiences"] else None
+        refreshed = wait_until(synced, what="the draft to follow the profile")
+        assert refreshed["form"]["profile_revision"] > revision
+        assert [w["unit_name"] for w in refreshed["form"]["work_experiences"]] == ["北京某科技公司"]
+
+        submitted = client.registration.submit_draft({"application_id": draft["application_id"], "commitment": True})
+        assert submitted["application_id"] == draft["application_id"]
+        assert statuses(submitted) == ["未登记", "初审中"]
+
+        # After submission the form no longer follows: what the reviewer saw is what is stored.
+        client.profile.save_honour({"title": "优秀社会工作者", "level": "地市", "awarding_body": "北京市民政局",
+                                    "awarded_on": "2024-12-01"})
+    env.wait_profile_changes_handled(me.person_id)
+    with env.client(env.service_token()) as service:
+        data = service.registration.get_issuance_data({"application_id": draft["application_id"]})
+    assert data["snapshot"]["honours"] == [] and len(data["snapshot"]["work_experiences"]) == 1
+    assert get_application(env, me.token, draft["application_id"])["form"]["honours"] == []
+    synced_entries = [a for a in env.audit_for(draft["application_id"]) if a["action"] == "application.draft_synced"]
+    assert len(synced_entries) >= 1 and all(a["actor"] == "profile" for a in synced_entries)
+
+
+def test_drafts_can_be_discarded_and_only_drafts(env):
+    me = env.person()
+    with env.client(me.token) as client:
+        draft = client.registration.open_draft({"kind": "first_registration"})
+        assert client.registration.discard_draft({"application_id": draft["application_id"]}) == {
+            "application_id": draft["application_id"], "discarded": True}
+        assert client.registration.list_my_applications() == {"items": []}
+        submitted = client.registration.submit_first_registration({"commitment": True})
+        before = env.state()
+        refused(lambda: client.registration.discard_draft({"application_id": submitted["application_id"]}),
+                "INVALID_STATE", "application_id")
+        assert env.state() == before
+    assert [a["action"] for a in env.audit_for(draft["application_id"])] == [
+        "application.draft_created", "application.draft_discarded"]

@@ -1,0 +1,162 @@
+"""Proof files (offline-course certificates): presigned upload straight to object storage, then a
+check of what arrived (size, and the content really is PDF, JPEG or PNG: by its bytes, not its
+name), then attachment to a form. Files never submitted and left unattached are deleted after
+``REGISTRATION_PROOF_ORPHAN_HOURS`` by :class:`ProofSweeper`, object and row together."""
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import logging
+import uuid
+
+from botocore.exceptions import ClientError
+from sqlalchemy import and_, or_, select, update
+from sqlalchemy.orm import Session
+
+from services.registration.models import (
+    PROOF_DELETED,
+    PROOF_PENDING,
+    PROOF_VERIFIED,
+    ProofFileRow,
+    audit,
+)
+from swms import errors
+from swms.background import BackgroundLoop
+from swms.config import required
+from swms.contracts.registration import ProofContentType, ProofUploadTicket
+from swms.db import engine_for
+from swms.outbox import utcnow
+from swms.storage import Bucket, make_s3_client
+
+log = logging.getLogger(__name__)
+
+UPLOAD_SECONDS = 900
+LINK_SECONDS = 300
+DELETING = "deleting"
+# What each type's bytes begin with, and a marker its end must contain (catches truncated uploads).
+SIGNATURES = {
+    ProofContentType.PDF: (b"%PDF-", b"%%EOF"),
+    ProofContentType.JPEG: (b"\xff\xd8\xff", b"\xff\xd9"),
+    ProofContentType.PNG: (b"\x89PNG\r\n\x1a\n", b"IEND"),
+}
+
+
+def new_key(person_id: str) -> str:
+    return f"proofs/{person_id}/{uuid.uuid4()}"
+
+
+def request_upload(session: Session, bucket: Bucket, person_id: str, filename: str, content_type: ProofContentType,
+                   max_bytes: int) -> ProofUploadTicket:
+    key = new_key(person_id)
+    session.add(ProofFileRow(proof_key=key, person_id=person_id, filename=filename, content_type=content_type.value,
+                             status=PROOF_PENDING, created_at=utcnow(), submitted=False))
+    # Signed for the address browsers reach; MinIO enforces the size range and type in the policy.
+    post = bucket.link_client.generate_presigned_post(
+        bucket.name, key, Fields={"Content-Type": content_type.value},
+        Conditions=[["content-length-range", 1, max_bytes], {"Content-Type": content_type.value}],
+        ExpiresIn=UPLOAD_SECONDS)
+    return ProofUploadTicket(proof_key=key, url=post["url"], fields=post["fields"], max_bytes=max_bytes,
+                             expires_in_seconds=UPLOAD_SECONDS)
+
+
+def own_proof(session: Session, key: str, person_id: str) -> ProofFileRow:
+    row = session.get(ProofFileRow, key)
+    if row is None or row.status == PROOF_DELETED:
+        raise errors.SwmsError("PROOF_NOT_FOUND", "证明材料不存在，请重新上传", "proof_key")
+    if row.person_id != person_id:
+        raise errors.forbidden("无权使用他人的证明材料")
+    return row
+
+
+def inspect(bucket: Bucket, key: str, content_type: ProofContentType, max_bytes: int) -> tuple[int, str] | errors.SwmsError:
+    """(size, sha256) of a good upload, or the error that says what is wrong with it."""
+    try:
+        head = bucket.client.head_object(Bucket=bucket.name, Key=key)
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+            return errors.SwmsError("PROOF_NOT_UPLOADED", "未收到上传的文件，请先上传文件再确认", "proof_key")
+        raise
+    size = int(head["ContentLength"])
+    if size > max_bytes:
+        return errors.SwmsError("PROOF_TOO_LARGE", f"证明材料不能超过{max_bytes // 1024} KB（收到{size // 1024} KB）",
+                                "proof_key")
+    body = bucket.get(key)
+    start, end = SIGNATURES[content_type]
+    if size == 0 or not body.startswith(start) or end not in body[-1024:]:
+        return errors.SwmsError("PROOF_INVALID",
+                                f"文件内容不是完整的{content_type.name}文件（按文件内容判断，不看扩展名），请重新上传",
+                                "proof_key")
+    return size, hashlib.sha256(body).hexdigest()
+
+
+def mark_verified(session: Session, key: str, size: int, sha256: str) -> ProofFileRow:
+    row = session.get(ProofFileRow, key, with_for_update=True)
+    if row.status == PROOF_PENDING:
+        row.status, row.size, row.sha256, row.verified_at = PROOF_VERIFIED, size, sha256, utcnow()
+        audit.record(session, row.person_id, "proof.verified", "proof", key[-36:], {"size": size, "sha256": sha256})
+    return row
+
+
+def forget(session: Session, key: str, reason: str) -> None:
+    """A refused upload leaves nothing: its object is deleted (by the caller) and its row here."""
+    row = session.get(ProofFileRow, key, with_for_update=True)
+    if row is not None and row.status == PROOF_PENDING:
+        session.delete(row)
+        log.warning("proof upload %s refused: %s", key[-36:], reason)
+
+
+def delete_object(bucket: Bucket, key: str) -> None:
+    try:
+        bucket.client.delete_object(Bucket=bucket.name, Key=key)
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") not in ("404", "NoSuchKey", "NotFound"):
+            raise
+
+
+def sweep_orphans(engine, bucket: Bucket, older_than: dt.timedelta, batch_size: int = 100) -> int:
+    """Delete proofs never submitted that no form holds, and uploads never confirmed, once older
+    than ``older_than``. Rows are claimed first (``deleting``), objects deleted outside any
+    transaction, then rows marked ``deleted``; a crash in between is picked up on the next pass."""
+    cutoff = utcnow() - older_than
+    orphan = or_(
+        and_(ProofFileRow.status == PROOF_PENDING, ProofFileRow.created_at < cutoff),
+        and_(ProofFileRow.status == PROOF_VERIFIED, ProofFileRow.application_id.is_(None),
+             ProofFileRow.submitted.is_(False),
+             or_(ProofFileRow.released_at < cutoff,
+                 and_(ProofFileRow.released_at.is_(None), ProofFileRow.verified_at < cutoff))),
+        and_(ProofFileRow.status == DELETING, ProofFileRow.created_at < cutoff),
+    )
+    with Session(engine) as session, session.begin():
+        keys = list(session.execute(select(ProofFileRow.proof_key).where(orphan).limit(batch_size)
+                                    .with_for_update(skip_locked=True)).scalars())
+        if keys:
+            session.execute(update(ProofFileRow).where(ProofFileRow.proof_key.in_(keys)).values(status=DELETING))
+    deleted = []
+    for key in keys:
+        try:
+            delete_object(bucket, key)
+            deleted.append(key)
+        except Exception:
+            log.exception("could not delete orphan proof %s; will retry", key)
+    if deleted:
+        with Session(engine) as session, session.begin():
+            session.execute(update(ProofFileRow).where(ProofFileRow.proof_key.in_(deleted))
+                            .values(status=PROOF_DELETED))
+            for key in deleted:
+                audit.record(session, "registration", "proof.deleted", "proof", key[-36:], {"reason": "orphan"})
+    return len(keys)
+
+
+class ProofSweeper(BackgroundLoop):
+    """Runs :func:`sweep_orphans` every ``REGISTRATION_PROOF_SWEEP_SECONDS``."""
+
+    def setup(self):
+        super().setup()
+        config = self.container.config
+        self.engine = engine_for(required(config, "DB_URL"))
+        self.bucket = Bucket(make_s3_client(config), required(config, "REGISTRATION_S3_BUCKET"))
+        self.poll_seconds = float(config.get("PROOF_SWEEP_SECONDS", 600))
+        self.older_than = dt.timedelta(hours=float(config.get("PROOF_ORPHAN_HOURS", 24)))
+
+    def run_once(self) -> int:
+        return sweep_orphans(self.engine, self.bucket, self.older_than, self.batch_size)
