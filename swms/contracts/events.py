@@ -40,6 +40,8 @@ class ApplicationSubmitted(Event):
     applicant_name_masked: str
     submitted_at: dt.datetime
     resubmission: bool = False
+    round: int = 1                    # 1 for the first submission, +1 for each resubmission
+    level: Level | None = None        # the level applied for (an upgrade: the new level)
 
 
 class ApplicationApproved(Event):
