@@ -1,25 +1,46 @@
-"""Certificate: issues the e-certificate on final approval; 查看证书 for the holder and officers."""
+"""Certificate: issues the e-certificate on final approval; 查看证书; public verification;
+revocation, suspension and reinstatement by officers; expiry; re-issue on upgrade."""
 from __future__ import annotations
 
 import datetime as dt
 import logging
 
-from eventlet import tpool
+import eventlet
 from nameko.dependency_providers import Config
 from nameko.events import event_handler
 from nameko.rpc import RpcProxy, rpc
+from pydantic import ValidationError
 
-from services.certificate import domain, render
-from services.certificate.models import ISSUED, outbox
+from services.certificate import domain, issuing, tokens
+from services.certificate.keys import CertificateKeys
+from services.certificate.models import (
+    FAILED,
+    ISSUING,
+    Certificate,
+    IssueRequest,
+    inbox,
+    outbox,
+)
+from services.certificate.renderer import RenderWorkers
+from services.certificate.timers import config_timer
 from swms import errors, health
-from swms import rpc as swms_rpc
 from swms.auth import Auth
-from swms.contracts.certificate import CertificateRequest, CertificateView
+from swms.contracts.certificate import (
+    CertificateRequest,
+    CertificateStatus,
+    CertificateView,
+    IssuanceStatus,
+    IssuanceStatusRequest,
+    SigningCertificates,
+    StatusChangeRequest,
+    VerificationResult,
+    VerifyRequest,
+)
 from swms.contracts.common import HealthResponse
-from swms.contracts.events import ApplicationApproved
-from swms.contracts.registration import IssuanceData
-from swms.db import Database
-from swms.outbox import OutboxRelay
+from swms.contracts.events import ApplicationApproved, PasserLevelRaised
+from swms.db import Database, DatabaseAccess
+from swms.events import on_event
+from swms.outbox import OutboxRelay, utcnow
 from swms.rpc import contract
 from swms.storage import ObjectStorage
 
@@ -27,64 +48,212 @@ log = logging.getLogger(__name__)
 DOWNLOAD_LINK_SECONDS = 300
 
 
+class CertificateDatabase(Database):
+    """The usual per-worker session, plus ``fresh()`` for greenthreads that need their own."""
+
+    def get_dependency(self, worker_ctx):
+        access = super().get_dependency(worker_ctx)
+        access.fresh = lambda: DatabaseAccess(self.session_factory)
+        return access
+
+
+def _today() -> dt.date:
+    return dt.date.today()
+
+
 class CertificateService:
     name = "certificate"
 
     config = Config()
-    db = Database()
+    db = CertificateDatabase()
     auth = Auth()
     storage = ObjectStorage("CERTIFICATE_S3_BUCKET")
     relay = OutboxRelay(outbox)
+    keys = CertificateKeys()
+    renderer = RenderWorkers()
     registration = RpcProxy("registration")
+    profile = RpcProxy("profile")
+
+    def _issuer(self, db=None) -> issuing.Issuer:
+        return issuing.Issuer(db or self.db, self.storage, self.renderer, self.keys, self.registration, self.profile,
+                              issuing.Settings.from_config(self.config), _today)
 
     @rpc(expected_exceptions=errors.SwmsError)
     @contract(None, HealthResponse)
     def health(self):
         return health.check(self.name, self.db, self.storage)
 
-    @event_handler(ApplicationApproved.source, ApplicationApproved.event_type)
+    # ---- issue ----------------------------------------------------------------------------------
+
+    @event_handler(ApplicationApproved.source, ApplicationApproved.event_type, requeue_on_error=True)
     def on_application_approved(self, payload):
-        """Issue in three steps so that a crash anywhere loses nothing and duplicates nothing:
-        1. reserve the number (committed; unique per application),
-        2. render and store the PDF (same object key on a retry),
-        3. mark issued and write certificate_issued to the outbox (one transaction)."""
-        event = ApplicationApproved.model_validate(payload)
+        """Record the final approval first (so nothing after it can lose it), then issue."""
+        try:
+            event = ApplicationApproved.model_validate(payload)
+        except ValidationError:
+            log.error("application_approved with an invalid payload ignored: %s", str(payload)[:500])
+            return
         if not event.final:
             return
-        existing = domain.find_for_application(self.db.session, event.application_id)
-        if existing is not None and existing.status == ISSUED:
-            log.info("application %s already has certificate %s", event.application_id,
-                     existing.certificate_number)
+        try:
+            with self.db.transaction() as session:
+                domain.record_approval(session, event, utcnow())
+        except Exception:
+            eventlet.sleep(1)  # the database is away: the broker redelivers, not in a hot loop
+            raise
+        self.auth.act_as_service()
+        self._issuer().process(event.application_id)
+
+    @config_timer("CERT_RETRY_POLL_SECONDS", default=10)
+    def retry_pending_issues(self):
+        """Takes up approvals whose issue failed for a passing reason (or whose worker died)."""
+        with self.db.transaction() as session:
+            due = domain.due_requests(session, utcnow(), limit=50)
+        if not due:
             return
         self.auth.act_as_service()
-        data = IssuanceData.model_validate(
-            swms_rpc.call(self.registration.get_issuance_data, {"application_id": event.application_id}))
+        pool = eventlet.GreenPool(max(2, self.renderer.size * 2))
+
+        def work(application_id: str) -> None:
+            access = self.db.fresh()
+            try:
+                self._issuer(access).process(application_id)
+            finally:
+                access.close()
+
+        for application_id in due:
+            pool.spawn_n(work, application_id)
+        pool.waitall()
+
+    # ---- lifecycle --------------------------------------------------------------------------------
+
+    @config_timer("CERT_EXPIRY_CHECK_SECONDS", default=3600, eager=True)
+    def expire_certificates(self):
+        """Certificates past their validity become expired (certificate_expired), in batches."""
+        while True:
+            with self.db.transaction() as session:
+                expired = domain.expire_due(session, _today(), utcnow(), self.keys.id_hash_key)
+            if expired:
+                log.info("expired %d certificates", len(expired))
+            if len(expired) < 500:
+                return
+
+    @on_event(PasserLevelRaised, inbox)
+    def on_passer_level_raised(self, session, event: PasserLevelRaised):
+        """已出证待升级: the holder's certificate waits for the upgrade re-issue."""
+        domain.mark_pending_upgrade(session, event)
+
+    def _change(self, request: StatusChangeRequest, action: str) -> CertificateStatus:
+        caller = self.auth.caller
+        domain.authorise_officer(caller, None)
+        reason = (request.reason or "").strip()
+        if not reason:
+            raise errors.SwmsError(errors.REASON_REQUIRED, "撤销、暂停或恢复证书须填写理由", "reason")
         with self.db.transaction() as session:
-            certificate = domain.start_issue(session, data, self.config["CERT_AUTHORITY_NAME"],
-                                             int(self.config.get("CERT_VALIDITY_YEARS", 3)), dt.date.today())
-        face = domain.face(certificate, data.snapshot.gender, data.snapshot.unit_name,
-                           self.config["VERIFY_BASE_URL"])
-        # WeasyPrint is CPU-bound: a native thread keeps the hub (heartbeats, RPC replies) alive.
-        pdf = tpool.execute(render.render_pdf, face)
-        sha256 = self.storage.put(certificate.object_key, pdf, "application/pdf",
-                                  {"certificate-number": certificate.certificate_number})
-        with self.db.transaction() as session:
-            domain.finish_issue(session, certificate.certificate_number, sha256)
+            certificate = session.get(Certificate, request.certificate_number, with_for_update=True)
+            if certificate is None or certificate.status == ISSUING:
+                raise errors.not_found("证书", "certificate_number")
+            domain.authorise_officer(caller, certificate)
+            certificate = domain.change_status(session, certificate, action, caller, reason, self.keys.id_hash_key,
+                                               _today(), utcnow())
+        return CertificateStatus(certificate_number=certificate.certificate_number, status=certificate.status,
+                                 reason=certificate.status_reason, changed_by=certificate.status_changed_by,
+                                 changed_at=certificate.status_changed_at)
+
+    @rpc(expected_exceptions=errors.SwmsError)
+    @contract(StatusChangeRequest, CertificateStatus)
+    def revoke_certificate(self, request: StatusChangeRequest):
+        """撤销: final. Officers of the certificate's region (any level) or admins, with a reason."""
+        return self._change(request, "revoke")
+
+    @rpc(expected_exceptions=errors.SwmsError)
+    @contract(StatusChangeRequest, CertificateStatus)
+    def suspend_certificate(self, request: StatusChangeRequest):
+        """暂停: until lifted. Officers of the certificate's region or admins, with a reason."""
+        return self._change(request, "suspend")
+
+    @rpc(expected_exceptions=errors.SwmsError)
+    @contract(StatusChangeRequest, CertificateStatus)
+    def reinstate_certificate(self, request: StatusChangeRequest):
+        """恢复: lifts a suspension (not past the validity). Officers of the region or admins, with a reason."""
+        return self._change(request, "reinstate")
+
+    # ---- 查看证书 ---------------------------------------------------------------------------------
+
+    def _owner(self, application_id: str):
+        certificate = domain.find_for_application(self.db.session, application_id)
+        request = self.db.session.get(IssueRequest, application_id)
+        owner = certificate or request
+        self.auth.require_person(owner.person_id if owner else "",
+                                 officer_region=owner.region_code if owner else None)
+        return certificate, request
 
     @rpc(expected_exceptions=errors.SwmsError)
     @contract(CertificateRequest, CertificateView)
     def view_certificate(self, request: CertificateRequest):
         """查看证书: a short-lived download link for the holder or an officer of their region."""
-        certificate = domain.find_for_application(self.db.session, request.application_id)
-        self.auth.require_person(certificate.person_id if certificate else "",
-                                 officer_region=certificate.region_code if certificate else None)
-        if certificate is None or certificate.status != ISSUED:
+        certificate, issue = self._owner(request.application_id)
+        if certificate is None or certificate.status == ISSUING:
+            if issue is not None and issue.status == FAILED:
+                raise errors.SwmsError(errors.CERTIFICATE_NOT_ISSUED, f"证书未能签发：{issue.last_error}",
+                                       "application_id", [{"code": issue.last_error_code,
+                                                           "field": issue.last_error_field,
+                                                           "message": issue.last_error}])
+            if issue is not None:
+                raise errors.SwmsError(errors.CERTIFICATE_NOT_READY, "证书正在制作中，请稍后再试", "application_id")
             raise errors.not_found("证书", "application_id")
         url = self.storage.download_url(certificate.object_key, DOWNLOAD_LINK_SECONDS,
                                         f"{certificate.certificate_number}.pdf")
+        settings = issuing.Settings.from_config(self.config)
         return CertificateView(
             certificate_number=certificate.certificate_number, application_id=certificate.application_id,
             person_id=certificate.person_id, holder_name=certificate.holder_name, level=certificate.level,
             authority=certificate.authority, valid_from=certificate.valid_from,
             valid_until=certificate.valid_until, issued_at=certificate.issued_at, status=certificate.status,
-            sha256=certificate.sha256, download_url=url, download_expires_in_seconds=DOWNLOAD_LINK_SECONDS)
+            sha256=certificate.sha256, download_url=url, download_expires_in_seconds=DOWNLOAD_LINK_SECONDS,
+            kind=certificate.kind, issued_on=certificate.issued_on, status_reason=certificate.status_reason,
+            pending_upgrade_level=certificate.pending_upgrade_level, supersedes=certificate.supersedes,
+            superseded_by=certificate.superseded_by, original_certificate_no=certificate.original_certificate_no,
+            verification_url=issuing.verification_url(settings.verify_base_url, self.keys,
+                                                      certificate.certificate_number),
+            photo_missing=certificate.photo_missing)
+
+    @rpc(expected_exceptions=errors.SwmsError)
+    @contract(IssuanceStatusRequest, IssuanceStatus)
+    def get_issuance_status(self, request: IssuanceStatusRequest):
+        """Where the issue of an approved application stands, and why it is late or refused."""
+        _, issue = self._owner(request.application_id)
+        if issue is None:
+            raise errors.not_found("签发记录", "application_id")
+        return IssuanceStatus(application_id=issue.application_id, status=issue.status, attempts=issue.attempts,
+                              certificate_number=issue.certificate_number, last_error_code=issue.last_error_code,
+                              last_error_field=issue.last_error_field, last_error=issue.last_error,
+                              next_attempt_at=issue.next_attempt_at if issue.status == "pending" else None,
+                              received_at=issue.received_at)
+
+    # ---- public verification --------------------------------------------------------------------
+
+    @rpc(expected_exceptions=errors.SwmsError)
+    @contract(VerifyRequest, VerificationResult)
+    def verify_certificate(self, request: VerifyRequest):
+        """Anyone: genuine or not, and current / suspended / revoked / expired / superseded, with the
+        reason; minimal data only. By certificate number or by the QR code's signed token."""
+        number = request.certificate_number
+        if request.token is not None:
+            try:
+                number = tokens.read_token(self.keys.qr_public_key, request.token)
+            except tokens.ForgedToken:
+                raise errors.SwmsError(errors.VERIFICATION_TOKEN_FORGED,
+                                       "核验码无效：不是本系统签发的证书，或二维码内容被篡改", "token") from None
+        return domain.verify(self.db.session, number, _today(), utcnow())
+
+    @rpc(expected_exceptions=errors.SwmsError)
+    @contract(None, SigningCertificates)
+    def get_signing_certificates(self):
+        """Anyone: the authority's signing certificate and chain (to check PDFs) and the QR-token key."""
+        material = self.keys.signing
+        return SigningCertificates(
+            signing_certificate_pem=material.cert_pem.decode(), chain_pem=material.chain_pem.decode(),
+            signer_fingerprint=material.fingerprint, qr_token_public_key_pem=tokens.public_pem(self.keys.qr_private_pem),
+            development_keys="signing" in self.keys.dev_keys_used)
+

@@ -1,10 +1,13 @@
 from __future__ import annotations
 
 import datetime as dt
+from enum import Enum
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
-from swms.contracts.common import Contract, Level, Uuid
+from swms.contracts.common import ApplicationKind, Contract, Level, Uuid
+
+CertificateNumber = Field(title="证书编号", pattern=r"^\d{13}$")
 
 
 class CertificateRequest(Contract):
@@ -22,7 +25,95 @@ class CertificateView(Contract):
     valid_from: dt.date
     valid_until: dt.date
     issued_at: dt.datetime
-    status: str
+    status: str                       # issued (current) / suspended / revoked / expired / superseded
     sha256: str
     download_url: str
     download_expires_in_seconds: int
+    kind: ApplicationKind = ApplicationKind.FIRST_REGISTRATION
+    issued_on: dt.date | None = None
+    status_reason: str | None = None
+    pending_upgrade_level: Level | None = None     # 已出证待升级: a new certificate at this level is due
+    supersedes: str | None = None
+    superseded_by: str | None = None
+    original_certificate_no: str | None = None     # replacement of a paper certificate
+    verification_url: str | None = None            # what the QR code on the PDF holds
+    photo_missing: bool = False
+
+
+class StatusChangeRequest(Contract):
+    """Revoke, suspend, or lift a suspension: always with a reason (kept, audited, published)."""
+    certificate_number: str = CertificateNumber
+    # Optional here so that a missing or blank reason gets its own code (REASON_REQUIRED), not a
+    # generic validation failure: the service refuses it before touching anything.
+    reason: str | None = Field(default=None, title="理由", max_length=500)
+
+
+class CertificateStatus(Contract):
+    certificate_number: str
+    status: str
+    reason: str | None
+    changed_by: str
+    changed_at: dt.datetime
+
+
+class VerifyRequest(Contract):
+    """Public verification: by the number printed on the certificate, or by the QR code's token."""
+    certificate_number: str | None = Field(default=None, title="证书编号", pattern=r"^\d{13}$")
+    token: str | None = Field(default=None, title="核验码", min_length=1, max_length=300)
+
+    @model_validator(mode="after")
+    def _exactly_one(self):
+        if (self.certificate_number is None) == (self.token is None):
+            raise ValueError("请提供证书编号或二维码核验码（二者选一）")
+        return self
+
+
+class VerificationStatus(str, Enum):
+    CURRENT = "current"           # 有效
+    SUSPENDED = "suspended"       # 已暂停
+    REVOKED = "revoked"           # 已撤销
+    EXPIRED = "expired"           # 已过期
+    SUPERSEDED = "superseded"     # 已换发（被新证书取代）
+
+
+class VerificationResult(Contract):
+    """Only what a verifier needs: no ID number, no person id, the name partly masked."""
+    genuine: bool                        # issued by this system (a forged token is an error instead)
+    status: VerificationStatus
+    status_label: str
+    reason: str | None = None            # why revoked / suspended, where an officer gave a reason
+    certificate_number: str
+    holder_name_masked: str
+    level: Level
+    authority: str
+    valid_from: dt.date
+    valid_until: dt.date
+    issued_on: dt.date
+    superseded_by: str | None = None
+    checked_at: dt.datetime
+
+
+class IssuanceStatusRequest(Contract):
+    application_id: Uuid = Field(title="申请编号")
+
+
+class IssuanceStatus(Contract):
+    """Where the issue of an approved application stands (pending / done / failed) and why."""
+    application_id: Uuid
+    status: str
+    attempts: int
+    certificate_number: str | None
+    last_error_code: str | None
+    last_error_field: str | None
+    last_error: str | None
+    next_attempt_at: dt.datetime | None
+    received_at: dt.datetime
+
+
+class SigningCertificates(Contract):
+    """What a verifier needs to check certificate PDFs and QR tokens offline."""
+    signing_certificate_pem: str
+    chain_pem: str
+    signer_fingerprint: str
+    qr_token_public_key_pem: str
+    development_keys: bool

@@ -1,0 +1,265 @@
+"""The issue pipeline: approval → number → photo → render + sign → store → issued + event.
+
+Exactly once in effect, whatever crashes where:
+
+0. The final approval is recorded (``issue_requests``, unique per application) before any other
+   work; a failure later leaves the request pending and the retry sweep takes it up again.
+1. The number is reserved in one transaction (unique per application: a second approval, or a
+   redelivery, finds it).
+2. The PDF is rendered and signed in a worker process and stored under ``certificates/<number>.pdf``
+   with ``If-None-Match: *``: the first stored copy wins; a retry after a crash that came after
+   the store reuses that copy (and its checksum) instead of storing a second, different one.
+3. ``issuing → issued`` is a compare-and-set in the same transaction as the ``certificate_issued``
+   outbox row: of two workers racing to finish, one announces, the other does nothing.
+
+A request is worked on by one worker at a time: claiming it moves ``next_attempt_at`` forward by a
+lease (``CERT_ISSUE_LEASE_SECONDS``); a worker killed mid-issue leaves it to whoever comes after
+the lease (the redelivered approval, or the sweep).
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import eventlet
+from botocore.exceptions import BotoCoreError, ClientError
+from eventlet import tpool
+from pydantic import ValidationError
+from sqlalchemy import update
+
+from services.certificate import domain, render, tokens
+from services.certificate.keys import KeyRing
+from services.certificate.models import DONE, ISSUING, IssueRequest
+from services.certificate.renderer import RenderError, RenderPool
+from swms import errors
+from swms import rpc as swms_rpc
+from swms.contracts.profile import PhotoLink
+from swms.contracts.registration import IssuanceData
+from swms.outbox import utcnow
+
+log = logging.getLogger(__name__)
+
+PAUSE_ENV = "SWMS_TEST_PAUSE_AT"          # test hook: name of a step to stop at (see pause())
+PAUSE_MARKER_ENV = "SWMS_TEST_PAUSE_MARKER"
+_NOT_FETCHED = object()
+
+
+def pause(step: str) -> None:
+    """Test hook for the crash tests: with SWMS_TEST_PAUSE_AT=<step> in the environment, write the
+    marker file and wait there (cooperatively) until the process is killed. Inert otherwise."""
+    if os.environ.get(PAUSE_ENV) != step:
+        return
+    marker = os.environ.get(PAUSE_MARKER_ENV)
+    if marker:
+        Path(marker).write_text(step)
+    log.warning("test hook: paused at %s", step)
+    eventlet.sleep(3600)
+
+
+@dataclass
+class Settings:
+    authority: str
+    validity_years: int
+    verify_base_url: str
+    lease_seconds: float
+    retry_ceiling_seconds: float
+
+    @classmethod
+    def from_config(cls, config: dict) -> Settings:
+        return cls(authority=str(config.get("CERT_AUTHORITY_NAME") or "中华人民共和国民政部"),
+                   validity_years=int(config.get("CERT_VALIDITY_YEARS") or 3),
+                   verify_base_url=str(config.get("VERIFY_BASE_URL") or ""),
+                   lease_seconds=float(config.get("CERT_ISSUE_LEASE_SECONDS") or 120),
+                   retry_ceiling_seconds=float(config.get("CERT_RETRY_MAX_SECONDS") or 900))
+
+
+def verification_url(base: str, keys: KeyRing, number: str) -> str:
+    return f"{base.rstrip('/')}?t={tokens.make_token(keys.qr_private_pem, number)}"
+
+
+def face_of(certificate, keys: KeyRing, settings: Settings, photo: bytes | None,
+            photo_type: str | None) -> render.CertificateFace:
+    return render.CertificateFace(
+        certificate_number=certificate.certificate_number, holder_name=certificate.holder_name,
+        gender=certificate.gender, id_number_shown=certificate.id_number, level=certificate.level,
+        unit_name=certificate.unit_name, authority=certificate.authority, valid_from=certificate.valid_from,
+        valid_until=certificate.valid_until, issued_on=certificate.issued_on or certificate.valid_from,
+        verify_url=verification_url(settings.verify_base_url, keys, certificate.certificate_number),
+        original_certificate_no=certificate.original_certificate_no, supersedes=certificate.supersedes,
+        photo=photo, photo_type=photo_type)
+
+
+# ---- the photo ----------------------------------------------------------------------------------
+
+def fetch_photo(profile, person_id: str, photo_key: str) -> tuple[bytes, str]:
+    """The ID photo through profile's service-only link; IssueDeferred while it cannot be had,
+    IssueRefused if what is stored can never go on a certificate."""
+    try:
+        link = PhotoLink.model_validate(swms_rpc.call(profile.get_photo_link,
+                                                      {"person_id": person_id, "photo_key": photo_key}))
+    except errors.SwmsError as exc:
+        raise domain.IssueDeferred(domain.PHOTO_UNAVAILABLE, f"无法取得照片（{exc.code}），稍后自动重试",
+                                   "photo") from None
+    except Exception as exc:  # the profile service is down, or answers with an unexpected error
+        raise domain.IssueDeferred(domain.PHOTO_UNAVAILABLE, f"无法取得照片（{type(exc).__name__}），稍后自动重试",
+                                   "photo") from None
+    try:
+        with eventlet.Timeout(20):
+            with urllib.request.urlopen(link.url, timeout=10) as response:
+                data = response.read(render.PHOTO_MAX_BYTES + 1)
+    except (eventlet.Timeout, urllib.error.URLError, OSError, ValueError) as exc:
+        raise domain.IssueDeferred(domain.PHOTO_UNAVAILABLE, f"照片下载失败（{type(exc).__name__}），稍后自动重试",
+                                   "photo") from None
+    try:
+        mime = tpool.execute(render.check_photo, data)  # decoding ~10 ms of C: off the hub
+    except render.PhotoInvalid as exc:
+        raise domain.IssueRefused(domain.PHOTO_INVALID, f"照片不能用于证书：{exc}", "photo") from None
+    return data, mime
+
+
+# ---- storage: first stored copy wins ------------------------------------------------------------
+
+def stored_digest(bucket, key: str, number: str) -> str | None:
+    """SHA-256 of the PDF already stored for this number, or None if none is."""
+    try:
+        stored = bucket.client.get_object(Bucket=bucket.name, Key=key)
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound"):
+            return None
+        raise
+    body = stored["Body"].read()
+    metadata = stored.get("Metadata") or {}
+    digest = hashlib.sha256(body).hexdigest()
+    if metadata.get("certificate-number") != number or metadata.get("sha256") != digest or not body.startswith(b"%PDF"):
+        raise domain.IssueDeferred(domain.STORAGE_UNAVAILABLE, "已存储的证书文件与记录不符，需运维人员核查", "object_key")
+    return digest
+
+
+def store_once(bucket, key: str, pdf: bytes, number: str) -> str:
+    digest = hashlib.sha256(pdf).hexdigest()
+    try:
+        bucket.client.put_object(Bucket=bucket.name, Key=key, Body=pdf, ContentType="application/pdf",
+                                 Metadata={"sha256": digest, "certificate-number": number}, IfNoneMatch="*")
+        return digest
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") not in ("PreconditionFailed", "412", "ConditionalRequestConflict"):
+            raise
+    existing = stored_digest(bucket, key, number)  # someone stored it first: theirs is the certificate
+    if existing is None:
+        raise domain.IssueDeferred(domain.STORAGE_UNAVAILABLE, "证书文件存储冲突，稍后自动重试", "object_key")
+    return existing
+
+
+# ---- the pipeline -------------------------------------------------------------------------------
+
+class Issuer:
+    def __init__(self, db, bucket, pool: RenderPool, keys: KeyRing, registration, profile, settings: Settings,
+                 today):
+        self.db, self.bucket, self.pool, self.keys = db, bucket, pool, keys
+        self.registration, self.profile, self.settings, self.today = registration, profile, settings, today
+
+    def process(self, application_id: str) -> str | None:
+        """Work on one recorded approval. Returns the certificate number once issued."""
+        with self.db.transaction() as session:
+            if not domain.claim(session, application_id, utcnow(), self.settings.lease_seconds):
+                request = session.get(IssueRequest, application_id)
+                return request.certificate_number if request is not None and request.status == DONE else None
+        try:
+            return self._issue(application_id)
+        except domain.IssueRefused as problem:
+            log.warning("application %s: certificate refused: %s %s", application_id, problem.code, problem.field)
+            with self.db.transaction() as session:
+                domain.refuse(session, application_id, problem, utcnow())
+        except domain.IssueDeferred as problem:
+            log.warning("application %s: certificate deferred: %s", application_id, problem.code)
+            with self.db.transaction() as session:
+                domain.defer(session, application_id, problem, utcnow(), self.settings.retry_ceiling_seconds)
+        except Exception as exc:
+            log.exception("application %s: issue failed; will retry", application_id)
+            problem = domain.IssueDeferred("ISSUE_FAILED", f"签发暂时失败（{type(exc).__name__}），稍后自动重试")
+            with self.db.transaction() as session:
+                domain.defer(session, application_id, problem, utcnow(), self.settings.retry_ceiling_seconds)
+        return None
+
+    def _issuance_data(self, application_id: str) -> IssuanceData:
+        try:
+            payload = swms_rpc.call(self.registration.get_issuance_data, {"application_id": application_id})
+        except errors.SwmsError as exc:
+            if exc.code == errors.NOT_FOUND:
+                raise domain.IssueRefused(domain.APPLICATION_NOT_FOUND, "登记服务中查无此申请", "application_id") from None
+            raise domain.IssueDeferred(exc.code, f"登记服务暂不可用（{exc.code}），稍后自动重试") from None
+        try:
+            return IssuanceData.model_validate(payload)
+        except ValidationError as exc:
+            first = exc.errors(include_url=False, include_input=False)[0]
+            field = ".".join(str(part) for part in first.get("loc", ())) or None
+            raise domain.IssueRefused(domain.ISSUANCE_DATA_INVALID, f"签发数据不完整或格式不正确（{first['type']}）",
+                                      field) from None
+
+    def _issue(self, application_id: str) -> str | None:
+        session = self.db.session
+        certificate = domain.find_for_application(session, application_id)
+        photo = _NOT_FETCHED
+        if certificate is None:
+            data = self._issuance_data(application_id)
+            with self.db.transaction() as session:
+                request = session.get(IssueRequest, application_id, populate_existing=True)
+                domain.check_issuance_data(data, request)   # refuse before fetching anything
+                domain.previous_certificate(session, data)
+            photo = self._photo(data.snapshot.person_id, data.snapshot.photo_key)
+            with self.db.transaction() as session:
+                request = session.get(IssueRequest, application_id, populate_existing=True)
+                certificate = domain.reserve(session, request, data, authority=self.settings.authority,
+                                             validity_years=self.settings.validity_years, today=self.today(),
+                                             photo_missing=photo is None)
+        number, key = certificate.certificate_number, certificate.object_key
+        if certificate.status != ISSUING:  # finished earlier; only the request was left behind
+            with self.db.transaction() as session:
+                session.execute(update(IssueRequest).where(IssueRequest.application_id == application_id)
+                                .values(status=DONE, certificate_number=number, updated_at=utcnow()))
+            return number
+        pause("after_reserve")
+        digest = self._stored(key, number)
+        if digest is None:
+            if photo is _NOT_FETCHED:
+                photo = self._photo(certificate.person_id, certificate.photo_key)
+            pdf = self._render(certificate, photo)
+            pause("after_render")
+            try:
+                digest = store_once(self.bucket, key, pdf, number)
+            except (ClientError, BotoCoreError) as exc:
+                raise domain.IssueDeferred(domain.STORAGE_UNAVAILABLE,
+                                           f"证书文件存储失败（{type(exc).__name__}），稍后自动重试", "object_key") from None
+        pause("after_store")
+        with self.db.transaction() as session:
+            domain.finish(session, number, digest, self.keys.signing.fingerprint, self.keys.id_hash_key, utcnow())
+        return number
+
+    def _photo(self, person_id: str, photo_key: str | None) -> tuple[bytes, str] | None:
+        # Decision (docs/contracts.md): no photo in the submitted snapshot → the certificate is
+        # issued with "照片未提供" in the photo box and photo_missing recorded; a photo that exists
+        # but cannot be fetched now → retried later; one that can never be used → refused.
+        if not photo_key:
+            return None
+        return fetch_photo(self.profile, person_id, photo_key)
+
+    def _stored(self, key: str, number: str) -> str | None:
+        try:
+            return stored_digest(self.bucket, key, number)
+        except (ClientError, BotoCoreError) as exc:
+            raise domain.IssueDeferred(domain.STORAGE_UNAVAILABLE, f"对象存储不可用（{type(exc).__name__}），稍后自动重试",
+                                       "object_key") from None
+
+    def _render(self, certificate, photo: tuple[bytes, str] | None) -> bytes:
+        data, mime = photo if photo else (None, None)
+        try:
+            return self.pool.render(face_of(certificate, self.keys, self.settings, data, mime)).pdf
+        except RenderError as exc:
+            if not exc.retryable:
+                raise domain.IssueRefused(exc.code, exc.message, exc.field) from None
+            raise domain.IssueDeferred(exc.code, exc.message, exc.field) from None
