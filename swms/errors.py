@@ -51,6 +51,19 @@ INVALID_STATE = "INVALID_STATE"
 ALREADY_DECIDED = "ALREADY_DECIDED"
 REASON_REQUIRED = "REASON_REQUIRED"
 UPSTREAM_UNAVAILABLE = "UPSTREAM_UNAVAILABLE"
+# certificate (issue 7)
+CERTIFICATE_NOT_READY = "CERTIFICATE_NOT_READY"          # approved, being made: try again shortly
+CERTIFICATE_NOT_ISSUED = "CERTIFICATE_NOT_ISSUED"        # approved, but the issue was refused (details say why)
+VERIFICATION_TOKEN_FORGED = "VERIFICATION_TOKEN_FORGED"  # a QR token this system did not make
+# review (issue 6): one item of a batch could not be saved (system failure); nothing changed for it
+NOT_PROCESSED = "NOT_PROCESSED"
+# identity (issue 3): passwords, rate limits, password reset, feedback (反馈)
+PASSWORD_TOO_WEAK = "PASSWORD_TOO_WEAK"
+RATE_LIMITED = "RATE_LIMITED"
+RESET_CODE_INVALID = "RESET_CODE_INVALID"
+FEEDBACK_ALREADY_PENDING = "FEEDBACK_ALREADY_PENDING"
+ALREADY_IN_REGISTRY = "ALREADY_IN_REGISTRY"
+REGISTRY_CONFLICT = "REGISTRY_CONFLICT"
 # profile (issue 4): files, units, dates
 FILE_TOO_LARGE = "FILE_TOO_LARGE"
 FILE_TYPE_NOT_ALLOWED = "FILE_TYPE_NOT_ALLOWED"

@@ -86,6 +86,15 @@ class CertificateIssued(Event):
     valid_until: dt.date
     issued_at: dt.datetime
     sha256: str
+    # Added within schema_version 1 (issue 7):
+    id_number_hash: str | None = Field(default=None, description=(
+        "HMAC-SHA256 (hex) of 'swms-id-v1:' + the 18-character ID number (upper-case X), keyed with "
+        "the secret the operators give to authorised agencies; match it, never reverse it"))
+    id_number_hash_key_id: str | None = Field(default=None, description="names the key of id_number_hash")
+    kind: ApplicationKind | None = None           # what the certificate was issued for
+    issued_on: dt.date | None = None
+    supersedes: str | None = None                 # re-issue: the certificate this one replaces
+    original_certificate_no: str | None = None    # replacement: the paper certificate's NO
 
 
 # ---- identity ---------------------------------------------------------------------------------
@@ -172,6 +181,11 @@ class CertificateStatusChanged(Event):
     reason: str | None = None
     changed_by: str
     changed_at: dt.datetime
+    # Added within schema_version 1 (issue 7), as in certificate_issued:
+    id_number_hash: str | None = None
+    id_number_hash_key_id: str | None = None
+    status: str | None = None                     # the certificate's status after the change
+    valid_until: dt.date | None = None
 
 
 class CertificateRevoked(CertificateStatusChanged):
