@@ -78,8 +78,6 @@ DATE_INVALID = "DATE_INVALID"
 REGION_CODE_INVALID = "REGION_CODE_INVALID"
 CREDIT_CODE_INVALID = "CREDIT_CODE_INVALID"
 LIMIT_EXCEEDED = "LIMIT_EXCEEDED"
-# review (issue 6): one item of a batch could not be saved (system failure); nothing changed for it
-NOT_PROCESSED = "NOT_PROCESSED"
 
 
 def validation_error(field: str, message: str) -> SwmsError:
