@@ -1,0 +1,127 @@
+"""The transactional outbox relay (swms/outbox.py), driven through a real service (registration) on
+a real RabbitMQ, with SQLite and PostgreSQL: rows written to registration's outbox are published
+once, in order, and never dropped when no queue is bound yet."""
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import ClassVar
+
+import pytest
+from sqlalchemy import select
+
+from services.registration.models import outbox
+from swms.contracts.common import ApplicationKind
+from swms.contracts.events import ApplicationSubmitted, Event
+from tests.support import EventTap, session_for, wait_until
+
+pytestmark = pytest.mark.integration
+
+
+class Unrouted(Event):
+    """An event type no service consumes: until a queue is bound, RabbitMQ has nowhere to put it."""
+    source: ClassVar[str] = "registration"
+    event_type: ClassVar[str] = "test_unrouted"
+    note: str
+
+
+@pytest.fixture
+def registration(start_service):
+    return start_service("registration")
+
+
+def submitted(index: int = 0) -> ApplicationSubmitted:
+    return ApplicationSubmitted(
+        application_id=str(uuid.uuid4()), person_id=str(uuid.uuid4()), kind=ApplicationKind.FIRST_REGISTRATION,
+        region_code="110105", applicant_name_masked="李**", submitted_at=dt.datetime.now(dt.timezone.utc),
+        resubmission=bool(index % 2))
+
+
+def write(config, *events: Event) -> None:
+    """Commit events to registration's outbox, as its domain code does inside a state change."""
+    with session_for(config["DB_URL"]) as session:
+        for event in events:
+            outbox.add(session, event)
+        session.commit()
+
+
+def row(config, event_id: str):
+    table = outbox.table
+    with session_for(config["DB_URL"]) as session:
+        return session.execute(select(table).where(table.c.event_id == event_id)).one()
+
+
+def rows(config) -> list:
+    table = outbox.table
+    with session_for(config["DB_URL"]) as session:
+        return session.execute(select(table).order_by(table.c.id)).all()
+
+
+@pytest.fixture
+def taps(amqp_uri):
+    opened: list[EventTap] = []
+
+    def open_tap(event_type: str) -> EventTap:
+        tap = EventTap(amqp_uri, "registration", event_type)
+        opened.append(tap)
+        return tap
+
+    yield open_tap
+    for tap in opened:
+        tap.close()
+
+
+def test_an_outbox_event_is_published_once_and_marked(registration, taps):
+    tap = taps("application_submitted")
+    event = submitted()
+    write(registration, event)
+
+    [body] = tap.collect(1, timeout=15)
+    assert body == event.model_dump(mode="json")
+    published = wait_until(lambda: (r := row(registration, event.event_id)).published_at is not None and r,
+                           timeout=10, what="published_at to be set")
+    assert published.attempts == 1 and published.last_error is None
+    assert published.published_at >= published.created_at
+    assert tap.collect(1, timeout=2.5) == []  # past two relay polls: not published again
+
+
+def test_an_unroutable_event_waits_in_the_outbox_until_a_queue_is_bound(registration, taps):
+    event = Unrouted(note="nobody listens yet")
+    write(registration, event)
+
+    def refused_twice():
+        r = row(registration, event.event_id)
+        return r.attempts >= 2 and r
+    pending = wait_until(refused_twice, timeout=10, what="two unroutable attempts")
+    assert pending.published_at is None
+    assert "unroutable" in (pending.last_error or "")
+    assert pending.next_attempt_at > pending.created_at  # backing off, not dropped
+
+    tap = taps("test_unrouted")  # a consumer's queue appears
+    # backoff after n attempts is 0.5·2^n s: the next attempt is at most a few seconds away
+    [body] = tap.collect(1, timeout=20)
+    assert body["event_id"] == event.event_id and body["note"] == "nobody listens yet"
+    delivered = wait_until(lambda: (r := row(registration, event.event_id)).published_at is not None and r,
+                           timeout=10, what="published_at to be set")
+    assert delivered.attempts >= 3 and delivered.last_error is None
+    assert tap.collect(1, timeout=2.5) == []
+
+
+def test_a_batch_is_relayed_in_id_order(registration, taps):
+    tap = taps("application_submitted")
+    events = [submitted(index) for index in range(50)]
+    # committed as state changes happen: some alone, some together, while the relay is running
+    write(registration, *events[:1])
+    write(registration, *events[1:20])
+    for event in events[20:30]:
+        write(registration, event)
+    write(registration, *events[30:])
+
+    bodies = tap.collect(50, timeout=30)
+    written = [r.event_id for r in rows(registration)]
+    assert written == [e.event_id for e in events]
+    assert [b["event_id"] for b in bodies] == written
+    wait_until(lambda: all(r.published_at is not None for r in rows(registration)), timeout=10,
+               what="every row marked published")
+    assert all(r.attempts == 1 for r in rows(registration))
+    assert tap.collect(1, timeout=2.5) == []
