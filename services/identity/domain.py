@@ -1,38 +1,56 @@
-"""Identity rules in plain Python (no broker): registry lookups, sign-up, login, registry import."""
+"""Identity rules in plain Python over a SQLAlchemy session (no broker): registry lookups, sign-up,
+login and refresh tokens, password reset, officer and admin accounts, contacts for notification.
+
+Errors are ``SwmsError`` with stable codes. Where a refused attempt must still leave a trace (a
+failed login counts towards a rate limit, a reused refresh token revokes its family), the error
+carries ``on_failure``: callables the service runs in a transaction of their own after the
+refused work was rolled back (see :func:`failing`).
+"""
 from __future__ import annotations
 
-import csv
-import io
+import datetime as dt
+import hashlib
+import hmac
+import secrets
 import unicodedata
 import uuid
-from dataclasses import dataclass, field
+from typing import Callable
 
-from argon2 import PasswordHasher
-from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import select
+from sqlalchemy import and_, desc, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from services.identity.models import Account, Passer, audit
+from services.identity import passwords, throttle
+from services.identity.models import Account, Passer, PasswordReset, RefreshToken, audit, outbox
+from services.identity.registry import (  # noqa: F401  (re-exported: CLI, tests, bench)
+    ImportReport,
+    import_file,
+    import_passers,
+    read_registry_file,
+)
+from services.identity.settings import Settings
 from swms import errors, idcard
-from swms.auth import OFFICER, OFFICER_LEVELS, SOCIAL_WORKER
-from swms.contracts.common import Level
+from swms.auth import ADMIN, CITY, COUNTY, OFFICER, OFFICER_LEVELS, PROVINCE, SOCIAL_WORKER
+from swms.contracts.events import PasswordResetRequested
+from swms.contracts.identity import name_key, name_problem
 from swms.outbox import utcnow
 
-password_hasher = PasswordHasher()
-# Compared against when no account matches, so a miss costs the same time as a wrong password.
-DUMMY_HASH = password_hasher.hash("not-a-real-password")
-_MIDDLE_DOTS = "·•‧∙・･‧"
+# Kept under their earlier names for callers (CLI, tests).
+password_hasher = passwords.hasher
+DUMMY_HASH = passwords.DUMMY_HASH
+verify_password = passwords.verify
+normalise_name = name_key
+
+ALREADY_REGISTERED_MESSAGE = "该身份证号已注册，请直接登录"
 
 
-def normalise_name(name: str) -> str:
-    """Full-width → half-width (NFKC), no spaces, one kind of middle dot (·)."""
-    text = unicodedata.normalize("NFKC", name)
-    text = "".join(ch for ch in text if not ch.isspace())
-    for dot in _MIDDLE_DOTS:
-        text = text.replace(dot, "·")
-    return text
+def failing(exc: errors.SwmsError, *actions: Callable[[Session], None]) -> errors.SwmsError:
+    """Attach work to run (in its own transaction) when ``exc`` ends the call."""
+    exc.on_failure = [*getattr(exc, "on_failure", []), *actions]
+    return exc
 
+
+# ---- the registry at sign-up -----------------------------------------------------------------------
 
 def find_passer(session: Session, name: str, id_number: str) -> Passer:
     passer = session.execute(select(Passer).where(Passer.id_number == id_number)).scalar_one_or_none()
@@ -41,117 +59,323 @@ def find_passer(session: Session, name: str, id_number: str) -> Passer:
         raise errors.SwmsError(errors.PASSER_NOT_FOUND,
                                "请输入正确的身份证号（社工库中暂无您的信息，可点击“反馈”提交信息）",
                                "id_number")
-    if passer.name_normalised != normalise_name(name):
+    if passer.name_normalised != name_key(name):
         raise errors.SwmsError(errors.NAME_MISMATCH, "姓名与身份证号不匹配", "name")
     return passer
 
 
-def sign_up(session: Session, name: str, id_number: str, email: str, password_hash: str) -> Account:
-    passer = find_passer(session, name, id_number)
+def verify_passer(session: Session, settings: Settings, name: str, id_number: str, source: str | None,
+                  now: dt.datetime) -> Passer:
+    """find_passer under rate limits: wrong names per ID number, misses per client address."""
+    id_key = throttle.key(settings, settings.lookup_id, id_number)
+    src_key = throttle.key(settings, settings.lookup_source, source) if source else None
+    throttle.check(session, [k for k in (id_key, src_key) if k], now, "id_number")
+    try:
+        return find_passer(session, name, id_number)
+    except errors.SwmsError as exc:
+        counted = []
+        if exc.code == errors.NAME_MISMATCH:
+            counted.append(lambda s: throttle.record_failure(s, id_key, settings.lookup_id, now))
+        if src_key:
+            counted.append(lambda s: throttle.record_failure(s, src_key, settings.lookup_source, now))
+        raise failing(exc, *counted) from None
+
+
+def check_not_registered(session: Session, passer: Passer, email: str | None = None) -> None:
     if session.execute(select(Account.person_id).where(Account.passer_id == passer.id)).first():
-        raise errors.SwmsError(errors.ALREADY_REGISTERED, "该身份证号已注册，请直接登录", "id_number")
-    if session.execute(select(Account.person_id).where(Account.email == email.lower())).first():
+        raise errors.SwmsError(errors.ALREADY_REGISTERED, ALREADY_REGISTERED_MESSAGE, "id_number")
+    if email and session.execute(select(Account.person_id).where(Account.email == email.lower())).first():
         raise errors.SwmsError(errors.ALREADY_REGISTERED, "该电子邮箱已被使用", "email")
+
+
+def sign_up(session: Session, settings: Settings, name: str, id_number: str, email: str, password_hash: str,
+            source: str | None = None) -> Account:
+    now = utcnow()
+    passer = verify_passer(session, settings, name, id_number, source, now)
+    check_not_registered(session, passer, email)
     account = Account(person_id=str(uuid.uuid4()), role=SOCIAL_WORKER, passer_id=passer.id,
                       id_number=passer.id_number, name=passer.name, email=email.lower(),
-                      password_hash=password_hash, created_at=utcnow())
+                      password_hash=password_hash, created_at=now, password_changed_at=now)
     session.add(account)
     try:
-        session.flush()
-    except IntegrityError:  # a concurrent sign-up for the same person won the race
-        raise errors.SwmsError(errors.ALREADY_REGISTERED, "该身份证号已注册，请直接登录", "id_number") from None
+        with session.begin_nested():
+            session.flush()
+    except IntegrityError:  # a concurrent sign-up for the same person or email won the race
+        raise errors.SwmsError(errors.ALREADY_REGISTERED, ALREADY_REGISTERED_MESSAGE, "id_number") from None
     audit.record(session, account.person_id, "account.created", "account", account.person_id,
-                 {"id_number": idcard.mask(passer.id_number)})
+                 {"id_number": idcard.mask(passer.id_number), "id_hash": settings.id_hash(passer.id_number)})
     return account
 
 
+# ---- login, refresh tokens ------------------------------------------------------------------------
+
+def normalise_login(login: str) -> str:
+    login = unicodedata.normalize("NFKC", login).strip()   # full-width digits, Ｘ and ＠ as typed
+    return login.lower() if "@" in login else login.upper()
+
+
 def find_account_for_login(session: Session, login: str) -> Account | None:
-    login = login.strip()
-    if "@" in login:
-        return session.execute(select(Account).where(Account.email == login.lower())).scalar_one_or_none()
-    return session.execute(select(Account).where(Account.id_number == login.upper())).scalar_one_or_none()
+    login = normalise_login(login)
+    column = Account.email if "@" in login else Account.id_number
+    return session.execute(select(Account).where(column == login)).scalar_one_or_none()
 
 
-def verify_password(password_hash: str, password: str) -> bool:
-    try:
-        return password_hasher.verify(password_hash, password)
-    except (VerificationError, InvalidHashError):
+def login_keys(settings: Settings, account: Account | None, login: str, source: str | None):
+    """[(throttle key, limit)]: the account (or, for an unknown login, the login itself) and the
+    client address. Unknown logins lock exactly like real ones, so a lock reveals nothing."""
+    subject = f"person:{account.person_id}" if account else f"login:{normalise_login(login)}"
+    keys = [(throttle.key(settings, settings.login_account, subject), settings.login_account)]
+    if source:
+        keys.append((throttle.key(settings, settings.login_source, source), settings.login_source))
+    return keys
+
+
+def _login_entity(settings: Settings, account: Account | None, login: str) -> str:
+    return account.person_id if account else f"login:{settings.keyed_hash('login', normalise_login(login))[:32]}"
+
+
+def login_failed(session: Session, settings: Settings, keys, account: Account | None, login: str,
+                 source: str | None, now: dt.datetime) -> None:
+    for key, limit in keys:
+        until = throttle.record_failure(session, key, limit, now)
+        if until is not None:
+            audit.record(session, "system", "login.locked", "account", _login_entity(settings, account, login),
+                         {"scope": limit.scope, "until": until.isoformat()})
+    audit.record(session, "anonymous", "login.failed", "account", _login_entity(settings, account, login),
+                 {"source_hash": settings.keyed_hash("source", source)[:32] if source else None})
+
+
+def issue_refresh_token(session: Session, settings: Settings, person_id: str, now: dt.datetime,
+                        family_id: str | None = None) -> tuple[str, dt.datetime]:
+    token = "rt_" + secrets.token_urlsafe(32)
+    expires = now + settings.refresh_ttl
+    session.add(RefreshToken(token_hash=hashlib.sha256(token.encode()).hexdigest(), person_id=person_id,
+                             family_id=family_id or str(uuid.uuid4()), issued_at=now, expires_at=expires))
+    return token, expires
+
+
+def login_succeeded(session: Session, settings: Settings, account: Account, keys, now: dt.datetime,
+                    new_hash: str | None = None) -> tuple[str, dt.datetime]:
+    throttle.clear(session, keys[0][0])   # the account's counter; the source's keeps counting
+    if new_hash:   # hashing parameters were raised since this password was set
+        session.execute(update(Account).where(Account.person_id == account.person_id)
+                        .values(password_hash=new_hash))
+    audit.record(session, account.person_id, "login.succeeded", "account", account.person_id)
+    return issue_refresh_token(session, settings, account.person_id, now)
+
+
+def _invalid_refresh() -> errors.SwmsError:
+    return errors.SwmsError(errors.TOKEN_INVALID, "登录凭证无效，请重新登录", "refresh_token")
+
+
+def _revoke_family(session: Session, family_id: str, now: dt.datetime) -> None:
+    session.execute(update(RefreshToken).where(RefreshToken.family_id == family_id,
+                                               RefreshToken.revoked_at.is_(None)).values(revoked_at=now))
+
+
+def use_refresh_token(session: Session, settings: Settings, token: str, now: dt.datetime
+                      ) -> tuple[Account, str, dt.datetime]:
+    """Spend a refresh token for the next one of its family. A token presented twice means it
+    was copied: the whole family is revoked (the thief and the owner both log in again)."""
+    row = session.get(RefreshToken, hashlib.sha256(token.encode()).hexdigest())
+    if row is None or row.revoked_at is not None:
+        raise _invalid_refresh()
+    if row.used_at is not None:
+        family, person = row.family_id, row.person_id
+
+        def revoke(s: Session) -> None:
+            _revoke_family(s, family, now)
+            audit.record(s, "system", "refresh_token.reused", "account", person, {"family_id": family})
+
+        raise failing(_invalid_refresh(), revoke)
+    if row.expires_at <= now:
+        raise errors.SwmsError(errors.TOKEN_EXPIRED, "登录已过期，请重新登录", "refresh_token")
+    spent = session.execute(update(RefreshToken).where(RefreshToken.token_hash == row.token_hash,
+                                                       RefreshToken.used_at.is_(None))
+                            .values(used_at=now).execution_options(synchronize_session=False)).rowcount
+    if spent != 1:   # a concurrent refresh with the same token won
+        raise _invalid_refresh()
+    account = session.get(Account, row.person_id)
+    if account is None:
+        raise _invalid_refresh()
+    new_token, expires = issue_refresh_token(session, settings, account.person_id, now, row.family_id)
+    return account, new_token, expires
+
+
+def revoke_refresh_token(session: Session, token: str, now: dt.datetime) -> bool:
+    row = session.get(RefreshToken, hashlib.sha256(token.encode()).hexdigest())
+    if row is None:
         return False
+    _revoke_family(session, row.family_id, now)
+    audit.record(session, row.person_id, "logout", "account", row.person_id, {"family_id": row.family_id})
+    return True
 
 
-def create_officer(session: Session, name: str, email: str, password_hash: str, region_code: str,
-                   level: str) -> Account:
+# ---- password reset by emailed one-time code -----------------------------------------------------------
+
+def reset_code(settings: Settings, reset: PasswordReset) -> str:
+    digest = settings.keyed_hash("reset-code", f"{reset.reset_id}:{reset.secret}")
+    return f"{int(digest, 16) % 1_000_000:06d}"
+
+
+def request_password_reset(session: Session, settings: Settings, login: str, source: str | None,
+                           now: dt.datetime) -> PasswordReset | None:
+    """Every request counts towards the limits (each may send a mail), known login or not."""
+    keys = [(throttle.key(settings, settings.reset_login, normalise_login(login)), settings.reset_login)]
+    if source:
+        keys.append((throttle.key(settings, settings.reset_source, source), settings.reset_source))
+    throttle.check(session, [k for k, _ in keys], now, "login")
+    for key, limit in keys:
+        throttle.record_failure(session, key, limit, now)
+    account = find_account_for_login(session, login)
+    if account is None:
+        return None
+    session.execute(update(PasswordReset).where(PasswordReset.person_id == account.person_id,
+                                                PasswordReset.status == "pending").values(status="cancelled"))
+    reset = PasswordReset(reset_id=str(uuid.uuid4()), person_id=account.person_id,
+                          secret=secrets.token_hex(16), status="pending", attempts=0, created_at=now,
+                          expires_at=now + settings.reset_ttl)
+    session.add(reset)
+    session.flush()
+    outbox.add(session, PasswordResetRequested(reset_id=reset.reset_id, person_id=account.person_id,
+                                               expires_at=reset.expires_at))
+    audit.record(session, account.person_id, "password_reset.requested", "account", account.person_id,
+                 {"reset_id": reset.reset_id})
+    return reset
+
+
+def _code_invalid() -> errors.SwmsError:
+    return errors.SwmsError(errors.RESET_CODE_INVALID, "验证码错误或已失效，请重新获取", "code")
+
+
+def live_reset(session: Session, account: Account | None, now: dt.datetime) -> PasswordReset | None:
+    if account is None:
+        return None
+    # A new request cancels the earlier ones, so at most one is pending.
+    reset = session.execute(select(PasswordReset).where(PasswordReset.person_id == account.person_id,
+                                                        PasswordReset.status == "pending")
+                            .order_by(desc(PasswordReset.created_at)).limit(1)).scalar_one_or_none()
+    if reset is None or reset.expires_at <= now:
+        return None
+    return reset
+
+
+def check_reset_code(session: Session, settings: Settings, account: Account | None, code: str,
+                     now: dt.datetime) -> PasswordReset:
+    """The live reset whose code this is; a wrong code spends one of its attempts."""
+    reset = live_reset(session, account, now)
+    if reset is None:
+        raise _code_invalid()
+    if not hmac.compare_digest(reset_code(settings, reset), code):
+        reset_id = reset.reset_id
+
+        def spend(s: Session) -> None:
+            s.execute(update(PasswordReset).where(PasswordReset.reset_id == reset_id)
+                      .values(attempts=PasswordReset.attempts + 1))
+            s.execute(update(PasswordReset).where(PasswordReset.reset_id == reset_id,
+                                                  PasswordReset.attempts >= settings.reset_max_attempts)
+                      .values(status="exhausted"))
+
+        raise failing(_code_invalid(), spend)
+    return reset
+
+
+def complete_password_reset(session: Session, settings: Settings, account: Account, reset: PasswordReset,
+                            new_hash: str, now: dt.datetime) -> None:
+    used = session.execute(update(PasswordReset).where(
+        PasswordReset.reset_id == reset.reset_id, PasswordReset.status == "pending",
+        PasswordReset.expires_at > now, PasswordReset.attempts < settings.reset_max_attempts)
+        .values(status="used", used_at=now).execution_options(synchronize_session=False)).rowcount
+    if used != 1:
+        raise _code_invalid()
+    session.execute(update(Account).where(Account.person_id == account.person_id)
+                    .values(password_hash=new_hash, password_changed_at=now))
+    session.execute(update(RefreshToken).where(RefreshToken.person_id == account.person_id,
+                                               RefreshToken.revoked_at.is_(None)).values(revoked_at=now))
+    throttle.clear(session, throttle.key(settings, settings.login_account, f"person:{account.person_id}"))
+    audit.record(session, account.person_id, "password_reset.completed", "account", account.person_id,
+                 {"reset_id": reset.reset_id})
+
+
+def password_reset_message(session: Session, settings: Settings, reset_id: str, now: dt.datetime, reader: str):
+    reset = session.get(PasswordReset, reset_id)
+    if reset is None:
+        raise errors.not_found("重置请求", "reset_id")
+    if reset.status != "pending" or reset.expires_at <= now:
+        raise errors.SwmsError(errors.INVALID_STATE, "该验证码已失效（已使用、已过期或已被新的请求取代）", "reset_id")
+    account = session.get(Account, reset.person_id)
+    audit.record(session, reader, "password_reset.code_read", "account", account.person_id,
+                 {"reset_id": reset.reset_id})
+    return account, reset, reset_code(settings, reset)
+
+
+# ---- officers and admins ---------------------------------------------------------------------------
+
+def check_region_for_level(region_code: str, level: str) -> None:
     if level not in OFFICER_LEVELS:
         raise errors.validation_error("level", f"审核层级应为 {', '.join(OFFICER_LEVELS)} 之一")
-    if not (len(region_code) == 6 and region_code.isdigit()):
+    if not (len(region_code) == 6 and region_code.isascii() and region_code.isdigit()):
         raise errors.validation_error("region_code", "行政区划代码应为6位数字")
-    account = Account(person_id=str(uuid.uuid4()), role=OFFICER, name=name, email=email.lower(),
+    shaped = {PROVINCE: region_code[2:] == "0000",
+              CITY: region_code[4:] == "00" and region_code[2:4] != "00",
+              COUNTY: region_code[4:] != "00"}[level]
+    if not shaped:
+        raise errors.validation_error("region_code", "行政区划代码与审核层级不符（省级如 110000，地市级如 440300，区县级如 110105）")
+
+
+def _create_staff(session: Session, role: str, name: str, email: str, password_hash: str, actor: str,
+                  region_code: str | None = None, level: str | None = None) -> Account:
+    problem = name_problem(name)
+    if problem:
+        raise errors.validation_error("name", problem)
+    email = email.strip().lower()
+    if session.execute(select(Account.person_id).where(Account.email == email)).first():
+        raise errors.SwmsError(errors.ALREADY_REGISTERED, "该电子邮箱已被使用", "email")
+    now = utcnow()
+    account = Account(person_id=str(uuid.uuid4()), role=role, name=name.strip(), email=email,
                       password_hash=password_hash, region_code=region_code, officer_level=level,
-                      created_at=utcnow())
+                      created_at=now, password_changed_at=now)
     session.add(account)
     session.flush()
-    audit.record(session, "admin-cli", "officer.created", "account", account.person_id,
+    audit.record(session, actor, f"{role}.created", "account", account.person_id,
                  {"region_code": region_code, "level": level})
     return account
 
 
-@dataclass
-class ImportReport:
-    added: int = 0
-    unchanged: int = 0
-    rejected: list[tuple[int, str]] = field(default_factory=list)
+def create_officer(session: Session, name: str, email: str, password_hash: str, region_code: str,
+                   level: str, actor: str = "admin-cli") -> Account:
+    check_region_for_level(region_code, level)
+    return _create_staff(session, OFFICER, name, email, password_hash, actor, region_code, level)
 
 
-REGISTRY_COLUMNS = ("name", "id_number", "level", "management_number", "exam_year", "province")
+def create_admin(session: Session, name: str, email: str, password_hash: str, actor: str = "admin-cli") -> Account:
+    return _create_staff(session, ADMIN, name, email, password_hash, actor)
 
 
-def read_registry_file(raw: bytes) -> list[dict[str, str]]:
-    """The exam authority's CSV, in UTF-8 (with or without BOM) or GB18030."""
-    for encoding in ("utf-8-sig", "gb18030"):
-        try:
-            text = raw.decode(encoding)
-            break
-        except UnicodeDecodeError:
-            continue
-    else:
-        raise errors.validation_error("file", "文件编码应为 UTF-8 或 GB18030")
-    return list(csv.DictReader(io.StringIO(text)))
+def covers(region_column, level_column, county_code: str):
+    """SQL: an officer's (region, level) covers the county code (as swms.auth.Caller.covers_region)."""
+    return or_(
+        and_(level_column == PROVINCE, func.substr(region_column, 1, 2) == county_code[:2]),
+        and_(level_column == CITY, func.substr(region_column, 1, 4) == county_code[:4]),
+        and_(level_column == COUNTY, region_column == county_code),
+    )
 
 
-def import_passers(session: Session, rows: list[dict[str, str]]) -> ImportReport:
-    """Idempotent: re-importing the same rows changes nothing. Rows are checked one by one and
-    each rejected row is reported with its line number (header = line 1) and reason."""
-    report = ImportReport()
-    levels = {level.value for level in Level}
-    now = utcnow()
-    for line, row in enumerate(rows, start=2):
-        missing = [col for col in REGISTRY_COLUMNS if not (row.get(col) or "").strip()]
-        if missing:
-            report.rejected.append((line, f"missing field(s): {', '.join(missing)}"))
-            continue
-        try:
-            number = idcard.parse(row["id_number"]).number
-        except idcard.InvalidIdNumber as exc:
-            report.rejected.append((line, f"bad id number: {exc}"))
-            continue
-        level = row["level"].strip()
-        if level not in levels:
-            report.rejected.append((line, f"unknown level {level!r}"))
-            continue
-        if not row["exam_year"].strip().isdigit():
-            report.rejected.append((line, "exam_year is not a year"))
-            continue
-        name = row["name"].strip()
-        values = dict(name=name, name_normalised=normalise_name(name), level=level,
-                      management_number=row["management_number"].strip(),
-                      exam_year=int(row["exam_year"]), province_code=row["province"].strip()[:2])
-        existing = session.execute(select(Passer).where(Passer.id_number == number)).scalar_one_or_none()
-        if existing is None:
-            session.add(Passer(id_number=number, imported_at=now, **values))
-            report.added += 1
-        elif all(getattr(existing, key) == value for key, value in values.items()):
-            report.unchanged += 1
-        else:
-            report.rejected.append((line, "conflicts with the registry's existing data for this id number"))
-    session.flush()
-    return report
+def officer_contacts(session: Session, county_code: str, level: str | None = None) -> list[Account]:
+    query = select(Account).where(Account.role == OFFICER,
+                                  covers(Account.region_code, Account.officer_level, county_code))
+    if level:
+        query = query.where(Account.officer_level == level)
+    return list(session.execute(query.order_by(Account.officer_level, Account.created_at)).scalars())
+
+
+def purge_expired(session: Session, now: dt.datetime, keep: dt.timedelta = dt.timedelta(days=1)) -> dict[str, int]:
+    """Housekeeping (cli purge-expired, daily): old throttle counters, refresh tokens, resets."""
+    from sqlalchemy import delete
+
+    cutoff = now - keep
+    return {
+        "throttles": throttle.purge(session, now, keep),
+        "refresh_tokens": session.execute(delete(RefreshToken).where(RefreshToken.expires_at < cutoff)).rowcount,
+        "password_resets": session.execute(delete(PasswordReset).where(PasswordReset.expires_at < cutoff)).rowcount,
+    }

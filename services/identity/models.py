@@ -1,7 +1,12 @@
-"""Identity's own database: the exam-passer registry (社工库) and accounts."""
+"""Identity's own database: the exam-passer registry (社工库), accounts, tokens, 反馈, throttles.
+
+Resident ID numbers are stored in full only where they must be shown in full (the registry, the
+account, a feedback an officer reviews). Throttle keys and audit entries carry a keyed hash
+(HMAC) instead, so neither a failed login with an ID number nor an audit entry spells one out.
+"""
 from __future__ import annotations
 
-from sqlalchemy import DateTime, ForeignKey, Integer, MetaData, String
+from sqlalchemy import DateTime, ForeignKey, Index, Integer, MetaData, String, Text, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from swms.audit import AuditLog
@@ -15,7 +20,8 @@ class Base(DeclarativeBase):
 
 
 class Passer(Base):
-    """One row per person in the exam authority's lists (name, ID number, level, 管理号)."""
+    """One row per person in the exam authority's lists (name, ID number, level, 管理号).
+    A person who later passes a higher level keeps the row; level, 管理号 and year move up."""
     __tablename__ = "passers"
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     id_number: Mapped[str] = mapped_column(String(18), unique=True, index=True)
@@ -26,6 +32,8 @@ class Passer(Base):
     exam_year: Mapped[int] = mapped_column(Integer)
     province_code: Mapped[str] = mapped_column(String(2))
     imported_at: Mapped[object] = mapped_column(DateTime)
+    source: Mapped[str] = mapped_column(String(10), default="import", server_default="import")  # import / feedback
+    updated_at: Mapped[object | None] = mapped_column(DateTime, nullable=True)
 
 
 class Account(Base):
@@ -40,6 +48,75 @@ class Account(Base):
     region_code: Mapped[str | None] = mapped_column(String(6), nullable=True)
     officer_level: Mapped[str | None] = mapped_column(String(10), nullable=True)
     created_at: Mapped[object] = mapped_column(DateTime)
+    password_changed_at: Mapped[object | None] = mapped_column(DateTime, nullable=True)
+
+
+class RefreshToken(Base):
+    """Opaque refresh tokens, stored as SHA-256 only. Each use spends the token and issues the
+    next one of the same family; presenting a spent token again revokes the whole family."""
+    __tablename__ = "refresh_tokens"
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    person_id: Mapped[str] = mapped_column(ForeignKey("accounts.person_id"), index=True)
+    family_id: Mapped[str] = mapped_column(String(36), index=True)
+    issued_at: Mapped[object] = mapped_column(DateTime)
+    expires_at: Mapped[object] = mapped_column(DateTime, index=True)
+    used_at: Mapped[object | None] = mapped_column(DateTime, nullable=True)
+    revoked_at: Mapped[object | None] = mapped_column(DateTime, nullable=True)
+
+
+class PasswordReset(Base):
+    """A one-time code by email. The code is never stored: it is an HMAC of the reset id and a
+    per-reset secret, recomputed to send it (get_password_reset_message) and to check it."""
+    __tablename__ = "password_resets"
+    reset_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    person_id: Mapped[str] = mapped_column(ForeignKey("accounts.person_id"), index=True)
+    secret: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(10))   # pending / used / cancelled / exhausted
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[object] = mapped_column(DateTime)
+    expires_at: Mapped[object] = mapped_column(DateTime, index=True)
+    used_at: Mapped[object | None] = mapped_column(DateTime, nullable=True)
+
+
+class Feedback(Base):
+    """反馈: a person not found in the registry asks to be added; officers of the region decide."""
+    __tablename__ = "feedback"
+    feedback_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    status: Mapped[str] = mapped_column(String(10), index=True)    # pending / approved / rejected
+    name: Mapped[str] = mapped_column(String(50))
+    name_normalised: Mapped[str] = mapped_column(String(50))
+    id_number: Mapped[str] = mapped_column(String(18), index=True)
+    email: Mapped[str] = mapped_column(String(254))
+    level: Mapped[str] = mapped_column(String(20))
+    exam_year: Mapped[int] = mapped_column(Integer)
+    management_number: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    note: Mapped[str] = mapped_column(Text, default="")
+    region_code: Mapped[str] = mapped_column(String(6), index=True)
+    proof_key: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    proof_filename: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    proof_content_type: Mapped[str | None] = mapped_column(String(50), nullable=True)
+    proof_size: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    proof_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    submitted_at: Mapped[object] = mapped_column(DateTime, index=True)
+    decided_by: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    decided_at: Mapped[object | None] = mapped_column(DateTime, nullable=True)
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    passer_id: Mapped[int | None] = mapped_column(ForeignKey("passers.id"), nullable=True)
+
+    __table_args__ = (
+        # At most one pending feedback per ID number: the race guard behind FEEDBACK_ALREADY_PENDING.
+        Index("uq_feedback_pending_id_number", "id_number", unique=True,
+              sqlite_where=text("status = 'pending'"), postgresql_where=text("status = 'pending'")),
+    )
+
+
+class Throttle(Base):
+    """Failure counters for rate limits: key = '<scope>:<HMAC of the account, login or source>'."""
+    __tablename__ = "throttles"
+    key: Mapped[str] = mapped_column(String(100), primary_key=True)
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    window_started_at: Mapped[object] = mapped_column(DateTime)
+    locked_until: Mapped[object | None] = mapped_column(DateTime, nullable=True)
 
 
 outbox = Outbox(metadata)

@@ -1,7 +1,14 @@
-"""Identity: exam-passer registry, sign-up, login, token issuing. Entrypoints stay thin."""
+"""Identity: exam-passer registry, sign-up, login and tokens, password reset, 反馈 (feedback),
+and the contact lookups notification needs. Entrypoints stay thin: parse, authorise, domain, reply.
+
+Slow work (argon2) runs in native threads and never inside a database transaction: under eventlet
+a transaction held across it would hold SQLite's write lock for every other worker.
+"""
 from __future__ import annotations
 
 import datetime as dt
+import ipaddress
+import logging
 from pathlib import Path
 
 from eventlet import tpool
@@ -9,25 +16,52 @@ from nameko.dependency_providers import Config
 from nameko.extensions import DependencyProvider
 from nameko.rpc import rpc
 
-from services.identity import domain
-from services.identity.models import Account, Passer, outbox
+from services.identity import domain, passwords, throttle
+from services.identity import feedback as feedback_rules
+from services.identity import settings as identity_settings
+from services.identity.models import Account, Feedback, Passer, outbox
 from swms import errors, health, idcard
-from swms.auth import SOCIAL_WORKER, Auth, Caller, issue_token
+from swms.auth import ADMIN, OFFICER, SERVICE, SOCIAL_WORKER, Auth, Caller, issue_token
 from swms.config import required
 from swms.contracts.common import HealthResponse
 from swms.contracts.identity import (
+    Acknowledged,
     CheckPasserRequest,
     CheckPasserResponse,
+    Contact,
+    FeedbackDecisionRequest,
+    FeedbackDetail,
+    FeedbackItem,
+    FeedbackPage,
+    FeedbackQuery,
+    FeedbackReceipt,
+    FeedbackRef,
+    FeedbackRequest,
     LoginRequest,
+    OfficerContacts,
+    OfficerContactsRequest,
+    PasswordResetConfirm,
+    PasswordResetMessage,
+    PasswordResetRef,
+    PasswordResetStart,
+    PasswordResetStarted,
     PersonRequest,
     PersonResponse,
+    ProofLink,
+    RefreshRequest,
     SignUpRequest,
     SignUpResponse,
     TokenResponse,
 )
 from swms.db import Database
-from swms.outbox import OutboxRelay
+from swms.outbox import OutboxRelay, utcnow
 from swms.rpc import contract
+from swms.storage import ObjectStorage
+
+log = logging.getLogger(__name__)
+
+PROOF_LINK_SECONDS = 300
+CLIENT_IP_KEY = "client_ip"
 
 
 class TokenSigner(DependencyProvider):
@@ -42,6 +76,43 @@ class TokenSigner(DependencyProvider):
         return lambda caller: issue_token(self.private_key, caller, self.ttl)
 
 
+class IdentitySettings(DependencyProvider):
+    """Policy and the keyed-hash secret, read once at start (a missing secret stops the service)."""
+
+    def setup(self):
+        self.settings = identity_settings.from_config(self.container.config)
+
+    def get_dependency(self, worker_ctx):
+        return self.settings
+
+
+class ClientAddress(DependencyProvider):
+    """The end user's address as the gateway passes it (context data ``client_ip``), or None.
+    Used only for per-source rate limits, and only as a keyed hash."""
+
+    def get_dependency(self, worker_ctx):
+        value = worker_ctx.context_data.get(CLIENT_IP_KEY)
+        if not isinstance(value, str) or len(value) > 64:
+            return None
+        try:
+            return str(ipaddress.ip_address(value.strip()))
+        except ValueError:
+            return None
+
+
+def _caller_of(account: Account) -> Caller:
+    return Caller(subject=account.person_id, role=account.role, region_code=account.region_code,
+                  level=account.officer_level)
+
+
+def _feedback_item(item: Feedback) -> FeedbackItem:
+    return FeedbackItem(feedback_id=item.feedback_id, status=item.status, name=item.name,
+                        id_number_masked=idcard.mask(item.id_number), level=item.level, exam_year=item.exam_year,
+                        management_number=item.management_number, region_code=item.region_code,
+                        has_proof=item.proof_key is not None, submitted_at=item.submitted_at,
+                        decided_by=item.decided_by, decided_at=item.decided_at, reason=item.reason)
+
+
 class IdentityService:
     name = "identity"
 
@@ -49,45 +120,136 @@ class IdentityService:
     db = Database()
     auth = Auth()
     sign_token = TokenSigner()
+    settings = IdentitySettings()
+    client_ip = ClientAddress()
+    storage = ObjectStorage("IDENTITY_S3_BUCKET")
     relay = OutboxRelay(outbox)
+
+    def _transaction(self, work):
+        """Run ``work(session)`` in one transaction. If it fails with an error that carries
+        ``on_failure`` actions (rate-limit counters, revocations), run those in a transaction of
+        their own after the rollback, then re-raise."""
+        try:
+            with self.db.transaction() as session:
+                return work(session)
+        except errors.SwmsError as exc:
+            actions = getattr(exc, "on_failure", None)
+            if actions:
+                with self.db.transaction() as session:
+                    for action in actions:
+                        action(session)
+            raise
+
+    def _tokens(self, account: Account, refresh: tuple[str, dt.datetime]) -> TokenResponse:
+        token, expires = self.sign_token(_caller_of(account))
+        return TokenResponse(access_token=token, expires_at=expires, subject=account.person_id,
+                             role=account.role, refresh_token=refresh[0], refresh_expires_at=refresh[1])
 
     @rpc(expected_exceptions=errors.SwmsError)
     @contract(None, HealthResponse)
     def health(self):
-        return health.check(self.name, self.db)
+        return health.check(self.name, self.db, self.storage)
+
+    # ---- registry and sign-up ------------------------------------------------------------------
 
     @rpc(expected_exceptions=errors.SwmsError)
     @contract(CheckPasserRequest, CheckPasserResponse)
     def check_passer(self, request: CheckPasserRequest):
-        passer = domain.find_passer(self.db.session, request.name, request.id_number)
+        passer = self._transaction(lambda session: domain.verify_passer(
+            session, self.settings, request.name, request.id_number, self.client_ip, utcnow()))
         return CheckPasserResponse(level=passer.level, management_number=passer.management_number,
                                    exam_year=passer.exam_year)
 
     @rpc(expected_exceptions=errors.SwmsError)
     @contract(SignUpRequest, SignUpResponse)
     def sign_up(self, request: SignUpRequest):
-        # argon2 is deliberately slow: hash in a native thread so the hub keeps serving others.
-        password_hash = tpool.execute(domain.password_hasher.hash, request.password)
-        with self.db.transaction() as session:
-            account = domain.sign_up(session, request.name, request.id_number, request.email, password_hash)
-            passer = session.get(Passer, account.passer_id)
+        # Cheap checks first (registry, one account per person), then the strength rule, then the
+        # deliberately slow hash outside any transaction, then the account in one transaction.
+        def verify(session):
+            passer = domain.verify_passer(session, self.settings, request.name, request.id_number,
+                                          self.client_ip, utcnow())
+            domain.check_not_registered(session, passer, request.email)
+
+        self._transaction(verify)
+        passwords.check(request.password, self.settings.password_min_length, id_number=request.id_number,
+                        email=request.email)
+        password_hash = tpool.execute(passwords.hasher.hash, request.password)
+
+        def create(session):
+            account = domain.sign_up(session, self.settings, request.name, request.id_number, request.email,
+                                     password_hash, self.client_ip)
+            return account, session.get(Passer, account.passer_id)
+
+        account, passer = self._transaction(create)
         return SignUpResponse(person_id=account.person_id, name=account.name,
                               id_number_masked=idcard.mask(account.id_number), level=passer.level,
                               management_number=passer.management_number)
 
+    # ---- login and tokens ------------------------------------------------------------------------
+
     @rpc(expected_exceptions=errors.SwmsError)
     @contract(LoginRequest, TokenResponse)
     def login(self, request: LoginRequest):
-        account = domain.find_account_for_login(self.db.session, request.login)
+        now = utcnow()
+        session = self.db.session
+        account = domain.find_account_for_login(session, request.login)
+        keys = domain.login_keys(self.settings, account, request.login, self.client_ip)
+        try:
+            throttle.check(session, [key for key, _ in keys], now, "login")
+        finally:
+            session.commit()   # no transaction stays open across the slow hash below (reads only)
         # Verify even when no account matched, so timing does not reveal which accounts exist.
-        stored = account.password_hash if account else domain.DUMMY_HASH
-        if not tpool.execute(domain.verify_password, stored, request.password) or account is None:
+        stored = account.password_hash if account else passwords.DUMMY_HASH
+        if not tpool.execute(passwords.verify, stored, request.password) or account is None:
+            with self.db.transaction() as session:
+                domain.login_failed(session, self.settings, keys, account, request.login, self.client_ip, now)
             raise errors.SwmsError(errors.LOGIN_FAILED, "账号或密码错误", "login")
-        caller = Caller(subject=account.person_id, role=account.role, region_code=account.region_code,
-                        level=account.officer_level)
-        token, expires = self.sign_token(caller)
-        return TokenResponse(access_token=token, expires_at=expires, subject=account.person_id,
-                             role=account.role)
+        new_hash = None
+        if passwords.hasher.check_needs_rehash(account.password_hash):
+            new_hash = tpool.execute(passwords.hasher.hash, request.password)
+        with self.db.transaction() as session:
+            refresh = domain.login_succeeded(session, self.settings, account, keys, now, new_hash)
+        return self._tokens(account, refresh)
+
+    @rpc(expected_exceptions=errors.SwmsError)
+    @contract(RefreshRequest, TokenResponse)
+    def refresh(self, request: RefreshRequest):
+        """A new access token (and the next refresh token) for an unspent, unexpired refresh token."""
+        account, token, expires = self._transaction(
+            lambda session: domain.use_refresh_token(session, self.settings, request.refresh_token, utcnow()))
+        return self._tokens(account, (token, expires))
+
+    @rpc(expected_exceptions=errors.SwmsError)
+    @contract(RefreshRequest, Acknowledged)
+    def logout(self, request: RefreshRequest):
+        """Revokes the refresh token and every token refreshed from the same login."""
+        with self.db.transaction() as session:
+            domain.revoke_refresh_token(session, request.refresh_token, utcnow())
+        return Acknowledged(ok=True, message="已退出登录")
+
+    @rpc(expected_exceptions=errors.SwmsError)
+    @contract(PasswordResetStart, PasswordResetStarted)
+    def request_password_reset(self, request: PasswordResetStart):
+        """Emails a one-time code to the account's address (same answer whether or not it exists)."""
+        self._transaction(lambda session: domain.request_password_reset(
+            session, self.settings, request.login, self.client_ip, utcnow()))
+        minutes = int(self.settings.reset_ttl.total_seconds() // 60)
+        return PasswordResetStarted(message=f"若该账号存在，验证码已发送至其注册邮箱，{minutes} 分钟内有效",
+                                    expires_in_seconds=int(self.settings.reset_ttl.total_seconds()))
+
+    @rpc(expected_exceptions=errors.SwmsError)
+    @contract(PasswordResetConfirm, Acknowledged)
+    def reset_password(self, request: PasswordResetConfirm):
+        now = utcnow()
+        session = self.db.session
+        account = domain.find_account_for_login(session, request.login)
+        session.commit()   # reads only; nothing stays open across the slow hash below
+        passwords.check(request.new_password, self.settings.password_min_length, field="new_password",
+                        id_number=account.id_number if account else None, email=account.email if account else None)
+        reset = self._transaction(lambda s: domain.check_reset_code(s, self.settings, account, request.code, now))
+        new_hash = tpool.execute(passwords.hasher.hash, request.new_password)
+        self._transaction(lambda s: domain.complete_password_reset(s, self.settings, account, reset, new_hash, now))
+        return Acknowledged(ok=True, message="密码已重置，请使用新密码登录")
 
     @rpc(expected_exceptions=errors.SwmsError)
     @contract(PersonRequest, PersonResponse)
@@ -100,3 +262,103 @@ class IdentityService:
         return PersonResponse(person_id=account.person_id, name=account.name, id_number=account.id_number,
                               email=account.email, level=passer.level,
                               management_number=passer.management_number, exam_year=passer.exam_year)
+
+    # ---- 反馈 (feedback) ------------------------------------------------------------------------------
+
+    @rpc(expected_exceptions=errors.SwmsError)
+    @contract(FeedbackRequest, FeedbackReceipt)
+    def submit_feedback(self, request: FeedbackRequest):
+        """Anyone: a person not found in the registry asks to be added (optional proof file)."""
+        now = utcnow()
+        proof = feedback_rules.decode_proof(request, self.settings.proof_max_bytes)
+        source_key = (throttle.key(self.settings, self.settings.feedback_source, self.client_ip)
+                      if self.client_ip else None)
+        with self.db.transaction() as session:
+            if source_key:
+                throttle.check(session, [source_key], now, "payload")
+            feedback_rules.precheck(session, request.id_number, request.level.value)
+        feedback_id = feedback_rules.new_id()
+        key = digest = None
+        if proof is not None:
+            key = feedback_rules.proof_key_for(feedback_id, proof)
+            digest = self.storage.put(key, proof.body, proof.content_type, {"feedback-id": feedback_id})
+        try:
+            def store(session):
+                item = feedback_rules.submit(session, self.settings, request, feedback_id, proof, key, digest, now)
+                if source_key:
+                    throttle.record_failure(session, source_key, self.settings.feedback_source, now)
+                return item
+
+            item = self._transaction(store)
+        except BaseException:
+            if key is not None:   # nothing stored half-way: no orphan proof in the bucket
+                try:
+                    self.storage.client.delete_object(Bucket=self.storage.name, Key=key)
+                except Exception:
+                    log.exception("could not delete the proof of feedback %s", feedback_id)
+            raise
+        return FeedbackReceipt(feedback_id=item.feedback_id, status=item.status, submitted_at=item.submitted_at)
+
+    @rpc(expected_exceptions=errors.SwmsError)
+    @contract(FeedbackQuery, FeedbackPage)
+    def list_feedback(self, request: FeedbackQuery):
+        """Officers: feedback of their jurisdiction (admins: all), oldest first; ID numbers masked."""
+        caller = self.auth.require(OFFICER, ADMIN)
+        items, total = feedback_rules.listing(self.db.session, caller, request.status.value, request.page,
+                                              request.page_size)
+        return FeedbackPage(items=[_feedback_item(item) for item in items], page=request.page,
+                            page_size=request.page_size, total=total)
+
+    @rpc(expected_exceptions=errors.SwmsError)
+    @contract(FeedbackRef, FeedbackDetail)
+    def get_feedback(self, request: FeedbackRef):
+        """Officers of the feedback's region: the full feedback and a short-lived proof link (audited)."""
+        caller = self.auth.require(OFFICER, ADMIN)
+        with self.db.transaction() as session:
+            item = feedback_rules.load_for(session, caller, request.feedback_id)
+            feedback_rules.opened(session, self.settings, caller, item)
+        proof = None
+        if item.proof_key:
+            proof = ProofLink(filename=item.proof_filename, content_type=item.proof_content_type,
+                              size=item.proof_size, sha256=item.proof_sha256,
+                              url=self.storage.download_url(item.proof_key, PROOF_LINK_SECONDS, None),
+                              expires_in_seconds=PROOF_LINK_SECONDS)
+        return FeedbackDetail(**_feedback_item(item).model_dump(), id_number=item.id_number, email=item.email,
+                              note=item.note, proof=proof)
+
+    @rpc(expected_exceptions=errors.SwmsError)
+    @contract(FeedbackDecisionRequest, FeedbackItem)
+    def decide_feedback(self, request: FeedbackDecisionRequest):
+        """Officers of the feedback's region: approve (the person joins the registry) or reject."""
+        caller = self.auth.require(OFFICER, ADMIN)
+        with self.db.transaction() as session:
+            item = feedback_rules.decide(session, self.settings, caller, request.feedback_id, request.decision,
+                                         request.reason, request.management_number, utcnow())
+        return _feedback_item(item)
+
+    # ---- service-only lookups for notification (addresses and codes never ride the bus) -----------
+
+    @rpc(expected_exceptions=errors.SwmsError)
+    @contract(FeedbackRef, Contact)
+    def get_feedback_contact(self, request: FeedbackRef):
+        self.auth.require(SERVICE)
+        item, person_id = feedback_rules.contact(self.db.session, request.feedback_id)
+        return Contact(person_id=person_id, name=item.name, email=item.email)
+
+    @rpc(expected_exceptions=errors.SwmsError)
+    @contract(PasswordResetRef, PasswordResetMessage)
+    def get_password_reset_message(self, request: PasswordResetRef):
+        """The code of a live reset (pending, not expired); INVALID_STATE once used, replaced or expired."""
+        caller = self.auth.require(SERVICE)
+        with self.db.transaction() as session:
+            account, reset, code = domain.password_reset_message(session, self.settings, request.reset_id,
+                                                                 utcnow(), caller.subject)
+        return PasswordResetMessage(person_id=account.person_id, name=account.name, email=account.email,
+                                    code=code, expires_at=reset.expires_at)
+
+    @rpc(expected_exceptions=errors.SwmsError)
+    @contract(OfficerContactsRequest, OfficerContacts)
+    def list_officer_contacts(self, request: OfficerContactsRequest):
+        self.auth.require(SERVICE)
+        officers = domain.officer_contacts(self.db.session, request.region_code, request.level)
+        return OfficerContacts(items=[Contact(person_id=o.person_id, name=o.name, email=o.email) for o in officers])

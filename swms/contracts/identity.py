@@ -1,15 +1,91 @@
+"""Identity's RPC contracts: the exam-passer registry (社工库), accounts, tokens, 反馈 (feedback).
+
+Every request refuses unknown fields and values of the wrong JSON type (numbers are never taken
+from strings, and the other way round): a client bug is an error, not silently coerced data.
+"""
 from __future__ import annotations
 
 import datetime as dt
+import unicodedata
+from enum import Enum
+from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import AfterValidator, BeforeValidator, Field, ValidationInfo, field_validator
 
-from swms.contracts.common import Contract, Email, IdNumber, Level, PersonName, Uuid
+from swms import idcard
+from swms.contracts.common import Contract, Email, Level, PersonName, RegionCode, Uuid
+from swms.contracts.common import IdNumber as CommonIdNumber
 
+# Separators people type inside names: the middle dot of minority and transliterated names
+# (·, its look-alikes from other keyboards and encodings, and a full stop typed instead) and spaces.
+NAME_SEPARATORS = "·•‧∙・･‧·."
+
+
+def name_key(name: str) -> str:
+    """What two spellings of one name have in common: NFKC (full-width → half-width), case-folded,
+    without spaces or middle dots. ``欧阳・娜仁``, ``欧阳·娜仁``, ``欧阳.娜仁`` and ``欧阳 娜仁``
+    give one key."""
+    text = unicodedata.normalize("NFKC", name).casefold()
+    return "".join(ch for ch in text if not ch.isspace() and ch not in NAME_SEPARATORS)
+
+
+def name_problem(name: str) -> str | None:
+    """Why ``name`` cannot be a person's name on a resident ID card, or None.
+
+    Letters of any script (汉字 including the supplementary planes, e.g. 𠮷; Latin; Tibetan,
+    Uyghur, Mongolian scripts) with middle dots and spaces between them. Refused: digits,
+    punctuation, symbols and emoji, markup, control characters.
+    """
+    key = name_key(name)
+    if not key:
+        return "姓名不能为空"
+    if len(key) > 50:
+        return "姓名过长"
+    if not all(ch.isalpha() or unicodedata.category(ch).startswith("M") for ch in key):
+        return "姓名只能包含文字和间隔号（·）"
+    return None
+
+
+def _real_name(value: str) -> str:
+    problem = name_problem(value)
+    if problem:
+        raise ValueError(problem)
+    return value
+
+
+RealName = Annotated[PersonName, AfterValidator(_real_name)]
+
+
+def _ascii_id_number(value):
+    """Full-width digits and Ｘ (as Chinese input methods type them) become ASCII; any other
+    non-ASCII character is refused (swms.idcard's pattern would take other scripts' digits)."""
+    if isinstance(value, str):
+        value = unicodedata.normalize("NFKC", value)
+        if not value.isascii():
+            raise ValueError(idcard.MESSAGE)
+    return value
+
+
+IdNumber = Annotated[CommonIdNumber, BeforeValidator(_ascii_id_number)]
+StrictInt = Annotated[int, Field(strict=True)]
+ManagementNumber = Annotated[str, Field(title="职业水平证书管理号", min_length=1, max_length=32,
+                                        pattern=r"^\d+$")]
+
+
+def _exam_year(value: int) -> int:
+    if not 2008 <= value <= dt.date.today().year:   # the national exam started in 2008
+        raise ValueError(f"考试年度应在 2008 至 {dt.date.today().year} 之间")
+    return value
+
+
+ExamYear = Annotated[int, Field(title="考试年度", strict=True), AfterValidator(_exam_year)]
+
+
+# ---- registry and sign-up ----------------------------------------------------------------------
 
 class CheckPasserRequest(Contract):
     """Step one of sign-up: is this name + ID number in the exam-passer registry (社工库)?"""
-    name: PersonName
+    name: RealName
     id_number: IdNumber
 
 
@@ -20,7 +96,8 @@ class CheckPasserResponse(Contract):
 
 
 class SignUpRequest(Contract):
-    name: PersonName
+    """The password must also pass the strength rule (error ``PASSWORD_TOO_WEAK``)."""
+    name: RealName
     id_number: IdNumber
     email: Email
     password: str = Field(title="密码", min_length=8, max_length=128)
@@ -34,17 +111,48 @@ class SignUpResponse(Contract):
     management_number: str
 
 
+# ---- login and tokens --------------------------------------------------------------------------
+
 class LoginRequest(Contract):
     login: str = Field(title="身份证号或电子邮箱", min_length=1, max_length=254)
     password: str = Field(title="密码", min_length=1, max_length=128)
 
 
 class TokenResponse(Contract):
+    """``access_token`` goes with every call (context data ``auth_token``); when it expires,
+    ``identity.refresh`` with ``refresh_token`` gives a new pair (the old refresh token is spent)."""
     access_token: str
     token_type: str = "Bearer"
     expires_at: dt.datetime
     subject: str
     role: str
+    refresh_token: str | None = None
+    refresh_expires_at: dt.datetime | None = None
+
+
+class RefreshRequest(Contract):
+    refresh_token: str = Field(title="刷新令牌", min_length=1, max_length=200)
+
+
+class Acknowledged(Contract):
+    ok: bool = True
+    message: str | None = None
+
+
+class PasswordResetStart(Contract):
+    login: str = Field(title="身份证号或电子邮箱", min_length=1, max_length=254)
+
+
+class PasswordResetStarted(Contract):
+    """The same answer whether or not the account exists (no way to probe for accounts)."""
+    message: str
+    expires_in_seconds: int
+
+
+class PasswordResetConfirm(Contract):
+    login: str = Field(title="身份证号或电子邮箱", min_length=1, max_length=254)
+    code: str = Field(title="验证码", pattern=r"^\d{6}$")
+    new_password: str = Field(title="新密码", min_length=8, max_length=128)
 
 
 class PersonRequest(Contract):
@@ -60,6 +168,118 @@ class PersonResponse(Contract):
     level: Level
     management_number: str
     exam_year: int
+
+
+# ---- 反馈 (feedback): a person not found in the registry asks to be added -----------------------
+
+class FeedbackStatus(str, Enum):
+    PENDING = "pending"       # 待处理
+    APPROVED = "approved"     # 已通过: the person is in the registry and may sign up
+    REJECTED = "rejected"     # 未通过: the reason is emailed to the person
+
+
+PROOF_TYPES = ("application/pdf", "image/jpeg", "image/png")
+
+
+def _filename(value: str) -> str:
+    if any(ch in value for ch in "/\\") or any(unicodedata.category(ch).startswith("C") for ch in value):
+        raise ValueError("文件名不能含路径或控制字符")
+    return value
+
+
+class ProofFile(Contract):
+    """证明材料: PDF, JPEG or PNG, base64 in the JSON body (size limit: FEEDBACK_PROOF_MAX_BYTES)."""
+    filename: Annotated[str, Field(title="文件名", min_length=1, max_length=100), AfterValidator(_filename)]
+    content_type: Literal["application/pdf", "image/jpeg", "image/png"] = Field(title="文件类型")
+    content_base64: str = Field(title="文件内容", min_length=1, max_length=14_000_000)
+
+
+class FeedbackRequest(Contract):
+    """反馈. ``region_code`` (the county where the person works or lives) decides which officers
+    review it; left out, the region code of the ID number is used."""
+    name: RealName
+    id_number: IdNumber
+    email: Email
+    level: Level = Field(title="职业水平")
+    exam_year: ExamYear
+    management_number: ManagementNumber | None = None
+    note: str = Field(default="", title="说明", max_length=500)
+    region_code: RegionCode | None = None
+    proof: ProofFile | None = Field(default=None, title="证明材料")
+
+
+class FeedbackReceipt(Contract):
+    feedback_id: Uuid
+    status: FeedbackStatus
+    submitted_at: dt.datetime
+
+
+class FeedbackQuery(Contract):
+    status: FeedbackStatus = Field(default=FeedbackStatus.PENDING, title="状态")
+    page: StrictInt = Field(default=1, title="页码", ge=1, le=100000)
+    page_size: StrictInt = Field(default=20, title="每页条数", ge=1, le=200)
+
+
+class FeedbackItem(Contract):
+    """One feedback in an officer's list (ID number and email masked; open it for the full data)."""
+    feedback_id: Uuid
+    status: FeedbackStatus
+    name: str
+    id_number_masked: str
+    level: Level
+    exam_year: int
+    management_number: str | None
+    region_code: str
+    has_proof: bool
+    submitted_at: dt.datetime
+    decided_by: str | None = None
+    decided_at: dt.datetime | None = None
+    reason: str | None = None
+
+
+class FeedbackPage(Contract):
+    items: list[FeedbackItem]
+    page: int
+    page_size: int
+    total: int
+
+
+class ProofLink(Contract):
+    filename: str
+    content_type: str
+    size: int
+    sha256: str
+    url: str
+    expires_in_seconds: int
+
+
+class FeedbackDetail(FeedbackItem):
+    """The full feedback for an officer of its region (each opening is audited)."""
+    id_number: str
+    email: str
+    note: str
+    proof: ProofLink | None = None
+
+
+class FeedbackDecision(str, Enum):
+    APPROVE = "approve"
+    REJECT = "reject"
+
+
+class FeedbackDecisionRequest(Contract):
+    """Approve (the person is added to the registry; ``management_number`` is required unless the
+    person gave it) or reject with a ``reason`` the person reads in the email."""
+    feedback_id: Uuid = Field(title="反馈编号")
+    decision: FeedbackDecision = Field(title="处理结论")
+    reason: str | None = Field(default=None, title="理由", max_length=500, validate_default=True)
+    management_number: ManagementNumber | None = None
+
+    @field_validator("reason")
+    @classmethod
+    def _reason_for_rejection(cls, value: str | None, info: ValidationInfo):
+        if info.data.get("decision") == FeedbackDecision.REJECT and not (value or "").strip():
+            raise ValueError("不通过时须填写理由")
+        return value
 
 
 # ---- service-only lookups used by notification (the bus never carries addresses or codes) -----

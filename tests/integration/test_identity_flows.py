@@ -1,0 +1,363 @@
+"""Identity's flows over a real RabbitMQ, a real S3 server (moto) and real databases (SQLite and
+PostgreSQL): 反馈 from submission to sign-up, tokens and refresh, rate limits, password reset,
+level raised by a later list, the lookups notification uses, and what reaches logs and events."""
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+import json
+import logging
+import urllib.request
+import uuid
+
+import pytest
+from nameko.standalone.rpc import ClusterRpcProxy
+from sqlalchemy import func, select
+
+from services.identity import domain
+from services.identity.models import Feedback, Passer, audit
+from swms.auth import ADMIN, OFFICER, SERVICE, Caller
+from swms.errors import SwmsError
+from swms.storage import make_s3_client
+from tests.support import EventTap, session_for, token, valid_id, worker_token
+
+pytestmark = pytest.mark.integration
+
+THIS_YEAR = dt.date.today().year
+HOLDER_ID = valid_id("11010519900307123")
+NEWCOMER_ID = valid_id("11010519920415162")
+PASSWORD = "Strong-pass-1"
+PDF = b"%PDF-1.4\n1 0 obj<<>>endobj\ntrailer<<>>\n%%EOF\n"
+
+
+def client(amqp_uri, auth_token=None, **context):
+    if auth_token:
+        context["auth_token"] = auth_token
+    return ClusterRpcProxy({"AMQP_URI": amqp_uri}, timeout=20, context_data=context)
+
+
+def expect_error(call, code, field=None):
+    with pytest.raises(SwmsError) as caught:
+        call()
+    assert caught.value.code == code, caught.value
+    if field is not None:
+        assert caught.value.field == field, caught.value
+    assert caught.value.message
+    return caught.value
+
+
+@pytest.fixture
+def identity(start_service):
+    config = start_service("identity", IDENTITY_S3_BUCKET=f"identity-{uuid.uuid4().hex[:12]}")
+    with session_for(config["DB_URL"]) as session:
+        report = domain.import_passers(session, [
+            {"name": "李明华", "id_number": HOLDER_ID, "level": "助理社会工作师", "management_number": "202411000000000001",
+             "exam_year": str(THIS_YEAR - 2), "province": "11"},
+        ])
+        session.commit()
+    assert report.added == 1
+    return config
+
+
+def bucket_keys(config) -> list[str]:
+    listing = make_s3_client(config).list_objects_v2(Bucket=config["IDENTITY_S3_BUCKET"])
+    return [item["Key"] for item in listing.get("Contents", [])]
+
+
+def feedback_request(**overrides):
+    request = {"name": "张 伟", "id_number": NEWCOMER_ID, "email": "zhangwei@example.cn", "level": "社会工作师",
+               "exam_year": THIS_YEAR, "note": "2025年考试通过，注册时提示查无此人", "region_code": "110105",
+               "proof": {"filename": "成绩单.pdf", "content_type": "application/pdf",
+                         "content_base64": base64.b64encode(PDF).decode()}}
+    request.update(overrides)
+    return request
+
+
+def test_feedback_from_submission_to_sign_up(identity, amqp_uri, keys_dir):
+    submitted_tap = EventTap(amqp_uri, "identity", "feedback_submitted")
+    decided_tap = EventTap(amqp_uri, "identity", "feedback_decided")
+    county = token(keys_dir, Caller("officer-chaoyang", OFFICER, "110105", "county"))
+    other_county = token(keys_dir, Caller("officer-haidian", OFFICER, "110108", "county"))
+    notification = token(keys_dir, Caller("notification", SERVICE))
+    try:
+        with client(amqp_uri) as public:
+            expect_error(lambda: public.identity.check_passer({"name": "张伟", "id_number": NEWCOMER_ID}),
+                         "PASSER_NOT_FOUND", "id_number")
+            receipt = public.identity.submit_feedback(feedback_request())
+            assert receipt["status"] == "pending"
+            expect_error(lambda: public.identity.submit_feedback(feedback_request(proof=None)),
+                         "FEEDBACK_ALREADY_PENDING", "id_number")
+            expect_error(lambda: public.identity.submit_feedback(feedback_request(
+                id_number=HOLDER_ID, level="助理社会工作师", proof=None)), "ALREADY_IN_REGISTRY", "id_number")
+        feedback_id = receipt["feedback_id"]
+        [submitted] = submitted_tap.collect(1)
+        assert submitted["feedback_id"] == feedback_id and submitted["region_code"] == "110105"
+        assert submitted["applicant_name_masked"] == "张**"
+        assert NEWCOMER_ID not in json.dumps(submitted) and "zhangwei" not in json.dumps(submitted)
+
+        with client(amqp_uri, other_county) as stranger:
+            assert stranger.identity.list_feedback({})["total"] == 0
+            expect_error(lambda: stranger.identity.get_feedback({"feedback_id": feedback_id}), "NOT_FOUND")
+            expect_error(lambda: stranger.identity.decide_feedback(
+                {"feedback_id": feedback_id, "decision": "approve", "management_number": "1"}), "NOT_FOUND")
+        with client(amqp_uri, notification) as service:
+            contact = service.identity.get_feedback_contact({"feedback_id": feedback_id})
+            assert contact == {"person_id": None, "name": "张 伟", "email": "zhangwei@example.cn"}
+            officers = service.identity.list_officer_contacts({"region_code": "110105"})
+            assert officers["items"] == []   # none created in this test: covered by test_identity_accounts
+        with client(amqp_uri, county) as officer:
+            page = officer.identity.list_feedback({})
+            assert page["total"] == 1 and page["items"][0]["id_number_masked"] == "110***********" + NEWCOMER_ID[-4:]
+            assert NEWCOMER_ID not in json.dumps(page)
+            detail = officer.identity.get_feedback({"feedback_id": feedback_id})
+            assert detail["id_number"] == NEWCOMER_ID and detail["email"] == "zhangwei@example.cn"
+            with urllib.request.urlopen(detail["proof"]["url"], timeout=10) as response:
+                body = response.read()
+            assert body == PDF and detail["proof"]["sha256"] == hashlib.sha256(PDF).hexdigest()
+            expect_error(lambda: officer.identity.decide_feedback({"feedback_id": feedback_id, "decision": "approve"}),
+                         "VALIDATION_FAILED", "management_number")
+            decided = officer.identity.decide_feedback({"feedback_id": feedback_id, "decision": "approve",
+                                                        "management_number": "202511000000000777"})
+            assert decided["status"] == "approved" and decided["decided_by"] == "officer-chaoyang"
+            expect_error(lambda: officer.identity.decide_feedback(
+                {"feedback_id": feedback_id, "decision": "reject", "reason": "x"}), "ALREADY_DECIDED", "feedback_id")
+            assert officer.identity.list_feedback({})["total"] == 0
+            assert officer.identity.list_feedback({"status": "approved"})["total"] == 1
+        [decision] = decided_tap.collect(1)
+        assert decision["feedback_id"] == feedback_id and decision["approved"] is True
+
+        with client(amqp_uri) as public:   # the person is now in the registry and signs up
+            passer = public.identity.check_passer({"name": "张伟", "id_number": NEWCOMER_ID})
+            assert passer == {"level": "社会工作师", "management_number": "202511000000000777", "exam_year": THIS_YEAR}
+            account = public.identity.sign_up({"name": "张伟", "id_number": NEWCOMER_ID,
+                                               "email": "zhangwei@example.cn", "password": PASSWORD})
+        with client(amqp_uri, notification) as service:
+            assert service.identity.get_feedback_contact({"feedback_id": feedback_id})["person_id"] == account["person_id"]
+        with session_for(identity["DB_URL"]) as session:
+            assert session.execute(select(Passer.source).where(Passer.id_number == NEWCOMER_ID)).scalar_one() == "feedback"
+            actions = [entry["action"] for entry in audit.for_entity(session, feedback_id)]
+        assert actions == ["feedback.submitted", "feedback.viewed", "feedback.approved"]
+    finally:
+        submitted_tap.close()
+        decided_tap.close()
+
+
+def test_rejected_feedback_frees_the_id_number_and_leaves_no_orphan_proof(identity, amqp_uri, keys_dir):
+    tap = EventTap(amqp_uri, "identity", "feedback_decided")
+    province = token(keys_dir, Caller("officer-beijing", OFFICER, "110000", "province"))
+    try:
+        with client(amqp_uri) as public:
+            first = public.identity.submit_feedback(feedback_request())["feedback_id"]
+            # refused after the checks that need no upload, and refused at commit: no orphan either way
+            expect_error(lambda: public.identity.submit_feedback(feedback_request()), "FEEDBACK_ALREADY_PENDING")
+        assert bucket_keys(identity) == [f"feedback/{first}/proof.pdf"]
+        with client(amqp_uri, province) as officer:
+            expect_error(lambda: officer.identity.decide_feedback({"feedback_id": first, "decision": "reject"}),
+                         "VALIDATION_FAILED", "reason")
+            officer.identity.decide_feedback({"feedback_id": first, "decision": "reject",
+                                              "reason": "经核实，考试成绩未达合格线"})
+        [decision] = tap.collect(1)
+        assert decision["approved"] is False and decision["reason"] == "经核实，考试成绩未达合格线"
+        with client(amqp_uri) as public:
+            expect_error(lambda: public.identity.check_passer({"name": "张伟", "id_number": NEWCOMER_ID}),
+                         "PASSER_NOT_FOUND")
+            second = public.identity.submit_feedback(feedback_request(proof=None))   # may try again
+        assert second["feedback_id"] != first
+        assert bucket_keys(identity) == [f"feedback/{first}/proof.pdf"]
+    finally:
+        tap.close()
+
+
+def test_login_refresh_logout_and_expired_tokens(identity, amqp_uri, keys_dir):
+    with client(amqp_uri) as public:
+        account = public.identity.sign_up({"name": "李明华", "id_number": HOLDER_ID, "email": "li@example.cn",
+                                           "password": PASSWORD})
+        tokens = public.identity.login({"login": HOLDER_ID.lower(), "password": PASSWORD})
+        assert tokens["refresh_token"].startswith("rt_") and tokens["role"] == "social_worker"
+        renewed = public.identity.refresh({"refresh_token": tokens["refresh_token"]})
+        assert renewed["subject"] == account["person_id"] and renewed["refresh_token"] != tokens["refresh_token"]
+        with client(amqp_uri, renewed["access_token"]) as own:
+            assert own.identity.get_person({"person_id": account["person_id"]})["level"] == "助理社会工作师"
+        # the spent token again: theft assumed, the whole family dies (the renewed one too)
+        expect_error(lambda: public.identity.refresh({"refresh_token": tokens["refresh_token"]}),
+                     "TOKEN_INVALID", "refresh_token")
+        expect_error(lambda: public.identity.refresh({"refresh_token": renewed["refresh_token"]}),
+                     "TOKEN_INVALID", "refresh_token")
+        again = public.identity.login({"login": "li@example.cn", "password": PASSWORD})
+        assert public.identity.logout({"refresh_token": again["refresh_token"]})["ok"] is True
+        expect_error(lambda: public.identity.refresh({"refresh_token": again["refresh_token"]}),
+                     "TOKEN_INVALID", "refresh_token")
+    expired = token(keys_dir, Caller(account["person_id"], "social_worker"), dt.timedelta(seconds=-5))
+    with client(amqp_uri, expired) as late:
+        expect_error(lambda: late.identity.get_person({"person_id": account["person_id"]}), "TOKEN_EXPIRED", "auth_token")
+
+
+@pytest.fixture
+def strict_identity(start_service):
+    """Identity with a low per-source login limit (LOGIN_SOURCE_MAX_FAILURES), to keep the test short."""
+    return start_service("identity", IDENTITY_S3_BUCKET=f"identity-{uuid.uuid4().hex[:12]}",
+                         LOGIN_SOURCE_MAX_FAILURES="8", LOGIN_LOCK_MINUTES="10")
+
+
+def test_failed_logins_are_limited_per_account_and_per_source(strict_identity, amqp_uri):
+    with session_for(strict_identity["DB_URL"]) as session:
+        domain.import_passers(session, [{"name": "李明华", "id_number": HOLDER_ID, "level": "社会工作师",
+                                         "management_number": "1", "exam_year": str(THIS_YEAR), "province": "11"}])
+        session.commit()
+    with client(amqp_uri) as public:
+        public.identity.sign_up({"name": "李明华", "id_number": HOLDER_ID, "email": "li@example.cn",
+                                 "password": PASSWORD})
+        for _ in range(5):   # by ID number and by email: one account, one counter
+            expect_error(lambda: public.identity.login({"login": "li@example.cn", "password": "Wrong-pass-1"}),
+                         "LOGIN_FAILED", "login")
+        error = expect_error(lambda: public.identity.login({"login": HOLDER_ID, "password": PASSWORD}),
+                             "RATE_LIMITED", "login")
+        assert 540 <= int(error.details[0]["retry_after_seconds"]) <= 600   # Nameko sends error details as text
+        # an unknown login locks the same way (a lock reveals nothing)
+        for _ in range(5):
+            expect_error(lambda: public.identity.login({"login": "ghost@example.cn", "password": "x"}), "LOGIN_FAILED")
+        expect_error(lambda: public.identity.login({"login": "ghost@example.cn", "password": "x"}), "RATE_LIMITED")
+    # per source: 8 failures from one address across many logins lock that address only
+    with client(amqp_uri, client_ip="203.0.113.7") as attacker:
+        for index in range(8):
+            expect_error(lambda: attacker.identity.login({"login": f"u{index}@example.cn", "password": "x"}),
+                         "LOGIN_FAILED")
+        expect_error(lambda: attacker.identity.login({"login": "new@example.cn", "password": "x"}), "RATE_LIMITED")
+    with client(amqp_uri, client_ip="198.51.100.1") as elsewhere:
+        expect_error(lambda: elsewhere.identity.login({"login": "new@example.cn", "password": "x"}), "LOGIN_FAILED")
+
+
+def test_password_reset_by_emailed_code(identity, amqp_uri, keys_dir):
+    tap = EventTap(amqp_uri, "identity", "password_reset_requested")
+    notification = token(keys_dir, Caller("notification", SERVICE))
+    try:
+        with client(amqp_uri) as public:
+            account = public.identity.sign_up({"name": "李明华", "id_number": HOLDER_ID, "email": "li@example.cn",
+                                               "password": PASSWORD})
+            for _ in range(5):   # the reset lifts the login lock too
+                expect_error(lambda: public.identity.login({"login": HOLDER_ID, "password": "Wrong-pass-1"}),
+                             "LOGIN_FAILED")
+            answer = public.identity.request_password_reset({"login": "li@example.cn"})
+            unknown = public.identity.request_password_reset({"login": "nobody@example.cn"})
+            assert answer == unknown and answer["expires_in_seconds"] == 900
+        [event] = tap.collect(1)
+        assert event["person_id"] == account["person_id"]
+        with client(amqp_uri, notification) as service:
+            message = service.identity.get_password_reset_message({"reset_id": event["reset_id"]})
+        code = message["code"]
+        assert message["email"] == "li@example.cn" and len(code) == 6
+        assert code not in json.dumps(event)
+        wrong = f"{(int(code) + 1) % 1_000_000:06d}"
+        with client(amqp_uri) as public:
+            expect_error(lambda: public.identity.reset_password({"login": HOLDER_ID, "code": code,
+                                                                 "new_password": "weakpassword"}),
+                         "PASSWORD_TOO_WEAK", "new_password")
+            expect_error(lambda: public.identity.reset_password({"login": HOLDER_ID, "code": wrong,
+                                                                 "new_password": "New-secret-22"}),
+                         "RESET_CODE_INVALID", "code")
+            assert public.identity.reset_password({"login": HOLDER_ID, "code": code,
+                                                   "new_password": "New-secret-22"})["ok"] is True
+            expect_error(lambda: public.identity.reset_password({"login": HOLDER_ID, "code": code,
+                                                                 "new_password": "New-secret-33"}),
+                         "RESET_CODE_INVALID", "code")
+            expect_error(lambda: public.identity.login({"login": HOLDER_ID, "password": PASSWORD}), "LOGIN_FAILED")
+            assert public.identity.login({"login": HOLDER_ID, "password": "New-secret-22"})["subject"]
+        with client(amqp_uri, notification) as service:
+            expect_error(lambda: service.identity.get_password_reset_message({"reset_id": event["reset_id"]}),
+                         "INVALID_STATE", "reset_id")
+        with client(amqp_uri, worker_token(keys_dir, account["person_id"])) as person:
+            expect_error(lambda: person.identity.get_password_reset_message({"reset_id": event["reset_id"]}),
+                         "FORBIDDEN")
+        # five wrong codes spend a reset: the right code no longer works
+        with client(amqp_uri) as public:
+            public.identity.request_password_reset({"login": HOLDER_ID})
+            [event] = tap.collect(1)
+            with client(amqp_uri, notification) as service:
+                code = service.identity.get_password_reset_message({"reset_id": event["reset_id"]})["code"]
+            for step in range(1, 6):
+                wrong = f"{(int(code) + step) % 1_000_000:06d}"
+                expect_error(lambda: public.identity.reset_password(
+                    {"login": HOLDER_ID, "code": wrong, "new_password": "New-secret-33"}), "RESET_CODE_INVALID")
+            expect_error(lambda: public.identity.reset_password(
+                {"login": HOLDER_ID, "code": code, "new_password": "New-secret-33"}), "RESET_CODE_INVALID")
+    finally:
+        tap.close()
+
+
+def test_a_later_list_raises_the_level_of_a_registered_person(identity, amqp_uri, keys_dir):
+    tap = EventTap(amqp_uri, "identity", "passer_level_raised")
+    try:
+        with client(amqp_uri) as public:
+            account = public.identity.sign_up({"name": "李明华", "id_number": HOLDER_ID, "email": "li@example.cn",
+                                               "password": PASSWORD})
+        csv_text = ("name,id_number,level,management_number,exam_year,province\n"
+                    f"李明华,{HOLDER_ID},社会工作师,202611000000000002,{THIS_YEAR},北京\n")
+        with session_for(identity["DB_URL"]) as session:
+            report = domain.import_file(session, csv_text.encode("gb18030"))
+            session.commit()
+            again = domain.import_file(session, csv_text.encode("utf-8"))
+            session.commit()
+        assert (report.raised, report.events, again.unchanged, again.raised) == (1, 1, 1, 0)
+        [event] = tap.collect(1)
+        assert event["person_id"] == account["person_id"]
+        assert (event["previous_level"], event["new_level"], event["exam_year"]) == ("助理社会工作师", "社会工作师", THIS_YEAR)
+        with client(amqp_uri, worker_token(keys_dir, account["person_id"])) as own:
+            person = own.identity.get_person({"person_id": account["person_id"]})
+        assert (person["level"], person["management_number"]) == ("社会工作师", "202611000000000002")
+        assert tap.collect(1, timeout=1.5) == []   # the re-import published nothing
+    finally:
+        tap.close()
+
+
+def test_service_only_lookups_refuse_people_and_officers(identity, amqp_uri, keys_dir):
+    any_id = str(uuid.uuid4())
+    officer = token(keys_dir, Caller("o", OFFICER, "110105", "county"))
+    admin = token(keys_dir, Caller("a", ADMIN))
+    for bearer in (None, worker_token(keys_dir, any_id), officer, admin):
+        with client(amqp_uri, bearer) as caller:
+            code = "AUTH_REQUIRED" if bearer is None else "FORBIDDEN"
+            expect_error(lambda: caller.identity.get_feedback_contact({"feedback_id": any_id}), code)
+            expect_error(lambda: caller.identity.get_password_reset_message({"reset_id": any_id}), code)
+            expect_error(lambda: caller.identity.list_officer_contacts({"region_code": "110105"}), code)
+    with client(amqp_uri, worker_token(keys_dir, any_id)) as person:
+        expect_error(lambda: person.identity.list_feedback({}), "FORBIDDEN")
+    with client(amqp_uri, token(keys_dir, Caller("notification", SERVICE))) as service:
+        expect_error(lambda: service.identity.get_feedback_contact({"feedback_id": any_id}), "NOT_FOUND", "feedback_id")
+        expect_error(lambda: service.identity.get_password_reset_message({"reset_id": any_id}), "NOT_FOUND", "reset_id")
+
+
+def test_no_full_id_number_in_logs_events_or_audit(identity, amqp_uri, keys_dir, caplog):
+    """Logs are read as identity's handler writes them (through its redaction filter)."""
+    from services.identity.redact import RedactIdNumbers
+
+    caplog.set_level(logging.DEBUG)
+    caplog.handler.addFilter(RedactIdNumbers())
+    taps = [EventTap(amqp_uri, "identity", kind) for kind in ("feedback_submitted", "password_reset_requested")]
+    try:
+        with client(amqp_uri, client_ip="192.0.2.10") as public:
+            public.identity.sign_up({"name": "李明华", "id_number": HOLDER_ID, "email": "li@example.cn",
+                                     "password": PASSWORD})
+            expect_error(lambda: public.identity.sign_up({"name": "李明华", "id_number": HOLDER_ID,
+                                                          "email": "li2@example.cn", "password": PASSWORD}),
+                         "ALREADY_REGISTERED")
+            expect_error(lambda: public.identity.login({"login": HOLDER_ID, "password": "Wrong-pass-1"}), "LOGIN_FAILED")
+            public.identity.login({"login": HOLDER_ID, "password": PASSWORD})
+            public.identity.request_password_reset({"login": HOLDER_ID})
+            public.identity.submit_feedback(feedback_request(proof=None))
+        bodies = [body for tap in taps for body in tap.collect(1)]
+        assert len(bodies) == 2
+        with session_for(identity["DB_URL"]) as session:
+            audit_text = json.dumps([dict(row) for row in session.execute(select(audit.table)).mappings()],
+                                    default=str, ensure_ascii=False)
+            assert session.execute(select(func.count()).select_from(Feedback)).scalar_one() == 1
+        logged = "\n".join(caplog.handler.format(record) for record in caplog.records)
+        for number in (HOLDER_ID, NEWCOMER_ID):
+            assert number not in json.dumps(bodies, ensure_ascii=False)
+            assert number not in audit_text
+            assert number not in logged
+        assert "110***********" + HOLDER_ID[-4:] in audit_text   # masked, plus a keyed hash
+        assert "192.0.2.10" not in audit_text
+    finally:
+        for tap in taps:
+            tap.close()
