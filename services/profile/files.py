@@ -13,8 +13,10 @@ How a file arrives, without its bytes crossing the message bus:
 3. A refused file is deleted at once, with its ticket. A file recorded in the form retires the
    incoming copy after the commit; if the transaction fails, the final copy is deleted.
 4. Housekeeping (:class:`Housekeeping`) deletes whatever is left under ``incoming/`` once tickets
-   have expired (confirmed or not), and retired files that no snapshot refers to. Nothing outlives
-   its ticket or its form entry, so there are no orphan objects.
+   have expired (confirmed or not), a checked copy whose form transaction never committed (its key
+   is written on the ticket before the copy is made, so even a crash in between leaves a trace),
+   and retired files that no snapshot refers to. Nothing outlives its ticket or its form entry, so
+   there are no orphan objects.
 """
 from __future__ import annotations
 
@@ -142,13 +144,19 @@ def sweep(sessions, store: FileStore, batch_size: int = 100, now: dt.datetime | 
     leaves the row, so the next pass tries again."""
     now = now or utcnow()
     with sessions() as session:
-        tickets = session.execute(select(Upload.upload_id, Upload.object_key)
+        tickets = session.execute(select(Upload.upload_id, Upload.object_key, Upload.staged_key, Upload.consumed_as)
                                   .where(Upload.expires_at < now - Housekeeping.GRACE)
                                   .order_by(Upload.expires_at).limit(batch_size)).all()
         retired = session.execute(select(StoredFile.file_key)
                                   .where(StoredFile.status == RETIRED, StoredFile.referenced_at.is_(None))
                                   .limit(batch_size)).scalars().all()
-    for upload_id, key in tickets:
+    for upload_id, key, staged_key, consumed_as in tickets:
+        if staged_key and staged_key != consumed_as:
+            # A checked copy whose form transaction never committed (a crash between the two).
+            with sessions() as session:
+                recorded = session.get(StoredFile, staged_key) is not None
+            if not recorded and not store.delete(staged_key):
+                continue
         if store.delete(key):
             with sessions.begin() as session:
                 session.execute(delete(Upload).where(Upload.upload_id == upload_id))

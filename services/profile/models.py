@@ -147,6 +147,9 @@ class Upload(Base):
     expires_at: Mapped[dt.datetime] = mapped_column(DateTime, index=True)
     consumed_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
     consumed_as: Mapped[str | None] = mapped_column(String(200), nullable=True)  # the stored file key
+    # The final key a checked copy is written to, recorded before the write: if the process dies
+    # between that write and the form's transaction, housekeeping still knows what to delete.
+    staged_key: Mapped[str | None] = mapped_column(String(200), nullable=True)
 
 
 outbox = Outbox(metadata)

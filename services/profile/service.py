@@ -141,6 +141,11 @@ class ProfileService:
             raise
         folder = "photos" if purpose == UploadPurpose.PHOTO else "proofs"
         key = f"{folder}/{person_id}/{uuid.uuid4()}.{media.EXTENSIONS[content_type]}"
+        with self.db.transaction() as session:   # first say where the copy goes (see Upload.staged_key)
+            upload = session.get(Upload, upload_id)
+            if upload is None or upload.consumed_at is not None:
+                raise errors.SwmsError(errors.UPLOAD_NOT_FOUND, "上传不存在、已使用或已过期，请重新上传", field)
+            upload.staged_key = key
         digest = self.files.put(key, data, content_type)
         return domain.StagedFile(upload_id=upload_id, file_key=key, content_type=content_type,
                                  size_bytes=len(data), sha256=digest, incoming_key=object_key,

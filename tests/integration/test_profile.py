@@ -344,14 +344,25 @@ def test_housekeeping_deletes_what_was_never_confirmed(env, amqp_uri):
             used_key = session.get(Upload, used).object_key
         env.s3.put_object(Bucket=env.bucket, Key=used_key, Body=make_pdf())
     assert sorted(env.keys("incoming/")) == sorted([forgotten["fields"]["key"], used_key])
+    assert env.object(photo_key) == make_photo()           # what was checked, not what was posted later
     store = FileStore(Bucket(env.s3, env.bucket))
     from sqlalchemy.orm import sessionmaker
 
     from swms.db import engine_for
     sessions = sessionmaker(engine_for(env.profile["DB_URL"]), expire_on_commit=False)
+    # A checked copy whose form transaction never committed (the process died in between): its key
+    # is on the ticket, so housekeeping finds it although no form entry names it.
+    with rpc_client(amqp_uri, env.token) as me:
+        crashed = _ticket(me, "photo", make_photo())
+    with session_for(env.profile["DB_URL"]) as session:
+        ticket = session.get(Upload, crashed)
+        ticket.staged_key = f"photos/{env.person}/{uuid.uuid4()}.jpg"
+        staged_key = ticket.staged_key
+        session.commit()
+    env.s3.put_object(Bucket=env.bucket, Key=staged_key, Body=make_photo())
     assert sweep(sessions, store) == 0                     # nothing is due yet
     later = dt.datetime.now(dt.UTC).replace(tzinfo=None) + dt.timedelta(hours=1)
-    assert sweep(sessions, store, now=later) == 2
+    assert sweep(sessions, store, now=later) == 3
     assert env.keys() == [photo_key]
     with session_for(env.profile["DB_URL"]) as session:
         assert session.execute(select(func.count()).select_from(Upload)).scalar_one() == 0
