@@ -111,7 +111,8 @@ class QueuePage(Contract):
     items: list[ReviewItem]
     page: int
     page_size: int
-    total: int
+    total: int = Field(title="符合条件的事项数（至多 10000）")
+    total_capped: bool = Field(default=False, title="是否超过 10000 条（超过时 total 为 10000）")
     next_cursor: str | None = Field(default=None, title="下一页翻页标记（无则已到末页）")
 
 

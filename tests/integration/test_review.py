@@ -373,7 +373,7 @@ def test_return_for_correction_reaches_the_broker_and_a_resubmission_starts_agai
     assert outbox_count(review, "application_approved") == outbox_count(review, "application_rejected") == 0
 
 
-def test_filters_and_keyset_pages(review, amqp_uri, county, keys_dir):
+def test_filters_and_keyset_pages(review, amqp_uri, county, keys_dir, monkeypatch):
     start = dt.datetime(2026, 11, 2, 1, 0)            # Monday 2 November 2026, 09:00 Beijing
     first = seed(review, 45, submitted_at=start)
     replacements = seed(review, 3, kind=ApplicationKind.REPLACEMENT, submitted_at=start + dt.timedelta(days=3))
@@ -406,6 +406,10 @@ def test_filters_and_keyset_pages(review, amqp_uri, county, keys_dir):
         assert officer.review.list_queue({"status": "approved"})["total"] == 0
         offset_page = officer.review.list_queue({"page": 3, "page_size": 20})
         assert [i["item_id"] for i in offset_page["items"]] == [i["item_id"] for i in seen[40:]]
+        assert (offset_page["total"], offset_page["total_capped"]) == (48, False)
+        monkeypatch.setattr(domain, "COUNT_LIMIT", 40)     # the service runs in this process
+        capped = officer.review.list_queue({})
+        assert (capped["total"], capped["total_capped"], len(capped["items"])) == (40, True, 20)
 
     with rpc_client(amqp_uri, county) as officer:
         summary = officer.review.deadline_summary({})

@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
+import shutil
 import uuid
 
 import pytest
@@ -20,7 +21,7 @@ from swms.config import REPO_ROOT
 from swms.contracts.common import ApplicationKind
 from swms.contracts.events import ApplicationSubmitted
 from swms.contracts.review import DeadlineState, Decision, OfficerLevel, QueueRequest
-from swms.db import engine_for
+from swms.db import dispose_engine, engine_for
 from swms.migrations import upgrade
 
 CALENDAR = WorkCalendar.load(REPO_ROOT / "services" / "review" / "calendar.yaml")
@@ -31,11 +32,20 @@ NEIGHBOUR = Caller("county-2", OFFICER, "110106", "county")
 PROVINCE = Caller("province-1", OFFICER, "110000", "province")
 
 
+@pytest.fixture(scope="module")
+def migrated(tmp_path_factory):
+    path = tmp_path_factory.mktemp("review") / "migrated.db"
+    upgrade("review", f"sqlite:///{path}")     # the real migrations, not create_all
+    return path
+
+
 @pytest.fixture
-def factory(tmp_path):
-    url = f"sqlite:///{tmp_path / 'review.db'}"
-    upgrade("review", url)     # the real migrations, not create_all
-    return sessionmaker(engine_for(url), expire_on_commit=False)
+def factory(migrated, tmp_path):
+    path = tmp_path / "review.db"
+    shutil.copyfile(migrated, path)
+    url = f"sqlite:///{path}"
+    yield sessionmaker(engine_for(url), expire_on_commit=False)
+    dispose_engine(url)
 
 
 @pytest.fixture
@@ -138,6 +148,14 @@ def test_keyset_pages_walk_every_item_once_in_order_even_with_equal_times(sessio
     assert keys == sorted(keys)
     second, _, _ = domain.queue(session, COUNTY, QueueRequest(page_size=20, page=2), RULES)
     assert [row.item_id for row in second] == [row.item_id for row in seen[20:40]]
+
+
+def test_counting_stops_after_the_limit(session, monkeypatch):
+    for _ in range(8):
+        accept(session)
+    monkeypatch.setattr(domain, "COUNT_LIMIT", 5)
+    rows, total, cursor = domain.queue(session, COUNTY, QueueRequest(page_size=2), RULES)
+    assert (len(rows), total, cursor is not None) == (2, 6, True)     # "more than 5"
 
 
 def test_filters_kind_status_dates_and_deadline(session):
