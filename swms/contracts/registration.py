@@ -13,7 +13,7 @@ import re
 from enum import Enum
 from typing import Annotated, Any, ClassVar
 
-from pydantic import BeforeValidator, Field, StrictBool, field_validator, model_validator
+from pydantic import BeforeValidator, Field, StrictBool, field_validator
 
 from swms.contracts.common import ApplicationKind, ApplicationStatus, Contract, Level, UnitCategory, Uuid
 from swms.contracts.events import Event
@@ -89,11 +89,13 @@ class OfflineCourse(Contract):
     hours: Hours = Field(title="学时")
     proof_key: str = Field(title="证明材料", min_length=1, max_length=200)
 
-    @model_validator(mode="after")
-    def _dates_in_order(self):
-        if self.end_date < self.start_date:
+    @field_validator("end_date")
+    @classmethod
+    def _dates_in_order(cls, value, info):
+        start = info.data.get("start_date")
+        if start is not None and value < start:
             raise ValueError("结束日期不能早于开始日期")
-        return self
+        return value
 
 
 class ReRegistrationDraftRequest(Contract):

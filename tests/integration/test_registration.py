@@ -12,13 +12,17 @@ import itertools
 import json
 import logging
 import time
+import urllib.request
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
+import eventlet
 import pytest
 from sqlalchemy import create_engine, func, select, text
+
+from nameko.standalone.events import event_dispatcher
 
 from services.identity import domain as identity_domain
 from services.profile.testing import (
@@ -31,6 +35,7 @@ from services.profile.testing import (
     seed_directory,
     upload,
 )
+from services.registration import ce_import
 from services.registration.models import (
     Application,
     CeRecord,
@@ -49,7 +54,9 @@ from swms.contracts.events import (
     ApplicationRejected,
     ApplicationReturned,
     CertificateIssued,
+    PasserLevelRaised,
 )
+from swms.contracts.registration import ContinuingEducationRecorded
 from swms.contracts.review import Stage
 from swms.errors import SwmsError
 from swms.config import load_config, service_config_path
@@ -264,15 +271,14 @@ def env(request, vhost_pipeline, keys_dir, s3_server, tmp_path_factory) -> Env:
                                "SERVICE_TOKEN_FILE": str(keys_dir / f"{name}.service-token")})
                 config.pop("LOGGING", None)
                 config.update(overrides.get(name, {}))
-                container = get_container_cls(config)(service_class(name), config)
-                containers.append(container)
-                container.start()
+                containers.append(get_container_cls(config)(service_class(name), config))
                 configs[name] = config
+            pool = eventlet.GreenPool()
+            list(pool.imap(lambda container: container.start(), containers))
             orgs = seed_directory(configs["profile"]["DB_URL"], [SUNSHINE, HARMONY])
             yield Env(amqp_uri, keys_dir, configs["identity"], configs["profile"], configs["registration"], orgs)
         finally:
-            for container in reversed(containers):
-                container.stop()
+            list(eventlet.GreenPool().imap(lambda container: container.stop(), containers))
             from swms.db import _engines, dispose_engine
             for url in list(_engines):
                 dispose_engine(url)
@@ -557,3 +563,168 @@ def test_drafts_can_be_discarded_and_only_drafts(env):
         assert env.state() == before
     assert [a["action"] for a in env.audit_for(draft["application_id"])] == [
         "application.draft_created", "application.draft_discarded"]
+
+
+# ---- re-registration ----------------------------------------------------------------------------
+
+def course(proof_key: str, hours: float = 40, start: dt.date | None = None, end: dt.date | None = None) -> dict:
+    end = end or TODAY - dt.timedelta(days=30)
+    return {"institution": "北京社会管理职业学院", "course": "个案管理实务", "start_date": (start or end - dt.timedelta(days=2)).isoformat(),
+            "end_date": end.isoformat(), "hours": hours, "proof_key": proof_key}
+
+
+def learning_event(person: Person, record_id: str, hours: float, days_ago: int = 100, **extra):
+    return ContinuingEducationRecorded(record_id=record_id, person_id=person.person_id, course="社会工作伦理",
+                                       provider="全国社会工作者继续教育平台", hours=hours,
+                                       completed_on=TODAY - dt.timedelta(days=days_ago), **extra)
+
+
+def test_re_registration_counts_platform_records_and_offline_courses(env, submitted_tap):
+    me = env.person()
+    old_number = env.holds(me, valid_until=TODAY + dt.timedelta(days=30))
+
+    # Online hours: from the learning platform's events (a duplicate, a correction, a malformed
+    # one) and from a file import; typed online hours are never taken.
+    first = learning_event(me, "L-1", 30)
+    for event in (first, first, learning_event(me, "L-1", 35), learning_event(me, "L-2", 5)):
+        dispatch(env.amqp_uri, event)
+    event_dispatcher({"AMQP_URI": env.amqp_uri})("learning", "course_completed", {
+        "event_id": str(uuid.uuid4()), "record_id": "L-3", "person_id": me.person_id, "course": "伦理",
+        "provider": "平台", "hours": -4, "completed_on": TODAY.isoformat()})
+    with session_for(env.config["DB_URL"]) as session:
+        report = ce_import.import_records(session, ce_import.read_file((
+            "record_id,id_number,name,course,provider,hours,completed_on\n"
+            f"F-1,{me.id_number},{me.name},督导实务,北京市社会工作者协会,10,{(TODAY - dt.timedelta(days=200)).isoformat()}\n"
+            f"F-2,{me.id_number},{me.name},旧课程,协会,50,{(TODAY - dt.timedelta(days=4 * 365)).isoformat()}\n"
+        ).encode("utf-8")), "learning", actor="import:test.csv")
+        session.commit()
+    assert (report.added, report.rejected) == (2, [])
+
+    def online_hours():
+        with env.client(me.token) as client:
+            draft = client.registration.open_draft({"kind": "re_registration"})
+        ce = draft["form"]["continuing_education"]
+        return draft if ce["online_hours"] == 50 else None
+    draft = wait_until(online_hours, what="the platform's records in the draft")   # 35 + 5 + 10; F-2 is too old
+    ce = draft["form"]["continuing_education"]
+    assert (ce["required_hours"], ce["offline_hours"], ce["total_hours"]) == (90, 0, 50)
+    assert sorted(r["record_id"] for r in ce["online_records"]) == ["F-1", "L-1", "L-2"]
+    assert draft["form"]["previous_certificate_number"] == old_number
+    refusal = [a for a in env.audit_for("L-3") if a["action"] == "ce_record.refused"]
+    assert refusal and "hours" in json.dumps(refusal[0]["detail"])
+
+    # Offline hours: typed per course, each with a proof uploaded and checked.
+    proof = env.upload_proof(me.token)
+    with env.client(me.token) as client:
+        saved = client.registration.save_re_registration_draft({"offline_courses": [course(proof, 40)]})
+        assert saved["form"]["continuing_education"]["total_hours"] == 90
+        submitted = client.registration.submit_draft({"application_id": draft["application_id"], "commitment": True})
+    assert (submitted["kind"], submitted["status"], submitted["round"]) == ("re_registration", "初审中", 1)
+    assert statuses(submitted) == ["未登记", "初审中"]
+    [event] = submitted_tap.of(submitted["application_id"], 1)
+    assert (event["kind"], event["resubmission"]) == ("re_registration", False)
+
+    with env.client(env.service_token()) as service:
+        data = service.registration.get_issuance_data({"application_id": submitted["application_id"]})
+    assert (data["kind"], data["previous_certificate_number"]) == ("re_registration", old_number)
+    # Reviewers of the region open the proof through a short-lived link; others may not.
+    ref = {"application_id": submitted["application_id"], "proof_key": proof}
+    with env.client(officer_token(env.keys_dir, COUNTY, "county")) as officer:
+        link = officer.registration.get_proof_link(ref)
+    with urllib.request.urlopen(link["url"], timeout=10) as response:
+        assert response.read().startswith(b"%PDF")
+    with env.client(officer_token(env.keys_dir, "440305", "county")) as stranger:
+        refused(lambda: stranger.registration.get_proof_link(ref), "FORBIDDEN")
+
+    # Issued: the new certificate continues the old one, which is superseded.
+    application = {"application_id": submitted["application_id"], "person_id": me.person_id}
+    new_number = f"11{THIS_YEAR}2{next(_serial):06d}"
+    valid_from = TODAY + dt.timedelta(days=31)
+    dispatch(env.amqp_uri, outcome(CertificateIssued, application, certificate_number=new_number,
+                                   valid_from=valid_from, valid_until=valid_from.replace(year=valid_from.year + 3)))
+    env.wait_for_status(me.token, submitted["application_id"], "已出证")
+    with env.client(me.token) as client:
+        standing = client.registration.my_registration()
+    assert standing["certificate"]["certificate_number"] == new_number
+    with session_for(env.config["DB_URL"]) as session:
+        old = session.get(HeldCertificate, old_number)
+        assert (old.status, old.superseded_by) == ("superseded", new_number)
+        assert session.get(ProofFileRow, proof).submitted is True
+
+
+# ---- replacement e-certificate ------------------------------------------------------------------
+
+def test_replacement_e_certificate_is_reviewed_by_the_county_only(env):
+    me = env.person()
+    paper = {"original_certificate_no": "20190812", "registration_type": "首次登记",
+             "valid_from": (TODAY - dt.timedelta(days=400)).isoformat(),
+             "valid_until": (TODAY + dt.timedelta(days=600)).isoformat()}
+    with env.client(me.token) as client:
+        draft = client.registration.save_replacement_draft({"original_certificate_no": "20190812"})
+        assert (draft["kind"], draft["status"]) == ("replacement", "未登记")
+        assert draft["form"]["replacement"]["original_certificate_no"] == "20190812"
+        assert draft["form"]["replacement"]["valid_from"] is None
+        # region and unit come from the profile
+        assert (draft["form"]["region_code"], draft["form"]["unit_name"]) == (COUNTY, SUNSHINE["name"])
+        submitted = client.registration.submit_replacement({**paper, "commitment": True})
+    assert (submitted["application_id"], submitted["status"]) == (draft["application_id"], "初审中")
+
+    with env.client(env.service_token()) as service:
+        data = service.registration.get_issuance_data({"application_id": submitted["application_id"]})
+    assert (data["original_certificate_no"], data["original_registration_type"]) == ("20190812", "首次登记")
+    assert (data["original_valid_from"], data["original_valid_until"]) == (paper["valid_from"], paper["valid_until"])
+
+    application = {"application_id": submitted["application_id"], "person_id": me.person_id}
+    dispatch(env.amqp_uri, outcome(ApplicationRejected, application, kind=ApplicationKind.REPLACEMENT,
+                                   stage=Stage.INITIAL, reason="编号与档案不符"))
+    rejected = env.wait_for_status(me.token, submitted["application_id"], "审核不通过")
+    assert rejected["rejection_reason"] == "编号与档案不符"
+    with env.client(me.token) as client:
+        client.registration.save_replacement_draft({**paper, "original_certificate_no": "20190813"})
+        again = client.registration.submit_draft({"application_id": submitted["application_id"], "commitment": True})
+    assert (again["status"], again["round"], again["form"]["replacement"]["original_certificate_no"]) == (
+        "初审中", 2, "20190813")
+    # County approval is the final one for a replacement: 已出证 comes with the certificate.
+    dispatch(env.amqp_uri, outcome(ApplicationApproved, application, kind=ApplicationKind.REPLACEMENT,
+                                   stage=Stage.INITIAL, final=True))
+    dispatch(env.amqp_uri, outcome(CertificateIssued, application, certificate_number=f"1120262{next(_serial):06d}"))
+    done = env.wait_for_status(me.token, submitted["application_id"], "已出证")
+    assert statuses(done) == ["未登记", "初审中", "审核不通过", "初审中", "已出证"]
+    with env.client(env.service_token()) as service:
+        data = service.registration.get_issuance_data({"application_id": submitted["application_id"]})
+    assert data["original_certificate_no"] == "20190813"     # the version the county approved
+
+
+# ---- upgrade --------------------------------------------------------------------------------------
+
+def test_a_level_raise_marks_the_holder_and_the_upgrade_reissues(env):
+    me = env.person(level="助理社会工作师")
+    first = submit(env, me.token)
+    number = f"1120261{next(_serial):06d}"
+    dispatch(env.amqp_uri, outcome(CertificateIssued, first, certificate_number=number, level="助理社会工作师"))
+    env.wait_for_status(me.token, first["application_id"], "已出证")
+
+    dispatch(env.amqp_uri, PasserLevelRaised(person_id=me.person_id, previous_level="助理社会工作师",
+                                             new_level="社会工作师", management_number=f"{THIS_YEAR}11009999999999",
+                                             exam_year=THIS_YEAR))
+    pending = env.wait_for_status(me.token, first["application_id"], "已出证待升级")
+    assert pending["history"][-1]["actor"] == "identity"
+    with env.client(me.token) as client:
+        standing = client.registration.my_registration()
+        assert standing["pending_upgrade_level"] == "社会工作师" and "upgrade" in standing["can_apply_for"]
+        upgrade = client.registration.submit_upgrade({"commitment": True})
+    assert (upgrade["kind"], upgrade["status"], upgrade["level"]) == ("upgrade", "初审中", "社会工作师")
+    with env.client(env.service_token()) as service:
+        data = service.registration.get_issuance_data({"application_id": upgrade["application_id"]})
+    assert (data["snapshot"]["level"], data["snapshot"]["management_number"]) == ("社会工作师", f"{THIS_YEAR}11009999999999")
+    assert data["previous_certificate_number"] == number
+
+    new_number = f"1120262{next(_serial):06d}"
+    dispatch(env.amqp_uri, outcome(CertificateIssued, upgrade, certificate_number=new_number))
+    env.wait_for_status(me.token, upgrade["application_id"], "已出证")
+    reissued = env.wait_for_status(me.token, first["application_id"], "已出证")
+    assert statuses(reissued) == ["初审中", "已出证", "已出证待升级", "已出证"]
+    assert new_number in reissued["history"][-1]["reason"]
+    with env.client(me.token) as client:
+        standing = client.registration.my_registration()
+    assert (standing["certificate"]["certificate_number"], standing["pending_upgrade_level"]) == (new_number, None)
