@@ -81,19 +81,20 @@ class FileStore:
             Bucket=self.bucket.name, Key=key, Conditions=[["content-length-range", 1, max_bytes]],
             ExpiresIn=expires_seconds)
 
-    def size(self, key: str) -> int | None:
+    def read(self, key: str, max_bytes: int) -> tuple[int, bytes] | None:
+        """(the object's whole size, at most ``max_bytes + 1`` of its bytes) in one ranged GET, or
+        None if nothing is there. A file bigger than the limit is never read in full."""
         try:
-            return self.bucket.client.head_object(Bucket=self.bucket.name, Key=key)["ContentLength"]
+            response = self.bucket.client.get_object(Bucket=self.bucket.name, Key=key, Range=f"bytes=0-{max_bytes}")
         except ClientError as exc:
             if _missing(exc):
                 return None
+            if exc.response.get("Error", {}).get("Code") == "InvalidRange":   # an empty object
+                return 0, b""
             raise
-
-    def read(self, key: str, max_bytes: int) -> bytes:
-        """At most ``max_bytes + 1`` bytes (a file replaced by a bigger one after the size check
-        is still seen to be too big, without reading all of it)."""
-        response = self.bucket.client.get_object(Bucket=self.bucket.name, Key=key, Range=f"bytes=0-{max_bytes}")
-        return response["Body"].read(max_bytes + 1)
+        data = response["Body"].read(max_bytes + 1)
+        total = response.get("ContentRange", "").rpartition("/")[2]
+        return (int(total) if total.isdigit() else len(data)), data
 
     def put(self, key: str, body: bytes, content_type: str) -> str:
         return self.bucket.put(key, body, content_type)

@@ -120,10 +120,10 @@ class ProfileService:
         object_key, max_bytes = upload.object_key, upload.max_bytes
         self._end_reads()
         what = "照片" if purpose == UploadPurpose.PHOTO else "证明材料"
-        size = self.files.size(object_key)
-        if size is None:
+        arrived = self.files.read(object_key, max_bytes)
+        if arrived is None:
             raise errors.SwmsError(errors.UPLOAD_MISSING, f"{what}尚未上传完成，请上传后再提交", field)
-        data = self.files.read(object_key, max_bytes) if size <= max_bytes else b""
+        size, data = arrived
         if size > max_bytes or len(data) > max_bytes:
             self._refuse_upload(upload_id, object_key)
             raise errors.SwmsError(errors.FILE_TOO_LARGE,
