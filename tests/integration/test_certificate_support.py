@@ -94,7 +94,7 @@ def certificate_overrides(**extra) -> dict:
     """Fast timers and short leases for tests, a bucket of the test's own."""
     values = {"CERTIFICATE_S3_BUCKET": f"certs-{uuid.uuid4().hex[:12]}", "CERT_RETRY_POLL_SECONDS": 1,
               "CERT_EXPIRY_CHECK_SECONDS": 1, "CERT_ISSUE_LEASE_SECONDS": 5, "CERT_RETRY_MAX_SECONDS": 2,
-              "CERT_RENDER_PROCESSES": 2, "VERIFY_BASE_URL": "https://verify.example.gov.cn/v"}
+              "CERT_RENDER_PROCESSES": 1, "VERIFY_BASE_URL": "https://verify.example.gov.cn/v"}
     values.update(extra)
     return values
 
