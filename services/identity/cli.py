@@ -16,6 +16,7 @@ import csv
 import datetime as dt
 import os
 import sys
+import time
 from pathlib import Path
 
 from sqlalchemy.orm import sessionmaker
@@ -80,9 +81,11 @@ def main(argv: list[str] | None = None) -> int:
     with _session(config) as session:
         try:
             if args.command == "import-passers":
+                started = time.perf_counter()
                 report = domain.import_file(session, Path(args.file).read_bytes(), id_hash=settings.id_hash)
                 session.commit()
                 print(report.summary())
+                print(f"  ({report.timing()}, {time.perf_counter() - started:.1f} s in all with the commit)")
                 for line, reason in report.rejected[:50]:
                     print(f"  line {line}: {reason}")
                 if len(report.rejected) > 50:

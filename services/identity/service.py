@@ -11,6 +11,9 @@ import ipaddress
 import logging
 from pathlib import Path
 
+import boto3
+from botocore.config import Config as BotoConfig
+from botocore.exceptions import BotoCoreError, ClientError
 from eventlet import tpool
 from nameko.dependency_providers import Config
 from nameko.extensions import DependencyProvider
@@ -56,7 +59,7 @@ from swms.contracts.identity import (
 from swms.db import Database
 from swms.outbox import OutboxRelay, utcnow
 from swms.rpc import contract
-from swms.storage import ObjectStorage
+from swms.storage import Bucket, ObjectStorage, make_s3_client
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +87,47 @@ class IdentitySettings(DependencyProvider):
 
     def get_dependency(self, worker_ctx):
         return self.settings
+
+
+class ProofStorage(ObjectStorage):
+    """The 反馈 proof bucket. Identity must start, answer health checks and serve logins while
+    object storage is away (only proof uploads and links need it): its client gives up quickly
+    (2 attempts, 2 s to connect) instead of swms.storage's 5 patient attempts, a failed bucket
+    check at start is only logged, and the health RPC reports it."""
+
+    def setup(self):
+        config = self.container.config
+        client = boto3.client(
+            "s3", endpoint_url=config.get("S3_ENDPOINT_URL") or None,
+            aws_access_key_id=required(config, "S3_ACCESS_KEY"),
+            aws_secret_access_key=required(config, "S3_SECRET_KEY"),
+            region_name=config.get("S3_REGION") or "us-east-1",
+            config=BotoConfig(s3={"addressing_style": "path"}, signature_version="s3v4",
+                              max_pool_connections=max(10, int(config.get("max_workers", 10))),
+                              retries={"max_attempts": 2, "mode": "standard"}, connect_timeout=2, read_timeout=30))
+        link_client = (make_s3_client(config, "S3_PUBLIC_ENDPOINT_URL")
+                       if config.get("S3_PUBLIC_ENDPOINT_URL") else None)
+        self.bucket = Bucket(client, required(config, self.bucket_key), link_client)
+        try:
+            self.bucket.ensure_exists()
+        except Exception as exc:
+            log.warning("object storage not reachable at start (%s); proof uploads will retry", type(exc).__name__)
+
+
+def put_proof(bucket, key: str, body: bytes, content_type: str, metadata: dict) -> str:
+    """Store a proof file; a bucket missing (storage was away at start) is created first. Storage
+    out of reach is UPSTREAM_UNAVAILABLE for the caller (retry later), not an internal error."""
+    try:
+        try:
+            return bucket.put(key, body, content_type, metadata)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") != "NoSuchBucket":
+                raise
+            bucket.ensure_exists()
+            return bucket.put(key, body, content_type, metadata)
+    except (BotoCoreError, ClientError) as exc:
+        log.warning("proof upload failed: %s", type(exc).__name__)
+        raise errors.SwmsError(errors.UPSTREAM_UNAVAILABLE, "文件存储暂不可用，请稍后重试", "proof") from None
 
 
 class ClientAddress(DependencyProvider):
@@ -122,7 +166,7 @@ class IdentityService:
     sign_token = TokenSigner()
     settings = IdentitySettings()
     client_ip = ClientAddress()
-    storage = ObjectStorage("IDENTITY_S3_BUCKET")
+    storage = ProofStorage("IDENTITY_S3_BUCKET")
     relay = OutboxRelay(outbox)
 
     def _transaction(self, work):
@@ -281,7 +325,7 @@ class IdentityService:
         key = digest = None
         if proof is not None:
             key = feedback_rules.proof_key_for(feedback_id, proof)
-            digest = self.storage.put(key, proof.body, proof.content_type, {"feedback-id": feedback_id})
+            digest = put_proof(self.storage, key, proof.body, proof.content_type, {"feedback-id": feedback_id})
         try:
             def store(session):
                 item = feedback_rules.submit(session, self.settings, request, feedback_id, proof, key, digest, now)

@@ -21,12 +21,15 @@ from swms.contracts.common import IdNumber as CommonIdNumber
 NAME_SEPARATORS = "·•‧∙・･‧·."
 
 
+_DROPPED = {ord(ch): None for ch in NAME_SEPARATORS} | {
+    code: None for code in range(0x3001) if chr(code).isspace()}   # every Unicode space is below U+3001
+
+
 def name_key(name: str) -> str:
     """What two spellings of one name have in common: NFKC (full-width → half-width), case-folded,
     without spaces or middle dots. ``欧阳・娜仁``, ``欧阳·娜仁``, ``欧阳.娜仁`` and ``欧阳 娜仁``
     give one key."""
-    text = unicodedata.normalize("NFKC", name).casefold()
-    return "".join(ch for ch in text if not ch.isspace() and ch not in NAME_SEPARATORS)
+    return unicodedata.normalize("NFKC", name).casefold().translate(_DROPPED)
 
 
 def name_problem(name: str) -> str | None:
@@ -36,12 +39,16 @@ def name_problem(name: str) -> str | None:
     Uyghur, Mongolian scripts) with middle dots and spaces between them. Refused: digits,
     punctuation, symbols and emoji, markup, control characters.
     """
-    key = name_key(name)
+    return key_problem(name_key(name))
+
+
+def key_problem(key: str) -> str | None:
+    """name_problem for a name already turned into its key."""
     if not key:
         return "姓名不能为空"
     if len(key) > 50:
         return "姓名过长"
-    if not all(ch.isalpha() or unicodedata.category(ch).startswith("M") for ch in key):
+    if not key.isalpha() and not all(ch.isalpha() or unicodedata.category(ch).startswith("M") for ch in key):
         return "姓名只能包含文字和间隔号（·）"
     return None
 

@@ -165,6 +165,21 @@ def test_rejected_feedback_frees_the_id_number_and_leaves_no_orphan_proof(identi
             second = public.identity.submit_feedback(feedback_request(proof=None))   # may try again
         assert second["feedback_id"] != first
         assert bucket_keys(identity) == [f"feedback/{first}/proof.pdf"]
+        # two officers decide the same feedback at once: exactly one decision wins
+        other = token(keys_dir, Caller("officer-chaoyang", OFFICER, "110105", "county"))
+        with client(amqp_uri, province) as one, client(amqp_uri, other) as two:
+            replies = [one.identity.decide_feedback.call_async(
+                           {"feedback_id": second["feedback_id"], "decision": "approve", "management_number": "9"}),
+                       two.identity.decide_feedback.call_async(
+                           {"feedback_id": second["feedback_id"], "decision": "reject", "reason": "材料不全"})]
+            outcomes = []
+            for reply in replies:
+                try:
+                    outcomes.append(reply.result()["status"])
+                except SwmsError as error:
+                    outcomes.append(error.code)
+        assert sorted(outcomes) in (["ALREADY_DECIDED", "approved"], ["ALREADY_DECIDED", "rejected"])
+        assert len(tap.collect(1)) == 1 and tap.collect(1, timeout=1.0) == []
     finally:
         tap.close()
 
@@ -361,3 +376,25 @@ def test_no_full_id_number_in_logs_events_or_audit(identity, amqp_uri, keys_dir,
     finally:
         for tap in taps:
             tap.close()
+
+
+def test_identity_serves_logins_while_object_storage_is_away(start_service, amqp_uri):
+    from tools.localstack import free_port
+
+    config = start_service("identity", S3_ENDPOINT_URL=f"http://127.0.0.1:{free_port()}",
+                           IDENTITY_S3_BUCKET=f"identity-{uuid.uuid4().hex[:12]}")
+    with session_for(config["DB_URL"]) as session:
+        domain.import_passers(session, [{"name": "李明华", "id_number": HOLDER_ID, "level": "社会工作师",
+                                         "management_number": "1", "exam_year": str(THIS_YEAR), "province": "11"}])
+        session.commit()
+    with client(amqp_uri) as public:
+        health = public.identity.health()
+        assert health["status"] == "degraded" and health["checks"]["database"] == "ok"
+        assert health["checks"]["object_storage"].startswith("error")
+        public.identity.sign_up({"name": "李明华", "id_number": HOLDER_ID, "email": "li@example.cn", "password": PASSWORD})
+        assert public.identity.login({"login": HOLDER_ID, "password": PASSWORD})["role"] == "social_worker"
+        public.identity.submit_feedback(feedback_request(proof=None))    # no file: no storage needed
+        expect_error(lambda: public.identity.submit_feedback(   # with a file: refused, nothing kept
+            feedback_request(id_number=valid_id("11010519920415172"))), "UPSTREAM_UNAVAILABLE", "proof")
+    with session_for(config["DB_URL"]) as session:
+        assert session.execute(select(func.count()).select_from(Feedback)).scalar_one() == 1

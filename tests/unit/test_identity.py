@@ -367,3 +367,29 @@ def test_log_filter_masks_id_numbers_in_messages_and_tracebacks():
 def test_masking_leaves_other_numbers_alone():
     assert mask_id_numbers("order 1234567890123456789012 and 2026") == "order 1234567890123456789012 and 2026"
     assert mask_id_numbers("id=440524188001010014.") == "id=440***********0014."
+
+
+def test_the_import_fast_path_agrees_with_the_id_validator():
+    import random
+
+    from swms import idcard
+
+    rng = random.Random(11)
+    today = dt.date.today()
+    candidates = ["11010519491231002X", "11010519491231002x", "440524188001010014", "360426199101010072",
+                  "１１０１０５１９９００３０７１２３９", valid_id(f"110105{THIS_YEAR + 1}0101123"), "0" * 18]
+    for _ in range(20_000):
+        first17 = f"{rng.randint(0, 999999):06d}{rng.randint(1870, THIS_YEAR + 1)}{rng.randint(0, 13):02d}" \
+                  f"{rng.randint(0, 32):02d}{rng.randint(0, 999):03d}"
+        candidates.append(first17 + (check_character(first17) if rng.random() < 0.7 else rng.choice("0123456789X")))
+    for raw in candidates:
+        try:
+            expected = idcard.parse(raw, today).number if raw.isascii() else idcard.parse(
+                __import__("unicodedata").normalize("NFKC", raw), today).number
+        except idcard.InvalidIdNumber:
+            expected = None
+        try:
+            got = registry.id_number(raw, today)
+        except idcard.InvalidIdNumber:
+            got = None
+        assert got == expected, raw
