@@ -125,7 +125,7 @@ def check_exam_window(exam_year: int, window_years: int, today: dt.date) -> None
     """首次登记 within ``window_years`` of the exam: open until 31 December of exam_year + window."""
     if today > dt.date(exam_year + window_years, 12, 31):
         raise errors.SwmsError(
-            "FIRST_REGISTRATION_WINDOW_CLOSED",
+            errors.FIRST_REGISTRATION_WINDOW_CLOSED,
             f"首次登记须在考试通过后{window_years}年内申请（您的考试年度为{exam_year}年，受理截止"
             f"{exam_year + window_years}年12月31日），已超过期限，请咨询登记所在地民政部门",
             "exam_year")
@@ -167,16 +167,15 @@ def standing(session: Session, person_id: str, policy: ProvincePolicy, today: dt
 
 def _refuse_unusable(certificate: HeldCertificate) -> None:
     if certificate.status == REVOKED:
-        raise errors.SwmsError("CERTIFICATE_REVOKED", f"您的登记证书（{certificate.certificate_number}）已被撤销，"
+        raise errors.SwmsError(errors.CERTIFICATE_REVOKED, f"您的登记证书（{certificate.certificate_number}）已被撤销，"
                                "不能办理此项申请，请咨询登记所在地民政部门", "certificate")
     if certificate.status == SUSPENDED:
-        raise errors.SwmsError("CERTIFICATE_SUSPENDED", f"您的登记证书（{certificate.certificate_number}）已被暂停，"
+        raise errors.SwmsError(errors.CERTIFICATE_SUSPENDED, f"您的登记证书（{certificate.certificate_number}）已被暂停，"
                                "暂停期间不能办理此项申请，请咨询登记所在地民政部门", "certificate")
 
 
 def _lapsed_error(certificate: HeldCertificate) -> errors.SwmsError:
-    return errors.SwmsError(
-        "REGISTRATION_LAPSED",
+    return errors.SwmsError(errors.REGISTRATION_LAPSED,
         f"您的登记证书（{certificate.certificate_number}）有效期已于{certificate.valid_until.isoformat()}届满，"
         "届满前未办理再登记，登记已失效，不能再申请再登记。请重新申请登记（提交《社会工作者首次登记信息表》，"
         "登记失效人员不受考试年度期限限制），如有疑问请咨询登记所在地民政部门。", "certificate")
@@ -191,34 +190,30 @@ def check_eligible(kind: K, state: Standing, snapshot: ProfileSnapshot, policy: 
         if certificate is not None and certificate.status == REVOKED:
             _refuse_unusable(certificate)
         if certificate is not None and not state.lapsed:
-            raise errors.SwmsError(
-                "ALREADY_HOLDS_CERTIFICATE",
+            raise errors.SwmsError(errors.ALREADY_HOLDS_CERTIFICATE,
                 f"您已持有有效的登记证书（{certificate.certificate_number}，有效期至{certificate.valid_until.isoformat()}），"
                 f"无需首次登记；有效期届满前{policy.re_registration_window_months}个月内可申请再登记", "kind")
         if certificate is None:   # a lapsed registration registers again without the exam window
             check_exam_window(snapshot.exam_year, policy.first_registration_window_years, today)
     elif kind == K.RE_REGISTRATION:
         if certificate is None:
-            raise errors.SwmsError("NOT_REGISTERED", "您尚未取得登记证书，不能申请再登记；请先申请首次登记",
+            raise errors.SwmsError(errors.NOT_REGISTERED, "您尚未取得登记证书，不能申请再登记；请先申请首次登记",
                                    "certificate")
         _refuse_unusable(certificate)
         if state.lapsed:
             raise _lapsed_error(certificate)
         if submitting and today < state.opens_on:
-            raise errors.SwmsError(
-                "RE_REGISTRATION_NOT_OPEN",
+            raise errors.SwmsError(errors.RE_REGISTRATION_NOT_OPEN,
                 f"再登记须在登记有效期届满前{policy.re_registration_window_months}个月内申请：您的证书有效期至"
                 f"{certificate.valid_until.isoformat()}，可于{state.opens_on.isoformat()}起提交（现在可以先保存草稿）",
                 "certificate")
     elif kind == K.REPLACEMENT:
         if state.ever_held:
-            raise errors.SwmsError(
-                "REPLACEMENT_NOT_NEEDED",
+            raise errors.SwmsError(errors.REPLACEMENT_NOT_NEEDED,
                 "您已在本系统取得电子登记证书，无需更换电子证；更换电子证仅适用于持有纸质登记证书的人员", "kind")
     elif kind == K.UPGRADE:
         if state.pending_raise is None or certificate is None:
-            raise errors.SwmsError(
-                "NOT_PENDING_UPGRADE",
+            raise errors.SwmsError(errors.NOT_PENDING_UPGRADE,
                 "您当前没有待升级的证书（已出证待升级）：职业水平等级提升后系统会自动标记，届时可申请按新等级换发证书",
                 "kind")
         _refuse_unusable(certificate)
@@ -266,7 +261,7 @@ def _locked(application: Application) -> errors.SwmsError:
         message = f"申请已办结（状态：{status.value}），不能修改"
     else:
         message = f"申请已通过初审（状态：{status.value}），不能再修改"
-    return errors.SwmsError("APPLICATION_LOCKED", message, "application_id")
+    return errors.SwmsError(errors.APPLICATION_LOCKED, message, "application_id")
 
 
 def workable_application(session: Session, kind: K, person_id: str, application_id: str | None,
@@ -402,21 +397,20 @@ def check_courses(session: Session, courses: list[OfflineCourse], person_id: str
     for index, course in enumerate(courses):
         where = f"offline_courses.{index}"
         if course.end_date > today:
-            raise errors.SwmsError("CE_COURSE_NOT_FINISHED",
+            raise errors.SwmsError(errors.CE_COURSE_NOT_FINISHED,
                                    f"第{index + 1}门线下课程的结束日期（{course.end_date.isoformat()}）晚于今天，"
                                    "课程结束后才能计入学时", f"{where}.end_date")
         if course.start_date < certificate.valid_from or course.end_date > certificate.valid_until:
-            raise errors.SwmsError(
-                "CE_COURSE_OUTSIDE_PERIOD",
+            raise errors.SwmsError(errors.CE_COURSE_OUTSIDE_PERIOD,
                 f"第{index + 1}门线下课程不在本登记期内：只计{certificate.valid_from.isoformat()}至"
                 f"{certificate.valid_until.isoformat()}之间完成的继续教育", f"{where}.start_date")
         proof = session.get(ProofFileRow, course.proof_key)
         if proof is None or proof.person_id != person_id or proof.status != PROOF_VERIFIED:
-            raise errors.SwmsError("PROOF_NOT_FOUND",
+            raise errors.SwmsError(errors.PROOF_NOT_FOUND,
                                    f"第{index + 1}门线下课程的证明材料不存在或未上传完成，请上传后再保存",
                                    f"{where}.proof_key")
         if proof.submitted and proof.application_id not in (None, application_id):
-            raise errors.SwmsError("PROOF_ALREADY_USED",
+            raise errors.SwmsError(errors.PROOF_ALREADY_USED,
                                    f"第{index + 1}门线下课程的证明材料已用于另一份申请，请上传本课程的证明材料",
                                    f"{where}.proof_key")
 
@@ -439,8 +433,7 @@ def ce_summary(session: Session, snapshot: ProfileSnapshot, certificate: HeldCer
 def check_hours(summary: ContinuingEducation) -> None:
     if summary.total_hours + 1e-9 < summary.required_hours:
         short = round(summary.required_hours - summary.total_hours, 1)
-        raise errors.SwmsError(
-            "CE_HOURS_SHORT",
+        raise errors.SwmsError(errors.CE_HOURS_SHORT,
             f"继续教育学时不足：本登记期（{summary.period_from.isoformat()}至{summary.period_until.isoformat()}）"
             f"须完成{summary.required_hours:g}学时，现有线上{summary.online_hours:g}学时、线下"
             f"{summary.offline_hours:g}学时，还差{short:g}学时", "offline_courses")
@@ -529,8 +522,7 @@ def check_replacement(session: Session, person_id: str, details: ReplacementDeta
         raise errors.validation_error(
             "valid_until", f"登记有效期不能超过{policy.registration_validity_years}年，请按纸质证书核对有效期止")
     if details.valid_until < today:
-        raise errors.SwmsError(
-            "ORIGINAL_EXPIRED",
+        raise errors.SwmsError(errors.ORIGINAL_EXPIRED,
             f"原登记证书已于{details.valid_until.isoformat()}到期，不能更换电子证书；请咨询登记所在地民政部门重新办理登记",
             "valid_until")
     key = region_code[:2] + details.original_certificate_no
@@ -540,7 +532,7 @@ def check_replacement(session: Session, person_id: str, details: ReplacementDeta
             Application.status.not_in([S.NOT_REGISTERED.value, S.REJECTED.value]))
     ).scalar_one()
     if taken:
-        raise errors.SwmsError("ORIGINAL_NO_IN_USE",
+        raise errors.SwmsError(errors.ORIGINAL_NO_IN_USE,
                                "该原证书编号（NO）已被他人用于更换电子证书，请核对；如有疑问请咨询登记所在地民政部门",
                                "original_certificate_no")
 
@@ -655,7 +647,8 @@ def issuance_data(session: Session, application: Application) -> IssuanceData:
         previous_certificate_number=application.previous_certificate_number,
         original_certificate_no=replacement.original_certificate_no,
         original_registration_type=replacement.registration_type.value if replacement.registration_type else None,
-        original_valid_from=replacement.valid_from, original_valid_until=replacement.valid_until)
+        original_valid_from=replacement.valid_from, original_valid_until=replacement.valid_until,
+        continuing_education=form.get("continuing_education"))
 
 
 def registration_standing(session: Session, person_id: str, policy: ProvincePolicy, today: dt.date) -> RegistrationStanding:

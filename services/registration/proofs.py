@@ -62,7 +62,7 @@ def request_upload(session: Session, bucket: Bucket, person_id: str, filename: s
 def own_proof(session: Session, key: str, person_id: str) -> ProofFileRow:
     row = session.get(ProofFileRow, key)
     if row is None or row.status == PROOF_DELETED:
-        raise errors.SwmsError("PROOF_NOT_FOUND", "证明材料不存在，请重新上传", "proof_key")
+        raise errors.SwmsError(errors.UPLOAD_NOT_FOUND, "没有这份上传的证明材料（或已过期），请重新上传", "proof_key")
     if row.person_id != person_id:
         raise errors.forbidden("无权使用他人的证明材料")
     return row
@@ -74,17 +74,20 @@ def inspect(bucket: Bucket, key: str, content_type: ProofContentType, max_bytes:
         head = bucket.client.head_object(Bucket=bucket.name, Key=key)
     except ClientError as exc:
         if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
-            return errors.SwmsError("PROOF_NOT_UPLOADED", "未收到上传的文件，请先上传文件再确认", "proof_key")
+            return errors.SwmsError(errors.UPLOAD_MISSING, "未收到上传的文件，请先上传文件再确认", "proof_key")
         raise
     size = int(head["ContentLength"])
     if size > max_bytes:
-        return errors.SwmsError("PROOF_TOO_LARGE", f"证明材料不能超过{max_bytes // 1024} KB（收到{size // 1024} KB）",
-                                "proof_key")
+        return errors.SwmsError(errors.FILE_TOO_LARGE,
+                                f"证明材料不能超过{max_bytes // 1024} KB（收到{size // 1024} KB），文件已删除", "proof_key")
     body = bucket.get(key)
     start, end = SIGNATURES[content_type]
-    if size == 0 or not body.startswith(start) or end not in body[-1024:]:
-        return errors.SwmsError("PROOF_INVALID",
-                                f"文件内容不是完整的{content_type.name}文件（按文件内容判断，不看扩展名），请重新上传",
+    if not body.startswith(start):
+        return errors.SwmsError(errors.FILE_TYPE_NOT_ALLOWED,
+                                f"按文件内容判断，该文件不是{content_type.name}文件（不看扩展名），文件已删除；"
+                                "证明材料须为PDF、JPEG或PNG", "proof_key")
+    if end not in body[-1024:]:
+        return errors.SwmsError(errors.FILE_DAMAGED, "文件不完整（上传中断或已损坏），文件已删除，请重新上传",
                                 "proof_key")
     return size, hashlib.sha256(body).hexdigest()
 

@@ -332,11 +332,11 @@ class RegistrationService:
             return ProofFile(proof_key=row.proof_key, filename=row.filename, content_type=content_type,
                              size=row.size, sha256=row.sha256)
         if row.status != proofs.PROOF_PENDING:
-            raise errors.SwmsError("PROOF_NOT_FOUND", "证明材料已失效，请重新上传", "proof_key")
+            raise errors.SwmsError(errors.UPLOAD_NOT_FOUND, "这份证明材料已失效，请重新上传", "proof_key")
         self.db.session.rollback()
         outcome = proofs.inspect(self.storage, row.proof_key, content_type, int(self.config["PROOF_MAX_BYTES"]))
         if isinstance(outcome, errors.SwmsError):
-            if outcome.code != "PROOF_NOT_UPLOADED":
+            if outcome.code != errors.UPLOAD_MISSING:
                 proofs.delete_object(self.storage, row.proof_key)
                 with self.db.transaction() as session:
                     proofs.forget(session, row.proof_key, outcome.code)

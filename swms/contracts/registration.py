@@ -41,7 +41,8 @@ def _hours(value: Any) -> float:
     return round(value, 1)
 
 
-Hours = Annotated[float, BeforeValidator(_hours)]
+Hours = Annotated[float, Field(gt=0, le=MAX_COURSE_HOURS, description="学时：大于0，最多一位小数（JSON数字，不接受文本）"),
+                  BeforeValidator(_hours)]
 
 _ORIGINAL_NO = re.compile(r"^[0-9]{8}$")   # not \d: that also matches full-width and other digits
 
@@ -55,7 +56,8 @@ def _original_no(value: Any) -> str:
     return value
 
 
-OriginalNo = Annotated[str, BeforeValidator(_original_no)]
+OriginalNo = Annotated[str, Field(pattern=r"^[0-9]{8}$", description="证书第一页底部的8位数字"),
+                       BeforeValidator(_original_no)]
 
 
 class RegistrationType(str, Enum):
@@ -317,6 +319,9 @@ class IssuanceData(Contract):
     original_registration_type: str | None = None
     original_valid_from: dt.date | None = None
     original_valid_until: dt.date | None = None
+    # re-registration: the continuing education as submitted (online records, offline courses with
+    # their proof keys: links through ``get_proof_link``), for the reviewers
+    continuing_education: ContinuingEducation | None = None
 
 
 # ---- inbound event: the continuing-education platform -----------------------------------------

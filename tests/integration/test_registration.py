@@ -627,6 +627,9 @@ def test_re_registration_counts_platform_records_and_offline_courses(env, submit
     with env.client(env.service_token()) as service:
         data = service.registration.get_issuance_data({"application_id": submitted["application_id"]})
     assert (data["kind"], data["previous_certificate_number"]) == ("re_registration", old_number)
+    submitted_ce = data["continuing_education"]
+    assert (submitted_ce["online_hours"], submitted_ce["offline_hours"], submitted_ce["required_hours"]) == (50, 40, 90)
+    assert [c["proof_key"] for c in submitted_ce["offline_courses"]] == [proof]
     # Reviewers of the region open the proof through a short-lived link; others may not.
     ref = {"application_id": submitted["application_id"], "proof_key": proof}
     with env.client(officer_token(env.keys_dir, COUNTY, "county")) as officer:

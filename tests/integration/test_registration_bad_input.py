@@ -301,11 +301,12 @@ def test_proof_uploads_are_checked_by_content_and_size(env, subtests):
     me = env.person()
     pdf = make_pdf()
     bad_files = (
-        ("text named as a PDF", b"just some text, not a PDF at all", "application/pdf", "PROOF_INVALID"),
-        ("a PNG declared as PDF", make_photo(fmt="PNG"), "application/pdf", "PROOF_INVALID"),
-        ("a truncated PDF", pdf[: len(pdf) // 2], "application/pdf", "PROOF_INVALID"),
-        ("a JPEG declared as PNG", make_photo(), "image/png", "PROOF_INVALID"),
-        ("larger than the limit", pdf + b"\n%" + b"0" * (70 * 1024) + b"\n%%EOF\n", "application/pdf", "PROOF_TOO_LARGE"),
+        ("text named as a PDF", b"just some text, not a PDF at all", "application/pdf", "FILE_TYPE_NOT_ALLOWED"),
+        ("a PNG declared as PDF", make_photo(fmt="PNG"), "application/pdf", "FILE_TYPE_NOT_ALLOWED"),
+        ("a truncated PDF", pdf[: len(pdf) // 2], "application/pdf", "FILE_DAMAGED"),
+        ("a truncated JPEG", make_photo()[:2000], "image/jpeg", "FILE_DAMAGED"),
+        ("a JPEG declared as PNG", make_photo(), "image/png", "FILE_TYPE_NOT_ALLOWED"),
+        ("larger than the limit", pdf + b"\n%" + b"0" * (70 * 1024) + b"\n%%EOF\n", "application/pdf", "FILE_TOO_LARGE"),
     )
     with env.client(me.token) as client:
         for name, data, content_type, code in bad_files:
@@ -319,10 +320,10 @@ def test_proof_uploads_are_checked_by_content_and_size(env, subtests):
                 check(subtests, env, "content type not allowed", lambda: client.registration.request_proof_upload(
             {"filename": "a.txt", "content_type": "text/plain"}), "VALIDATION_FAILED", "content_type")
         check(subtests, env, "unknown proof", lambda: client.registration.confirm_proof_upload(
-            {"proof_key": f"proofs/{me.person_id}/{uuid.uuid4()}"}), "PROOF_NOT_FOUND", "proof_key")
+            {"proof_key": f"proofs/{me.person_id}/{uuid.uuid4()}"}), "UPLOAD_NOT_FOUND", "proof_key")
         ticket = client.registration.request_proof_upload({"filename": "证明.pdf", "content_type": "application/pdf"})
         check(subtests, env, "confirmed before it was uploaded", lambda: client.registration.confirm_proof_upload(
-            {"proof_key": ticket["proof_key"]}), "PROOF_NOT_UPLOADED", "proof_key")
+            {"proof_key": ticket["proof_key"]}), "UPLOAD_MISSING", "proof_key")
         assert post_file(ticket, pdf, "证明.pdf", "application/pdf") == 204
         confirmed = client.registration.confirm_proof_upload({"proof_key": ticket["proof_key"]})
         assert (confirmed["size"], confirmed["content_type"]) == (len(pdf), "application/pdf")
