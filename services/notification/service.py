@@ -1,29 +1,201 @@
-"""Notification: records and sends email for events that concern a person."""
+"""Notification: email for every event that concerns a person or an officer.
+
+Flow: an event handler validates the event and, in one transaction, remembers it (inbox), writes
+one job per audience and adjusts re-registration reminders; then it composes the jobs at once
+(recipients looked up at identity, messages rendered and recorded) and wakes the mailer. A job
+whose lookup fails stays pending and the timer (``tick``) retries it with backoff; the same timer
+turns due reminders into jobs. The mailer (mailer.py) sends recorded messages.
+"""
 from __future__ import annotations
 
+import datetime as dt
+import hashlib
+import json
+import logging
+import time
+from pathlib import Path
+
+import eventlet
+import yaml
 from nameko.dependency_providers import Config
 from nameko.events import event_handler
+from nameko.extensions import DependencyProvider
 from nameko.rpc import RpcProxy, rpc
-from sqlalchemy import select
+from nameko.timer import Timer
+from pydantic import ValidationError
 
-from services.notification import domain
+from services.notification import compose, domain
+from services.notification.compose import ComposeError
 from services.notification.mailer import Mailer
-from services.notification.models import Message, outbox
+from services.notification.models import CANCELLED, HELD, SCHEDULED, Job, inbox, outbox
+from services.notification.templates import LANGUAGES, Templates
 from swms import errors, health
 from swms import rpc as swms_rpc
-from swms.auth import Auth
+from swms.auth import ADMIN, SERVICE, Auth
+from swms.config import REPO_ROOT
 from swms.contracts.common import HealthResponse
-from swms.contracts.events import CertificateIssued
-from swms.contracts.identity import PersonResponse
-from swms.contracts.notification import MessageList, MessageOut, MessagesRequest
+from swms.contracts.events import (
+    ApplicationApproved,
+    ApplicationRejected,
+    ApplicationReturned,
+    ApplicationSubmitted,
+    CertificateExpired,
+    CertificateIssued,
+    CertificateReinstated,
+    CertificateReissued,
+    CertificateRevoked,
+    CertificateSuspended,
+    Event,
+    FeedbackDecided,
+    FeedbackSubmitted,
+    PasswordResetRequested,
+)
+from swms.contracts.identity import Contact, PasswordResetMessage
+from swms.contracts.notification import (
+    FailureList,
+    FailureOut,
+    FailuresRequest,
+    MessageList,
+    MessageOut,
+    MessagesRequest,
+    ReminderList,
+    ReminderOut,
+    RemindersRequest,
+    RetryRequest,
+)
 from swms.db import Database
 from swms.outbox import OutboxRelay
 from swms.rpc import contract
 
+log = logging.getLogger(__name__)
 
-def _mask_email(address: str) -> str:
-    local, _, domain_part = address.partition("@")
-    return f"{local[:1]}***@{domain_part}"
+LOOKUP_CONCURRENCY = 10
+TICK_BUDGET_SECONDS = 30.0
+BATCH = 100
+
+
+def _resolve(path: str) -> Path:
+    candidate = Path(path)
+    return candidate if candidate.is_absolute() or candidate.exists() else REPO_ROOT / candidate
+
+
+class NotificationSettings(DependencyProvider):
+    """domain.Settings from config, built once per container (templates cached, chains loaded)."""
+
+    def setup(self):
+        config = self.container.config
+        languages = tuple(part.strip() for part in str(config.get("MAIL_LANGUAGES") or "zh-CN").split(",")
+                          if part.strip())
+        unknown = [language for language in languages if language not in LANGUAGES]
+        if unknown or not languages:
+            raise RuntimeError(f"MAIL_LANGUAGES: {unknown or 'empty'}; choose from {LANGUAGES}")
+        chains_file = config.get("REVIEW_CHAINS_FILE") or "services/review/chains.yaml"
+        chains = yaml.safe_load(_resolve(chains_file).read_text(encoding="utf-8")) or {}
+        level = str(config.get("FEEDBACK_OFFICER_LEVEL", "county") or "").strip() or None
+        if level not in (None, "county", "city", "province"):
+            raise RuntimeError("FEEDBACK_OFFICER_LEVEL must be county, city, province or empty")
+        templates_dir = config.get("NOTIFICATION_TEMPLATES_DIR") or None
+        self.settings = domain.Settings(
+            portal_url=str(config.get("PORTAL_URL") or "https://swms.example.gov.cn"),
+            languages=languages,
+            give_up_after=dt.timedelta(hours=float(config.get("MAIL_GIVE_UP_HOURS") or 48)),
+            window_months=int(config.get("REREGISTRATION_WINDOW_MONTHS") or 3),
+            reminder_months=int(config.get("REREGISTRATION_REMINDER_MONTHS") or 1),
+            chains=chains, feedback_officer_level=level,
+            lease=dt.timedelta(seconds=float(config.get("NOTIFICATION_LEASE_SECONDS") or 60)),
+            templates=Templates(_resolve(templates_dir) if templates_dir else None))
+
+    def get_dependency(self, worker_ctx):
+        return self.settings
+
+
+class PollTimer(Timer):
+    """nameko's Timer, eager, with its interval from config (``NOTIFICATION_POLL_SECONDS``)."""
+
+    def __init__(self, config_key: str = "NOTIFICATION_POLL_SECONDS", default: float = 5.0, **kwargs):
+        super().__init__(interval=default, eager=True, **kwargs)
+        self.config_key, self.default = config_key, default
+
+    def setup(self):
+        self.interval = float(self.container.config.get(self.config_key) or self.default)
+
+
+poll_timer = PollTimer.decorator
+
+
+class IdentityLookups:
+    """compose.Lookups over identity's RPCs, with the service's own token (set by the caller).
+
+    Replies are read by field name, not validated against the full response model, so identity
+    may add fields without breaking this side. NOT_FOUND and VALIDATION_FAILED (no such person,
+    feedback or reset) and INVALID_STATE (a reset code already used, replaced or expired) are
+    permanent; anything else, including a method identity does not have yet, is retried with backoff.
+    """
+
+    def __init__(self, identity):
+        self.identity = identity
+
+    def _call(self, method: str, payload: dict, field: str):
+        try:
+            return swms_rpc.call(getattr(self.identity, method), payload)
+        except errors.SwmsError as exc:
+            code = {errors.NOT_FOUND: domain.CONTACT_NOT_FOUND, errors.VALIDATION_FAILED: domain.CONTACT_NOT_FOUND,
+                    # a reset code used, replaced by a newer one, or expired: nothing to send
+                    errors.INVALID_STATE: domain.DELIVERY_EXPIRED}.get(exc.code)
+            raise ComposeError(code or domain.UPSTREAM_UNAVAILABLE, field, f"identity.{method}: {exc}",
+                               code is not None) from None
+        except Exception as exc:
+            raise ComposeError(domain.UPSTREAM_UNAVAILABLE, field, f"identity.{method}: {type(exc).__name__}: {exc}",
+                               False) from None
+
+    @staticmethod
+    def _contact(data: dict, person_id: str | None = None) -> Contact:
+        try:
+            return Contact(person_id=data.get("person_id") or person_id, name=str(data["name"]),
+                           email=str(data["email"]))
+        except (KeyError, TypeError, ValidationError) as exc:
+            raise ComposeError(domain.UPSTREAM_UNAVAILABLE, None, f"unexpected reply from identity: {exc}",
+                               False) from None
+
+    def person(self, person_id: str) -> Contact:
+        return self._contact(self._call("get_person", {"person_id": person_id}, "person_id"), person_id)
+
+    def feedback_contact(self, feedback_id: str) -> Contact:
+        return self._contact(self._call("get_feedback_contact", {"feedback_id": feedback_id}, "feedback_id"))
+
+    def password_reset(self, reset_id: str) -> PasswordResetMessage:
+        data = self._call("get_password_reset_message", {"reset_id": reset_id}, "reset_id")
+        try:
+            return PasswordResetMessage(**{key: data[key] for key in PasswordResetMessage.model_fields})
+        except (KeyError, TypeError, ValidationError) as exc:
+            raise ComposeError(domain.UPSTREAM_UNAVAILABLE, None, f"unexpected reply from identity: {exc}",
+                               False) from None
+
+    def officers(self, region_code: str, level: str | None) -> list[Contact]:
+        data = self._call("list_officer_contacts", {"region_code": region_code, "level": level}, "region_code")
+        return [self._contact(item) for item in (data or {}).get("items", [])]
+
+
+def _message_out(m) -> MessageOut:
+    return MessageOut(message_id=m.message_id, kind=m.kind, to_masked=domain.mask_address(m.to_address),
+                      subject=m.subject, status=m.status, attempts=m.attempts, created_at=m.created_at,
+                      sent_at=m.sent_at, last_error=m.last_error, audience=m.audience, language=m.language,
+                      reference=m.reference, error_code=m.error_code, error_field=m.error_field,
+                      last_attempt_at=m.last_attempt_at,
+                      next_attempt_at=m.next_attempt_at if m.status == domain.PENDING else None)
+
+
+def _failure_out(source: str, row) -> FailureOut:
+    if source == "message":
+        return FailureOut(source="message", id=row.message_id, kind=row.kind, person_id=row.person_id,
+                          to_masked=domain.mask_address(row.to_address), reference=row.reference, status=row.status,
+                          attempts=row.attempts, error_code=row.error_code, error_field=row.error_field,
+                          last_error=row.last_error, created_at=row.created_at, last_attempt_at=row.last_attempt_at,
+                          next_attempt_at=row.next_attempt_at if row.status == domain.PENDING else None)
+    return FailureOut(source="lookup", id=row.job_id, kind=row.task, person_id=row.person_id, to_masked=None,
+                      reference=row.reference, status=row.status, attempts=row.attempts, error_code=row.error_code,
+                      error_field=row.error_field, last_error=row.last_error, created_at=row.created_at,
+                      last_attempt_at=None, next_attempt_at=row.next_attempt_at if row.status == domain.PENDING else None)
 
 
 class NotificationService:
@@ -32,6 +204,7 @@ class NotificationService:
     config = Config()
     db = Database()
     auth = Auth()
+    settings = NotificationSettings()
     relay = OutboxRelay(outbox)
     wake_mailer = Mailer()
     identity = RpcProxy("identity")
@@ -41,30 +214,209 @@ class NotificationService:
     def health(self):
         return health.check(self.name, self.db)
 
-    @event_handler(CertificateIssued.source, CertificateIssued.event_type)
+    # ---- events --------------------------------------------------------------------------------
+    # One thin method per event type; _accept does the work. requeue_on_error: the only failure left
+    # after validation (recorded, not raised) is the database itself being away: keep the event.
+
+    @event_handler(CertificateIssued.source, CertificateIssued.event_type, requeue_on_error=True)
     def on_certificate_issued(self, payload):
-        event = CertificateIssued.model_validate(payload)
-        key = f"{event.event_id}:certificate_issued"
-        if self.db.session.execute(select(Message.message_id).where(Message.idempotency_key == key)).first():
-            return
-        self.auth.act_as_service()
-        person = PersonResponse.model_validate(
-            swms_rpc.call(self.identity.get_person, {"person_id": event.person_id}))
-        values = {"name": person.name, "certificate_number": event.certificate_number,
-                  "level": event.level.value, "valid_from": event.valid_from.isoformat(),
-                  "valid_until": event.valid_until.isoformat(), "authority": event.authority}
+        self._accept(CertificateIssued, payload)
+
+    @event_handler(ApplicationSubmitted.source, ApplicationSubmitted.event_type, requeue_on_error=True)
+    def on_application_submitted(self, payload):
+        self._accept(ApplicationSubmitted, payload)
+
+    @event_handler(ApplicationApproved.source, ApplicationApproved.event_type, requeue_on_error=True)
+    def on_application_approved(self, payload):
+        self._accept(ApplicationApproved, payload)
+
+    @event_handler(ApplicationRejected.source, ApplicationRejected.event_type, requeue_on_error=True)
+    def on_application_rejected(self, payload):
+        self._accept(ApplicationRejected, payload)
+
+    @event_handler(ApplicationReturned.source, ApplicationReturned.event_type, requeue_on_error=True)
+    def on_application_returned(self, payload):
+        self._accept(ApplicationReturned, payload)
+
+    @event_handler(CertificateRevoked.source, CertificateRevoked.event_type, requeue_on_error=True)
+    def on_certificate_revoked(self, payload):
+        self._accept(CertificateRevoked, payload)
+
+    @event_handler(CertificateSuspended.source, CertificateSuspended.event_type, requeue_on_error=True)
+    def on_certificate_suspended(self, payload):
+        self._accept(CertificateSuspended, payload)
+
+    @event_handler(CertificateReinstated.source, CertificateReinstated.event_type, requeue_on_error=True)
+    def on_certificate_reinstated(self, payload):
+        self._accept(CertificateReinstated, payload)
+
+    @event_handler(CertificateExpired.source, CertificateExpired.event_type, requeue_on_error=True)
+    def on_certificate_expired(self, payload):
+        self._accept(CertificateExpired, payload)
+
+    @event_handler(CertificateReissued.source, CertificateReissued.event_type, requeue_on_error=True)
+    def on_certificate_reissued(self, payload):
+        self._accept(CertificateReissued, payload)
+
+    @event_handler(FeedbackSubmitted.source, FeedbackSubmitted.event_type, requeue_on_error=True)
+    def on_feedback_submitted(self, payload):
+        self._accept(FeedbackSubmitted, payload)
+
+    @event_handler(FeedbackDecided.source, FeedbackDecided.event_type, requeue_on_error=True)
+    def on_feedback_decided(self, payload):
+        self._accept(FeedbackDecided, payload)
+
+    @event_handler(PasswordResetRequested.source, PasswordResetRequested.event_type, requeue_on_error=True)
+    def on_password_reset_requested(self, payload):
+        self._accept(PasswordResetRequested, payload)
+
+    def _accept(self, model: type[Event], payload) -> None:
+        try:
+            try:
+                event = model.model_validate(payload)
+            except ValidationError as exc:
+                self._record_invalid(model, payload, exc)
+                return
+            jobs = self._remember(event)
+        except Exception:
+            log.exception("%s.%s could not be stored; the broker redelivers it", model.source, model.event_type)
+            eventlet.sleep(1.0)  # the database is away: do not spin on redeliveries
+            raise
+        if jobs:
+            self.auth.act_as_service()
+            self._compose(jobs)
+
+    def _record_invalid(self, model: type[Event], payload, exc: ValidationError) -> None:
+        text = json.dumps(payload, ensure_ascii=False, default=str)
+        event_id = payload.get("event_id") if isinstance(payload, dict) else None
+        key = f"invalid:{event_id if isinstance(event_id, str) and len(event_id) <= 64 else ''}" \
+              f"{hashlib.sha256(text.encode()).hexdigest()[:32]}"
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'payload'}: {e['msg']}"
+                             for e in exc.errors(include_url=False, include_input=False))
         with self.db.transaction() as session:
-            domain.record(session, idempotency_key=key, person_id=event.person_id, kind="certificate_issued",
-                          to_address=person.email, values=values)
-        self.wake_mailer()
+            domain.record_invalid_event(session, key=key, task=f"{model.event_type}.invalid", payload_text=text,
+                                        problem=f"{model.source}.{model.event_type} does not match its contract: "
+                                                f"{problems}")
+        log.error("%s.%s event does not match its contract; recorded as a failed job: %s",
+                  model.source, model.event_type, problems)
+
+    def _remember(self, event: Event) -> list[Job]:
+        """One transaction: inbox row, reminder changes, one job per audience (claimed by this worker)."""
+        settings = self.settings
+        jobs = []
+        with self.db.transaction() as session:
+            if not inbox.first_delivery(session, event.event_id, f"{event.source}.{event.event_type}"):
+                log.info("event %s already handled; skipped", event.event_id)
+                return []
+            self._adjust_reminders(session, event)
+            person_id, reference = compose.job_person_and_reference(event)
+            for task in compose.tasks_for(event):
+                job = domain.add_job(session, key=f"{event.event_id}:{task.name}", task=task.name,
+                                     payload=compose.payload_of(event), person_id=person_id, reference=reference,
+                                     claimed_for=settings.lease, give_up_after=settings.give_up_after)
+                if job is not None:
+                    jobs.append(job)
+        return jobs
+
+    def _adjust_reminders(self, session, event: Event) -> None:
+        if isinstance(event, CertificateIssued):
+            domain.schedule_reminders(session, certificate_number=event.certificate_number,
+                                      person_id=event.person_id, valid_until=event.valid_until,
+                                      settings=self.settings)
+        elif isinstance(event, (CertificateRevoked, CertificateExpired, CertificateReissued)):
+            domain.change_reminders(session, event.certificate_number, (SCHEDULED, HELD), CANCELLED,
+                                    f"certificate {event.event_type.removeprefix('certificate_')}")
+        elif isinstance(event, CertificateSuspended):
+            domain.change_reminders(session, event.certificate_number, (SCHEDULED,), HELD, "certificate suspended")
+        elif isinstance(event, CertificateReinstated):
+            domain.change_reminders(session, event.certificate_number, (HELD,), SCHEDULED, "certificate reinstated")
+
+    def _compose(self, jobs: list[Job]) -> None:
+        """Look up recipients (concurrently, outside any transaction), then record each job's
+        messages and mark it done in one transaction; a failed lookup reschedules that job only."""
+        lookups = IdentityLookups(self.identity)
+
+        def planned(job: Job):
+            try:
+                return job, compose.plan(job, lookups, self.settings), None
+            except ComposeError as exc:
+                return job, None, exc
+            except Exception as exc:
+                log.exception("composing job %s (%s) failed", job.job_id, job.task)
+                return job, None, ComposeError("COMPOSE_FAILED", None, f"{type(exc).__name__}: {exc}", False)
+
+        recorded = 0
+        for job, outgoing, error in eventlet.GreenPool(LOOKUP_CONCURRENCY).imap(planned, jobs):
+            with self.db.transaction() as session:
+                if error is None:
+                    recorded += len(domain.complete_job(session, job, outgoing, self.settings))
+                else:
+                    status = domain.fail_job(session, job, error.code, error.field, error.detail,
+                                             permanent=error.permanent)
+                    log.log(logging.ERROR if status == domain.FAILED else logging.WARNING,
+                            "job %s (%s) %s: %s", job.job_id, job.task,
+                            "failed" if status == domain.FAILED else "will be retried", error)
+        if recorded:
+            self.wake_mailer()
+
+    # ---- timer: retries of lookups, due reminders ------------------------------------------------
+
+    @poll_timer()
+    def tick(self):
+        self.auth.act_as_service()
+        deadline = time.monotonic() + TICK_BUDGET_SECONDS
+        while time.monotonic() < deadline:
+            with self.db.transaction() as session:
+                taken = domain.enqueue_due_reminders(session, BATCH, self.settings)
+            if taken < BATCH:
+                break
+        while time.monotonic() < deadline:
+            with self.db.transaction() as session:
+                jobs = domain.claim_due_jobs(session, BATCH, self.settings.lease)
+            if not jobs:
+                break
+            self._compose(jobs)
+            if len(jobs) < BATCH:
+                break
+
+    # ---- RPC -------------------------------------------------------------------------------------
 
     @rpc(expected_exceptions=errors.SwmsError)
     @contract(MessagesRequest, MessageList)
     def list_messages(self, request: MessagesRequest):
+        """The person themself, services and admins."""
         self.auth.require_person(request.person_id)
-        rows = self.db.session.execute(select(Message).where(Message.person_id == request.person_id)
-                                       .order_by(Message.created_at.desc()).limit(100)).scalars().all()
-        return MessageList(items=[MessageOut(
-            message_id=m.message_id, kind=m.kind, to_masked=_mask_email(m.to_address), subject=m.subject,
-            status=m.status, attempts=m.attempts, created_at=m.created_at, sent_at=m.sent_at,
-            last_error=m.last_error) for m in rows])
+        rows = domain.list_messages(self.db.session, request.person_id,
+                                    request.status.value if request.status else None, request.limit)
+        return MessageList(items=[_message_out(m) for m in rows])
+
+    @rpc(expected_exceptions=errors.SwmsError)
+    @contract(FailuresRequest, FailureList)
+    def list_failures(self, request: FailuresRequest):
+        """Operators (admin) and services: failed and retrying messages, failed lookups."""
+        self.auth.require(ADMIN, SERVICE)
+        found = domain.list_failures(self.db.session, person_id=request.person_id, email=request.email,
+                                     since=request.since.astimezone(dt.timezone.utc).replace(tzinfo=None)
+                                     if request.since and request.since.tzinfo else request.since,
+                                     include_retrying=request.include_retrying, limit=request.limit)
+        return FailureList(items=[_failure_out(source, row) for source, row in found])
+
+    @rpc(expected_exceptions=errors.SwmsError)
+    @contract(RetryRequest, MessageOut)
+    def retry_message(self, request: RetryRequest):
+        """Admin: send a message again that the relay refused or that gave up (audited)."""
+        caller = self.auth.require(ADMIN)
+        with self.db.transaction() as session:
+            message = domain.retry_message(session, request.message_id, caller.subject, self.settings)
+            out = _message_out(message)
+        self.wake_mailer()
+        return out
+
+    @rpc(expected_exceptions=errors.SwmsError)
+    @contract(RemindersRequest, ReminderList)
+    def list_reminders(self, request: RemindersRequest):
+        """The person themself, services and admins: scheduled re-registration reminders."""
+        self.auth.require_person(request.person_id)
+        return ReminderList(items=[ReminderOut(
+            reminder_id=r.reminder_id, certificate_number=r.certificate_number, kind=r.kind, valid_until=r.valid_until,
+            due_at=r.due_at, status=r.status, note=r.note) for r in domain.reminders_for(self.db.session, request.person_id)])
