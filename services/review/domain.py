@@ -56,8 +56,11 @@ from swms.contracts.review import (
     QueueRequest,
     RegionCount,
     Stage,
+    SubmittedContinuingEducation,
     SubmittedForm,
     SubmittedHonour,
+    SubmittedOfflineCourse,
+    SubmittedOnlineRecord,
     SubmittedWorkExperience,
     TrailEntry,
 )
@@ -271,12 +274,21 @@ def accept_submission(session: Session, event: ApplicationSubmitted, rules: Rule
                      {"event_id": event.event_id, "why": "an item of this application is pending"})
         return open_now
     last_round = session.execute(select(func.max(ReviewItem.round))
-                                 .where(ReviewItem.application_id == event.application_id)).scalar()
+                                 .where(ReviewItem.application_id == event.application_id)).scalar() or 0
+    # Registration numbers the submission rounds. A round review has already seen (the same
+    # submission announced again under another event id) must not reopen a decided review.
+    round_ = getattr(event, "round", None) or last_round + 1
+    if round_ <= last_round:
+        log.warning("submission %s of application %s repeats round %s (review is at round %s): ignored",
+                    event.event_id, event.application_id, round_, last_round)
+        audit.record(session, "review", "submission.ignored", "application", event.application_id,
+                     {"event_id": event.event_id, "round": round_, "why": "round already reviewed"})
+        return None
     writes = Writes()
     item = open_item(writes, application_id=event.application_id, person_id=event.person_id,
                      kind=event.kind.value, region_code=event.region_code,
                      applicant_name_masked=event.applicant_name_masked,
-                     submitted_at=to_utc_naive(event.submitted_at), round_=(last_round or 0) + 1, step=0,
+                     submitted_at=to_utc_naive(event.submitted_at), round_=round_, step=0,
                      chain=chain_for(rules.chains, event.kind.value, event.region_code),
                      accepted_at=now, due_at=rules.due_at(now), now=now)
     writes.flush(session)
@@ -570,9 +582,10 @@ def recompute_deadlines(transaction: Callable, rules: Rules, batch: int = 1000) 
 
 @dataclass(frozen=True)
 class StoredFile:
-    kind: str      # photo / work_experience_proof / honour_proof
+    kind: str      # photo / work_experience_proof / honour_proof / continuing_education_proof
     label: str
-    key: str       # object key in profile's storage (never shown: links are made by profile)
+    key: str       # object key (never shown: links are made by the service that owns the file)
+    owner: str     # profile (photo, proofs of the 个人信息表) or registration (continuing-education proofs)
 
 
 def submitted_form(data: IssuanceData) -> tuple[SubmittedForm, list[StoredFile]]:
@@ -581,8 +594,8 @@ def submitted_form(data: IssuanceData) -> tuple[SubmittedForm, list[StoredFile]]
     snapshot = data.snapshot
     files: list[StoredFile] = []
 
-    def add(kind: str, label: str, key: str) -> int:
-        files.append(StoredFile(kind, label, key))
+    def add(kind: str, label: str, key: str, owner: str = "profile") -> int:
+        files.append(StoredFile(kind, label, key, owner))
         return len(files) - 1
 
     if snapshot.photo_key:
@@ -601,6 +614,22 @@ def submitted_form(data: IssuanceData) -> tuple[SubmittedForm, list[StoredFile]]
                                proof_file=add("honour_proof", f"荣誉“{honour.title}”证明材料", honour.proof_key)
                                if honour.proof_key else None)
                for honour in snapshot.honours]
+    education = None
+    submitted_education = getattr(data, "continuing_education", None)   # re-registration only
+    if submitted_education is not None:
+        education = SubmittedContinuingEducation(
+            period_from=submitted_education.period_from, period_until=submitted_education.period_until,
+            required_hours=submitted_education.required_hours, online_hours=submitted_education.online_hours,
+            offline_hours=submitted_education.offline_hours, total_hours=submitted_education.total_hours,
+            online_records=[SubmittedOnlineRecord(source=r.source, record_id=r.record_id, course=r.course,
+                                                  provider=r.provider, hours=r.hours, completed_on=r.completed_on)
+                            for r in submitted_education.online_records],
+            offline_courses=[SubmittedOfflineCourse(
+                institution=course.institution, course=course.course, start_date=course.start_date,
+                end_date=course.end_date, hours=course.hours,
+                proof_file=add("continuing_education_proof", f"线下学时“{course.course}”证明材料",
+                               course.proof_key, owner="registration"))
+                for course in submitted_education.offline_courses])
     form = SubmittedForm(
         name=snapshot.name, id_number_masked=idcard.mask(snapshot.id_number), gender=snapshot.gender,
         birth_date=snapshot.birth_date, level=snapshot.level, management_number=snapshot.management_number,
@@ -609,5 +638,6 @@ def submitted_form(data: IssuanceData) -> tuple[SubmittedForm, list[StoredFile]]
         profile_revision=snapshot.revision, previous_certificate_number=data.previous_certificate_number,
         original_certificate_no=data.original_certificate_no,
         original_registration_type=data.original_registration_type,
-        original_valid_from=data.original_valid_from, original_valid_until=data.original_valid_until)
+        original_valid_from=data.original_valid_from, original_valid_until=data.original_valid_until,
+        continuing_education=education)
     return form, files

@@ -34,6 +34,7 @@ from swms.contracts.review import (
     QueueRequest,
     SummaryRequest,
 )
+from swms.contracts.review import ReviewItem as ReviewItemOut
 from swms.db import Database, engine_for
 from swms.events import on_event
 from swms.outbox import OutboxRelay, utcnow
@@ -155,16 +156,23 @@ class ReviewService:
         data = IssuanceData.model_validate(
             swms_rpc.call(self.registration.get_issuance_data, {"application_id": item_out.application_id}))
         form, stored = domain.submitted_form(data)
-        return ItemDetail(item=item_out, form=form, files=self._file_links(item_out.person_id, stored), trail=trail)
+        return ItemDetail(item=item_out, form=form, files=self._file_links(item_out, stored), trail=trail)
 
-    def _file_links(self, person_id: str, stored: list[domain.StoredFile]) -> list[ItemFile]:
-        """Links come from profile, which owns the files. A file whose link cannot be had now is
-        still listed (with a note), so the officer knows it exists."""
+    def _file_links(self, item: ReviewItemOut, stored: list[domain.StoredFile]) -> list[ItemFile]:
+        """Links come from the service that owns each file (profile for the 个人信息表's photo and
+        proofs, registration for continuing-education proofs), asked in parallel. A file whose link
+        cannot be had now is still listed, with a note, so the officer knows it exists."""
         replies = []
         for file in stored:
             try:
-                replies.append(self.profile.get_file_link.call_async({"person_id": person_id, "file_key": file.key}))
+                if file.owner == "registration":
+                    replies.append(self.registration.get_proof_link.call_async(
+                        {"application_id": item.application_id, "proof_key": file.key}))
+                else:
+                    replies.append(self.profile.get_file_link.call_async(
+                        {"person_id": item.person_id, "file_key": file.key}))
             except Exception:
+                log.warning("could not ask %s for a link", file.owner, exc_info=True)
                 replies.append(None)
         links = []
         for file, reply in zip(stored, replies):
@@ -174,13 +182,14 @@ class ReviewService:
                     with eventlet.Timeout(FILE_LINK_TIMEOUT):
                         link = reply.result()
                 except (Exception, eventlet.Timeout) as exc:
-                    log.warning("no link for a %s of person %s: %s", file.kind, person_id, type(exc).__name__)
+                    log.warning("no link for a %s of application %s: %s", file.kind, item.application_id,
+                                type(exc).__name__)
             if link:
                 links.append(ItemFile(kind=file.kind, label=file.label, url=link["url"],
+                                      content_type=link.get("content_type"),
                                       expires_in_seconds=link.get("expires_in_seconds")))
             else:
-                links.append(ItemFile(kind=file.kind, label=file.label,
-                                      note="文件链接暂不可用，请稍后刷新"))
+                links.append(ItemFile(kind=file.kind, label=file.label, note="文件链接暂不可用，请稍后刷新"))
         return links
 
     @rpc(expected_exceptions=errors.SwmsError)

@@ -211,6 +211,38 @@ class SubmittedHonour(Contract):
     proof_file: int | None = None      # index into ItemDetail.files
 
 
+class SubmittedOnlineRecord(Contract):
+    """线上学时: a record of the continuing-education platform, as submitted."""
+    source: str
+    record_id: str
+    course: str
+    provider: str
+    hours: float
+    completed_on: dt.date
+
+
+class SubmittedOfflineCourse(Contract):
+    """线下学时 as submitted; the proof is an entry of ItemDetail.files."""
+    institution: str
+    course: str
+    start_date: dt.date
+    end_date: dt.date
+    hours: float
+    proof_file: int | None = None      # index into ItemDetail.files
+
+
+class SubmittedContinuingEducation(Contract):
+    """继续教育 of a re-registration as submitted: hours against the requirement of the period."""
+    period_from: dt.date
+    period_until: dt.date
+    required_hours: float
+    online_hours: float
+    offline_hours: float
+    total_hours: float
+    online_records: list[SubmittedOnlineRecord] = []
+    offline_courses: list[SubmittedOfflineCourse] = []
+
+
 class SubmittedForm(Contract):
     """The application exactly as submitted, reduced to what a reviewer needs: the ID number masked."""
     name: str
@@ -232,12 +264,14 @@ class SubmittedForm(Contract):
     original_registration_type: str | None = None
     original_valid_from: dt.date | None = None
     original_valid_until: dt.date | None = None
+    continuing_education: SubmittedContinuingEducation | None = None
 
 
 class ItemFile(Contract):
-    kind: str                          # photo / work_experience_proof / honour_proof
+    kind: str        # photo / work_experience_proof / honour_proof / continuing_education_proof
     label: str
     url: str | None = None             # short-lived; None while no link could be made (see note)
+    content_type: str | None = None
     expires_in_seconds: int | None = None
     note: str | None = None
 

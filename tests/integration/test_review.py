@@ -87,7 +87,7 @@ def item_row(config, item_id: str) -> ReviewItem | None:
 def items_of(config, application_id: str) -> list[ReviewItem]:
     with session_for(config["DB_URL"]) as session:
         return session.execute(select(ReviewItem).where(ReviewItem.application_id == application_id)
-                               .order_by(ReviewItem.step)).scalars().all()
+                               .order_by(ReviewItem.round, ReviewItem.step)).scalars().all()
 
 
 def outbox_count(config, event_type: str) -> int:
@@ -362,12 +362,18 @@ def test_return_for_correction_reaches_the_broker_and_a_resubmission_starts_agai
             assert [(i["item_id"], i["reason"], i["deadline_state"]) for i in history] == [
                 (item["item_id"], "请补充三区计划证明材料", None)]
 
-            resubmitted = event.model_copy(update={"event_id": str(uuid.uuid4()), "resubmission": True,
+            repeated = event.model_copy(update={"event_id": str(uuid.uuid4())})    # round 1 again
+            resubmitted = event.model_copy(update={"event_id": str(uuid.uuid4()), "resubmission": True, "round": 2,
                                                    "submitted_at": dt.datetime.now(dt.UTC)})
+            dispatch(amqp_uri, repeated)
             dispatch(amqp_uri, resubmitted)
             again = wait_for_item(officer, event.application_id)
+            wait_until(lambda: "submission.ignored" in audit_actions(review, event.application_id),
+                       what="the repeated round 1 to be handled")
         assert (again["round"], again["stage"], again["status"]) == (2, "initial", "pending")
         assert again["item_id"] != item["item_id"]
+        assert [(row.round, row.status) for row in items_of(review, event.application_id)] == [
+            (1, "returned"), (2, "pending")]
     finally:
         tap.close()
     assert outbox_count(review, "application_approved") == outbox_count(review, "application_rejected") == 0

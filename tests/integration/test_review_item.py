@@ -19,7 +19,15 @@ from swms import errors
 from swms.auth import SERVICE, Auth
 from swms.contracts.common import ApplicationKind
 from swms.contracts.profile import FileLink, FileRef, Honour, ProfileSnapshot, WorkExperience
-from swms.contracts.registration import ApplicationRef, IssuanceData
+from swms.contracts.registration import (
+    ApplicationRef,
+    ContinuingEducation,
+    IssuanceData,
+    OfflineCourse,
+    OnlineRecord,
+    ProofLink,
+    ProofLinkRequest,
+)
 from swms.errors import SwmsError
 from swms.rpc import contract
 from tests.integration.test_review import (
@@ -46,6 +54,13 @@ class Calls:
 class RegistrationStandIn:
     name = "registration"
     auth = Auth()
+
+    @rpc(expected_exceptions=errors.SwmsError)
+    @contract(ProofLinkRequest, ProofLink)
+    def get_proof_link(self, request: ProofLinkRequest):
+        caller = self.auth.require()
+        Calls.registration.append((caller.role, caller.subject, request.proof_key))
+        return ProofLink(url=f"https://files.example/{request.proof_key}?X-Amz-Expires=300", expires_in_seconds=300)
 
     @rpc(expected_exceptions=errors.SwmsError)
     @contract(ApplicationRef, IssuanceData)
@@ -166,3 +181,32 @@ def test_a_replacement_shows_the_paper_certificate_number(review, stand_ins, amq
     with rpc_client(amqp_uri, officer_token(keys_dir, COUNTY, "county", "county-officer-1")) as officer:
         detail = officer.review.get_item({"item_id": item_id})
     assert (detail["item"]["kind"], detail["form"]["original_certificate_no"]) == ("replacement", "12345678")
+
+
+def test_a_re_registration_shows_continuing_education_with_links_to_its_proofs(review, stand_ins, amqp_uri,
+                                                                             keys_dir):
+    [item_id] = seed(review, 1, kind=ApplicationKind.RE_REGISTRATION)
+    row = item_row(review, item_id)
+    data = snapshot_for(row.application_id, row.person_id, ApplicationKind.RE_REGISTRATION)
+    data.previous_certificate_number = "1120232000007"
+    data.continuing_education = ContinuingEducation(
+        period_from=dt.date(2023, 6, 1), period_until=dt.date(2026, 5, 31), required_hours=90, online_hours=60,
+        offline_hours=32, total_hours=92,
+        online_records=[OnlineRecord(source="platform", record_id="r1", course="社会工作伦理", provider="中国社会工作学习平台",
+                                     hours=60, completed_on=dt.date(2025, 3, 1))],
+        offline_courses=[OfflineCourse(institution="北京社会管理职业学院", course="督导实务", start_date=dt.date(2025, 5, 6),
+                                       end_date=dt.date(2025, 5, 9), hours=32, proof_key="ce/course-1.pdf")])
+    stand_ins.snapshots[row.application_id] = data
+    with rpc_client(amqp_uri, officer_token(keys_dir, COUNTY, "county", "county-officer-1")) as officer:
+        detail = officer.review.get_item({"item_id": item_id})
+    education = detail["form"]["continuing_education"]
+    assert (education["required_hours"], education["total_hours"]) == (90, 92)
+    assert [r["course"] for r in education["online_records"]] == ["社会工作伦理"]
+    course = education["offline_courses"][0]
+    assert (course["course"], course["hours"]) == ("督导实务", 32)
+    proof = detail["files"][course["proof_file"]]
+    assert (proof["kind"], proof["url"]) == ("continuing_education_proof",
+                                             "https://files.example/ce/course-1.pdf?X-Amz-Expires=300")
+    assert detail["form"]["previous_certificate_number"] == "1120232000007"
+    assert ("service", "review", "ce/course-1.pdf") in stand_ins.registration     # registration owns that file
+    assert "ce/course-1.pdf" not in [c[2] for c in stand_ins.profile]

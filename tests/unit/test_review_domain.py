@@ -55,11 +55,11 @@ def session(factory):
 
 
 def submitted(region="110105", kind=ApplicationKind.FIRST_REGISTRATION, at=None, application_id=None,
-              resubmission=False) -> ApplicationSubmitted:
+              resubmission=False, round_=1) -> ApplicationSubmitted:
     return ApplicationSubmitted(application_id=application_id or str(uuid.uuid4()), person_id=str(uuid.uuid4()),
                                 kind=kind, region_code=region, applicant_name_masked="王**",
                                 submitted_at=at or dt.datetime(2026, 3, 2, 2, 0, tzinfo=dt.timezone.utc),
-                                resubmission=resubmission)
+                                resubmission=resubmission, round=round_)
 
 
 def accept(session, now=dt.datetime(2026, 3, 2, 2, 0), rules=RULES, **kwargs) -> ReviewItem:
@@ -242,9 +242,13 @@ def test_return_for_correction_then_resubmission_starts_a_new_round(session):
     [returned] = events(session, "application_returned")
     assert (returned["reason"], returned["stage"], returned["decided_by"]) == ("工作经历缺少证明材料", "initial", "county-1")
     assert events(session, "application_approved") == []
+    # The first round announced again (another event id) reopens nothing.
+    assert domain.accept_submission(session, submitted(application_id=item.application_id), RULES) is None
+    session.commit()
+    assert audit.for_entity(session, item.application_id)[-1]["action"] == "submission.ignored"
     later = dt.datetime(2026, 3, 20, 2, 0)
-    again = domain.accept_submission(session, submitted(application_id=item.application_id, resubmission=True),
-                                     RULES, now=later)
+    again = domain.accept_submission(session, submitted(application_id=item.application_id, resubmission=True,
+                                                        round_=2), RULES, now=later)
     session.commit()
     assert (again.round, again.step, again.level, again.accepted_at) == (2, 0, "county", later)
     assert again.due_at == CALENDAR.due_at(later, 30) != item.due_at
