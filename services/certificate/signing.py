@@ -102,8 +102,19 @@ def check_material(material: SigningMaterial) -> None:
     if not (cert.not_valid_before_utc <= now <= cert.not_valid_after_utc):
         raise ValueError(f"the signing certificate is not valid now ({cert.not_valid_before_utc} – "
                          f"{cert.not_valid_after_utc})")
-    if not x509.load_pem_x509_certificates(material.chain_pem):
-        raise ValueError("the certificate chain is empty")
+    try:
+        usage = cert.extensions.get_extension_for_class(x509.KeyUsage).value
+    except x509.ExtensionNotFound:
+        usage = None
+    if usage is None or not usage.content_commitment:
+        # pyHanko (and Adobe) validate document signatures against this key usage
+        raise ValueError("the signing certificate must allow non-repudiation (KeyUsage contentCommitment)")
+    try:
+        chain = x509.load_pem_x509_certificates(material.chain_pem)
+    except ValueError:
+        chain = []
+    if not chain:
+        raise ValueError("the certificate chain is empty or not PEM")
 
 
 def make_signer(material: SigningMaterial):
