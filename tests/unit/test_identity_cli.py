@@ -1,0 +1,85 @@
+"""Identity's admin command line against a real (SQLite) database migrated to head, no broker."""
+from __future__ import annotations
+
+import csv
+import datetime as dt
+
+import pytest
+import yaml
+from sqlalchemy import select
+
+from services.identity import cli
+from services.identity.models import Account, Passer, outbox
+from swms.idcard import check_character
+from swms.migrations import upgrade
+from tests.support import session_for
+
+THIS_YEAR = dt.date.today().year
+HOLDER_ID = "110105199003071239"
+
+
+@pytest.fixture
+def config_path(tmp_path, keys_dir):
+    url = f"sqlite:///{tmp_path / 'identity.db'}"
+    upgrade("identity", url)
+    path = tmp_path / "identity.yaml"
+    path.write_text(yaml.safe_dump({"DB_URL": url, "AUTH_PRIVATE_KEY_FILE": str(keys_dir / "token-signing.pem"),
+                                    "AUTH_PUBLIC_KEY_FILE": str(keys_dir / "token-signing.pub.pem")}))
+    return path
+
+
+def run(config_path, *args) -> int:
+    return cli.main(["--config", str(config_path), *args])
+
+
+def test_import_prints_the_report_and_writes_the_rejected_rows(config_path, tmp_path, capsys):
+    other = "44030519950612402" + check_character("44030519950612402")
+    registry = tmp_path / "passers.csv"
+    registry.write_bytes((
+        "姓名,身份证号,级别,管理号,考试年度,省份\n"
+        f"李明华,{HOLDER_ID},社会工作师,202611000000123456,{THIS_YEAR},北京\n"
+        f"欧阳·娜仁,{other},助理社会工作师,202644000000654321,{THIS_YEAR},广东省\n"
+        f"坏号码,360426199101010072,社会工作师,1,{THIS_YEAR},江西\n"
+        f"无级别,11010519491231002X,中级,2,{THIS_YEAR},11\n").encode("gb18030"))
+    report = tmp_path / "rejected.csv"
+    assert run(config_path, "import-passers", str(registry), "--report", str(report)) == 0
+    out = capsys.readouterr().out
+    assert "added 2, unchanged 0, level raised 0, superseded 0, rejected 2" in out
+    assert "line 4: bad id number: wrong check character" in out and "line 5: unknown level '中级'" in out
+    with open(report, encoding="utf-8") as handle:
+        assert list(csv.reader(handle))[1:] == [["4", "bad id number: wrong check character"],
+                                                 ["5", "unknown level '中级'"]]
+    assert run(config_path, "import-passers", str(registry)) == 0
+    assert "added 0, unchanged 2" in capsys.readouterr().out
+    with session_for(yaml.safe_load(config_path.read_text())["DB_URL"]) as session:
+        assert session.execute(select(Passer.province_code).order_by(Passer.id)).scalars().all() == ["11", "44"]
+
+
+def test_a_file_without_the_columns_is_refused(config_path, tmp_path, capsys):
+    registry = tmp_path / "bad.csv"
+    registry.write_text("who,what\n李明华,1\n", encoding="utf-8")
+    assert run(config_path, "import-passers", str(registry)) == 2
+    assert "缺少列" in capsys.readouterr().err
+
+
+def test_officers_and_admins(config_path, capsys, monkeypatch):
+    assert run(config_path, "create-officer", "--name", "朝阳区民政局审核员", "--email", "county@example.gov.cn",
+               "--password", "County-officer-1", "--region", "110105", "--level", "county") == 0
+    assert run(config_path, "create-officer", "--name", "某审核员", "--email", "x@example.gov.cn",
+               "--password", "short", "--region", "110105", "--level", "county") == 2
+    assert "PASSWORD_TOO_WEAK" in capsys.readouterr().err
+    assert run(config_path, "create-officer", "--name", "某审核员", "--email", "y@example.gov.cn",
+               "--password", "County-officer-1", "--region", "110105", "--level", "province") == 2
+    assert "region_code" in capsys.readouterr().err
+    assert run(config_path, "create-officer", "--name", "某审核员", "--email", "COUNTY@example.gov.cn",
+               "--password", "County-officer-1", "--region", "110000", "--level", "province") == 2
+    assert "ALREADY_REGISTERED" in capsys.readouterr().err
+    monkeypatch.setenv("SWMS_ADMIN_PASSWORD", "Admin-secret-2026")
+    assert run(config_path, "create-admin", "--name", "系统管理员", "--email", "admin@example.gov.cn",
+               "--password-env", "SWMS_ADMIN_PASSWORD") == 0
+    assert run(config_path, "purge-expired") == 0
+    with session_for(yaml.safe_load(config_path.read_text())["DB_URL"]) as session:
+        accounts = session.execute(select(Account.role, Account.region_code, Account.officer_level)
+                                   .order_by(Account.created_at)).all()
+        assert session.execute(select(outbox.table)).all() == []
+    assert [tuple(a) for a in accounts] == [("officer", "110105", "county"), ("admin", None, None)]
