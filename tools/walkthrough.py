@@ -30,6 +30,8 @@ HOLDER_ID = "11010519900307123" + check_character("11010519900307123")
 HOLDER_EMAIL = "liminghua@example.cn"
 HOLDER_PASSWORD = "Swms-demo-2026!"
 COUNTY, PROVINCE = "110105", "110000"   # 北京市朝阳区, 北京市
+# Identity's strength rule refuses a password containing the email's name ("county", "province").
+COUNTY_OFFICER_PASSWORD, PROVINCE_OFFICER_PASSWORD = "Chaoyang-review-2026", "Beijing-review-2026"
 UNIT_NAME = "北京市朝阳区阳光社会工作服务中心"
 UNIT_CREDIT_CODE = "52110105MJ0000001" + uscc_check_character("52110105MJ0000001")
 
@@ -95,9 +97,9 @@ def walk(stack: LocalStack, out_dir: Path, say=print) -> WalkResult:
     registry = write_registry(stack.workdir / "registry" / "passers.csv")
     show(f"exam-passer registry (社工库) loaded: {identity_cli(stack, 'import-passers', str(registry))}")
     identity_cli(stack, "create-officer", "--name", "朝阳区民政局审核员", "--email", "county@example.gov.cn",
-                 "--password", "County-officer-1", "--region", COUNTY, "--level", "county")
+                 "--password", COUNTY_OFFICER_PASSWORD, "--region", COUNTY, "--level", "county")
     identity_cli(stack, "create-officer", "--name", "北京市民政局审核员", "--email", "province@example.gov.cn",
-                 "--password", "Province-officer-1", "--region", PROVINCE, "--level", "province")
+                 "--password", PROVINCE_OFFICER_PASSWORD, "--region", PROVINCE, "--level", "province")
     show(f"officers created: county {COUNTY} (初审), province {PROVINCE} (终审)")
     directory = write_directory(stack.workdir / "registry" / "organisations.csv")
     show(f"directory of 社会工作服务机构 loaded: "
@@ -112,9 +114,9 @@ def walk(stack: LocalStack, out_dir: Path, say=print) -> WalkResult:
         show(f"account created for {account['name']} ({account['id_number_masked']}), person {account['person_id']}")
         token = public.identity.login({"login": HOLDER_ID, "password": HOLDER_PASSWORD})["access_token"]
         county_token = public.identity.login({"login": "county@example.gov.cn",
-                                              "password": "County-officer-1"})["access_token"]
+                                              "password": COUNTY_OFFICER_PASSWORD})["access_token"]
         province_token = public.identity.login({"login": "province@example.gov.cn",
-                                                "password": "Province-officer-1"})["access_token"]
+                                                "password": PROVINCE_OFFICER_PASSWORD})["access_token"]
         show("logged in (signed token, verified by each service locally)")
 
     with ClusterRpcProxy(config, timeout=30, context_data={"auth_token": token}) as worker:
