@@ -51,12 +51,14 @@ def test_model_rules_read_in_chinese():
     with pytest.raises(errors.SwmsError) as caught:
         parse(DecideRequest, {"item_id": "00000000-0000-4000-8000-000000000000", "decision": "reject"})
     assert "不通过时须填写理由" in caught.value.message
-    form = {"ethnicity": "汉族", "education": "本科", "mobile": "13800138000", "address": "北京",
+    form = {"ethnicity": "汉族", "political_status": "群众", "major": "社会工作",
+            "education": "本科", "mobile": "13800138000", "address": "北京",
             "region_code": "110105", "unit_category": "企业", "unit_name": "某公司", "position": "职员",
             "truth_commitment": False}
     with pytest.raises(errors.SwmsError) as caught:
         parse(BasicInfoRequest, form)
     assert "《社会工作者职业道德指引》" in caught.value.message
+    assert (caught.value.code, caught.value.field) == ("COMMITMENT_REQUIRED", "truth_commitment")
 
 
 @pytest.mark.parametrize("page_size", [0, 201, 1_000_000, "abc"])

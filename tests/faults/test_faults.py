@@ -1,0 +1,185 @@
+"""Faults, measured: kill -9 of random services during a stream of applications (100 kills), a
+RabbitMQ restart and a PostgreSQL restart mid-stream. Nothing may be lost or duplicated: every
+application ends 已出证 with exactly one certificate, one certificate_issued event and one email.
+
+Bounded: a fixed number of applications and kills, every wait with a deadline. Figures are
+printed (run with -s to see them; bin/test shows them in the summary of passed tests with -rP).
+"""
+from __future__ import annotations
+
+import collections
+import email
+import email.policy
+import random
+import signal
+import subprocess
+import time
+
+import eventlet
+import pytest
+from sqlalchemy import create_engine, text
+
+from swms.devkeys import SERVICES
+from tests.faults.workload import Figures, approve_everything, patient, people, prepare, proxy, submit_all
+from tests.support import EventTap
+from tools.localstack import LocalStack, wait_until
+
+pytestmark = [pytest.mark.faults, pytest.mark.parametrize("db_backend", ["postgresql"], indirect=True)]
+
+
+@pytest.fixture
+def stack(tmp_path, amqp_uri, make_database):
+    stack = LocalStack(workdir=tmp_path / "stack", amqp_uri=amqp_uri,
+                       db_urls={name: make_database(name) for name in SERVICES})
+    try:
+        stack.start_infrastructure()
+        stack.start_services()
+        yield stack
+    finally:
+        stack.stop()
+
+
+class Chaos:
+    """Kills a random service with SIGKILL every ``interval`` seconds and starts it again at once."""
+
+    def __init__(self, stack: LocalStack, kills: int, interval: float, seed: int = 5):
+        self.stack, self.kills, self.interval = stack, kills, interval
+        self.rng = random.Random(seed)
+        self.done: list[str] = []
+
+    def run(self) -> None:
+        while len(self.done) < self.kills:
+            eventlet.sleep(self.interval * self.rng.uniform(0.5, 1.5))
+            name = self.rng.choice(SERVICES)
+            self.stack.stop(name, sig=signal.SIGKILL, timeout=10)
+            self.stack.start_service(name)
+            self.done.append(name)
+
+
+def run_stream(stack: LocalStack, count: int, disturb) -> dict:
+    """Prepare ``count`` people, then submit and approve everything while ``disturb()`` runs in a
+    green thread; wait until every certificate and email exists. Returns the figures."""
+    figures = Figures()
+    persons = people(count)
+    tokens = prepare(stack, persons, figures)
+    issued_tap = EventTap(stack.amqp_uri, "certificate", "certificate_issued")   # an agency's queue
+    started = time.monotonic()
+    disturbance = eventlet.spawn(disturb)
+    submit_all(stack, persons, figures)
+    approve_everything(stack, tokens["county"], figures, count, deadline_s=300)
+    approve_everything(stack, tokens["province"], figures, count, deadline_s=300)
+    disturbance.wait()
+
+    def all_issued():
+        statuses = []
+        for person in persons:
+            def status(person=person):
+                with proxy(stack, person.token) as worker:
+                    return worker.registration.get_application({"application_id": person.application_id})["status"]
+            statuses.append(patient(status, figures, "status"))
+        return statuses.count("已出证") == count
+
+    wait_until(all_issued, timeout=300, interval=2, what="every certificate")
+    wait_until(lambda: len(certificate_mails(stack)) >= count, timeout=180, interval=1, what="every email")
+    time.sleep(5)  # let late duplicates, if any, arrive before counting
+    events = issued_tap.collect(count * 3, timeout=10)
+    issued_tap.close()
+    mails = certificate_mails(stack)
+    with create_engine(stack.db_urls["certificate"]).connect() as conn:
+        per_application = conn.execute(text(
+            "SELECT application_id, count(*) FROM certificates GROUP BY application_id")).all()
+    expected = {p.application_id for p in persons}
+    event_ids_by_app = collections.defaultdict(set)
+    for body in events:
+        event_ids_by_app[body["application_id"]].add(body["event_id"])
+    unique_mail_ids = collections.Counter(m["Message-ID"] for m in mails.values())
+    return {
+        "applications": count,
+        "seconds": round(time.monotonic() - started, 1),
+        "rpc_retries": figures.rpc_retries,
+        "lost_applications": len(expected - {a for a, _ in per_application}),
+        "duplicate_certificates": sum(n - 1 for _, n in per_application),
+        "lost_events": len(expected - set(event_ids_by_app)),
+        "duplicate_events": sum(len(ids) - 1 for ids in event_ids_by_app.values()),
+        "event_redeliveries": len(events) - len(event_ids_by_app),
+        "lost_emails": count - len({m["To"] for m in mails.values()}),
+        "duplicate_emails": sum(n - 1 for n in unique_mail_ids.values()),
+        "email_redeliveries": len(mails) - len(unique_mail_ids),
+        "unpublished_outbox_rows": unpublished(stack),
+    }
+
+
+def certificate_mails(stack: LocalStack) -> dict:
+    found = {}
+    for path in stack.mail_dir.glob("*.eml"):
+        message = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
+        if "电子登记证书" in (message["Subject"] or ""):
+            found[path.name] = message
+    return found
+
+
+def unpublished(stack: LocalStack) -> int:
+    total = 0
+    for name in SERVICES:
+        with create_engine(stack.db_urls[name]).connect() as conn:
+            total += conn.execute(text("SELECT count(*) FROM outbox WHERE published_at IS NULL")).scalar_one()
+    return total
+
+
+def assert_nothing_lost_or_duplicated(figures: dict) -> None:
+    print("\nfault figures:", figures)
+    for key in ("lost_applications", "duplicate_certificates", "lost_events", "duplicate_events",
+                "lost_emails", "duplicate_emails", "unpublished_outbox_rows"):
+        assert figures[key] == 0, (key, figures)
+
+
+def test_kill_nine_of_random_services_during_a_stream(stack):
+    chaos = Chaos(stack, kills=100, interval=1.2)
+    figures = run_stream(stack, count=30, disturb=chaos.run)
+    figures["kills"] = dict(collections.Counter(chaos.done))
+    assert sum(figures["kills"].values()) == 100
+    assert_nothing_lost_or_duplicated(figures)
+
+
+def restart(command: list[str]) -> None:
+    subprocess.run(command, check=True, capture_output=True, timeout=120)
+
+
+def broker_and_database_restarts(stack: LocalStack, recovery: dict):
+    def disturb():
+        eventlet.sleep(3)
+        for what, commands in (
+            ("rabbitmq", [["rabbitmqctl", "stop_app"], ["rabbitmqctl", "start_app"]]),
+            ("postgresql", [["pg_ctlcluster", "--skip-systemctl-redirect", pg_version(), "main", "restart"]]),
+        ):
+            for command in commands:
+                restart(command)
+            began = time.monotonic()
+            for name in SERVICES:  # every service answers again by itself (no restarts by us)
+                def healthy(name=name):
+                    with proxy(stack, timeout=5) as cluster:
+                        return getattr(cluster, name).health()["status"] == "ok"
+                wait_until(lambda: _quietly(healthy), timeout=120, interval=1, what=f"{name} after {what} restart")
+            recovery[what] = round(time.monotonic() - began, 1)
+            eventlet.sleep(3)
+    return disturb
+
+
+def _quietly(check) -> bool:
+    try:
+        return check()
+    except Exception:
+        return False
+
+
+def pg_version() -> str:
+    import os
+    return sorted(os.listdir("/etc/postgresql"))[-1]
+
+
+def test_rabbitmq_and_postgresql_restarted_mid_stream(stack):
+    recovery: dict = {}
+    figures = run_stream(stack, count=20, disturb=broker_and_database_restarts(stack, recovery))
+    figures["recovery_seconds"] = recovery
+    assert set(recovery) == {"rabbitmq", "postgresql"}
+    assert_nothing_lost_or_duplicated(figures)
