@@ -17,14 +17,23 @@ from dataclasses import dataclass
 from typing import Callable, Protocol
 
 from pydantic import BaseModel
+from sqlalchemy.orm import Session
 
+from services.notification import domain
 from services.notification.domain import (
     CHAIN_UNKNOWN,
     NO_RECIPIENTS,
     Outgoing,
     Settings,
 )
-from services.notification.models import OFFICER, PERSON, Job
+from services.notification.models import (
+    CANCELLED,
+    HELD,
+    OFFICER,
+    PERSON,
+    SCHEDULED,
+    Job,
+)
 from swms.contracts.events import (
     ApplicationApproved,
     ApplicationRejected,
@@ -122,6 +131,7 @@ def plan_certificate_issued(event: CertificateIssued, lookups: Lookups, settings
         "certificate_number": event.certificate_number, "id_number_masked": event.id_number_masked,
         "level": event.level.value, "valid_from_date": event.valid_from.isoformat(),
         "valid_until_date": event.valid_until.isoformat(), "authority": event.authority,
+        "application_kind": (event.kind.value if event.kind else "first_registration"),
         "portal_url": settings.portal_url}, event.certificate_number, event.person_id)]
 
 
@@ -267,3 +277,22 @@ def plan_reminder(payload: dict, lookups: Lookups, settings: Settings) -> list[O
         "certificate_number": payload["certificate_number"], "valid_until_date": payload["valid_until"],
         "window_open_date": payload["window_open"], "portal_url": settings.portal_url},
         payload["certificate_number"], payload["person_id"])]
+
+
+def adjust_reminders(session: Session, event: Event, settings: Settings) -> None:
+    """What a certificate event does to the re-registration reminders (in the handler's transaction):
+    issued schedules them (and cancels those of the certificate it supersedes), revoked, expired and
+    reissued cancel them, suspended holds them, reinstated releases them."""
+    if isinstance(event, CertificateIssued):
+        if event.supersedes:
+            domain.change_reminders(session, event.supersedes, (SCHEDULED, HELD), CANCELLED,
+                                    f"superseded by certificate {event.certificate_number}")
+        domain.schedule_reminders(session, certificate_number=event.certificate_number, person_id=event.person_id,
+                                  valid_until=event.valid_until, settings=settings)
+    elif isinstance(event, (CertificateRevoked, CertificateExpired, CertificateReissued)):
+        domain.change_reminders(session, event.certificate_number, (SCHEDULED, HELD), CANCELLED,
+                                f"certificate {event.event_type.removeprefix('certificate_')}")
+    elif isinstance(event, CertificateSuspended):
+        domain.change_reminders(session, event.certificate_number, (SCHEDULED,), HELD, "certificate suspended")
+    elif isinstance(event, CertificateReinstated):
+        domain.change_reminders(session, event.certificate_number, (HELD,), SCHEDULED, "certificate reinstated")

@@ -18,7 +18,6 @@ from pathlib import Path
 import eventlet
 import yaml
 from nameko.dependency_providers import Config
-from nameko.events import event_handler
 from nameko.extensions import DependencyProvider
 from nameko.rpc import RpcProxy, rpc
 from nameko.timer import Timer
@@ -27,7 +26,7 @@ from pydantic import ValidationError
 from services.notification import compose, domain
 from services.notification.compose import ComposeError
 from services.notification.mailer import Mailer
-from services.notification.models import CANCELLED, HELD, SCHEDULED, Job, inbox, outbox
+from services.notification.models import Job, inbox, outbox, sqlite_transactions
 from services.notification.templates import LANGUAGES, Templates
 from swms import errors, health
 from swms import rpc as swms_rpc
@@ -63,7 +62,8 @@ from swms.contracts.notification import (
     RemindersRequest,
     RetryRequest,
 )
-from swms.db import Database
+from swms.db import Database, engine_for
+from swms.deadletter import event_handler
 from swms.outbox import OutboxRelay
 from swms.rpc import contract
 
@@ -84,6 +84,7 @@ class NotificationSettings(DependencyProvider):
 
     def setup(self):
         config = self.container.config
+        sqlite_transactions(engine_for(config["DB_URL"], int(config.get("DB_POOL_SIZE", 10))))
         languages = tuple(part.strip() for part in str(config.get("MAIL_LANGUAGES") or "zh-CN").split(",")
                           if part.strip())
         unknown = [language for language in languages if language not in LANGUAGES]
@@ -215,58 +216,60 @@ class NotificationService:
         return health.check(self.name, self.db)
 
     # ---- events --------------------------------------------------------------------------------
-    # One thin method per event type; _accept does the work. requeue_on_error: the only failure left
-    # after validation (recorded, not raised) is the database itself being away: keep the event.
+    # One thin method per event type; _accept does the work. An event that does not match its
+    # contract is recorded as a failed job (operators see it in list_failures); the only failure
+    # left is the database being away, which swms.deadletter retries with backoff and, past
+    # EVENT_MAX_ATTEMPTS, dead-letters with the reason (nothing is dropped silently).
 
-    @event_handler(CertificateIssued.source, CertificateIssued.event_type, requeue_on_error=True)
+    @event_handler(CertificateIssued.source, CertificateIssued.event_type)
     def on_certificate_issued(self, payload):
         self._accept(CertificateIssued, payload)
 
-    @event_handler(ApplicationSubmitted.source, ApplicationSubmitted.event_type, requeue_on_error=True)
+    @event_handler(ApplicationSubmitted.source, ApplicationSubmitted.event_type)
     def on_application_submitted(self, payload):
         self._accept(ApplicationSubmitted, payload)
 
-    @event_handler(ApplicationApproved.source, ApplicationApproved.event_type, requeue_on_error=True)
+    @event_handler(ApplicationApproved.source, ApplicationApproved.event_type)
     def on_application_approved(self, payload):
         self._accept(ApplicationApproved, payload)
 
-    @event_handler(ApplicationRejected.source, ApplicationRejected.event_type, requeue_on_error=True)
+    @event_handler(ApplicationRejected.source, ApplicationRejected.event_type)
     def on_application_rejected(self, payload):
         self._accept(ApplicationRejected, payload)
 
-    @event_handler(ApplicationReturned.source, ApplicationReturned.event_type, requeue_on_error=True)
+    @event_handler(ApplicationReturned.source, ApplicationReturned.event_type)
     def on_application_returned(self, payload):
         self._accept(ApplicationReturned, payload)
 
-    @event_handler(CertificateRevoked.source, CertificateRevoked.event_type, requeue_on_error=True)
+    @event_handler(CertificateRevoked.source, CertificateRevoked.event_type)
     def on_certificate_revoked(self, payload):
         self._accept(CertificateRevoked, payload)
 
-    @event_handler(CertificateSuspended.source, CertificateSuspended.event_type, requeue_on_error=True)
+    @event_handler(CertificateSuspended.source, CertificateSuspended.event_type)
     def on_certificate_suspended(self, payload):
         self._accept(CertificateSuspended, payload)
 
-    @event_handler(CertificateReinstated.source, CertificateReinstated.event_type, requeue_on_error=True)
+    @event_handler(CertificateReinstated.source, CertificateReinstated.event_type)
     def on_certificate_reinstated(self, payload):
         self._accept(CertificateReinstated, payload)
 
-    @event_handler(CertificateExpired.source, CertificateExpired.event_type, requeue_on_error=True)
+    @event_handler(CertificateExpired.source, CertificateExpired.event_type)
     def on_certificate_expired(self, payload):
         self._accept(CertificateExpired, payload)
 
-    @event_handler(CertificateReissued.source, CertificateReissued.event_type, requeue_on_error=True)
+    @event_handler(CertificateReissued.source, CertificateReissued.event_type)
     def on_certificate_reissued(self, payload):
         self._accept(CertificateReissued, payload)
 
-    @event_handler(FeedbackSubmitted.source, FeedbackSubmitted.event_type, requeue_on_error=True)
+    @event_handler(FeedbackSubmitted.source, FeedbackSubmitted.event_type)
     def on_feedback_submitted(self, payload):
         self._accept(FeedbackSubmitted, payload)
 
-    @event_handler(FeedbackDecided.source, FeedbackDecided.event_type, requeue_on_error=True)
+    @event_handler(FeedbackDecided.source, FeedbackDecided.event_type)
     def on_feedback_decided(self, payload):
         self._accept(FeedbackDecided, payload)
 
-    @event_handler(PasswordResetRequested.source, PasswordResetRequested.event_type, requeue_on_error=True)
+    @event_handler(PasswordResetRequested.source, PasswordResetRequested.event_type)
     def on_password_reset_requested(self, payload):
         self._accept(PasswordResetRequested, payload)
 
@@ -279,8 +282,7 @@ class NotificationService:
                 return
             jobs = self._remember(event)
         except Exception:
-            log.exception("%s.%s could not be stored; the broker redelivers it", model.source, model.event_type)
-            eventlet.sleep(1.0)  # the database is away: do not spin on redeliveries
+            log.exception("%s.%s could not be stored; it will be retried", model.source, model.event_type)
             raise
         if jobs:
             self.auth.act_as_service()
@@ -308,7 +310,7 @@ class NotificationService:
             if not inbox.first_delivery(session, event.event_id, f"{event.source}.{event.event_type}"):
                 log.info("event %s already handled; skipped", event.event_id)
                 return []
-            self._adjust_reminders(session, event)
+            compose.adjust_reminders(session, event, settings)
             person_id, reference = compose.job_person_and_reference(event)
             for task in compose.tasks_for(event):
                 job = domain.add_job(session, key=f"{event.event_id}:{task.name}", task=task.name,
@@ -317,19 +319,6 @@ class NotificationService:
                 if job is not None:
                     jobs.append(job)
         return jobs
-
-    def _adjust_reminders(self, session, event: Event) -> None:
-        if isinstance(event, CertificateIssued):
-            domain.schedule_reminders(session, certificate_number=event.certificate_number,
-                                      person_id=event.person_id, valid_until=event.valid_until,
-                                      settings=self.settings)
-        elif isinstance(event, (CertificateRevoked, CertificateExpired, CertificateReissued)):
-            domain.change_reminders(session, event.certificate_number, (SCHEDULED, HELD), CANCELLED,
-                                    f"certificate {event.event_type.removeprefix('certificate_')}")
-        elif isinstance(event, CertificateSuspended):
-            domain.change_reminders(session, event.certificate_number, (SCHEDULED,), HELD, "certificate suspended")
-        elif isinstance(event, CertificateReinstated):
-            domain.change_reminders(session, event.certificate_number, (HELD,), SCHEDULED, "certificate reinstated")
 
     def _compose(self, jobs: list[Job]) -> None:
         """Look up recipients (concurrently, outside any transaction), then record each job's

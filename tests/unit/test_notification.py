@@ -48,7 +48,7 @@ CHAINS = {"default": {"first_registration": ["county", "province"], "re_registra
 
 
 def session() -> Session:
-    engine = create_engine("sqlite://")
+    engine = m.sqlite_transactions(create_engine("sqlite://"))
     m.metadata.create_all(engine)
     return Session(engine, expire_on_commit=False)
 
@@ -196,7 +196,7 @@ def test_missing_template_variable_names_the_variable():
         Templates().render("certificate_issued", {"name": "李明华"})
     assert caught.value.code == "TEMPLATE_VARIABLE_MISSING"
     assert caught.value.field in {"certificate_number", "id_number_masked", "level_label", "valid_from_date",
-                                  "valid_until_date", "authority", "portal_url"}
+                                  "valid_until_date", "authority", "portal_url", "kind_label"}
 
 
 def test_operator_templates_override_shipped_ones(tmp_path):
@@ -503,6 +503,63 @@ def test_suspension_holds_reminders_reinstatement_releases_them_revocation_cance
         domain.change_reminders(s, "C1", (m.SCHEDULED, m.HELD), m.CANCELLED, "revoked", now=NOW)
         s.commit()
         assert enqueue(s, dt.datetime(2029, 11, 1)) == 0
+        assert {r.status for r in domain.reminders_for(s, PERSON)} == {m.CANCELLED}
+
+
+def test_a_crash_in_the_middle_of_the_reminder_run_repeats_nothing_and_loses_nothing(tmp_path):
+    """The run is one transaction per batch: a crash inside it (here: the database refuses the
+    third job) leaves every reminder as it was, and the next run takes each exactly once."""
+    engine = m.sqlite_transactions(create_engine(f"sqlite:///{tmp_path / 'n.db'}"))
+    m.metadata.create_all(engine)
+    with Session(engine) as s:
+        for number in ("C1", "C2", "C3", "C4"):
+            domain.schedule_reminders(s, certificate_number=number, person_id=str(uuid.uuid4()),
+                                      valid_until=dt.date(2029, 11, 25), settings=settings(), now=NOW)
+        s.commit()
+    real_add_job, calls = domain.add_job, []
+
+    def crashing_add_job(*args, **kwargs):
+        calls.append(kwargs["key"])
+        if len(calls) == 3:
+            raise RuntimeError("power cut")
+        return real_add_job(*args, **kwargs)
+
+    run_at = dt.datetime(2029, 8, 26)
+    domain.add_job = crashing_add_job
+    try:
+        with Session(engine) as s, pytest.raises(RuntimeError):
+            domain.enqueue_due_reminders(s, 100, settings(), now=run_at)
+            s.commit()
+    finally:
+        domain.add_job = real_add_job
+    with Session(engine) as s:
+        assert s.execute(select(func.count()).select_from(m.Job)).scalar_one() == 0
+        assert {r.status for r in s.execute(select(m.Reminder)).scalars()} == {m.SCHEDULED}
+        assert domain.enqueue_due_reminders(s, 100, settings(), now=run_at) == 4
+        s.commit()
+        assert domain.enqueue_due_reminders(s, 100, settings(), now=run_at + dt.timedelta(minutes=1)) == 0
+        s.commit()
+        keys = [j.key for j in s.execute(select(m.Job)).scalars()]
+    assert len(keys) == len(set(keys)) == 4
+
+
+def test_certificate_events_move_the_reminders():
+    with session() as s:
+        first = certificate_issued(number="C-OLD", valid_until=dt.date(2029, 11, 25))
+        compose.adjust_reminders(s, first, settings())
+        reissued = certificate_issued(number="C-NEW", valid_until=dt.date(2029, 11, 25))
+        reissued.supersedes = "C-OLD"   # an upgrade re-issue keeps the validity period
+        compose.adjust_reminders(s, reissued, settings())
+        status = dict(certificate_number="C-NEW", person_id=PERSON, holder_name_masked="李**",
+                      id_number_masked="110***********1239", level=Level.SOCIAL_WORKER, region_code="110105",
+                      changed_by="officer-1", changed_at=UTC_NOW)
+        compose.adjust_reminders(s, CertificateSuspended(**status), settings())
+        s.commit()
+        states = {(r.certificate_number, r.status) for r in domain.reminders_for(s, PERSON)}
+        assert states == {("C-OLD", m.CANCELLED), ("C-NEW", m.HELD)}
+        compose.adjust_reminders(s, CertificateReinstated(**status), settings())
+        compose.adjust_reminders(s, CertificateExpired(**status), settings())
+        s.commit()
         assert {r.status for r in domain.reminders_for(s, PERSON)} == {m.CANCELLED}
 
 
