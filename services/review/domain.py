@@ -408,7 +408,8 @@ def _after_decided(writes: Writes, officer: Caller, item: ReviewItem, decision: 
         detail["batch_id"] = batch_id
     writes.record(officer.subject, f"item.{STATUS_OF[decision]}", "review_item", item.item_id, detail)
     common = dict(application_id=item.application_id, person_id=item.person_id, kind=item.kind,
-                  region_code=item.region_code, stage=stage, decided_by=officer.subject, decided_at=now)
+                  region_code=item.region_code, stage=stage, decided_by=officer.subject, decided_at=now,
+                  level=item.level, round=item.round)
     if decision == Decision.REJECT:
         writes.events.append(ApplicationRejected(reason=reason, **common))
         return None
@@ -424,7 +425,8 @@ def _after_decided(writes: Writes, officer: Caller, item: ReviewItem, decision: 
                               submitted_at=item.submitted_at, round_=item.round, step=item.step + 1,
                               chain=_chain_of(item, rules), accepted_at=item.accepted_at, due_at=item.due_at,
                               now=now, actor=officer.subject)
-    writes.events.append(ApplicationApproved(final=final, **common))
+    writes.events.append(ApplicationApproved(final=final, next_level=next_item.level if next_item else None,
+                                             **common))
     return next_item
 
 

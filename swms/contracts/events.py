@@ -55,6 +55,9 @@ class ApplicationApproved(Event):
     final: bool
     decided_by: str
     decided_at: dt.datetime
+    level: str | None = None          # the officer level that decided: county / city / province
+    next_level: str | None = None     # where the application waits now (None when final)
+    round: int | None = None          # the submission round decided (ApplicationSubmitted.round)
 
 
 class ApplicationRejected(Event):
@@ -68,6 +71,8 @@ class ApplicationRejected(Event):
     reason: str
     decided_by: str
     decided_at: dt.datetime
+    level: str | None = None          # the officer level that decided: county / city / province
+    round: int | None = None          # the submission round decided (ApplicationSubmitted.round)
 
 
 class CertificateIssued(Event):
@@ -165,6 +170,8 @@ class ApplicationReturned(Event):
     reason: str
     decided_by: str
     decided_at: dt.datetime
+    level: str | None = None          # the officer level that decided: county / city / province
+    round: int | None = None          # the submission round decided (ApplicationSubmitted.round)
 
 
 # ---- certificate lifecycle (also for other agencies) ------------------------------------------

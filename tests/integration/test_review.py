@@ -149,6 +149,7 @@ def test_first_registration_goes_from_county_to_province(review, amqp_uri, count
         [initial] = tap.collect(1)
         assert initial["application_id"] == event.application_id
         assert (initial["stage"], initial["final"], initial["decided_by"]) == ("initial", False, "county-officer-1")
+        assert (initial["level"], initial["next_level"], initial["round"]) == ("county", "province", 1)
         assert initial["person_id"] == event.person_id
 
         with rpc_client(amqp_uri, province) as officer:
@@ -161,6 +162,7 @@ def test_first_registration_goes_from_county_to_province(review, amqp_uri, count
         [final] = tap.collect(1)
         assert final["application_id"] == event.application_id
         assert (final["stage"], final["final"], final["decided_by"]) == ("final", True, "province-officer-1")
+        assert (final["level"], final["next_level"]) == ("province", None)
     finally:
         tap.close()
     assert [(row.level, row.status) for row in items_of(review, event.application_id)] == [
@@ -356,7 +358,7 @@ def test_return_for_correction_reaches_the_broker_and_a_resubmission_starts_agai
             [returned] = tap.collect(1)
             assert (returned["application_id"], returned["reason"], returned["stage"]) == (
                 event.application_id, "请补充三区计划证明材料", "initial")
-            assert returned["decided_by"] == "county-officer-1"
+            assert (returned["decided_by"], returned["level"], returned["round"]) == ("county-officer-1", "county", 1)
             assert find_item(officer, event.application_id) is None
             history = officer.review.list_queue({"status": "returned"})["items"]
             assert [(i["item_id"], i["reason"], i["deadline_state"]) for i in history] == [
