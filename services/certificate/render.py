@@ -116,7 +116,7 @@ td.photo {{ width: 29mm; padding: 2mm 0 0 3mm; }}
 .name {{ font-size: {name_size}; }}
 .note {{ font-size: 10pt; color: #555; }}
 .qr {{ position: absolute; left: 12mm; bottom: 14mm; width: 34mm; text-align: center; }}
-.qr img {{ width: 32mm; height: 32mm; image-rendering: pixelated; }}
+.qr svg {{ width: 32mm; height: 32mm; }}
 .qr p {{ font-size: 8pt; margin: 1mm 0 0; }}
 .seal {{ position: absolute; right: 14mm; bottom: 18mm; text-align: right; font-size: 12pt; line-height: 1.8; }}
 .no {{ position: absolute; left: 0; right: 0; bottom: 4mm; text-align: center; font-size: 10pt; color: #555; }}
@@ -136,7 +136,8 @@ td.photo {{ width: 29mm; padding: 2mm 0 0 3mm; }}
 <tr><td class="k">发证日期</td><td colspan="2">{issued_on}</td></tr>
 {notes}
 </table>
-<div class="qr"><img src="{qr}" alt="核验二维码"><p>扫码核验证书真伪</p></div>
+<div class="qr"><svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 1 1" role="img" aria-label="核验二维码">
+<image width="1" height="1" image-rendering="pixelated" href="{qr}"/></svg><p>扫码核验证书真伪</p></div>
 <div class="seal">登记机关：{authority}<br>发证日期：{issued_on}</div>
 <div class="no">NO. {certificate_number}</div>
 </div></body></html>"""

@@ -52,6 +52,8 @@ def read_token(public_key: Ed25519PublicKey, token: str) -> str:
     number, signature = match.groups()
     try:
         raw = base64.urlsafe_b64decode(signature + "==")
+        if _b64(raw) != signature:  # the last character's spare bits: only the canonical spelling counts
+            raise ValueError("non-canonical encoding")
         public_key.verify(raw, TOKEN_CONTEXT + number.encode("ascii"))
     except (InvalidSignature, binascii.Error, ValueError):
         raise ForgedToken("bad signature") from None

@@ -101,6 +101,7 @@ def test_qr_token_checks_out_and_every_forgery_is_recognised():
         tokens.make_token(tokens.generate_token_key(), "1120262000001"),   # another key
         f"1120262000002.{signature}",                                      # number altered
         f"{number}.{signature[:-2]}{'AB' if signature[-2:] != 'AB' else 'CD'}",  # signature altered
+        *(f"{number}.{signature[:-1]}{c}" for c in "ABCDEFGHIJKLMNOPQRSTUVWXYZ" if c != signature[-1]),  # last char
         token[:-1], token + "A", number, "", "1120262000001.", "a.b", None, 42,
     ]
     for forged in forgeries:
