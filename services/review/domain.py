@@ -464,9 +464,15 @@ def approve_batch(transaction: Callable, officer: Caller, item_ids: list[str], r
         now = utcnow()
         try:
             with transaction() as session:
+                # Lock the rows in one order (item_id) before changing them, so that two batches over
+                # overlapping items wait for each other instead of deadlocking. A row another officer
+                # decided meanwhile is no longer pending once its lock is released: it drops out here.
+                mine = session.execute(
+                    select(table.c.item_id).where(table.c.item_id.in_(chunk), table.c.status == PENDING,
+                                                  table.c.level == officer.level, table.c.region_prefix == prefix)
+                    .order_by(table.c.item_id).with_for_update()).scalars().all()
                 claimed = set(session.execute(
-                    update(table).where(table.c.item_id.in_(chunk), table.c.status == PENDING,
-                                        table.c.level == officer.level, table.c.region_prefix == prefix)
+                    update(table).where(table.c.item_id.in_(mine), table.c.status == PENDING)
                     .values(status=APPROVED, decided_by=officer.subject, decided_at=now, reason=reason)
                     .returning(table.c.item_id)).scalars())
                 chunk_results = {}
