@@ -94,5 +94,6 @@ def import_records(session: Session, rows: list[dict[str, str]], source: str, ac
             continue
         seen.add(values["record_id"])
         outcome = domain.record_ce(session, source=source, actor=actor, **values)
-        setattr(report, outcome, getattr(report, outcome) + 1)
+        setattr(report, "unchanged" if outcome == "stale" else outcome,
+                getattr(report, "unchanged" if outcome == "stale" else outcome) + 1)
     return report

@@ -439,12 +439,18 @@ def check_hours(summary: ContinuingEducation) -> None:
             f"{summary.offline_hours:g}学时，还差{short:g}学时", "offline_courses")
 
 
-def _attach_proofs(session: Session, application_id: str, courses: list[OfflineCourse]) -> None:
+def _attach_proofs(session: Session, application_id: str, courses: list[OfflineCourse], submitted: bool = False,
+                   new: bool = False) -> None:
+    """The form's proofs belong to this application (for good once submitted); proofs it dropped
+    are released (a new application has none to release)."""
     keys = {course.proof_key for course in courses}
     if keys:
-        session.execute(update(ProofFileRow).where(ProofFileRow.proof_key.in_(keys))
-                        .values(application_id=application_id, released_at=None))
-    _release_proofs(session, application_id, keep=keys)
+        values = dict(application_id=application_id, released_at=None)
+        if submitted:
+            values["submitted"] = True
+        session.execute(update(ProofFileRow).where(ProofFileRow.proof_key.in_(keys)).values(**values))
+    if not new:
+        _release_proofs(session, application_id, keep=keys)
 
 
 def _release_proofs(session: Session, application_id: str, keep: set[str]) -> None:
@@ -580,7 +586,8 @@ def submit(session: Session, request: Submit) -> Application:
         form = {"replacement": details.model_dump(mode="json")}
 
     now = utcnow()
-    if application is None:
+    new = application is None
+    if new:
         application = _new_application(session, request.kind, snapshot, S.INITIAL_REVIEW, request.actor)
         resubmission = False
     else:
@@ -598,11 +605,7 @@ def submit(session: Session, request: Submit) -> Application:
     session.add(Submission(application_id=application.application_id, round=application.round, submitted_at=now,
                            actor=request.actor, snapshot=application.snapshot, form=application.form))
     if request.kind == K.RE_REGISTRATION:
-        courses = [OfflineCourse.model_validate(c) for c in form["continuing_education"]["offline_courses"]]
-        _attach_proofs(session, application.application_id, courses)
-        if courses:
-            session.execute(update(ProofFileRow).where(ProofFileRow.proof_key.in_({c.proof_key for c in courses}))
-                            .values(submitted=True))
+        _attach_proofs(session, application.application_id, courses, submitted=True, new=new)
     audit.record(session, request.actor, "application.submitted", "application", application.application_id,
                  {"kind": request.kind.value, "round": application.round, "profile_revision": snapshot.revision})
     outbox.add(session, ApplicationSubmitted(
@@ -828,17 +831,27 @@ def apply_level_raise(session: Session, event: PasserLevelRaised) -> None:
 
 def record_ce(session: Session, *, source: str, record_id: str, course: str, provider: str, hours: float,
               completed_on: dt.date, person_id: str | None = None, id_number: str | None = None,
-              withdrawn: bool = False, actor: str) -> str:
-    """Add or correct one record (keyed by source + record_id): 'added', 'updated' or 'unchanged'."""
+              withdrawn: bool = False, actor: str, source_time: dt.datetime | None = None) -> str:
+    """Add or correct one record (keyed by source + record_id): 'added', 'updated', 'unchanged', or
+    'stale' (a version older than the one stored, arriving late)."""
+    if source_time is None:
+        source_time = utcnow()
+    elif source_time.tzinfo is not None:
+        source_time = source_time.astimezone(dt.timezone.utc).replace(tzinfo=None)
     row = session.execute(select(CeRecord).where(CeRecord.source == source, CeRecord.record_id == record_id)
                           .with_for_update()).scalar_one_or_none()
     values = dict(course=course, provider=provider, hours_tenths=_tenths(hours), completed_on=completed_on,
                   withdrawn=withdrawn)
     if row is None:
         session.add(CeRecord(source=source, record_id=record_id, person_id=person_id, id_number=id_number,
-                             recorded_at=utcnow(), **values))
+                             recorded_at=utcnow(), source_time=source_time, **values))
         outcome = "added"
     else:
+        if row.source_time is not None and source_time < row.source_time:
+            audit.record(session, actor, "ce_record.stale", "ce_record", f"{source}:{record_id}"[:64],
+                         {"hours": hours, "source_time": source_time.isoformat()})
+            return "stale"
+        row.source_time = source_time
         changed = {k: v for k, v in values.items() if getattr(row, k) != v}
         if person_id and row.person_id != person_id:
             changed["person_id"] = person_id

@@ -134,6 +134,9 @@ class CeRecord(Base):
     completed_on: Mapped[dt.date] = mapped_column(Date)
     withdrawn: Mapped[bool] = mapped_column(Boolean, default=False)
     recorded_at: Mapped[dt.datetime] = mapped_column(DateTime)
+    # When the source made this version (an event's occurred_at; the import time for a file): an
+    # older version arriving late (events are consumed in parallel) never overwrites a newer one.
+    source_time: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
 
 
 PROOF_PENDING, PROOF_VERIFIED, PROOF_REJECTED, PROOF_DELETED = "pending", "verified", "rejected", "deleted"

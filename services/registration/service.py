@@ -460,4 +460,5 @@ class RegistrationService:
                 return
             domain.record_ce(session, source=event.source, record_id=event.record_id, course=event.course,
                              provider=event.provider, hours=event.hours, completed_on=event.completed_on,
-                             person_id=event.person_id, withdrawn=event.withdrawn, actor="learning")
+                             person_id=event.person_id, withdrawn=event.withdrawn, actor="learning",
+                             source_time=event.occurred_at)

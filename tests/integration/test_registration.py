@@ -179,13 +179,13 @@ class Env:
                                        .where(profile_outbox.table.c.event_type == "profile_changed")).all()
                 mine = [r for r in rows if json.loads(r.payload)["person_id"] == person_id]
                 return [r.event_id for r in mine] if mine and all(r.published_at for r in mine) else None
-            event_ids = wait_until(published, what="profile_changed published")
+            event_ids = wait_until(published, timeout=60, what="profile_changed published")
         with session_for(self.config["DB_URL"]) as session:
             def handled():
                 session.expire_all()
                 return session.execute(select(func.count()).select_from(inbox.table).where(
                     inbox.table.c.event_id.in_(event_ids))).scalar_one() == len(event_ids)
-            wait_until(handled, what="profile_changed handled by registration")
+            wait_until(handled, timeout=60, what="profile_changed handled by registration")
 
     def audit_for(self, entity_id: str) -> list[dict]:
         with session_for(self.config["DB_URL"]) as session:
@@ -196,7 +196,7 @@ class Env:
             def reached():
                 application = client.registration.get_application({"application_id": application_id})
                 return application if application["status"] == status else None
-            return wait_until(reached, what=f"status {status}")
+            return wait_until(reached, timeout=60, what=f"status {status}")
 
     def holds(self, person: Person, valid_until: dt.date, level: str | None = None,
               number: str | None = None, application_id: str | None = None) -> str:
@@ -215,7 +215,7 @@ class Env:
             def recorded():
                 session.expire_all()
                 return session.get(HeldCertificate, number)
-            wait_until(recorded, what=f"certificate {number} recorded")
+            wait_until(recorded, timeout=60, what=f"certificate {number} recorded")
         return number
 
     def upload_proof(self, token: str, data: bytes | None = None, content_type: str = "application/pdf",
@@ -295,7 +295,7 @@ class SubmittedTap(EventTap):
     review does not run, so events of earlier tests may still be retried from the outbox when this
     queue appears: ``of`` keeps one application's events."""
 
-    def of(self, application_id: str, count: int, timeout: float = 20.0) -> list[dict]:
+    def of(self, application_id: str, count: int, timeout: float = 60.0) -> list[dict]:
         found, deadline = [], time.monotonic() + timeout
         while len(found) < count and time.monotonic() < deadline:
             found += [e for e in self.collect(1, timeout=0.5) if e["application_id"] == application_id]
@@ -410,7 +410,7 @@ def test_review_outcomes_move_the_status_once_each(env, caplog):
     env.wait_for_status(me.token, application_id, "终审中")
     wait_until(lambda: f"event {initial.event_id} already handled" in caplog.text
                or statuses(get_application(env, me.token, application_id)).count("终审中") > 1,
-               what="the redelivered approval to be handled")
+               timeout=60, what="the redelivered approval to be handled")
     assert statuses(get_application(env, me.token, application_id)) == ["初审中", "终审中"]
 
     # The final approval changes no status: 已出证 comes with the certificate.
@@ -529,7 +529,7 @@ def test_a_draft_follows_the_profile_and_a_submitted_form_keeps_what_was_submitt
         def synced():
             seen = client.registration.get_application({"application_id": draft["application_id"]})
             return seen if seen["form"]["work_experiences"] else None
-        refreshed = wait_until(synced, what="the draft to follow the profile")
+        refreshed = wait_until(synced, timeout=60, what="the draft to follow the profile")
         assert refreshed["form"]["profile_revision"] > revision
         assert [w["unit_name"] for w in refreshed["form"]["work_experiences"]] == ["北京某科技公司"]
 
@@ -605,7 +605,7 @@ def test_re_registration_counts_platform_records_and_offline_courses(env, submit
             draft = client.registration.open_draft({"kind": "re_registration"})
         ce = draft["form"]["continuing_education"]
         return draft if ce["online_hours"] == 50 else None
-    draft = wait_until(online_hours, what="the platform's records in the draft")   # 35 + 5 + 10; F-2 is too old
+    draft = wait_until(online_hours, timeout=60, what="the platform's records in the draft")   # 35 + 5 + 10; F-2 is too old
     ce = draft["form"]["continuing_education"]
     assert (ce["required_hours"], ce["offline_hours"], ce["total_hours"]) == (90, 0, 50)
     assert sorted(r["record_id"] for r in ce["online_records"]) == ["F-1", "L-1", "L-2"]

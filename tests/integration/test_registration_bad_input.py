@@ -236,7 +236,7 @@ def test_re_registration_eligibility_answers(env, subtests):
         def recorded():
             with session_for(env.config["DB_URL"]) as session:
                 return session.get(HeldCertificate, revoked_number).status == status
-        wait_until(recorded, what=f"certificate {status}")
+        wait_until(recorded, timeout=60, what=f"certificate {status}")
         check(subtests, env, code.lower(), rereg(revoked), code, "certificate")
 
     # The lapsed registration registers again, whatever its exam year.

@@ -424,6 +424,12 @@ def test_records_are_upserted_by_source_and_record_id(session):
     assert domain.record_ce(session, hours=2, **kwargs) == "unchanged"
     assert domain.record_ce(session, hours=3.5, **kwargs) == "updated"
     assert session.execute(select(m.CeRecord.hours_tenths)).scalar_one() == 35
+    # Events are consumed in parallel: an older version arriving after a newer one is ignored.
+    newer, older = dt.datetime(2026, 5, 2, 8, tzinfo=dt.UTC), dt.datetime(2026, 5, 2, 7, tzinfo=dt.UTC)
+    kwargs["record_id"] = "R2"
+    assert domain.record_ce(session, hours=6, source_time=newer, **kwargs) == "added"
+    assert domain.record_ce(session, hours=4, source_time=older, **kwargs) == "stale"
+    assert session.execute(select(m.CeRecord.hours_tenths).where(m.CeRecord.record_id == "R2")).scalar_one() == 60
 
 
 def test_file_import_reports_each_bad_row_and_is_idempotent(session):

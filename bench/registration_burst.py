@@ -1,0 +1,333 @@
+"""Burst of re-registration submissions (再登记 windows are one or two weeks per province), on
+PostgreSQL, against an empty RPC measured in the same run.
+
+  .venv/bin/python -m bench.registration_burst [--submissions 20000] [--clients 50]
+      [--registration-processes 2] [--workers 30] [--pg-url postgresql+psycopg2://postgres:postgres@127.0.0.1:5432/postgres]
+
+What runs: profile and registration as separate ``nameko run`` processes (registration possibly
+several, as a deployment scales it), each on its own fresh PostgreSQL database, moto's S3 server on
+loopback, and the empty service of bench/rpc.py. Seeded before the clock starts: N people with a
+complete 个人信息表 (basic information and an ID photo record), a certificate expiring in 30 days,
+60 online continuing-education hours in the period, and one confirmed proof each.
+
+What is measured: ``--clients`` concurrent clients (each its own connection, one call after another,
+each call with the person's own token) first call the empty RPC, then submit one
+``registration.submit_re_registration`` per person (commitment + one 30-hour offline course with its
+proof: 60 + 30 = 90 hours, the 社会工作师 requirement). Each submission is the real path: token check,
+profile's completeness check and snapshot (two RPCs, in parallel), the window, the hours and the proof
+checked, the application, its history, the submitted version and the audit row written and the
+``application_submitted`` event put in the outbox, in one transaction; the relay publishes it.
+
+Prints calls/s, p50 and p99 of both, their ratio (goal: submissions ≥ 0.5 × empty RPC), and checks
+that nothing was lost: one application row, one submitted version and one published event per
+submission (a queue bound before the burst counts the events).
+"""
+from __future__ import annotations
+
+import eventlet
+
+eventlet.monkey_patch()
+
+import argparse  # noqa: E402
+import collections  # noqa: E402
+import datetime as dt  # noqa: E402
+import os  # noqa: E402
+import statistics  # noqa: E402
+import subprocess  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+import uuid  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from nameko.standalone.rpc import ClusterRpcProxy  # noqa: E402
+
+SURNAMES, GIVEN = "李王张刘陈杨赵黄周吴徐孙马朱胡郭何林罗高", "明华静丽强军敏伟芳娜秀英建国平红玲燕霞"
+COUNTY = "110105"
+
+
+def person_id(n: int) -> str:
+    return f"00000000-0000-4000-8000-{n:012d}"
+
+
+def name(n: int) -> str:
+    return SURNAMES[n % len(SURNAMES)] + GIVEN[(n // 20) % len(GIVEN)] + GIVEN[(n // 400) % len(GIVEN)]
+
+
+def id_number(n: int) -> str:
+    from swms.idcard import check_character
+    birth = dt.date(1960, 1, 1) + dt.timedelta(days=n // 1000)
+    first17 = f"{COUNTY}{birth:%Y%m%d}{n % 1000:03d}"
+    return first17 + check_character(first17)
+
+
+def create_database(admin_url: str, label: str) -> str:
+    from sqlalchemy import create_engine, text
+    db = f"swms_bench_{label}_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{db}"'))
+    admin.dispose()
+    return admin_url.rsplit("/", 1)[0] + f"/{db}"
+
+
+def drop_databases(admin_url: str, urls: list[str]) -> None:
+    from sqlalchemy import create_engine, text
+
+    from swms.db import _engines, dispose_engine
+    for url in list(_engines):
+        dispose_engine(url)
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        for url in urls:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{url.rsplit("/", 1)[1]}" WITH (FORCE)'))
+    admin.dispose()
+
+
+def seed_profiles(db_url: str, people: int) -> None:
+    """Complete forms: the first through profile's own domain code (basic information and a photo
+    record), the others as copies of its rows with each person's own identity (bulk inserts: the
+    domain path costs tens of milliseconds a person, minutes for 20,000)."""
+    from sqlalchemy import insert, select, update
+    from sqlalchemy.orm import sessionmaker
+
+    from services.profile import domain
+    from services.profile.models import Profile, StoredFile, Upload, outbox
+    from services.profile.testing import SUNSHINE, basic_info, seed_directory
+    from swms import idcard
+    from swms.contracts.identity import PersonResponse
+    from swms.contracts.profile import BasicInfoRequest
+    from swms.db import engine_for
+    from swms.outbox import utcnow
+
+    org_id = seed_directory(db_url, [SUNSHINE])[SUNSHINE["credit_code"]]
+    factory = sessionmaker(engine_for(db_url), expire_on_commit=False)
+    with factory() as session:
+        person = PersonResponse(person_id=person_id(0), name=name(0), id_number=id_number(0), email="p0@example.cn",
+                                level="社会工作师", management_number=f"2023110000{0:08d}", exam_year=2023)
+        profile = domain.ensure_profile(session, person.person_id, person)
+        domain.save_basic_info(session, profile, BasicInfoRequest(**basic_info(org_id)), person.email, "bench")
+        upload_id = str(uuid.uuid4())
+        session.add(Upload(upload_id=upload_id, person_id=person.person_id, purpose="photo",
+                           object_key=f"incoming/{upload_id}", max_bytes=512_000, created_at=utcnow(),
+                           expires_at=utcnow() + dt.timedelta(minutes=15)))
+        key = f"photos/{person.person_id}/{uuid.uuid4()}.jpg"
+        domain.set_photo(session, profile, domain.StagedFile(
+            upload_id=upload_id, file_key=key, content_type="image/jpeg", size_bytes=40_000, sha256="0" * 64,
+            incoming_key=key, width=295, height=413, photo_size="1寸"), "bench")
+        session.commit()
+        template = {c.name: getattr(profile, c.name) for c in Profile.__table__.columns}
+        photo = session.execute(select(StoredFile).where(StoredFile.file_key == key)).scalar_one()
+        photo_row = {c.name: getattr(photo, c.name) for c in StoredFile.__table__.columns}
+        for start in range(1, people, 5000):
+            profiles, photos = [], []
+            for n in range(start, min(people, start + 5000)):
+                resident = idcard.parse(id_number(n))
+                photo_key = f"photos/{person_id(n)}/{uuid.uuid4()}.jpg"
+                profiles.append({**template, "person_id": person_id(n), "name": name(n), "id_number": resident.number,
+                                 "gender": resident.gender, "birth_date": resident.birth_date,
+                                 "management_number": f"2023110000{n:08d}", "email": f"p{n}@example.cn",
+                                 "mobile": f"138{n:08d}", "photo_key": photo_key})
+                photos.append({**photo_row, "file_key": photo_key, "person_id": person_id(n)})
+            session.execute(insert(Profile), profiles)
+            session.execute(insert(StoredFile), photos)
+        # Seeding is not the benchmark: its profile_changed events are marked sent, not relayed.
+        session.execute(update(outbox.table).values(published_at=utcnow()))
+        session.commit()
+
+
+def seed_registration(db_url: str, people: int, today: dt.date) -> None:
+    """Each person holds a certificate expiring in 30 days, 60 online hours and a confirmed proof."""
+    from sqlalchemy import insert
+    from sqlalchemy.orm import sessionmaker
+
+    from services.registration.models import CeRecord, HeldCertificate, ProofFileRow
+    from swms.db import engine_for
+    from swms.outbox import utcnow
+
+    valid_until = today + dt.timedelta(days=30)
+    valid_from = valid_until.replace(year=valid_until.year - 3) + dt.timedelta(days=1)
+    now = utcnow()
+    with sessionmaker(engine_for(db_url))() as session:
+        for start in range(0, people, 5000):
+            batch = range(start, min(people, start + 5000))
+            session.execute(insert(HeldCertificate), [dict(
+                certificate_number=f"1120232{n:06d}", person_id=person_id(n), application_id=None,
+                level="社会工作师", region_code=COUNTY, valid_from=valid_from, valid_until=valid_until,
+                issued_at=now, status="valid", updated_at=now) for n in batch])
+            session.execute(insert(CeRecord), [dict(
+                source="learning", record_id=f"bench-{n}", person_id=person_id(n), id_number=None,
+                course="社会工作伦理与实务", provider="全国社会工作者继续教育平台", hours_tenths=600,
+                completed_on=today - dt.timedelta(days=200), withdrawn=False, recorded_at=now) for n in batch])
+            session.execute(insert(ProofFileRow), [dict(
+                proof_key=proof_key(n), person_id=person_id(n), filename="结业证书.pdf",
+                content_type="application/pdf", status="verified", size=30_000, sha256="0" * 64, created_at=now,
+                verified_at=now, application_id=None, released_at=None, submitted=False) for n in batch])
+        session.commit()
+
+
+def proof_key(n: int) -> str:
+    return f"proofs/{person_id(n)}/{uuid.UUID(int=n)}"
+
+
+def percentile(samples: list[float], fraction: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+def burst(amqp_uri: str, clients: int, jobs: list, call) -> dict:
+    """``clients`` concurrent clients, each with its own connection, take jobs one after another."""
+    latencies: list[float] = []
+    failures: collections.Counter = collections.Counter()
+    queue = collections.deque(jobs)
+
+    def client(_):
+        with ClusterRpcProxy({"AMQP_URI": amqp_uri}, timeout=120) as proxy:
+            while queue:
+                job = queue.popleft()
+                started = time.perf_counter()
+                try:
+                    call(proxy, job)
+                except Exception as exc:  # counted, and shown: a failed submission is a finding
+                    failures[getattr(exc, "code", type(exc).__name__)] += 1
+                latencies.append((time.perf_counter() - started) * 1000)
+
+    started = time.perf_counter()
+    list(eventlet.GreenPool(clients).imap(client, range(clients)))
+    elapsed = time.perf_counter() - started
+    return {"calls": len(jobs), "seconds": elapsed, "calls_per_s": len(jobs) / elapsed,
+            "p50_ms": statistics.median(latencies), "p99_ms": percentile(latencies, 0.99), "failures": failures}
+
+
+def with_token(proxy, token: str):
+    # The standalone proxy sends its context data as headers; each call carries its person's token.
+    proxy._worker_ctx.data["auth_token"] = token
+    return proxy
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--submissions", type=int, default=20000)
+    parser.add_argument("--clients", type=int, default=50)
+    parser.add_argument("--empty-calls", type=int, default=10000)
+    parser.add_argument("--registration-processes", type=int, default=2)
+    parser.add_argument("--workers", type=int, default=30, help="max_workers of registration and profile")
+    parser.add_argument("--pg-url", default=os.environ.get(
+        "SWMS_TEST_PG_URL", "postgresql+psycopg2://postgres:postgres@127.0.0.1:5432/postgres"))
+    args = parser.parse_args()
+    amqp_uri = os.environ.get("AMQP_URI", "pyamqp://guest:guest@127.0.0.1:5672/")
+
+    from kombu import Connection, Exchange, Queue
+    from sqlalchemy import func, select
+    from sqlalchemy.orm import sessionmaker
+
+    from services.registration.models import Application, Submission, outbox
+    from swms.auth import SOCIAL_WORKER, Caller, issue_token
+    from swms.db import engine_for
+    from swms.devkeys import ensure_dev_keys
+    from swms.migrations import upgrade
+    from tools.localstack import NAMEKO, LocalStack
+
+    today = dt.date.today()
+    workdir = Path(tempfile.mkdtemp(prefix="swms-bench-registration-"))
+    urls = {"profile": create_database(args.pg_url, "profile"),
+            "registration": create_database(args.pg_url, "registration")}
+    os.environ.update({"REGISTRATION_MAX_WORKERS": str(args.workers), "PROFILE_MAX_WORKERS": str(args.workers)})
+    stack = LocalStack(workdir=workdir, amqp_uri=amqp_uri, db_urls={
+        name: urls.get(name, f"sqlite:///{workdir / f'{name}.db'}")
+        for name in ("identity", "profile", "registration", "review", "certificate", "notification")})
+    events_queue = f"bench-registration-events-{uuid.uuid4().hex[:8]}"
+    connection = Connection(amqp_uri)
+    try:
+        print(f"seeding {args.submissions} people on PostgreSQL …", flush=True)
+        started = time.perf_counter()
+        for service, url in urls.items():
+            upgrade(service, url)
+        seed_profiles(urls["profile"], args.submissions)
+        seed_registration(urls["registration"], args.submissions, today)
+        print(f"seeded in {time.perf_counter() - started:.0f} s", flush=True)
+        keys = ensure_dev_keys(stack.keys_dir)
+        private = (keys / "token-signing.pem").read_bytes()
+        tokens = [issue_token(private, Caller(subject=person_id(n), role=SOCIAL_WORKER), dt.timedelta(hours=2))[0]
+                  for n in range(args.submissions)]
+
+        # Count the events: a queue bound before the burst receives every application_submitted.
+        queue = Queue(events_queue, exchange=Exchange("registration.events", type="topic", durable=True),
+                      routing_key="application_submitted", durable=False, auto_delete=False)
+        queue(connection.default_channel).declare()
+
+        stack.start_infrastructure()
+        stack.start_service("profile")
+        for index in range(args.registration_processes):
+            stack.start_service("registration", instance=f"registration-{index + 1}")
+        stack._spawn("bench_empty", [NAMEKO, "run", "--broker", amqp_uri, "bench.empty_service"])
+        with ClusterRpcProxy({"AMQP_URI": amqp_uri}, timeout=30) as cluster:
+            deadline = time.monotonic() + 90
+            while True:
+                try:
+                    cluster.profile.health(), cluster.registration.health(), cluster.bench_empty.ping()
+                    break
+                except Exception:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.5)
+
+        # Warm up both paths (connections, pools, caches) on people outside the measured burst? No:
+        # every person submits exactly once, so the warm-up uses the empty RPC and health only.
+        burst(amqp_uri, args.clients, list(range(500)), lambda proxy, job: proxy.bench_empty.ping())
+        empty = burst(amqp_uri, args.clients, list(range(args.empty_calls)),
+                      lambda proxy, job: with_token(proxy, tokens[job % len(tokens)]).bench_empty.ping())
+
+        end = (today - dt.timedelta(days=40)).isoformat()
+        start = (today - dt.timedelta(days=44)).isoformat()
+
+        def submit(proxy, n):
+            with_token(proxy, tokens[n]).registration.submit_re_registration({
+                "commitment": True, "offline_courses": [{
+                    "institution": "北京社会管理职业学院", "course": "个案管理实务", "start_date": start,
+                    "end_date": end, "hours": 30, "proof_key": proof_key(n)}]})
+
+        submitted = burst(amqp_uri, args.clients, list(range(args.submissions)), submit)
+
+        # Nothing lost: rows, submitted versions and published events, one per submission.
+        factory = sessionmaker(engine_for(urls["registration"]))
+        deadline = time.monotonic() + 120
+        while True:
+            with factory() as session:
+                rows = session.execute(select(func.count()).select_from(Application).where(
+                    Application.kind == "re_registration", Application.status == "初审中")).scalar_one()
+                versions = session.execute(select(func.count()).select_from(Submission)).scalar_one()
+                in_outbox = session.execute(select(func.count()).select_from(outbox.table)).scalar_one()
+                unpublished = session.execute(select(func.count()).select_from(outbox.table).where(
+                    outbox.table.c.published_at.is_(None))).scalar_one()
+            published = queue(connection.default_channel).queue_declare(passive=True).message_count
+            if (unpublished == 0 and published >= in_outbox) or time.monotonic() > deadline:
+                break
+            time.sleep(1)
+    finally:
+        try:
+            queue(connection.default_channel).delete()
+        except Exception:
+            pass
+        connection.release()
+        stack.stop()
+        drop_databases(args.pg_url, list(urls.values()))
+        subprocess.run(["rm", "-rf", str(workdir)], check=False)
+
+    ok = submitted["calls"] - sum(submitted["failures"].values())
+    print(f"\nRegistration burst: {args.submissions} re-registrations, {args.clients} concurrent clients, "
+          f"{args.registration_processes} registration process(es) × {args.workers} workers, PostgreSQL")
+    print(f"{'call':40} {'calls':>7} {'calls/s':>9} {'p50 ms':>8} {'p99 ms':>8}")
+    for label, figures in (("empty RPC (baseline, same clients)", empty),
+                           ("registration.submit_re_registration", submitted)):
+        print(f"{label:40} {figures['calls']:7d} {figures['calls_per_s']:9.0f} {figures['p50_ms']:8.1f} "
+              f"{figures['p99_ms']:8.1f}")
+    ratio = submitted["calls_per_s"] / empty["calls_per_s"]
+    print(f"throughput ratio submissions / empty RPC: {ratio:.2f} (goal ≥ 0.50: {'met' if ratio >= 0.5 else 'NOT met'})")
+    print(f"failed calls: {dict(submitted['failures']) or 'none'}; empty RPC failures: {dict(empty['failures']) or 'none'}")
+    print(f"nothing lost: {ok} accepted = {rows} application rows = {versions} submitted versions = "
+          f"{in_outbox} outbox events, {published} published ({unpublished} not yet): "
+          f"{'OK' if ok == rows == versions == in_outbox == published and unpublished == 0 else 'MISMATCH'}")
+
+
+if __name__ == "__main__":
+    main()
