@@ -366,15 +366,19 @@ def _queue_filters(officer: Caller, request: QueueRequest, rules: Rules, now: dt
 
 
 def queue(session: Session, officer: Caller, request: QueueRequest, rules: Rules,
-          now: dt.datetime | None = None) -> tuple[list[ReviewItem], int, str | None]:
+          now: dt.datetime | None = None) -> tuple[list[ReviewItem], int | None, str | None]:
     """One page of the officer's queue, oldest submission first; keyset paging with ``cursor``.
-    Returns the rows, the number of matches (at most COUNT_LIMIT + 1) and the next page's cursor."""
+    Returns the rows, the number of matches (at most COUNT_LIMIT + 1; None on cursor pages) and
+    the next page's cursor."""
     now = now or utcnow()
     where = _queue_filters(officer, request, rules, now)
     # Counting 100,000 matches costs more than the page itself: count up to COUNT_LIMIT + 1 (the
     # index alone answers) and report "more than COUNT_LIMIT" beyond; deadline_summary counts exactly.
-    total = session.execute(select(func.count()).select_from(
-        select(ReviewItem.item_id).where(*where).limit(COUNT_LIMIT + 1).subquery())).scalar_one()
+    # Pages reached with a cursor are not recounted: the client has the count from the first page.
+    total = None
+    if not request.cursor:
+        total = session.execute(select(func.count()).select_from(
+            select(ReviewItem.item_id).where(*where).limit(COUNT_LIMIT + 1).subquery())).scalar_one()
     query = select(ReviewItem).where(*where)
     if request.cursor:
         after = decode_cursor(request.cursor, request)

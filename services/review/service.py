@@ -135,8 +135,9 @@ class ReviewService:
         now = utcnow()
         items, total, next_cursor = domain.queue(self.db.session, officer, request, self.rules, now)
         return QueuePage(items=[domain.item_out(item, self.rules, now) for item in items], page=request.page,
-                         page_size=request.page_size, total=min(total, domain.COUNT_LIMIT),
-                         total_capped=total > domain.COUNT_LIMIT, next_cursor=next_cursor)
+                         page_size=request.page_size,
+                         total=None if total is None else min(total, domain.COUNT_LIMIT),
+                         total_capped=total is not None and total > domain.COUNT_LIMIT, next_cursor=next_cursor)
 
     @rpc(expected_exceptions=errors.SwmsError)
     @contract(ItemRef, ItemDetail)

@@ -111,7 +111,7 @@ class QueuePage(Contract):
     items: list[ReviewItem]
     page: int
     page_size: int
-    total: int = Field(title="符合条件的事项数（至多 10000）")
+    total: int | None = Field(title="符合条件的事项数（至多 10000；按翻页标记取的页不重新计数，为空）")
     total_capped: bool = Field(default=False, title="是否超过 10000 条（超过时 total 为 10000）")
     next_cursor: str | None = Field(default=None, title="下一页翻页标记（无则已到末页）")
 

@@ -395,7 +395,7 @@ def test_filters_and_keyset_pages(review, amqp_uri, county, keys_dir, monkeypatc
         while True:
             page = officer.review.list_queue({"page_size": 20, **({"cursor": cursor} if cursor else {})})
             pages += 1
-            assert page["total"] == 48
+            assert page["total"] == (48 if pages == 1 else None)
             seen.extend(page["items"])
             cursor = page["next_cursor"]
             if not cursor:
@@ -503,22 +503,22 @@ def test_a_batch_and_single_decisions_on_the_same_items_decide_each_once(review,
 
 
 def test_two_overlapping_batches_at_once_decide_each_item_once_without_failures(review, amqp_uri, keys_dir):
-    items = seed(review, 450)   # more than two chunks of 200: chunks of the two batches overlap in opposite orders
+    items = seed(review, 250)   # more than a chunk of 200: the two batches' chunks overlap in opposite orders
     tokens = [officer_token(keys_dir, COUNTY, "county", f"county-officer-{n}") for n in (1, 2)]
     with rpc_client(amqp_uri, tokens[0], timeout=60) as first, rpc_client(amqp_uri, tokens[1], timeout=60) as second:
         replies = [first.review.approve_batch.call_async({"item_ids": items}),
                    second.review.approve_batch.call_async({"item_ids": list(reversed(items))})]
         results = [reply.result() for reply in replies]
-    assert results[0]["approved"] + results[1]["approved"] == 450
+    assert results[0]["approved"] + results[1]["approved"] == 250
     codes = {r["error_code"] for result in results for r in result["results"] if not r["ok"]}
     assert codes <= {"ALREADY_DECIDED"}, codes          # no deadlock, nothing left unprocessed
-    assert outbox_count(review, "application_approved") == 450
+    assert outbox_count(review, "application_approved") == 250
     with session_for(review["DB_URL"]) as session:
         decided = session.execute(select(func.count()).select_from(audit.table)
                                   .where(audit.table.c.action == "item.approved")).scalar_one()
         opened = session.execute(select(func.count()).select_from(ReviewItem).where(ReviewItem.level == "province")
                                  ).scalar_one()
-    assert (decided, opened) == (450, 450)
+    assert (decided, opened) == (250, 250)
 
 
 def test_a_province_override_routes_to_the_city_and_in_flight_items_keep_their_chain(start_service, amqp_uri,
