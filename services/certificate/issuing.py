@@ -163,12 +163,14 @@ class Issuer:
         self.db, self.bucket, self.pool, self.keys = db, bucket, pool, keys
         self.registration, self.profile, self.settings, self.today = registration, profile, settings, today
 
-    def process(self, application_id: str) -> str | None:
-        """Work on one recorded approval. Returns the certificate number once issued."""
-        with self.db.transaction() as session:
-            if not domain.claim(session, application_id, utcnow(), self.settings.lease_seconds):
-                request = session.get(IssueRequest, application_id)
-                return request.certificate_number if request is not None and request.status == DONE else None
+    def process(self, application_id: str, claimed: bool = False) -> str | None:
+        """Work on one recorded approval (``claimed``: the caller already holds its lease).
+        Returns the certificate number once issued."""
+        if not claimed:
+            with self.db.transaction() as session:
+                if not domain.claim(session, application_id, utcnow(), self.settings.lease_seconds):
+                    request = session.get(IssueRequest, application_id)
+                    return request.certificate_number if request is not None and request.status == DONE else None
         try:
             return self._issue(application_id)
         except domain.IssueRefused as problem:
@@ -218,13 +220,14 @@ class Issuer:
                                              validity_years=self.settings.validity_years, today=self.today(),
                                              photo_missing=photo is None)
         number, key = certificate.certificate_number, certificate.object_key
+        fresh = photo is not _NOT_FETCHED  # reserved just now: nothing can have been stored for it yet
         if certificate.status != ISSUING:  # finished earlier; only the request was left behind
             with self.db.transaction() as session:
                 session.execute(update(IssueRequest).where(IssueRequest.application_id == application_id)
                                 .values(status=DONE, certificate_number=number, updated_at=utcnow()))
             return number
         pause("after_reserve")
-        digest = self._stored(key, number)
+        digest = None if fresh else self._stored(key, number)
         if digest is None:
             if photo is _NOT_FETCHED:
                 photo = self._photo(certificate.person_id, certificate.photo_key)

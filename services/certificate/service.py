@@ -95,14 +95,18 @@ class CertificateService:
             return
         if not event.final:
             return
+        settings = issuing.Settings.from_config(self.config)
         try:
-            with self.db.transaction() as session:
+            with self.db.transaction() as session:  # recorded and claimed in one commit
                 domain.record_approval(session, event, utcnow())
+                claimed = domain.claim(session, event.application_id, utcnow(), settings.lease_seconds)
         except Exception:
             eventlet.sleep(1)  # the database is away: the broker redelivers, not in a hot loop
             raise
+        if not claimed:
+            return  # issued already, refused, or another worker holds it (the sweep covers a dead one)
         self.auth.act_as_service()
-        self._issuer().process(event.application_id)
+        self._issuer().process(event.application_id, claimed=True)
 
     @config_timer("CERT_RETRY_POLL_SECONDS", default=10)
     def retry_pending_issues(self):

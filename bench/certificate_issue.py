@@ -1,0 +1,334 @@
+"""Certificates issued end to end per second, next to bare WeasyPrint renders per second of the same
+template, and another service's RPC latency while certificates render flat out, in one run.
+
+  .venv/bin/python -m bench.certificate_issue [--certificates 200] [--processes 0] [--db-url URL]
+
+End to end = a final ``review.application_approved`` event in → issuance data fetched (RPC) → photo
+fetched (RPC + HTTP GET from S3) → number reserved → PDF rendered and PAdES-signed in a worker
+process → stored in S3 (moto on loopback) → ``certificate_issued`` out on the broker, received here.
+registration and profile are stand-ins answering from a file (bench/certificate_standins.py), so the
+figures are the certificate service's own. The certificate service runs as ``nameko run`` together
+with bench.empty_service IN THE SAME PROCESS: the empty RPC's latency under load shows whether
+rendering blocks the Nameko hub (it would if rendering ran in the process, even in tpool threads).
+
+Baselines, measured in the same run on the same machine:
+* bare renders/s: the same template and inputs through WeasyPrint alone (no signing, storage, broker),
+  in as many processes as the service's render pool, each measured after its first (warm-up) PDF;
+* render + sign/s: the same, with the PAdES signature (what a render worker does per certificate);
+* empty RPC p50/p99 with the service idle.
+"""
+from __future__ import annotations
+
+import sys
+
+if "--bare" not in sys.argv:  # the bare-render helper processes run unpatched, like the render workers
+    import eventlet
+
+    eventlet.monkey_patch()
+
+import argparse  # noqa: E402
+import datetime as dt  # noqa: E402
+import io  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
+import queue  # noqa: E402
+import shutil  # noqa: E402
+import socket  # noqa: E402
+import statistics  # noqa: E402
+import subprocess  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+import uuid  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+BENCH_NAME = "李明华"
+BENCH_UNIT = "北京市朝阳区阳光社会工作服务中心"
+
+
+def bench_photo() -> bytes:
+    from PIL import Image
+
+    image = Image.effect_noise((295, 413), 40).convert("RGB")  # a 1-inch photo with texture, ~60-100 KB
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", quality=85)
+    return buffer.getvalue()
+
+
+def bench_face(number: str = "1120262000001"):
+    from services.certificate import render, tokens
+
+    token = tokens.make_token(tokens.generate_token_key(), number)
+    photo = bench_photo()
+    return render.CertificateFace(
+        certificate_number=number, holder_name=BENCH_NAME, gender="男", id_number_shown="110105199003071239",
+        level="社会工作师", unit_name=BENCH_UNIT, authority="中华人民共和国民政部", valid_from=dt.date.today(),
+        valid_until=dt.date.today(), issued_on=dt.date.today(),
+        verify_url=f"https://swms.example.gov.cn/verify?t={token}", photo=photo, photo_type=render.check_photo(photo))
+
+
+def bare(count: int, sign: bool) -> None:
+    """Helper process: render (and sign) ``count`` PDFs after one warm-up; print the rate as JSON."""
+    from services.certificate import render, signing
+
+    face = bench_face()
+    renderer = render.Renderer()
+    signer = signing.make_signer(signing.generate_dev_ca("中华人民共和国民政部")) if sign else None
+
+    def one():
+        pdf = renderer.pdf(face)
+        if signer is not None:
+            signing.sign_pdf(pdf, signer, "中华人民共和国民政部", face.certificate_number)
+
+    one()
+    started = time.perf_counter()
+    for _ in range(count):
+        one()
+    print(json.dumps({"count": count, "seconds": time.perf_counter() - started}))
+
+
+def bare_rate(processes: int, count: int, sign: bool) -> float:
+    """Aggregate rate of ``processes`` helper processes running at the same time."""
+    argv = [sys.executable, "-m", "bench.certificate_issue", "--bare", str(count)] + (["--sign"] if sign else [])
+    children = [subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, cwd=REPO_ROOT,
+                                 env={**os.environ, "PYTHONPATH": str(REPO_ROOT)}) for _ in range(processes)]
+    results = [json.loads(child.communicate()[0].strip().splitlines()[-1]) for child in children]
+    return sum(r["count"] / r["seconds"] for r in results)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a live process (Linux /proc)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def children_of(pid: int) -> list[int]:
+    found = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            found += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            pass
+    return found
+
+
+def percentile(samples: list[float], fraction: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+def generated_applications(count: int, photo_key: str) -> dict[str, dict]:
+    from swms.contracts.common import ApplicationKind, Level, UnitCategory
+    from swms.contracts.profile import ProfileSnapshot
+    from swms.contracts.registration import IssuanceData
+    from swms.idcard import check_character, parse
+
+    applications = {}
+    for index in range(count):
+        first17 = f"110105{1960 + index % 40}{1 + index % 12:02d}{1 + index % 28:02d}{index % 1000:03d}"
+        id_number = first17 + check_character(first17)
+        resident = parse(id_number)
+        application_id = str(uuid.uuid4())
+        snapshot = ProfileSnapshot(
+            person_id=str(uuid.uuid4()), name=BENCH_NAME, id_number=id_number, gender=resident.gender,
+            birth_date=resident.birth_date, level=Level.SOCIAL_WORKER, management_number=f"{index:018d}",
+            exam_year=dt.date.today().year, region_code="110105", unit_category=UnitCategory.SOCIAL_WORK_ORGANISATION,
+            unit_name=BENCH_UNIT, position="社会工作者", photo_key=photo_key)
+        applications[application_id] = IssuanceData(application_id=application_id,
+                                                    kind=ApplicationKind.FIRST_REGISTRATION,
+                                                    snapshot=snapshot).model_dump(mode="json")
+    return applications
+
+
+class IssuedTap:
+    def __init__(self, amqp_uri: str):
+        from kombu import Connection, Exchange, Queue
+
+        self.connection = Connection(amqp_uri)
+        exchange = Exchange("certificate.events", type="topic", durable=True)
+        self.queue = Queue(f"bench-issued-{uuid.uuid4().hex[:8]}", exchange=exchange, routing_key="certificate_issued",
+                           auto_delete=True)
+        self.received: queue.Queue = queue.Queue()
+        self.consumer = self.connection.Consumer([self.queue], callbacks=[self._on], accept=["json"])
+        self.consumer.consume()
+
+    def _on(self, body, message):
+        self.received.put((time.perf_counter(), body))
+        message.ack()
+
+    def collect(self, count: int, timeout: float) -> list[tuple[float, dict]]:
+        got = []
+        deadline = time.monotonic() + timeout
+        while len(got) < count and time.monotonic() < deadline:
+            try:
+                self.connection.drain_events(timeout=0.2)
+            except socket.timeout:
+                pass
+            while not self.received.empty():
+                got.append(self.received.get())
+        return got
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--certificates", type=int, default=200)
+    parser.add_argument("--warmup", type=int, default=6)
+    parser.add_argument("--processes", type=int, default=0, help="render processes (0: one per CPU core)")
+    parser.add_argument("--bare-count", type=int, default=40, help="PDFs per bare-render process")
+    parser.add_argument("--db-url", help="certificate database (default: a fresh SQLite file)")
+    args = parser.parse_args()
+
+    from nameko.standalone.events import event_dispatcher
+    from nameko.standalone.rpc import ClusterRpcProxy
+
+    from swms.contracts.common import ApplicationKind
+    from swms.contracts.events import ApplicationApproved
+    from swms.contracts.review import Stage
+    from swms.devkeys import ensure_dev_keys
+    from swms.migrations import upgrade
+    from swms.storage import make_s3_client
+    from tools.localstack import NAMEKO, PYTHON, free_port, wait_for_port
+
+    amqp_uri = os.environ.get("AMQP_URI", "pyamqp://guest:guest@127.0.0.1:5672/")
+    processes = args.processes or (os.cpu_count() or 1)
+    workdir = Path(tempfile.mkdtemp(prefix="swms-bench-certificate-"))
+    children: list[subprocess.Popen] = []
+    try:
+        keys = ensure_dev_keys(workdir / "keys")
+        s3_port = free_port()
+        children.append(subprocess.Popen([PYTHON, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(s3_port)],
+                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        wait_for_port(s3_port)
+        s3 = {"S3_ENDPOINT_URL": f"http://127.0.0.1:{s3_port}", "S3_ACCESS_KEY": "bench", "S3_SECRET_KEY": "bench-secret"}
+        client = make_s3_client(s3)
+        client.create_bucket(Bucket="bench-photos")
+        photo = bench_photo()
+        client.put_object(Bucket="bench-photos", Key="photo.jpg", Body=photo, ContentType="image/jpeg")
+        total = args.warmup + args.certificates
+        applications = generated_applications(total, "photo.jpg")
+        data_file = workdir / "issuance.json"
+        data_file.write_text(json.dumps({"applications": applications,
+                                         "photo": {"s3": s3, "bucket": "bench-photos", "key": "photo.jpg"}}),
+                             encoding="utf-8")
+        db_url = args.db_url or f"sqlite:///{workdir / 'certificate.db'}"
+        upgrade("certificate", db_url)
+        bucket = f"bench-certs-{uuid.uuid4().hex[:8]}"
+        env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "AMQP_URI": amqp_uri, "CERTIFICATE_DB_URL": db_url,
+               "CERTIFICATE_S3_BUCKET": bucket, "AUTH_PUBLIC_KEY_FILE": str(keys / "token-signing.pub.pem"),
+               "CERTIFICATE_SERVICE_TOKEN_FILE": str(keys / "certificate.service-token"),
+               "CERT_RENDER_PROCESSES": str(processes), "LOG_LEVEL": "WARNING", "BENCH_ISSUANCE_FILE": str(data_file),
+               **s3}
+        logs = workdir / "logs"
+        logs.mkdir()
+        for name, argv in (("standins", [NAMEKO, "run", "--broker", amqp_uri, "bench.certificate_standins"]),
+                           ("certificate", [NAMEKO, "run", "--config", "services/certificate/config.yaml",
+                                            "services.certificate.service", "bench.empty_service"])):
+            children.append(subprocess.Popen(argv, cwd=REPO_ROOT, env=env, stdout=open(logs / f"{name}.log", "wb"),
+                                             stderr=subprocess.STDOUT))
+        with ClusterRpcProxy({"AMQP_URI": amqp_uri}, timeout=30) as cluster:
+            deadline = time.monotonic() + 90
+            while True:
+                try:
+                    cluster.certificate.health(), cluster.bench_empty.ping()
+                    break
+                except Exception:
+                    if time.monotonic() > deadline:
+                        raise RuntimeError(f"services did not start; see {logs}")
+                    time.sleep(0.5)
+
+            tap = IssuedTap(amqp_uri)
+            dispatch = event_dispatcher({"AMQP_URI": amqp_uri})
+            ids = list(applications)
+
+            def approve(application_id: str) -> None:
+                snapshot = applications[application_id]["snapshot"]
+                event = ApplicationApproved(application_id=application_id, person_id=snapshot["person_id"],
+                                            kind=ApplicationKind.FIRST_REGISTRATION, region_code="110105",
+                                            stage=Stage.FINAL, final=True, decided_by="bench",
+                                            decided_at=dt.datetime.now(dt.timezone.utc))
+                dispatch("review", "application_approved", event.model_dump(mode="json"))
+
+            for application_id in ids[:args.warmup]:  # render workers warm, connections open
+                approve(application_id)
+            if len(tap.collect(args.warmup, timeout=120)) < args.warmup:
+                raise RuntimeError(f"warm-up certificates not issued; see {logs}")
+
+            def ping_ms() -> float:
+                started = time.perf_counter()
+                cluster.bench_empty.ping()
+                return (time.perf_counter() - started) * 1000
+
+            idle = [ping_ms() for _ in range(300)]
+
+            bare_render = bare_rate(processes, args.bare_count, sign=False)
+            render_sign = bare_rate(processes, args.bare_count, sign=True)
+
+            loaded: list[float] = []
+            running = True
+
+            def pinger():
+                while running:
+                    loaded.append(ping_ms())
+                    eventlet.sleep(0.02)
+
+            certificate_pid = children[-1].pid
+            watched = {"nameko process (certificate + empty service)": [certificate_pid],
+                       "render worker processes": children_of(certificate_pid),
+                       "S3 server (moto)": [children[0].pid], "stand-ins (registration, profile)": [children[1].pid],
+                       "this client": [os.getpid()]}
+            cpu_before = {label: sum(cpu_seconds(p) for p in pids) for label, pids in watched.items()}
+            pinging = eventlet.spawn(pinger)
+            eventlet.sleep(0.5)
+            started = time.perf_counter()
+            for application_id in ids[args.warmup:]:
+                approve(application_id)
+            dispatched = time.perf_counter() - started
+            issued = tap.collect(args.certificates, timeout=args.certificates * 2 + 60)
+            finished = issued[-1][0] if issued else time.perf_counter()
+            running = False
+            pinging.wait()
+            cpu_used = {label: sum(cpu_seconds(p) for p in pids) - cpu_before[label] for label, pids in watched.items()}
+        elapsed = finished - started
+        numbers = {body["certificate_number"] for _, body in issued}
+        stored = client.list_objects_v2(Bucket=bucket, MaxKeys=10000).get("KeyCount", 0)
+        rate = len(issued) / elapsed
+        print(f"certificate issue benchmark: {args.certificates} certificates end to end (after {args.warmup} "
+              f"warm-up), {processes} render processes, {os.cpu_count()} CPU cores, "
+              f"database {db_url.split(':')[0]}, load average before: {os.getloadavg()[0]:.2f}")
+        print(f"  issued {len(issued)} (distinct numbers {len(numbers)}, PDFs in S3 {stored}), "
+              f"approvals dispatched in {dispatched:.2f} s, last event after {elapsed:.2f} s")
+        print(f"{'':34} {'per s':>8}")
+        print(f"{'certificates end to end':34} {rate:8.2f}")
+        print(f"{'bare WeasyPrint renders':34} {bare_render:8.2f}   ratio end to end / bare: {rate / bare_render:.2f}")
+        print(f"{'render + PAdES sign (no I/O)':34} {render_sign:8.2f}   ratio end to end / render+sign: "
+              f"{rate / render_sign:.2f}")
+        print(f"{'empty RPC in the same process':34} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'calls':>6}")
+        for label, samples in (("  idle", idle), ("  while issuing flat out", loaded)):
+            print(f"{label:34} {statistics.median(samples):8.2f} {percentile(samples, 0.99):8.2f} "
+                  f"{max(samples):8.2f} {len(samples):6d}")
+        print(f"{'CPU seconds per certificate':34} {'ms':>8}")
+        for label, seconds in cpu_used.items():
+            print(f"  {label:32} {seconds * 1000 / max(1, len(issued)):8.1f}")
+        if len(issued) < args.certificates or len(numbers) != len(issued):
+            raise SystemExit(f"FAILED: {len(issued)} events, {len(numbers)} distinct numbers; see {logs}")
+    finally:
+        for child in reversed(children):
+            child.terminate()
+        for child in children:
+            try:
+                child.wait(20)
+            except subprocess.TimeoutExpired:
+                child.kill()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+if __name__ == "__main__":
+    if "--bare" in sys.argv:
+        at = sys.argv.index("--bare")
+        bare(int(sys.argv[at + 1]), "--sign" in sys.argv)
+    else:
+        main()
