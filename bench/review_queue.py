@@ -139,9 +139,12 @@ def explain_queue(engine, rules: domain.Rules, officer: Caller) -> None:
             for name, request in cases:
                 captured.clear()
                 domain.queue(session, officer, request, rules)
-                for label, (statement, parameters) in zip(("count", "page"), captured):
+                for statement, parameters in list(captured):
+                    label = "count" if "count(" in statement else "page"
+                    event.remove(engine, "before_cursor_execute", capture)
                     plan = session.connection().exec_driver_sql("EXPLAIN (ANALYZE, BUFFERS) " + statement,
                                                                 parameters).scalars().all()
+                    event.listen(engine, "before_cursor_execute", capture)
                     nodes = [line.strip().split("  (")[0].lstrip("-> ") for line in plan
                              if "Scan" in line or "Sort" in line or "Aggregate" in line or "Limit" in line]
                     timing = next(line for line in plan if line.startswith("Execution Time"))
@@ -293,7 +296,8 @@ def main() -> None:
                                                       for _ in range(args.calls // 10)]
 
             print(f"\nreview.list_queue as the 广东省 province officer ({pending_here:,} pending in the queue), "
-                  "sequential calls over RabbitMQ:")
+                  f"sequential calls over RabbitMQ; {os.cpu_count()} CPUs, load average "
+                  f"{os.getloadavg()[0]:.1f} (figures scale with other work on the machine):")
             print(f"{'call':52} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'calls':>7}")
             for label, samples in results.items():
                 print(f"{label:52} {figures(samples)}")
