@@ -24,6 +24,7 @@ from services.registration.models import (
     CeRecord,
     HeldCertificate,
     LevelRaise,
+    ProfileCopy,
     ProofFileRow,
     StatusChange,
     Submission,
@@ -44,7 +45,7 @@ from swms.contracts.events import (
     CertificateReissued,
     PasserLevelRaised,
 )
-from swms.contracts.profile import ProfileSnapshot
+from swms.contracts.profile import CompletenessResponse, ProfileSnapshot
 from swms.contracts.registration import (
     ContinuingEducation,
     FormView,
@@ -228,6 +229,53 @@ def effective_snapshot(kind: K, snapshot: ProfileSnapshot, state: Standing) -> P
         return snapshot.model_copy(update={"level": Level(state.pending_raise.new_level),
                                            "management_number": state.pending_raise.management_number})
     return snapshot
+
+
+# ---- the profile copy -------------------------------------------------------------------------
+
+COPY_MAX_AGE = dt.timedelta(days=1)   # beyond this a copy is fetched again, named revision or not
+
+
+@dataclass
+class Fetched:
+    """What profile answered for a person: the snapshot and the completeness check (系统校验)."""
+    snapshot: ProfileSnapshot
+    completeness: CompletenessResponse
+    live: bool = True          # fetched just now (False: registration's stored copy)
+
+
+def store_copy(session: Session, fetched: Fetched) -> None:
+    """Keep the newest copy fetched for the person (an older revision never replaces a newer one)."""
+    snapshot = fetched.snapshot
+    row = session.get(ProfileCopy, snapshot.person_id, with_for_update=True)
+    if row is not None and row.revision > snapshot.revision:
+        return
+    values = dict(revision=snapshot.revision, snapshot=snapshot.model_dump_json(),
+                  complete=fetched.completeness.complete, completeness=fetched.completeness.model_dump_json(),
+                  fetched_at=utcnow())
+    if row is None:
+        session.add(ProfileCopy(person_id=snapshot.person_id, **values))
+    else:
+        for name, value in values.items():
+            setattr(row, name, value)
+
+
+def stored_copy(session: Session, person_id: str, revision: int) -> Fetched | None:
+    """The stored copy if it is exactly the revision the applicant saw, and recent."""
+    row = session.get(ProfileCopy, person_id)
+    if row is None or row.revision != revision or utcnow() - row.fetched_at > COPY_MAX_AGE:
+        return None
+    return Fetched(ProfileSnapshot.model_validate_json(row.snapshot),
+                   CompletenessResponse.model_validate_json(row.completeness), live=False)
+
+
+def incomplete_error(completeness: CompletenessResponse) -> errors.SwmsError:
+    details = [{"field": f"profile.{item.field}", "code": errors.PROFILE_INCOMPLETE, "label": item.label,
+                "message": item.message} for item in completeness.items] or [
+        {"field": "profile", "code": errors.PROFILE_INCOMPLETE, "label": label, "message": f"{label}未填写"}
+        for label in completeness.missing]
+    return errors.SwmsError(errors.PROFILE_INCOMPLETE, "请先完善个人信息表：" + "、".join(completeness.missing),
+                            "profile", details)
 
 
 # ---- finding the application to work on -------------------------------------------------------

@@ -139,6 +139,19 @@ class CeRecord(Base):
     source_time: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
 
 
+class ProfileCopy(Base):
+    """The newest 个人信息表 registration has fetched for a person (snapshot and 系统校验 result, as
+    profile answered them), refreshed on every profile_changed. A submission that names the
+    revision the applicant saw uses it without asking profile again."""
+    __tablename__ = "profile_copies"
+    person_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    revision: Mapped[int] = mapped_column(Integer)
+    snapshot: Mapped[str] = mapped_column(Text)
+    complete: Mapped[bool] = mapped_column(Boolean)
+    completeness: Mapped[str] = mapped_column(Text)    # JSON: profile's CompletenessResponse
+    fetched_at: Mapped[dt.datetime] = mapped_column(DateTime)
+
+
 PROOF_PENDING, PROOF_VERIFIED, PROOF_REJECTED, PROOF_DELETED = "pending", "verified", "rejected", "deleted"
 
 

@@ -28,7 +28,6 @@ from services.registration.models import (
 )
 from services.registration.policy import Policy
 from swms import errors, health, idcard
-from swms import rpc as swms_rpc
 from swms.auth import ADMIN, OFFICER, SERVICE, SOCIAL_WORKER, Auth
 from swms.config import REPO_ROOT, required
 from swms.contracts.common import ApplicationKind as K
@@ -130,32 +129,36 @@ class RegistrationService:
     def _today(self) -> dt.date:
         return dt.date.today()
 
-    def _snapshot(self, person_id: str, complete: bool) -> ProfileSnapshot:
-        """The profile copy; with ``complete`` the completeness check (系统校验) must pass too. Both
-        calls go out at once and happen before any transaction opens."""
-        snapshot_reply = self.profile.get_snapshot.call_async({"person_id": person_id})
-        completeness_reply = (self.profile.check_completeness.call_async({"person_id": person_id})
-                              if complete else None)
-        try:
-            with eventlet.Timeout(10):
-                if completeness_reply is not None:
+    def _profile(self, person_id: str, complete: bool, revision: int | None = None) -> domain.Fetched:
+        """The person's 个人信息表 as profile answers it: the snapshot and the completeness check
+        (系统校验), fetched at once, before any transaction opens. With ``revision`` (what the
+        applicant saw) registration's own copy of exactly that revision serves, without asking
+        profile; a profile that has moved on since is refused (``PROFILE_CHANGED``)."""
+        fetched = domain.stored_copy(self.db.session, person_id, revision) if revision is not None else None
+        self.db.session.rollback()    # a read: no transaction stays open across the calls below
+        if fetched is None:
+            snapshot_reply = self.profile.get_snapshot.call_async({"person_id": person_id})
+            completeness_reply = self.profile.check_completeness.call_async({"person_id": person_id})
+            try:
+                with eventlet.Timeout(10):
                     completeness = CompletenessResponse.model_validate(completeness_reply.result())
-                    if not completeness.complete:
-                        details = [{"field": f"profile.{item.field}", "code": errors.PROFILE_INCOMPLETE,
-                                    "label": item.label, "message": item.message} for item in completeness.items] or [
-                            {"field": "profile", "code": errors.PROFILE_INCOMPLETE, "label": label,
-                             "message": f"{label}未填写"} for label in completeness.missing]
-                        raise errors.SwmsError(
-                            errors.PROFILE_INCOMPLETE, "请先完善个人信息表：" + "、".join(completeness.missing),
-                            "profile", details)
-                try:
-                    return ProfileSnapshot.model_validate(snapshot_reply.result())
-                except errors.SwmsError as exc:
-                    if exc.code == errors.NOT_FOUND:
-                        raise errors.SwmsError(errors.PROFILE_INCOMPLETE, "请先填写个人信息表", "profile") from None
-                    raise
-        except eventlet.Timeout:
-            raise errors.SwmsError(errors.UPSTREAM_UNAVAILABLE, "系统繁忙，请稍后重试") from None
+                    try:
+                        snapshot = ProfileSnapshot.model_validate(snapshot_reply.result())
+                    except errors.SwmsError as exc:
+                        if exc.code == errors.NOT_FOUND:     # no form at all: say what is missing
+                            raise domain.incomplete_error(completeness) from None
+                        raise
+            except eventlet.Timeout:
+                raise errors.SwmsError(errors.UPSTREAM_UNAVAILABLE, "系统繁忙，请稍后重试") from None
+            fetched = domain.Fetched(snapshot, completeness)
+            if revision is not None and snapshot.revision != revision:
+                raise errors.SwmsError(
+                    errors.PROFILE_CHANGED,
+                    f"个人信息表在您打开本表后已更新（现为第{snapshot.revision}版，您看到的是第{revision}版），"
+                    "请重新打开表单核对后再提交", "profile_revision")
+        if complete and not fetched.completeness.complete:
+            raise domain.incomplete_error(fetched.completeness)
+        return fetched
 
     def _write(self, work):
         """One transaction; a unique-constraint race (two submissions at once) reads as the
@@ -174,24 +177,34 @@ class RegistrationService:
         caller = self.auth.require(SOCIAL_WORKER)
         if not request.commitment:
             raise errors.SwmsError(errors.COMMITMENT_REQUIRED, "请勾选承诺声明后再提交申请", "commitment")
-        snapshot = self._snapshot(caller.subject, complete=True)
+        fetched = self._profile(caller.subject, complete=True, revision=request.profile_revision)
+        snapshot = fetched.snapshot
         work = domain.Submit(kind=kind, snapshot=snapshot, policy=self._policy_for(snapshot), today=self._today(),
                              actor=caller.subject, applicant_name_masked=idcard.mask_name(snapshot.name),
                              application_id=getattr(request, "application_id", None), courses=courses,
                              replacement=replacement)
-        application = self._write(lambda session: domain.submit(session, work))
+
+        def work_(session):
+            if fetched.live:
+                domain.store_copy(session, fetched)
+            return domain.submit(session, work)
+
+        application = self._write(work_)
         return _response(application, domain.form_view(self.db.session, application))
 
     def _save(self, kind: K, request, save) -> ApplicationResponse:
         caller = self.auth.require(SOCIAL_WORKER)
-        snapshot = self._snapshot(caller.subject, complete=False)
+        fetched = self._profile(caller.subject, complete=False)
+        snapshot = fetched.snapshot
         policy = self._policy_for(snapshot)
         today = self._today()
 
         def work(session):
             application = domain.workable_application(session, kind, caller.subject, request.application_id,
                                                       for_submit=False)
-            return save(session, application, snapshot, policy, today, caller.subject)
+            application = save(session, application, snapshot, policy, today, caller.subject)
+            domain.store_copy(session, fetched)
+            return application
 
         application = self._write(work)
         return _response(application, domain.form_view(self.db.session, application, policy, today))
@@ -246,11 +259,17 @@ class RegistrationService:
     def open_draft(self, request: OpenDraftRequest):
         """Opens (or returns) the caller's unsubmitted form of this kind, filled from the profile."""
         caller = self.auth.require(SOCIAL_WORKER)
-        snapshot = self._snapshot(caller.subject, complete=False)
+        fetched = self._profile(caller.subject, complete=False)
+        snapshot = fetched.snapshot
         policy = self._policy_for(snapshot)
         today = self._today()
-        application = self._write(lambda session: domain.open_draft(session, request.kind, snapshot, policy, today,
-                                                                    caller.subject))
+
+        def work(session):
+            application = domain.open_draft(session, request.kind, snapshot, policy, today, caller.subject)
+            domain.store_copy(session, fetched)
+            return application
+
+        application = self._write(work)
         return _response(application, domain.form_view(self.db.session, application, policy, today))
 
     @rpc(expected_exceptions=errors.SwmsError)
@@ -417,28 +436,29 @@ class RegistrationService:
 
     @event_handler(ProfileChanged.source, ProfileChanged.event_type)
     def on_profile_changed(self, payload):
-        """Drafts follow the profile. Flag them first (committed), then fetch the profile and
-        refresh; if profile does not answer, the flag stays and the draft refreshes when next
-        opened or saved. Idempotent: a snapshot older than the draft's is never applied."""
+        """The profile changed: fetch it (snapshot and completeness, as a service), keep the copy,
+        and refresh the person's drafts (a submitted form never changes), in one transaction with
+        the inbox row. If profile does not answer, the drafts are flagged instead and follow when
+        next opened or saved. A snapshot older than what is stored is never applied."""
         event = ProfileChanged.model_validate(payload)
+        self.auth.act_as_service()
+        try:
+            fetched = self._profile(event.person_id, complete=False)
+        except errors.SwmsError as exc:
+            log.warning("profile_changed %s: profile of %s not fetched (%s); drafts flagged", event.event_id,
+                        event.person_id, exc.code)
+            with self.db.transaction() as session:
+                if inbox.first_delivery(session, event.event_id, "on_profile_changed"):
+                    domain.mark_profile_changed(session, event.person_id, event.revision)
+            return
         with self.db.transaction() as session:
             if not inbox.first_delivery(session, event.event_id, "on_profile_changed"):
                 return
-            drafts = domain.mark_profile_changed(session, event.person_id, event.revision)
-        if not drafts:
-            return
-        self.auth.act_as_service()
-        try:
-            snapshot = ProfileSnapshot.model_validate(
-                swms_rpc.call(self.profile.get_snapshot, {"person_id": event.person_id}))
-        except errors.SwmsError as exc:
-            log.warning("profile_changed %s: drafts of %s stay flagged (%s)", event.event_id,
-                        event.person_id, exc.code)
-            return
-        with self.db.transaction() as session:
-            policy = self.policy.for_region(snapshot.region_code)
-            state = domain.standing(session, event.person_id, policy, self._today())
-            domain.refresh_drafts(session, snapshot, state, "profile")
+            domain.store_copy(session, fetched)
+            if domain.mark_profile_changed(session, event.person_id, event.revision):
+                policy = self.policy.for_region(fetched.snapshot.region_code)
+                state = domain.standing(session, event.person_id, policy, self._today())
+                domain.refresh_drafts(session, fetched.snapshot, state, "profile")
 
     @event_handler(ContinuingEducationRecorded.source, ContinuingEducationRecorded.event_type)
     def on_course_completed(self, payload):

@@ -68,9 +68,17 @@ class RegistrationType(str, Enum):
 
 # ---- requests ---------------------------------------------------------------------------------
 
+# Optional on every submission: the 个人信息表 revision the applicant saw (``form.profile_revision``
+# of the opened form). Given, exactly that revision is submitted (``PROFILE_CHANGED`` if the profile
+# has moved on since); left out, the profile as it is now.
+ProfileRevision = Annotated[int | None, Field(default=None, title="个人信息表版本", ge=0, le=2_000_000_000,
+                                              strict=True)]
+
+
 class SubmitFirstRegistrationRequest(Contract):
     """《社会工作者首次登记信息表》: the applicant only ticks the 承诺声明."""
     commitment: StrictBool = Field(title="承诺声明")
+    profile_revision: ProfileRevision = None
 
 
 class ApplicationRef(Contract):
@@ -120,6 +128,7 @@ class ReRegistrationDraftRequest(Contract):
 
 class SubmitReRegistrationRequest(ReRegistrationDraftRequest):
     commitment: StrictBool = Field(title="承诺声明")
+    profile_revision: ProfileRevision = None
 
 
 class ReplacementDraftRequest(Contract):
@@ -143,18 +152,21 @@ class ReplacementDraftRequest(Contract):
 
 class SubmitReplacementRequest(ReplacementDraftRequest):
     commitment: StrictBool = Field(title="承诺声明")
+    profile_revision: ProfileRevision = None
 
 
 class SubmitUpgradeRequest(Contract):
     """Re-issue at the new level for a holder marked 已出证待升级."""
     application_id: Uuid | None = Field(default=None, title="申请编号")
     commitment: StrictBool = Field(title="承诺声明")
+    profile_revision: ProfileRevision = None
 
 
 class SubmitDraftRequest(Contract):
     """Submits a saved draft as it stands (any kind), or resubmits a rejected application."""
     application_id: Uuid = Field(title="申请编号")
     commitment: StrictBool = Field(title="承诺声明")
+    profile_revision: ProfileRevision = None
 
 
 # ---- proofs -----------------------------------------------------------------------------------

@@ -41,6 +41,7 @@ from services.registration.models import (
     CeRecord,
     HeldCertificate,
     LevelRaise,
+    ProfileCopy,
     ProofFileRow,
     StatusChange,
     Submission,
@@ -142,6 +143,9 @@ class Env:
             with self.client(token) as me:
                 me.profile.save_basic_info(basic_info(org, region_code=region_code))
                 me.profile.confirm_photo({"upload_id": upload(me, "photo", make_photo(), "photo.jpg")})
+            # Registration takes each profile_changed (it keeps a copy of the form): settle first,
+            # so that what a test measures is its own doing.
+            self.wait_profile_changes_handled(person_id)
         return Person(person_id, token, name, id_number, level, region_code)
 
     def service_token(self, service: str = "certificate") -> str:
@@ -160,7 +164,7 @@ class Env:
             return {"applications": rows(session, Application), "history": rows(session, StatusChange),
                     "submissions": rows(session, Submission), "certificates": rows(session, HeldCertificate),
                     "raises": rows(session, LevelRaise), "ce": rows(session, CeRecord),
-                    "proofs": rows(session, ProofFileRow),
+                    "proofs": rows(session, ProofFileRow), "copies": rows(session, ProfileCopy),
                     "outbox": session.execute(select(func.count()).select_from(outbox.table)).scalar_one(),
                     "audit": session.execute(select(func.count()).select_from(audit.table)).scalar_one()}
 
@@ -533,9 +537,18 @@ def test_a_draft_follows_the_profile_and_a_submitted_form_keeps_what_was_submitt
         assert refreshed["form"]["profile_revision"] > revision
         assert [w["unit_name"] for w in refreshed["form"]["work_experiences"]] == ["北京某科技公司"]
 
-        submitted = client.registration.submit_draft({"application_id": draft["application_id"], "commitment": True})
+        # Submitting names the revision the applicant saw: an older one is refused, nothing changes.
+        seen = refreshed["form"]["profile_revision"]
+        before = env.state()
+        refused(lambda: client.registration.submit_draft({"application_id": draft["application_id"], "commitment": True,
+                                                          "profile_revision": revision}),
+                "PROFILE_CHANGED", "profile_revision")
+        assert env.state() == before
+        submitted = client.registration.submit_draft({"application_id": draft["application_id"], "commitment": True,
+                                                      "profile_revision": seen})
         assert submitted["application_id"] == draft["application_id"]
         assert statuses(submitted) == ["未登记", "初审中"]
+        assert submitted["form"]["profile_revision"] == seen
 
         # After submission the form no longer follows: what the reviewer saw is what is stored.
         client.profile.save_honour({"title": "优秀社会工作者", "level": "地市", "awarding_body": "北京市民政局",
@@ -547,6 +560,11 @@ def test_a_draft_follows_the_profile_and_a_submitted_form_keeps_what_was_submitt
     assert get_application(env, me.token, draft["application_id"])["form"]["honours"] == []
     synced_entries = [a for a in env.audit_for(draft["application_id"]) if a["action"] == "application.draft_synced"]
     assert len(synced_entries) >= 1 and all(a["actor"] == "profile" for a in synced_entries)
+    # Registration's copy of the form follows every change (it serves submissions naming a revision).
+    with session_for(env.config["DB_URL"]) as session:
+        copy = session.get(ProfileCopy, me.person_id)
+        assert copy.complete and copy.revision == seen + 1
+        assert json.loads(copy.snapshot)["honours"][0]["title"] == "优秀社会工作者"
 
 
 def test_drafts_can_be_discarded_and_only_drafts(env):

@@ -79,6 +79,11 @@ def test_first_registration_refusals(env, subtests):
         check(subtests, env, "unknown field", lambda: first({"commitment": True, "level": "高级社会工作师"}),
               "VALIDATION_FAILED", "level")
         check(subtests, env, "payload not an object", lambda: first(["commitment"]), "VALIDATION_FAILED", "payload")
+        check(subtests, env, "profile revision as text", lambda: first({"commitment": True, "profile_revision": "2"}),
+              "VALIDATION_FAILED", "profile_revision")
+        check(subtests, env, "profile revision that was never", lambda: first({"commitment": True,
+                                                                                "profile_revision": 999}),
+              "PROFILE_CHANGED", "profile_revision")
         check(subtests, env, "unknown kind of draft", lambda: client.registration.open_draft({"kind": "transfer"}),
               "VALIDATION_FAILED", "kind")
     with env.client(incomplete.token) as client:

@@ -455,3 +455,22 @@ def test_file_import_reports_each_bad_row_and_is_idempotent(session):
     assert (again.added, again.unchanged) == (0, 1)
     with pytest.raises(ValueError, match="missing columns"):
         ce_import.read_file(b"record_id,hours\nA,1\n")
+
+
+# ---- registration's copy of the profile ----------------------------------------------------------
+
+def test_the_copy_keeps_the_newest_revision_and_serves_only_that_revision(session):
+    from swms.contracts.profile import CompletenessResponse
+    person = str(uuid.uuid4())
+    complete = CompletenessResponse(complete=True, missing=[])
+    domain.store_copy(session, domain.Fetched(snapshot(person_id=person, revision=5), complete))
+    domain.store_copy(session, domain.Fetched(snapshot(person_id=person, revision=4, unit_name="旧"), complete))
+    copy = domain.stored_copy(session, person, 5)
+    assert copy is not None and not copy.live and copy.snapshot.unit_name == "某公司"
+    assert domain.stored_copy(session, person, 4) is None and domain.stored_copy(session, person, 6) is None
+    session.get(m.ProfileCopy, person).fetched_at -= domain.COPY_MAX_AGE + dt.timedelta(seconds=1)
+    assert domain.stored_copy(session, person, 5) is None          # too old: fetched again
+    incomplete = CompletenessResponse(complete=False, missing=["照片"])
+    domain.store_copy(session, domain.Fetched(snapshot(person_id=person, revision=6), incomplete))
+    error = domain.incomplete_error(domain.stored_copy(session, person, 6).completeness)
+    assert (error.code, error.field, error.details[0]["label"]) == ("PROFILE_INCOMPLETE", "profile", "照片")
