@@ -35,16 +35,15 @@ from tests.integration.test_certificate_support import (
     application,
     approve,
     certificate,
-    certificate_overrides,
     certificates,
     dev_key,
     issue_request,
     jpeg,
     objects,
     outbox_rows,
+    running_certificate,
     settle,
     snapshot,
-    start_stand_ins,
     state,
     store_photo,
     stored_pdf,
@@ -66,12 +65,12 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def stack(start_service, service_config, container_factory):
+def stack(service_config, container_factory):
     """The certificate service (real), after the registration and profile stand-ins. Each test runs
     several scenarios on one started service (starting it, render workers included, is the slow
     part); each scenario scopes its assertions to the certificates it made."""
-    start_stand_ins(service_config, container_factory)
-    return start_service("certificate", **certificate_overrides())
+    with running_certificate(service_config, container_factory) as config:
+        yield config
 
 
 def test_issue_view_and_public_verification(stack, amqp_uri, keys_dir):

@@ -18,11 +18,10 @@ from tests.integration.test_certificate_support import (
     HOLDER_ID,
     application,
     approve,
-    certificate_overrides,
     dev_key,
     outbox_rows,
+    running_certificate,
     snapshot,
-    start_stand_ins,
 )
 from tests.support import valid_id, wait_until
 
@@ -64,9 +63,9 @@ class Subscriber:
 
 
 @pytest.fixture
-def certificate(start_service, service_config, container_factory):
-    start_stand_ins(service_config, container_factory)
-    return start_service("certificate", **certificate_overrides())
+def certificate(service_config, container_factory):
+    with running_certificate(service_config, container_factory) as config:
+        yield config
 
 
 def test_agency_subscriber_receives_issued_events_on_its_durable_queue(certificate, amqp_uri, tmp_path):

@@ -79,7 +79,7 @@ class ServiceProcess:
 
 @pytest.fixture
 def service(service_config, container_factory, tmp_path, amqp_uri, keys_dir):
-    start_stand_ins(service_config, container_factory)
+    stand_ins = start_stand_ins(service_config, container_factory)
     config = service_config("certificate", CERTIFICATE_S3_BUCKET=f"certs-{uuid.uuid4().hex[:12]}")
     env = dict(os.environ)
     env.update({
@@ -94,6 +94,8 @@ def service(service_config, container_factory, tmp_path, amqp_uri, keys_dir):
     process = ServiceProcess(env, tmp_path / "certificate.log")
     yield process, config
     process.stop()
+    for container in stand_ins:
+        container.stop()  # before the test databases are dropped
 
 
 def test_killed_between_render_and_store_and_between_store_and_event_loses_and_duplicates_nothing(

@@ -13,6 +13,7 @@ certificate issued, downloaded and checked there).
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import io
 import time
@@ -83,11 +84,32 @@ class ProfileStandIn:
         return PhotoLink(url=url, content_type="image/jpeg", expires_in_seconds=60).model_dump(mode="json")
 
 
-def start_stand_ins(service_config, container_factory) -> dict:
+def start_stand_ins(service_config, container_factory) -> list:
     config = service_config("certificate")  # any service's config: broker, keys, S3
+    started = []
     for cls in (RegistrationStandIn, ProfileStandIn):
-        container_factory(cls, config).start()
-    return config
+        container = container_factory(cls, config)
+        container.start()
+        started.append(container)
+    return started
+
+
+@contextlib.contextmanager
+def running_certificate(service_config, container_factory, **overrides):
+    """Stand-ins, then the real certificate service; all stopped when the block ends, BEFORE the
+    test databases are dropped (nameko's container_factory tears down after make_database)."""
+    from tests.support import service_class
+
+    containers = start_stand_ins(service_config, container_factory)
+    config = service_config("certificate", **certificate_overrides(**overrides))
+    certificate = container_factory(service_class("certificate"), config)
+    certificate.start()
+    containers.append(certificate)
+    try:
+        yield config
+    finally:
+        for container in reversed(containers):
+            container.stop()
 
 
 def certificate_overrides(**extra) -> dict:
