@@ -17,7 +17,11 @@ from nameko.exceptions import deserialize_to_instance
 class SwmsError(Exception):
     def __init__(self, code: str, message: str, field: str | None = None,
                  details: list[dict[str, Any]] | None = None):
-        super().__init__(code, message, field, details or [])
+        # nameko turns None into the text "None" on the wire: send "" for "no field", read it back as None.
+        field = field or None
+        if field == "None":
+            field = None
+        super().__init__(code, message, field or "", details or [])
         self.code = code
         self.message = message
         self.field = field

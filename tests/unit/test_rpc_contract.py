@@ -89,3 +89,10 @@ def test_errors_survive_nameko_serialisation():
     assert wire["exc_args"] == ["NAME_MISMATCH", "姓名与身份证号不匹配", "name", []]
     again = deserialize(wire)
     assert isinstance(again, errors.SwmsError) and again.to_dict() == original.to_dict()
+
+
+def test_an_error_without_a_field_stays_without_one_over_the_wire():
+    from nameko.exceptions import deserialize, serialize
+
+    again = deserialize(serialize(errors.forbidden()))
+    assert again.field is None and again.code == "FORBIDDEN"
