@@ -24,6 +24,7 @@ eventlet.monkey_patch()  # the service's own conditions (green psycopg2), and RP
 import argparse  # noqa: E402
 import os  # noqa: E402
 import random  # noqa: E402
+import resource  # noqa: E402
 import socket  # noqa: E402
 import statistics  # noqa: E402
 import subprocess  # noqa: E402
@@ -57,14 +58,17 @@ def write_registry(path: Path, count: int, seed: int = 7) -> list[tuple[str, str
 
     ID numbers are unique by construction: person i gets county i mod C, birth date from
     (i div C) mod D and the sequence number from i div (C·D)."""
+    import datetime as dt
+
     rng = random.Random(seed)
     counties = county_codes()
-    first_day = 7300  # 1960-01-01 + 7300 days ≈ 1980; dates span 1960–2003
-    import datetime as dt
+    first_day = 7300   # an offset into the range of birth dates (1960-01-01 + 15,700 days ≈ 2003)
     base = dt.date(1960, 1, 1)
     days = 15_700
     year = dt.date.today().year
     sample: list[tuple[str, str]] = []
+    names = [rng.choice(SURNAMES) + "".join(rng.choice(GIVEN) for _ in range(rng.choice((1, 2))))
+             for _ in range(9973)]
     with open(path, "w", encoding="utf-8", newline="") as handle:
         handle.write("name,id_number,level,management_number,exam_year,province\n")
         lines = []
@@ -74,7 +78,7 @@ def write_registry(path: Path, count: int, seed: int = 7) -> list[tuple[str, str
             sequence = (i // (len(counties) * days)) % 1000
             first17 = f"{county}{birth:%Y%m%d}{sequence:03d}"
             number = first17 + check_character(first17)
-            name = rng.choice(SURNAMES) + "".join(rng.choice(GIVEN) for _ in range(rng.choice((1, 2))))
+            name = names[i % len(names)]
             level = LEVELS[0] if i % 10 < 6 else LEVELS[1] if i % 10 < 9 else LEVELS[2]
             exam_year = year - i % 15
             lines.append(f"{name},{number},{level},{exam_year}{county[:2]}{i:012d},{exam_year},{county[:2]}\n")
@@ -87,25 +91,37 @@ def write_registry(path: Path, count: int, seed: int = 7) -> list[tuple[str, str
     return sample
 
 
+def read_sample(path: Path, every: int = 40) -> list[tuple[str, str]]:
+    with open(path, encoding="utf-8") as handle:
+        next(handle)
+        return [tuple(line.split(",", 2)[:2]) for index, line in enumerate(handle) if index % every == 0]
+
+
 def percentile(samples: list[float], fraction: float) -> float:
     ordered = sorted(samples)
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
-def figures(samples_ms: list[float]) -> str:
+class Samples(list):
+    cpu_ms: float = 0.0   # this process's CPU time per call: barely moved by other load on the machine
+
+
+def figures(samples_ms: Samples) -> str:
     return (f"p50 {statistics.median(samples_ms):6.2f} ms   p99 {percentile(samples_ms, 0.99):6.2f} ms   "
-            f"max {max(samples_ms):7.2f} ms   ({len(samples_ms)} calls)")
+            f"max {max(samples_ms):7.2f} ms   client CPU {samples_ms.cpu_ms:5.2f} ms/call   ({len(samples_ms)} calls)")
 
 
-def timed(call, count: int, make_args) -> list[float]:
+def timed(call, count: int, make_args) -> Samples:
     for _ in range(min(200, count)):   # warm up connections, caches, the plan cache
         call(*make_args())
-    samples = []
+    samples = Samples()
+    cpu = time.process_time()
     for _ in range(count):
         args = make_args()
         started = time.perf_counter()
         call(*args)
         samples.append((time.perf_counter() - started) * 1000)
+    samples.cpu_ms = (time.process_time() - cpu) * 1000 / count
     return samples
 
 
@@ -127,6 +143,7 @@ def main() -> int:
         "SWMS_TEST_PG_URL", "postgresql+psycopg2://postgres:postgres@127.0.0.1:5432/postgres"),
         help="a PostgreSQL URL allowed to CREATE DATABASE")
     parser.add_argument("--keep", action="store_true", help="keep the database (its URL is printed)")
+    parser.add_argument("--csv", help="generated file to reuse (written there first if missing)")
     args = parser.parse_args()
     amqp_uri = os.environ.get("AMQP_URI", "pyamqp://guest:guest@127.0.0.1:5672/")
 
@@ -144,24 +161,35 @@ def main() -> int:
         conn.execute(text(f'CREATE DATABASE "{database}"'))
         server = conn.execute(text("SHOW server_version")).scalar()
     db_url = args.pg_url.rsplit("/", 1)[0] + f"/{database}"
-    print(f"identity registry benchmark: PostgreSQL {server}, {os.cpu_count()} CPUs, database {database}")
+    print(f"identity registry benchmark: PostgreSQL {server}, {os.cpu_count()} CPUs, database {database}, "
+          f"load average {os.getloadavg()[0]:.1f} at start (other work on this machine skews every figure)")
     try:
         upgrade("identity", db_url)
-        csv_path = workdir / "passers.csv"
+        csv_path = Path(args.csv) if args.csv else workdir / "passers.csv"
         started = time.perf_counter()
-        sample = write_registry(csv_path, args.passers)
-        print(f"generated {args.passers:,} passers ({csv_path.stat().st_size / 1e6:.0f} MB CSV) in "
-              f"{time.perf_counter() - started:.1f} s (not counted)")
+        if csv_path.exists():
+            sample = read_sample(csv_path)
+            print(f"reusing {csv_path} ({csv_path.stat().st_size / 1e6:.0f} MB)")
+        else:
+            sample = write_registry(csv_path, args.passers)
+            print(f"generated {args.passers:,} passers ({csv_path.stat().st_size / 1e6:.0f} MB CSV) in "
+                  f"{time.perf_counter() - started:.1f} s (not counted)")
 
         env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), IDENTITY_DB_URL=db_url,
                    AUTH_PRIVATE_KEY_FILE=str(keys / "token-signing.pem"))
         for attempt in ("import", "re-import (same file)"):
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
             started = time.perf_counter()
             result = subprocess.run([sys.executable, "-m", "services.identity.cli", "import-passers", str(csv_path)],
-                                    cwd=REPO_ROOT, env=env, capture_output=True, text=True, check=True)
+                                    cwd=REPO_ROOT, env=env, capture_output=True, text=True)
+            if result.returncode != 0:
+                raise SystemExit(f"import failed ({result.returncode}):\n{result.stdout}\n{result.stderr[-3000:]}")
             elapsed = time.perf_counter() - started
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
             summary = " | ".join(line.strip() for line in result.stdout.splitlines()[:2])
-            print(f"{attempt:22} {elapsed:6.1f} s  ({args.passers / elapsed:,.0f} rows/s)  {summary}")
+            print(f"{attempt:22} {elapsed:6.1f} s wall, {cpu:6.1f} s CPU in the CLI and its workers "
+                  f"(PostgreSQL's own CPU not counted)  ({args.passers / elapsed:,.0f} rows/s)\n    {summary}")
 
         engine = engine_for(db_url)
         sessions = sessionmaker(engine)
@@ -187,11 +215,21 @@ def main() -> int:
         print(f"bare SELECT 1 (baseline)     {figures(floor)}")
         print(f"verification, registered     {figures(hits)}")
         print(f"verification, not registered {figures(unknown)}")
+        executions = []
+        with engine.connect() as conn:
+            for _ in range(500):   # the database's own time for the lookup (no client, no network)
+                plan = conn.execute(text("EXPLAIN (ANALYZE, FORMAT JSON) SELECT * FROM passers WHERE id_number = :n"),
+                                    {"n": sample[rng.randrange(len(sample))][1]}).scalar()
+                executions.append(plan[0]["Execution Time"])
+        print(f"lookup inside PostgreSQL     p50 {statistics.median(executions):6.3f} ms   "
+              f"p99 {percentile(executions, 0.99):6.3f} ms   (EXPLAIN ANALYZE, 500 lookups, "
+              f"plan: {plan[0]['Plan']['Node Type']} on {plan[0]['Plan'].get('Index Name')})")
 
         if args.rpc_calls and broker_answers(amqp_uri):
             rpc_figures(amqp_uri, db_url, workdir, sample, args.rpc_calls)
         elif args.rpc_calls:
             print(f"RPC part skipped: no broker at {amqp_uri}")
+        print(f"load average {os.getloadavg()[0]:.1f} at the end")
     finally:
         from swms.db import dispose_engine
         dispose_engine(db_url)

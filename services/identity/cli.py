@@ -1,6 +1,6 @@
 """Identity's admin command line (runs against the service's own database, not over RPC).
 
-  python -m services.identity.cli import-passers FILE.csv [--report REJECTED.csv]
+  python -m services.identity.cli import-passers FILE.csv [--report REJECTED.csv] [--workers N]
   python -m services.identity.cli create-officer --name N --email E --password P --region 110105 --level county
   python -m services.identity.cli create-admin --name N --email E --password P
   python -m services.identity.cli mint-service-token NAME   (prints a 365-day token for a service)
@@ -59,6 +59,8 @@ def main(argv: list[str] | None = None) -> int:
     imp = sub.add_parser("import-passers", help="load the exam authority's CSV into the registry")
     imp.add_argument("file")
     imp.add_argument("--report", help="write the rejected rows (line, reason) to this CSV file")
+    imp.add_argument("--workers", type=int, default=0,
+                     help="processes checking rows (default: one per CPU for files over 20 MB, else 1)")
     off = sub.add_parser("create-officer", help="create a civil-affairs officer account")
     _add_staff_arguments(off)
     off.add_argument("--region", required=True, help="6-digit code: 110000 province, 440300 city, 110105 county")
@@ -82,7 +84,9 @@ def main(argv: list[str] | None = None) -> int:
         try:
             if args.command == "import-passers":
                 started = time.perf_counter()
-                report = domain.import_file(session, Path(args.file).read_bytes(), id_hash=settings.id_hash)
+                raw = Path(args.file).read_bytes()
+                workers = args.workers or ((os.cpu_count() or 1) if len(raw) > 20_000_000 else 1)
+                report = domain.import_file(session, raw, id_hash=settings.id_hash, workers=workers)
                 session.commit()
                 print(report.summary())
                 print(f"  ({report.timing()}, {time.perf_counter() - started:.1f} s in all with the commit)")

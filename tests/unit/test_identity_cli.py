@@ -83,3 +83,41 @@ def test_officers_and_admins(config_path, capsys, monkeypatch):
                                    .order_by(Account.created_at)).all()
         assert session.execute(select(outbox.table)).all() == []
     assert [tuple(a) for a in accounts] == [("officer", "110105", "county"), ("admin", None, None)]
+
+
+def test_rows_checked_in_several_processes_give_the_same_result(config_path, tmp_path, keys_dir):
+    """The CLI in its own process (no eventlet): --workers 2 on a file cut into 16 pieces."""
+    import os
+    import subprocess
+    import sys
+
+    from swms.config import REPO_ROOT
+
+    rows = ["name,id_number,level,management_number,exam_year,province"]
+    for index in range(3000):
+        first17 = f"110105{1960 + index % 40}{1 + index % 12:02d}{1 + index % 28:02d}{index % 1000:03d}"
+        number = first17 + check_character(first17)
+        if index % 500 == 7:
+            number = number[:17] + ("0" if number[17] != "0" else "1")      # a wrong check character
+        rows.append(f"测试{'甲乙丙丁'[index % 4]},{number},社会工作师,{index},{THIS_YEAR},11")
+        if index % 1000 == 3:
+            rows.append("")                                                  # blank lines still count
+    rows.append(rows[2])                                                     # a repeated line
+    registry = tmp_path / "many.csv"
+    registry.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    second = tmp_path / "second.yaml"
+    url = f"sqlite:///{tmp_path / 'second.db'}"
+    upgrade("identity", url)
+    second.write_text(yaml.safe_dump({"DB_URL": url, "AUTH_PRIVATE_KEY_FILE": str(keys_dir / "token-signing.pem")}))
+    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
+    outputs = []
+    for config, workers in ((config_path, "1"), (second, "2")):
+        report = tmp_path / f"rejected-{workers}.csv"
+        result = subprocess.run([sys.executable, "-m", "services.identity.cli", "--config", str(config),
+                                 "import-passers", str(registry), "--workers", workers, "--report", str(report)],
+                                cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, result.stderr
+        outputs.append((result.stdout.splitlines()[0], report.read_text(encoding="utf-8")))
+    assert outputs[0] == outputs[1]
+    assert outputs[0][0] == "added 2994, unchanged 1, level raised 0, superseded 0, rejected 6"
+    assert outputs[0][1].count("wrong check character") == 6
