@@ -19,7 +19,7 @@ import re
 import uuid
 from dataclasses import dataclass, field
 
-from sqlalchemy import case, func, or_, select, true, update
+from sqlalchemy import case, func, insert, or_, select, true, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -160,13 +160,15 @@ class Outgoing:
 
 
 def record(session: Session, outgoing: Outgoing, *, key: str, job_id: str | None, settings: Settings,
-           now: dt.datetime | None = None) -> Message | None:
+           now: dt.datetime | None = None, fresh: bool = False) -> Message | None:
     """Record one message before any attempt to send it; None if ``key`` was recorded already.
 
     A message that cannot be sent (bad address, template problem, subject too long, already
     expired) is recorded as failed with the reason, so that operators see it; it never raises.
+    ``fresh``: the caller holds the event's inbox row in this transaction, so the key cannot exist
+    (no look-up, no savepoint; the unique index still guards).
     """
-    if session.execute(select(Message.message_id).where(Message.idempotency_key == key)).first():
+    if not fresh and session.execute(select(Message.message_id).where(Message.idempotency_key == key)).first():
         return None
     now = now or utcnow()
     error: tuple[str, str, str] | None = None
@@ -194,11 +196,14 @@ def record(session: Session, outgoing: Outgoing, *, key: str, job_id: str | None
         message.error_code, message.error_field, message.last_error = error[0], error[1], error[2][:2000]
         if message.sensitive:
             message.body_text = message.body_html = REDACTED
-    try:
-        with session.begin_nested():
-            session.add(message)
-    except IntegrityError:  # a concurrent composition of the same job recorded it first
-        return None
+    if fresh:
+        session.add(message)
+    else:
+        try:
+            with session.begin_nested():
+                session.add(message)
+        except IntegrityError:  # a concurrent composition of the same job recorded it first
+            return None
     detail = {"kind": outgoing.kind, "audience": outgoing.audience}
     if error is not None:
         detail["error_code"] = error[0]
@@ -310,14 +315,19 @@ def retry_message(session: Session, message_id: str, actor: str, settings: Setti
 
 def add_job(session: Session, *, key: str, task: str, payload: dict, person_id: str | None = None,
             reference: str | None = None, claimed_for: dt.timedelta | None = None,
-            give_up_after: dt.timedelta = dt.timedelta(hours=48), now: dt.datetime | None = None) -> Job | None:
+            give_up_after: dt.timedelta = dt.timedelta(hours=48), now: dt.datetime | None = None,
+            guard: bool = True) -> Job | None:
     """Insert a job; None when ``key`` exists (the same event delivered again). ``claimed_for``:
-    the caller composes it at once, so the timer leaves it alone for that long."""
+    the caller composes it at once, so the timer leaves it alone for that long. ``guard=False``:
+    the caller holds the event's inbox row in this transaction (no savepoint needed)."""
     now = now or utcnow()
     job = Job(job_id=str(uuid.uuid4()), key=key, task=task, person_id=person_id, reference=reference,
               payload=json.dumps(payload, ensure_ascii=False, default=str), status=PENDING, attempts=0,
               next_attempt_at=now + (claimed_for or dt.timedelta(0)), give_up_at=now + give_up_after,
               created_at=now)
+    if not guard:
+        session.add(job)
+        return job
     try:
         with session.begin_nested():
             session.add(job)
@@ -349,15 +359,19 @@ def claim_due_jobs(session: Session, limit: int, lease: dt.timedelta, now: dt.da
 
 
 def complete_job(session: Session, job: Job, outgoing: list[Outgoing], settings: Settings,
-                 now: dt.datetime | None = None) -> list[Message]:
-    """Record the job's messages and mark it done, in the caller's transaction."""
+                 now: dt.datetime | None = None, fresh: bool = False) -> list[Message]:
+    """Record the job's messages and mark it done, in the caller's transaction (``fresh``: the job
+    was added in this transaction, under the event's inbox row)."""
     now = now or utcnow()
     recorded = []
     for item in outgoing:
         message = record(session, item, key=f"{job.key}:{item.recipient}", job_id=job.job_id, settings=settings,
-                         now=now)
+                         now=now, fresh=fresh)
         if message is not None:
             recorded.append(message)
+    if fresh:
+        job.status, job.done_at, job.attempts = DONE, now, job.attempts + 1
+        return recorded
     session.execute(update(Job).where(Job.job_id == job.job_id, Job.status == PENDING)
                     .values(status=DONE, done_at=now, attempts=Job.attempts + 1, error_code=None,
                             error_field=None, last_error=None).execution_options(synchronize_session=False))
@@ -408,35 +422,40 @@ def beijing_today(now: dt.datetime) -> dt.date:
 def schedule_reminders(session: Session, *, certificate_number: str, person_id: str, valid_until: dt.date,
                        settings: Settings, now: dt.datetime | None = None) -> list[Reminder]:
     """Two reminders per certificate: the re-registration window opens (``window_months`` before
-    expiry) and one a month before. Idempotent per certificate. A newer certificate of the same
-    person cancels the older one's reminders; an older one arriving late is kept cancelled."""
+    expiry) and one a month before. Idempotent per certificate (the unique constraint guards a
+    race, failing the caller's transaction). A newer certificate of the same person cancels the
+    older one's reminders; an older one arriving late is kept cancelled."""
     now = now or utcnow()
-    others = session.execute(select(Reminder).where(
-        Reminder.person_id == person_id, Reminder.certificate_number != certificate_number,
-        Reminder.status.in_((SCHEDULED, HELD)))).scalars().all()
+    known = session.execute(select(Reminder).where(or_(
+        Reminder.certificate_number == certificate_number,
+        (Reminder.person_id == person_id) & Reminder.status.in_((SCHEDULED, HELD))))).scalars().all()
+    existing = {r.kind for r in known if r.certificate_number == certificate_number}
     newer_exists = False
-    for other in others:
+    for other in known:
+        if other.certificate_number == certificate_number:
+            continue
         if other.valid_until <= valid_until:
             _set_reminder(session, other, CANCELLED, f"superseded by certificate {certificate_number}", now)
         else:
             newer_exists = True
     created = []
     for kind, months in ((WINDOW_OPEN, settings.window_months), (ONE_MONTH, settings.reminder_months)):
-        opens = months_before(valid_until, months)
+        if kind in existing:
+            continue   # scheduled by an earlier event about the same certificate
         reminder = Reminder(reminder_id=str(uuid.uuid4()), certificate_number=certificate_number,
                             person_id=person_id, kind=kind, valid_until=valid_until,
-                            due_at=beijing_morning(opens), status=SCHEDULED, created_at=now)
+                            due_at=beijing_morning(months_before(valid_until, months)), status=SCHEDULED,
+                            created_at=now)
         if newer_exists:
             reminder.status, reminder.note, reminder.done_at = CANCELLED, "a newer certificate exists", now
-        try:
-            with session.begin_nested():
-                session.add(reminder)
-        except IntegrityError:
-            continue  # scheduled by an earlier delivery of the same event
-        audit.record(session, ACTOR, "reminder.scheduled", "reminder", reminder.reminder_id,
-                     {"certificate_number": certificate_number, "kind": kind, "due_at": reminder.due_at,
-                      "status": reminder.status})
+        session.add(reminder)
         created.append(reminder)
+    if created:
+        session.execute(insert(audit.table), [
+            {"at": now, "actor": ACTOR, "action": "reminder.scheduled", "entity_type": "reminder",
+             "entity_id": r.reminder_id, "detail": json.dumps(
+                 {"certificate_number": certificate_number, "kind": r.kind, "due_at": r.due_at.isoformat(),
+                  "status": r.status}, ensure_ascii=False)} for r in created])
     return created
 
 

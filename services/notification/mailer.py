@@ -24,6 +24,8 @@ import time
 from dataclasses import dataclass
 from email.message import EmailMessage
 
+import eventlet
+from eventlet.queue import Empty, Full, LightQueue
 from sqlalchemy.orm import sessionmaker
 
 from services.notification import domain
@@ -155,7 +157,10 @@ def classify(exc: BaseException) -> Outcome:
 
 
 class Mailer(BackgroundLoop):
-    """``get_dependency`` gives workers ``wake()``: call it after committing new messages."""
+    """``get_dependency`` gives workers ``wake()``: call it after committing new messages.
+
+    ``SMTP_CONNECTIONS`` loops run side by side, each with its own connection and its own claimed
+    batch, so that one connection's waits (the relay's replies, the commits) overlap the others'."""
     poll_seconds = 2.0
     batch_size = 50
     max_pause_seconds = 60.0
@@ -163,6 +168,8 @@ class Mailer(BackgroundLoop):
     def setup(self):
         super().setup()
         config = self.container.config
+        self.connections = max(1, int(config.get("SMTP_CONNECTIONS") or 2))
+        self._signals = [LightQueue(maxsize=1) for _ in range(self.connections)]
         self.sessions = sessionmaker(engine_for(required(config, "DB_URL")), expire_on_commit=False)
         self.smtp = SmtpSettings.from_config(config)
         self.transport = SmtpTransport(self.smtp)
@@ -175,6 +182,31 @@ class Mailer(BackgroundLoop):
 
     def get_dependency(self, worker_ctx):
         return self.wake
+
+    def start(self):
+        self._running = True
+        for index in range(self.connections):
+            self.container.spawn_managed_thread(lambda index=index: self._loop(index), identifier=f"Mailer-{index}")
+
+    def wake(self) -> None:
+        for signal in self._signals:
+            try:
+                signal.put_nowait(True)
+            except Full:
+                pass
+
+    def _loop(self, index: int) -> None:
+        signal = self._signals[index]
+        while self._running:
+            try:
+                while self._running and self.run_once() >= self.batch_size:
+                    eventlet.sleep(0)
+            except Exception:
+                log.exception("mailer pass failed; will retry")
+            try:
+                signal.get(timeout=self.poll_seconds)
+            except Empty:
+                pass
 
     def run_once(self) -> int:
         if time.monotonic() < self._paused_until:

@@ -1,10 +1,10 @@
 """Notification: email for every event that concerns a person or an officer.
 
-Flow: an event handler validates the event and, in one transaction, remembers it (inbox), writes
-one job per audience and adjusts re-registration reminders; then it composes the jobs at once
-(recipients looked up at identity, messages rendered and recorded) and wakes the mailer. A job
-whose lookup fails stays pending and the timer (``tick``) retries it with backoff; the same timer
-turns due reminders into jobs. The mailer (mailer.py) sends recorded messages.
+Flow: an event handler validates the event, looks its recipients up at identity (outside any
+transaction), then writes in one transaction the inbox row, the reminder changes and one job per
+audience with its rendered messages (or the lookup's error and a retry time), and wakes the mailer.
+The timer (``tick``) retries lookups that failed, with backoff, and turns due reminders into jobs.
+The mailer (mailer.py) sends recorded messages.
 """
 from __future__ import annotations
 
@@ -22,6 +22,8 @@ from nameko.extensions import DependencyProvider
 from nameko.rpc import RpcProxy, rpc
 from nameko.timer import Timer
 from pydantic import ValidationError
+from sqlalchemy import insert, select
+from sqlalchemy.exc import IntegrityError
 
 from services.notification import compose, domain
 from services.notification.compose import ComposeError
@@ -64,7 +66,7 @@ from swms.contracts.notification import (
 )
 from swms.db import Database, engine_for
 from swms.deadletter import event_handler
-from swms.outbox import OutboxRelay
+from swms.outbox import OutboxRelay, utcnow
 from swms.rpc import contract
 
 log = logging.getLogger(__name__)
@@ -274,19 +276,84 @@ class NotificationService:
         self._accept(PasswordResetRequested, payload)
 
     def _accept(self, model: type[Event], payload) -> None:
+        """Look the recipients up first (outside any transaction), then write everything about the
+        event in one transaction: inbox row, reminder changes, one job per audience with its
+        messages, or with the lookup's error and a retry time. A crash before the commit leaves the
+        event unacknowledged (redelivered); after it, the inbox row makes a redelivery a no-op."""
         try:
             try:
                 event = model.model_validate(payload)
             except ValidationError as exc:
                 self._record_invalid(model, payload, exc)
                 return
-            jobs = self._remember(event)
+            handler = f"{event.source}.{event.event_type}"
+            tasks = compose.tasks_for(event)
+            self.auth.act_as_service()
+            planned = self._plan(event, tasks)
+            recorded = 0
+            try:
+                with self.db.transaction() as session:
+                    # First statement of the transaction, so no savepoint is needed: a duplicate
+                    # fails the (still empty) transaction, which means "already handled".
+                    session.execute(insert(inbox.table).values(event_id=event.event_id, handler=handler,
+                                                               handled_at=utcnow()))
+                    recorded = self._store(session, event, planned)
+            except IntegrityError:
+                if self._handled(event.event_id, handler):
+                    log.info("event %s already handled; skipped", event.event_id)
+                    return   # delivered again (at-least-once): the lookups were wasted, nothing else
+                raise
         except Exception:
             log.exception("%s.%s could not be stored; it will be retried", model.source, model.event_type)
             raise
-        if jobs:
-            self.auth.act_as_service()
-            self._compose(jobs)
+        if recorded:
+            self.wake_mailer()
+
+    def _handled(self, event_id: str, handler: str) -> bool:
+        table = inbox.table
+        found = self.db.session.execute(select(table.c.event_id).where(
+            table.c.event_id == event_id, table.c.handler == handler)).first()
+        self.db.session.rollback()
+        return found is not None
+
+    def _store(self, session, event: Event, planned: list[tuple]) -> int:
+        """Reminder changes and one job per audience with its messages (or the lookup's error)."""
+        settings = self.settings
+        recorded = 0
+        compose.adjust_reminders(session, event, settings)
+        person_id, reference = compose.job_person_and_reference(event)
+        for task, outgoing, error in planned:
+            job = domain.add_job(session, key=f"{event.event_id}:{task.name}", task=task.name,
+                                 payload=compose.payload_of(event), person_id=person_id, reference=reference,
+                                 give_up_after=settings.give_up_after, guard=False)
+            if error is None:
+                recorded += len(domain.complete_job(session, job, outgoing, settings, fresh=True))
+            else:
+                self._log_failure(job, error, domain.fail_job(session, job, error.code, error.field,
+                                                              error.detail, permanent=error.permanent))
+        return recorded
+
+    def _plan(self, event: Event, tasks) -> list[tuple]:
+        """[(task, outgoing or None, ComposeError or None)], the tasks' lookups run concurrently."""
+        lookups = IdentityLookups(self.identity)
+
+        def one(task):
+            try:
+                return task, task.plan(event, lookups, self.settings), None
+            except ComposeError as exc:
+                return task, None, exc
+            except Exception as exc:  # noqa: BLE001 - a bug must not lose the event: retried, visible
+                log.exception("planning %s for event %s failed", task.name, event.event_id)
+                return task, None, ComposeError("COMPOSE_FAILED", None, f"{type(exc).__name__}: {exc}", False)
+
+        if not tasks:
+            return []
+        return list(eventlet.GreenPool(len(tasks)).imap(one, tasks))
+
+    @staticmethod
+    def _log_failure(job: Job, error: ComposeError, status: str) -> None:
+        log.log(logging.ERROR if status == domain.FAILED else logging.WARNING, "job %s (%s) %s: %s",
+                job.job_id, job.task, "failed" if status == domain.FAILED else "will be retried", error)
 
     def _record_invalid(self, model: type[Event], payload, exc: ValidationError) -> None:
         text = json.dumps(payload, ensure_ascii=False, default=str)
@@ -301,24 +368,6 @@ class NotificationService:
                                                 f"{problems}")
         log.error("%s.%s event does not match its contract; recorded as a failed job: %s",
                   model.source, model.event_type, problems)
-
-    def _remember(self, event: Event) -> list[Job]:
-        """One transaction: inbox row, reminder changes, one job per audience (claimed by this worker)."""
-        settings = self.settings
-        jobs = []
-        with self.db.transaction() as session:
-            if not inbox.first_delivery(session, event.event_id, f"{event.source}.{event.event_type}"):
-                log.info("event %s already handled; skipped", event.event_id)
-                return []
-            compose.adjust_reminders(session, event, settings)
-            person_id, reference = compose.job_person_and_reference(event)
-            for task in compose.tasks_for(event):
-                job = domain.add_job(session, key=f"{event.event_id}:{task.name}", task=task.name,
-                                     payload=compose.payload_of(event), person_id=person_id, reference=reference,
-                                     claimed_for=settings.lease, give_up_after=settings.give_up_after)
-                if job is not None:
-                    jobs.append(job)
-        return jobs
 
     def _compose(self, jobs: list[Job]) -> None:
         """Look up recipients (concurrently, outside any transaction), then record each job's
@@ -340,11 +389,8 @@ class NotificationService:
                 if error is None:
                     recorded += len(domain.complete_job(session, job, outgoing, self.settings))
                 else:
-                    status = domain.fail_job(session, job, error.code, error.field, error.detail,
-                                             permanent=error.permanent)
-                    log.log(logging.ERROR if status == domain.FAILED else logging.WARNING,
-                            "job %s (%s) %s: %s", job.job_id, job.task,
-                            "failed" if status == domain.FAILED else "will be retried", error)
+                    self._log_failure(job, error, domain.fail_job(session, job, error.code, error.field,
+                                                                  error.detail, permanent=error.permanent))
         if recorded:
             self.wake_mailer()
 
