@@ -104,7 +104,7 @@ def test_rows_checked_in_several_processes_give_the_same_result(config_path, tmp
             rows.append("")                                                  # blank lines still count
     rows.append(rows[2])                                                     # a repeated line
     registry = tmp_path / "many.csv"
-    registry.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    registry.write_bytes(("\r\n".join(rows) + "\r\n").encode("utf-8"))   # Windows line ends, as exported
     second = tmp_path / "second.yaml"
     url = f"sqlite:///{tmp_path / 'second.db'}"
     upgrade("identity", url)
