@@ -47,7 +47,9 @@ def people(count: int, seed: int = 11) -> list[Person]:
         if first17 not in seen:
             seen.add(first17)
             i = len(result)
-            result.append(Person(name=f"测试{'甲乙丙丁戊己庚辛壬癸'[i % 10]}{i}", id_number=first17 + check_character(first17),
+            given = "明华建国秀英志强丽娟海燕晓东春梅文静"
+            name = "测" + given[i // len(given) % len(given)] + given[i % len(given)]
+            result.append(Person(name=name, id_number=first17 + check_character(first17),
                                  email=f"worker{i}@example.cn"))
     return result
 
