@@ -80,19 +80,21 @@ def bare(count: int, sign: bool) -> None:
             signing.sign_pdf(pdf, signer, "中华人民共和国民政部", face.certificate_number)
 
     one()
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     for _ in range(count):
         one()
-    print(json.dumps({"count": count, "seconds": time.perf_counter() - started}))
+    print(json.dumps({"count": count, "seconds": time.perf_counter() - started, "cpu": time.process_time() - cpu}))
 
 
-def bare_rate(processes: int, count: int, sign: bool) -> float:
-    """Aggregate rate of ``processes`` helper processes running at the same time."""
+def bare_rate(processes: int, count: int, sign: bool) -> tuple[float, float]:
+    """Aggregate rate of ``processes`` helper processes running at the same time, and the CPU
+    seconds one PDF took."""
     argv = [sys.executable, "-m", "bench.certificate_issue", "--bare", str(count)] + (["--sign"] if sign else [])
     children = [subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, cwd=REPO_ROOT,
                                  env={**os.environ, "PYTHONPATH": str(REPO_ROOT)}) for _ in range(processes)]
     results = [json.loads(child.communicate()[0].strip().splitlines()[-1]) for child in children]
-    return sum(r["count"] / r["seconds"] for r in results)
+    return (sum(r["count"] / r["seconds"] for r in results),
+            sum(r["cpu"] for r in results) / sum(r["count"] for r in results))
 
 
 def cpu_seconds(pid: int) -> float:
@@ -260,10 +262,13 @@ def main() -> None:
                 cluster.bench_empty.ping()
                 return (time.perf_counter() - started) * 1000
 
+            certificate_pid = children[-1].pid
+            cpu_idle_before = cpu_seconds(certificate_pid)
             idle = [ping_ms() for _ in range(300)]
+            cpu_per_ping = (cpu_seconds(certificate_pid) - cpu_idle_before) / len(idle)
 
-            bare_render = bare_rate(processes, args.bare_count, sign=False)
-            render_sign = bare_rate(processes, args.bare_count, sign=True)
+            bare_render, bare_cpu = bare_rate(processes, args.bare_count, sign=False)
+            render_sign, render_sign_cpu = bare_rate(processes, args.bare_count, sign=True)
 
             loaded: list[float] = []
             running = True
@@ -273,7 +278,6 @@ def main() -> None:
                     loaded.append(ping_ms())
                     eventlet.sleep(0.02)
 
-            certificate_pid = children[-1].pid
             watched = {"nameko process (certificate + empty service)": [certificate_pid],
                        "render worker processes": children_of(certificate_pid),
                        "S3 server (moto)": [children[0].pid], "stand-ins (registration, profile)": [children[1].pid],
@@ -308,9 +312,20 @@ def main() -> None:
         for label, samples in (("  idle", idle), ("  while issuing flat out", loaded)):
             print(f"{label:34} {statistics.median(samples):8.2f} {percentile(samples, 0.99):8.2f} "
                   f"{max(samples):8.2f} {len(samples):6d}")
-        print(f"{'CPU seconds per certificate':34} {'ms':>8}")
-        for label, seconds in cpu_used.items():
-            print(f"  {label:32} {seconds * 1000 / max(1, len(issued)):8.1f}")
+        per = {label: seconds * 1000 / max(1, len(issued)) for label, seconds in cpu_used.items()}
+        pings = cpu_per_ping * len(loaded) * 1000 / max(1, len(issued))  # the empty service's share
+        own = per["nameko process (certificate + empty service)"] - pings + per["render worker processes"]
+        cores = os.cpu_count() or 1
+        print(f"{'CPU per certificate (ms)':34} {'ms':>8}   (wall-clock rates above depend on what else runs;")
+        print(f"{'':34} {'':>8}    CPU per PDF does not, so the lines below compare like with like)")
+        for label, value in per.items():
+            print(f"  {label:32} {value:8.1f}")
+        print(f"    {'of which answering the pings':30} {pings:8.1f}")
+        print(f"  {'bare WeasyPrint render':32} {bare_cpu * 1000:8.1f}")
+        print(f"  {'render + PAdES sign':32} {render_sign_cpu * 1000:8.1f}")
+        print(f"certificate service's own CPU per certificate: {own:.1f} ms -> at most {cores * 1000 / own:.1f} "
+              f"certificates/s on {cores} idle cores; bare render at most {cores / bare_cpu:.1f}/s; "
+              f"ratio {bare_cpu * 1000 / own:.2f}")
         if len(issued) < args.certificates or len(numbers) != len(issued):
             raise SystemExit(f"FAILED: {len(issued)} events, {len(numbers)} distinct numbers; see {logs}")
     finally:

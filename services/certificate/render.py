@@ -105,34 +105,35 @@ def _name_size(name: str) -> str:
     return "10pt"
 
 
+STYLE = """
+@page { size: A4; margin: 14mm; }
+body { font-family: FONT_FAMILY; font-weight: normal; color: #222; margin: 0; }
+.frame { border: 3mm double #9b1c1c; padding: 10mm 12mm; height: 247mm; position: relative; overflow: hidden; }
+h1 { text-align: center; font-size: 26pt; font-weight: normal; letter-spacing: 6pt; margin: 6mm 0 1mm;
+     color: #9b1c1c; }
+h2 { text-align: center; font-size: 13pt; font-weight: normal; margin: 0 0 10mm; }
+table { width: 100%; border-collapse: collapse; font-size: 12.5pt; table-layout: fixed; }
+td { padding: 2.6mm 2mm; vertical-align: top; overflow-wrap: anywhere; }
+td.k { width: 26mm; color: #555; }
+td.photo { width: 29mm; padding: 2mm 0 0 3mm; }
+.photo img, .photo div { width: 25mm; height: 35mm; border: 0.3mm solid #999; }
+.photo img { object-fit: cover; }
+.photo div { font-size: 9pt; color: #999; text-align: center; line-height: 35mm; }
+.note { font-size: 10pt; color: #555; }
+.qr { position: absolute; left: 12mm; bottom: 14mm; width: 34mm; text-align: center; }
+.qr svg { width: 32mm; height: 32mm; }
+.qr p { font-size: 8pt; margin: 1mm 0 0; }
+.seal { position: absolute; right: 14mm; bottom: 18mm; text-align: right; font-size: 12pt; line-height: 1.8; }
+.no { position: absolute; left: 0; right: 0; bottom: 4mm; text-align: center; font-size: 10pt; color: #555; }
+"""
+
 TEMPLATE = """<!doctype html>
-<html lang="zh-CN"><head><meta charset="utf-8"><title>社会工作者登记证书 {certificate_number}</title><style>
-@page {{ size: A4; margin: 14mm; }}
-body {{ font-family: {font_family}; font-weight: normal; color: #222; margin: 0; }}
-.frame {{ border: 3mm double #9b1c1c; padding: 10mm 12mm; height: 247mm; position: relative;
-          overflow: hidden; }}
-h1 {{ text-align: center; font-size: 26pt; font-weight: normal; letter-spacing: 6pt; margin: 6mm 0 1mm;
-      color: #9b1c1c; }}
-h2 {{ text-align: center; font-size: 13pt; font-weight: normal; margin: 0 0 10mm; }}
-table {{ width: 100%; border-collapse: collapse; font-size: 12.5pt; table-layout: fixed; }}
-td {{ padding: 2.6mm 2mm; vertical-align: top; overflow-wrap: anywhere; }}
-td.k {{ width: 26mm; color: #555; }}
-td.photo {{ width: 29mm; padding: 2mm 0 0 3mm; }}
-.photo img, .photo div {{ width: 25mm; height: 35mm; border: 0.3mm solid #999; }}
-.photo img {{ object-fit: cover; }}
-.photo div {{ font-size: 9pt; color: #999; text-align: center; line-height: 35mm; }}
-.name {{ font-size: {name_size}; }}
-.note {{ font-size: 10pt; color: #555; }}
-.qr {{ position: absolute; left: 12mm; bottom: 14mm; width: 34mm; text-align: center; }}
-.qr svg {{ width: 32mm; height: 32mm; }}
-.qr p {{ font-size: 8pt; margin: 1mm 0 0; }}
-.seal {{ position: absolute; right: 14mm; bottom: 18mm; text-align: right; font-size: 12pt; line-height: 1.8; }}
-.no {{ position: absolute; left: 0; right: 0; bottom: 4mm; text-align: center; font-size: 10pt; color: #555; }}
-</style></head><body><div class="frame">
+<html lang="zh-CN"><head><meta charset="utf-8"><title>社会工作者登记证书 {certificate_number}</title>{style}</head>
+<body><div class="frame">
 <h1>社会工作者登记证书</h1>
 <h2>（电子证书）</h2>
 <table>
-<tr><td class="k">姓　　名</td><td class="name">{holder_name}</td>
+<tr><td class="k">姓　　名</td><td class="name" style="font-size: {name_size}">{holder_name}</td>
     <td class="photo" rowspan="4">{photo}</td></tr>
 <tr><td class="k">性　　别</td><td>{gender}</td></tr>
 <tr><td class="k">身份证号</td><td>{id_number_shown}</td></tr>
@@ -150,11 +151,17 @@ td.photo {{ width: 29mm; padding: 2mm 0 0 3mm; }}
 <div class="no">NO. {certificate_number}</div>
 </div></body></html>"""
 
+PHOTO_URL, QR_URL = "swms-image:photo", "swms-image:qr"
 
-def certificate_html(face: CertificateFace, font_family: str = f'"{fonts.FALLBACK_FAMILY}"') -> str:
+
+def certificate_html(face: CertificateFace, font_family: str = f'"{fonts.FALLBACK_FAMILY}"',
+                     images_inline: bool = True) -> str:
+    """The certificate page. ``images_inline``: photo and QR code as data URIs and the style inline
+    (a self-contained page); otherwise they are fetched by name through Renderer's url_fetcher."""
     esc = html.escape
     if face.photo:
-        photo = f'<img src="{_data_uri(face.photo, face.photo_type or "image/jpeg")}" alt="照片">'
+        src = _data_uri(face.photo, face.photo_type or "image/jpeg") if images_inline else PHOTO_URL
+        photo = f'<img src="{src}" alt="照片">'
     else:
         photo = "<div>照片未提供</div>"
     notes = []
@@ -169,17 +176,18 @@ def certificate_html(face: CertificateFace, font_family: str = f'"{fonts.FALLBAC
         id_number_shown=esc(face.id_number_shown), level=esc(face.level), unit_name=esc(face.unit_name),
         certificate_number=esc(face.certificate_number), valid_from=_date(face.valid_from),
         valid_until=_date(face.valid_until), authority=esc(face.authority), issued_on=_date(face.issued_on),
-        qr=_data_uri(_qr_png(face.verify_url), "image/png"), photo=photo, notes="\n".join(notes),
-        font_family=font_family)
+        qr=_data_uri(_qr_png(face.verify_url), "image/png") if images_inline else QR_URL, photo=photo, notes="\n".join(notes),
+        style=f"<style>{STYLE.replace('FONT_FAMILY', font_family)}</style>" if images_inline else "")
 
 
 class Renderer:
-    """One per process: keeps WeasyPrint's font configuration (and the compact font) between PDFs."""
+    """One per process: keeps WeasyPrint's font configuration, the compact font and the compiled
+    stylesheet between PDFs. Images come through a url_fetcher that knows the two images of the
+    certificate being rendered and refuses every other URL (nothing typed into a form can make the
+    renderer read a file or the network)."""
 
     def __init__(self, compact_font: bool = True):
-        from weasyprint import (
-            CSS,  # imported late: heavy, and only the render workers need it
-        )
+        from weasyprint import CSS  # imported late: heavy, and only the render workers need it
         from weasyprint.text.fonts import FontConfiguration
 
         self.font_config = FontConfiguration()
@@ -187,17 +195,31 @@ class Renderer:
         self.font_file = font
         if font is not None:
             self.font_family = f'"{fonts.FAMILY}", "{fonts.FALLBACK_FAMILY}"'
-            self.stylesheets = [CSS(string=f'@font-face {{ font-family: "{fonts.FAMILY}"; '
-                                           f'src: url("{font.as_uri()}"); }}', font_config=self.font_config)]
+            font_face = f'@font-face {{ font-family: "{fonts.FAMILY}"; src: url("{font.as_uri()}"); }}\n'
         else:
             self.font_family = f'"{fonts.FALLBACK_FAMILY}"'
-            self.stylesheets = []
+            font_face = ""
+        self.stylesheets = [CSS(string=font_face + STYLE.replace("FONT_FAMILY", self.font_family),
+                                font_config=self.font_config)]
+        self._images: dict[str, tuple[bytes, str]] = {}
+
+    def _fetch(self, url: str, *args, **kwargs) -> dict:
+        if url not in self._images:
+            raise ValueError(f"the certificate template may not load {url[:60]!r}")
+        data, mime = self._images[url]
+        return {"string": data, "mime_type": mime, "redirected_url": url}
 
     def pdf(self, face: CertificateFace) -> bytes:
         from weasyprint import HTML
 
-        return HTML(string=certificate_html(face, self.font_family)).write_pdf(
-            stylesheets=self.stylesheets, font_config=self.font_config)
+        self._images = {QR_URL: (_qr_png(face.verify_url), "image/png")}
+        if face.photo:
+            self._images[PHOTO_URL] = (face.photo, face.photo_type or "image/jpeg")
+        try:
+            return HTML(string=certificate_html(face, self.font_family, images_inline=False),
+                        url_fetcher=self._fetch).write_pdf(stylesheets=self.stylesheets, font_config=self.font_config)
+        finally:
+            self._images = {}
 
 
 _renderer: Renderer | None = None

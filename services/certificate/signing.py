@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 from cryptography.x509.oid import NameOID
 
 SIGNATURE_FIELD = "SWMS-Registration-Authority"
+SIGNATURE_BYTES_RESERVED = 16384
 
 
 @dataclass(frozen=True)
@@ -163,7 +164,10 @@ def sign_pdf(pdf: bytes, signer, authority: str, certificate_number: str) -> byt
         field_name=SIGNATURE_FIELD, subfilter=fields.SigSeedSubFilter.PADES, md_algorithm="sha256",
         reason=f"社会工作者登记证书 {certificate_number}", location="中华人民共和国", name=authority)
     writer = IncrementalPdfFileWriter(io.BytesIO(pdf))
-    return signers.PdfSigner(metadata, signer).sign_pdf(writer).getvalue()
+    # A fixed reservation for the CMS blob: without it pyHanko builds the whole signature twice
+    # (a dry run to measure it). An ECDSA or RSA-4096 signature with a three-certificate chain
+    # takes well under half of this.
+    return signers.PdfSigner(metadata, signer).sign_pdf(writer, bytes_reserved=SIGNATURE_BYTES_RESERVED).getvalue()
 
 
 @dataclass(frozen=True)

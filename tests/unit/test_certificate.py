@@ -304,9 +304,13 @@ def test_a_thirty_character_name_and_a_long_unit_stay_on_one_page():
     assert name in text and "20250301" in text and "1120262000001" in text
 
 
-def test_markup_in_printed_fields_is_shown_as_text():
+def test_markup_in_printed_fields_is_shown_as_text_and_the_renderer_fetches_nothing_else():
     html = render.certificate_html(face(unit_name='<img src="file:///etc/passwd">&'))
     assert "<img src=\"file:///etc/passwd\">" not in html and "&lt;img" in html
+    renderer = render.Renderer()
+    for url in ("file:///etc/passwd", "http://127.0.0.1:9/x.png", render.PHOTO_URL):
+        with pytest.raises(ValueError):
+            renderer._fetch(url)  # outside a render, not even the certificate's own images
 
 
 # ---- the domain on a database -------------------------------------------------------------------
