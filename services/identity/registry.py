@@ -12,6 +12,7 @@ Merging follows one rule per row, as if the rows were applied one after another 
 * Same person, lower level than the registry holds: **superseded** (an older list; nothing changes).
 * Otherwise (another name, or the same level with another 管理号/year/province): **rejected** as a
   duplicate with conflicting data. Bad rows (ID number, level, missing field, ...) are rejected too.
+* A line identical to an earlier line of the same file: **repeated** (counted once, applied once).
 
 Each rejected row is reported with its line (the header is line 1) and reason.
 
@@ -98,13 +99,14 @@ class ImportReport:
     unchanged: int = 0
     raised: int = 0
     superseded: int = 0
+    repeated: int = 0      # lines identical to an earlier line of the same file
     events: int = 0
     rejected: list[tuple[int, str]] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)   # per phase
 
     def summary(self) -> str:
         return (f"added {self.added}, unchanged {self.unchanged}, level raised {self.raised}, "
-                f"superseded {self.superseded}, rejected {len(self.rejected)}")
+                f"superseded {self.superseded}, repeated {self.repeated}, rejected {len(self.rejected)}")
 
     def timing(self) -> str:
         return ", ".join(f"{phase.replace('_', ' ')} {seconds:.1f} s" for phase, seconds in self.seconds.items())
@@ -432,14 +434,24 @@ def _merge(session: Session, report: ImportReport, loader: _Loader, started: flo
         report.seconds[phase] = time.perf_counter() - started
         started = time.perf_counter()
 
-    # 1. An ID number on several lines of the file: apply those lines one by one, in file order.
-    repeated = select(s.id_number).group_by(s.id_number).having(func.count() > 1).subquery()
-    repeated_rows = session.execute(select(STAGING).where(s.id_number.in_(select(repeated.c.id_number)))
-                                    .order_by(s.line)).all()
-    if repeated_rows:
-        session.execute(delete(STAGING).where(s.id_number.in_({r.id_number for r in repeated_rows})))
-        for row in repeated_rows:
-            merge_one(session, _record(row), report, now, actor, id_hash=id_hash)
+    # 1. ID numbers on several lines of the file (usually none).
+    if not loader.postgres:   # SQLite joins by nested loops: give them an index (PostgreSQL hashes)
+        session.execute(text("CREATE INDEX passer_import_id_number ON passer_import (id_number)"))
+    repeated = select(s.id_number).group_by(s.id_number).having(func.count() > 1)
+    if session.execute(select(func.count()).select_from(repeated.subquery())).scalar_one():
+        # A line identical to an earlier line of the file adds nothing: counted, then dropped.
+        earlier = STAGING.alias("earlier")
+        e = earlier.c
+        report.repeated = session.execute(delete(STAGING).where(select(e.line).where(
+            e.id_number == s.id_number, e.line < s.line, e.name_normalised == s.name_normalised,
+            e.level == s.level, e.management_number == s.management_number, e.exam_year == s.exam_year,
+            e.province_code == s.province_code).exists())).rowcount
+        # Lines of one ID number with different data: applied one by one, in file order.
+        repeated_rows = session.execute(select(STAGING).where(s.id_number.in_(repeated)).order_by(s.line)).all()
+        if repeated_rows:
+            session.execute(delete(STAGING).where(s.id_number.in_(repeated)))
+            for row in repeated_rows:
+                merge_one(session, _record(row), report, now, actor, id_hash=id_hash)
 
     lap("repeated_ids")
 
@@ -470,7 +482,8 @@ def _merge(session: Session, report: ImportReport, loader: _Loader, started: flo
     report.rejected.sort()
     audit.record(session, actor, "registry.imported", "registry", "passers",
                  {"added": report.added, "unchanged": report.unchanged, "raised": report.raised,
-                  "superseded": report.superseded, "rejected": len(report.rejected)})
+                  "superseded": report.superseded, "repeated": report.repeated,
+                  "rejected": len(report.rejected)})
     session.flush()
     lap("insert")
     log.info("registry import: %s (%s)", report.summary(), report.timing())

@@ -188,7 +188,7 @@ def test_lines_of_one_person_in_one_file_apply_in_order():
     with session() as db:
         report = domain.import_passers(db, rows)
         passer = db.execute(select(Passer)).scalar_one()
-    assert (report.added, report.raised, report.superseded) == (1, 1, 1)
+    assert (report.added, report.raised, report.repeated, report.superseded) == (1, 1, 1, 0)
     assert [line for line, _ in report.rejected] == [5, 6]
     assert all("duplicate with conflicting data" in reason for _, reason in report.rejected)
     assert "management_number" in report.rejected[0][1]
@@ -397,3 +397,11 @@ def test_the_import_fast_path_agrees_with_the_id_validator():
         except idcard.InvalidIdNumber:
             got = None
         assert got == expected, raw
+
+
+def test_a_file_holding_every_line_twice_imports_each_person_once():
+    rows = [row(), row(name="王芳", id_number=valid_id("44030519950612402"), province="44")]
+    with session() as db:
+        report = domain.import_passers(db, rows + rows + [row()])
+        assert (report.added, report.repeated, report.rejected) == (2, 3, [])
+        assert db.execute(select(func.count()).select_from(Passer)).scalar_one() == 2

@@ -44,7 +44,7 @@ def test_import_prints_the_report_and_writes_the_rejected_rows(config_path, tmp_
     report = tmp_path / "rejected.csv"
     assert run(config_path, "import-passers", str(registry), "--report", str(report)) == 0
     out = capsys.readouterr().out
-    assert "added 2, unchanged 0, level raised 0, superseded 0, rejected 2" in out
+    assert "added 2, unchanged 0, level raised 0, superseded 0, repeated 0, rejected 2" in out
     assert "line 4: bad id number: wrong check character" in out and "line 5: unknown level '中级'" in out
     with open(report, encoding="utf-8") as handle:
         assert list(csv.reader(handle))[1:] == [["4", "bad id number: wrong check character"],
@@ -119,5 +119,5 @@ def test_rows_checked_in_several_processes_give_the_same_result(config_path, tmp
         assert result.returncode == 0, result.stderr
         outputs.append((result.stdout.splitlines()[0], report.read_text(encoding="utf-8")))
     assert outputs[0] == outputs[1]
-    assert outputs[0][0] == "added 2994, unchanged 1, level raised 0, superseded 0, rejected 6"
+    assert outputs[0][0] == "added 2994, unchanged 0, level raised 0, superseded 0, repeated 1, rejected 6"
     assert outputs[0][1].count("wrong check character") == 6
