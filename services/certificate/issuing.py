@@ -206,13 +206,12 @@ class Issuer:
     def _issue(self, application_id: str) -> str | None:
         session = self.db.session
         certificate = domain.find_for_application(session, application_id)
+        request = session.get(IssueRequest, application_id, populate_existing=True)
+        session.commit()  # end the read: no transaction stays open across calls to other services
         photo = _NOT_FETCHED
         if certificate is None:
             data = self._issuance_data(application_id)
-            with self.db.transaction() as session:
-                request = session.get(IssueRequest, application_id, populate_existing=True)
-                domain.check_issuance_data(data, request)   # refuse before fetching anything
-                domain.previous_certificate(session, data)
+            domain.check_issuance_data(data, request)   # bad data is refused before anything is fetched
             photo = self._photo(data.snapshot.person_id, data.snapshot.photo_key)
             with self.db.transaction() as session:
                 request = session.get(IssueRequest, application_id, populate_existing=True)
