@@ -161,7 +161,8 @@ def walk(stack: LocalStack, out_dir: Path, say=print) -> WalkResult:
     def find_mail():
         for path in sorted(stack.mail_dir.glob("*.eml")):
             message = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
-            if message["To"] == HOLDER_EMAIL:
+            # the holder also hears of the submission and each approval: pick the certificate's mail
+            if message["To"] == HOLDER_EMAIL and "电子登记证书已签发" in (message["Subject"] or ""):
                 return path
         return None
 

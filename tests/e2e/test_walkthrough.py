@@ -45,10 +45,13 @@ def test_sign_up_to_downloaded_certificate_and_email(stack, tmp_path):
     assert result.certificate_number in text
     assert "社会工作者登记证书" in "".join(text.split())  # the title is letter-spaced
 
-    # Exactly one email reached the SMTP server, addressed to the holder, about the certificate.
+    # Exactly one certificate email reached the SMTP server, addressed to the holder (the holder and
+    # the officers also get mail about the submission and each decision).
     mails = [email.message_from_bytes(p.read_bytes(), policy=email.policy.default)
              for p in stack.mail_dir.glob("*.eml")]
-    assert [m["To"] for m in mails] == [HOLDER_EMAIL]
-    body = mails[0].get_body(preferencelist=("plain",)).get_content()
+    issued = [m for m in mails if "电子登记证书已签发" in m["Subject"]]
+    assert [m["To"] for m in issued] == [HOLDER_EMAIL]
+    assert any(m["To"] == HOLDER_EMAIL and "申请已提交" in m["Subject"] for m in mails)
+    body = issued[0].get_body(preferencelist=("plain",)).get_content()
     assert result.certificate_number in body
     assert "查看证书" in body

@@ -113,7 +113,7 @@ def certificate_mails(stack: LocalStack) -> dict:
     found = {}
     for path in stack.mail_dir.glob("*.eml"):
         message = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
-        if "电子登记证书" in (message["Subject"] or ""):
+        if "电子登记证书已签发" in (message["Subject"] or ""):
             found[path.name] = message
     return found
 
