@@ -52,8 +52,15 @@ def failing(exc: errors.SwmsError, *actions: Callable[[Session], None]) -> error
 
 # ---- the registry at sign-up -----------------------------------------------------------------------
 
-def find_passer(session: Session, name: str, id_number: str) -> Passer:
-    passer = session.execute(select(Passer).where(Passer.id_number == id_number)).scalar_one_or_none()
+_PASSER_COLUMNS = (Passer.id, Passer.id_number, Passer.name, Passer.name_normalised, Passer.level,
+                   Passer.management_number, Passer.exam_year)
+
+
+def find_passer(session: Session, name: str, id_number: str):
+    """The registry row (id, id_number, name, name_normalised, level, management_number, exam_year)
+    for this ID number and name. A plain row, not an ORM object: this runs for every sign-up
+    step, and the identity map would only add work."""
+    passer = session.execute(select(*_PASSER_COLUMNS).where(Passer.id_number == id_number)).first()
     if passer is None:
         # Same words users see today, plus the way out: feedback (反馈).
         raise errors.SwmsError(errors.PASSER_NOT_FOUND,
@@ -65,7 +72,7 @@ def find_passer(session: Session, name: str, id_number: str) -> Passer:
 
 
 def verify_passer(session: Session, settings: Settings, name: str, id_number: str, source: str | None,
-                  now: dt.datetime) -> Passer:
+                  now: dt.datetime):
     """find_passer under rate limits: wrong names per ID number, misses per client address."""
     id_key = throttle.key(settings, settings.lookup_id, id_number)
     src_key = throttle.key(settings, settings.lookup_source, source) if source else None
@@ -81,7 +88,7 @@ def verify_passer(session: Session, settings: Settings, name: str, id_number: st
         raise failing(exc, *counted) from None
 
 
-def check_not_registered(session: Session, passer: Passer, email: str | None = None) -> None:
+def check_not_registered(session: Session, passer, email: str | None = None) -> None:
     if session.execute(select(Account.person_id).where(Account.passer_id == passer.id)).first():
         raise errors.SwmsError(errors.ALREADY_REGISTERED, ALREADY_REGISTERED_MESSAGE, "id_number")
     if email and session.execute(select(Account.person_id).where(Account.email == email.lower())).first():
