@@ -1,4 +1,4 @@
-"""Development credentials: the token-signing key pair and one service token per service.
+"""Development credentials: the token-signing key pair, the ID-hash key, and one service token per service.
 
 Production supplies these as secrets (see docs/operations.md); this only creates what is missing,
 so reruns keep earlier keys. ``python -m swms.devkeys var/keys``
@@ -24,6 +24,12 @@ def ensure_dev_keys(directory: str | Path) -> Path:
         private_path.write_bytes(private_pem)
         private_path.chmod(0o600)
         public_path.write_bytes(public_pem)
+    # The keyed hash of ID numbers has its own key: rotating the token key must not change hashes.
+    id_hash_path = directory / "id-hash.key"
+    if not id_hash_path.exists():
+        import secrets
+        id_hash_path.write_text(secrets.token_hex(32))
+        id_hash_path.chmod(0o600)
     private_pem = private_path.read_bytes()
     for name in SERVICES:
         token_path = directory / f"{name}.service-token"

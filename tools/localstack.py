@@ -79,6 +79,7 @@ class LocalStack:
             "AMQP_URI": self.amqp_uri,
             "AUTH_PUBLIC_KEY_FILE": str(self.keys_dir / "token-signing.pub.pem"),
             "AUTH_PRIVATE_KEY_FILE": str(self.keys_dir / "token-signing.pem"),
+            "IDENTITY_ID_HASH_KEY_FILE": str(self.keys_dir / "id-hash.key"),
             "S3_ENDPOINT_URL": f"http://127.0.0.1:{self.s3_port}",
             "S3_ACCESS_KEY": "swms-dev", "S3_SECRET_KEY": "swms-dev-secret",
             "SMTP_HOST": "127.0.0.1", "SMTP_PORT": str(self.smtp_port),
