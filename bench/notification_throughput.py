@@ -271,8 +271,10 @@ def main() -> None:
     elapsed = delivered_at - started
     rate = args.events / elapsed
     backend = "PostgreSQL" if args.pg_url else "SQLite"
+    config = load_config(service_config_path("notification"))
     print(f"notification throughput: {args.events} certificate_issued events, {backend}, one notification process "
-          f"(max_workers 10, one SMTP connection), sink tools.mailsink (aiosmtpd)")
+          f"(max_workers {config['max_workers']}, SMTP_CONNECTIONS {config['SMTP_CONNECTIONS']}), "
+          f"sink tools.mailsink (aiosmtpd)")
     print(f"{'baseline: raw smtplib to the same sink':48} {base_rate:9.0f} emails/s")
     print(f"{'events published (8 publishers, confirms)':48} {publish_rate:9.0f} events/s")
     print(f"{'recorded (lookup + render + record)':48} {args.events / (recorded_at - started):9.0f} messages/s")
