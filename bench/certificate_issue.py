@@ -16,6 +16,12 @@ Baselines, measured in the same run on the same machine:
   in as many processes as the service's render pool, each measured after its first (warm-up) PDF;
 * render + sign/s: the same, with the PAdES signature (what a render worker does per certificate);
 * empty RPC p50/p99 with the service idle.
+
+Wall-clock rates depend on everything else the machine runs at the time (printed: the load
+average). CPU seconds per PDF do not, so the run also prints the CPU each process spent per
+certificate next to the CPU of a bare render and of render + sign, and the rate the certificate
+service's own CPU (its Nameko process without the empty service's share, plus the render workers)
+allows on idle cores.
 """
 from __future__ import annotations
 
