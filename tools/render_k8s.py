@@ -199,6 +199,8 @@ def config_map() -> dict:
     data = {}
     for service in SERVICES:
         for variable, default in config_variables(service).items():
+            if variable == "OPS_PORT":
+                continue  # set on each Deployment, next to the probes that use it
             if secret_ref(service, variable) is None and file_path(service, variable) is None:
                 data[variable] = CLUSTER_VALUES.get(variable, default)
     return {"apiVersion": "v1", "kind": "ConfigMap",

@@ -40,6 +40,7 @@ from swms.contracts.common import HealthResponse
 from swms.contracts.events import ApplicationApproved, PasserLevelRaised
 from swms.db import Database, DatabaseAccess
 from swms.events import on_event
+from swms.ops import OpsEndpoint
 from swms.outbox import OutboxRelay, utcnow
 from swms.rpc import contract
 from swms.storage import ObjectStorage
@@ -69,6 +70,7 @@ class CertificateService:
     auth = Auth()
     storage = ObjectStorage("CERTIFICATE_S3_BUCKET")
     relay = OutboxRelay(outbox)
+    ops = OpsEndpoint(outbox)   # /healthz, /readyz, /metrics on OPS_PORT, for this process
     keys = CertificateKeys()
     renderer = RenderWorkers()
     registration = RpcProxy("registration")

@@ -57,6 +57,7 @@ from swms.contracts.identity import (
     TokenResponse,
 )
 from swms.db import Database
+from swms.ops import OpsEndpoint
 from swms.outbox import OutboxRelay, utcnow
 from swms.rpc import contract
 from swms.storage import Bucket, ObjectStorage, make_s3_client
@@ -168,6 +169,7 @@ class IdentityService:
     client_ip = ClientAddress()
     storage = ProofStorage("IDENTITY_S3_BUCKET")
     relay = OutboxRelay(outbox)
+    ops = OpsEndpoint(outbox)   # /healthz, /readyz, /metrics on OPS_PORT, for this process
 
     def _transaction(self, work):
         """Run ``work(session)`` in one transaction. If it fails with an error that carries

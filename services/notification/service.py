@@ -66,6 +66,7 @@ from swms.contracts.notification import (
 )
 from swms.db import Database, engine_for
 from swms.deadletter import event_handler
+from swms.ops import OpsEndpoint
 from swms.outbox import OutboxRelay, utcnow
 from swms.rpc import contract
 
@@ -209,6 +210,7 @@ class NotificationService:
     auth = Auth()
     settings = NotificationSettings()
     relay = OutboxRelay(outbox)
+    ops = OpsEndpoint(outbox)   # /healthz, /readyz, /metrics on OPS_PORT, for this process
     wake_mailer = Mailer()
     identity = RpcProxy("identity")
 

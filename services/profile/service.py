@@ -50,6 +50,7 @@ from swms.contracts.profile import (
 )
 from swms.contracts.profile import Organisation as OrganisationOut
 from swms.db import Database
+from swms.ops import OpsEndpoint
 from swms.outbox import OutboxRelay, utcnow
 from swms.rpc import contract
 from swms.storage import ObjectStorage
@@ -74,6 +75,7 @@ class ProfileService:
     bucket = ObjectStorage("PROFILE_S3_BUCKET")
     settings = ProfileSettings()
     relay = OutboxRelay(outbox)
+    ops = OpsEndpoint(outbox)   # /healthz, /readyz, /metrics on OPS_PORT, for this process
     housekeeping = Housekeeping()
     identity = RpcProxy("identity")
 

@@ -75,6 +75,7 @@ from swms.contracts.registration import (
 )
 from swms.db import Database
 from swms.events import on_event
+from swms.ops import OpsEndpoint
 from swms.outbox import OutboxRelay
 from swms.rpc import contract
 from swms.storage import ObjectStorage
@@ -121,6 +122,7 @@ class RegistrationService:
     policy = RegistrationPolicy()
     storage = ObjectStorage("REGISTRATION_S3_BUCKET")
     relay = OutboxRelay(outbox)
+    ops = OpsEndpoint(outbox)   # /healthz, /readyz, /metrics on OPS_PORT, for this process
     sweeper = proofs.ProofSweeper()
     profile = RpcProxy("profile")
 

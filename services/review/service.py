@@ -37,6 +37,7 @@ from swms.contracts.review import (
 from swms.contracts.review import ReviewItem as ReviewItemOut
 from swms.db import Database, engine_for
 from swms.events import on_event
+from swms.ops import OpsEndpoint
 from swms.outbox import OutboxRelay, utcnow
 from swms.rpc import contract
 
@@ -120,6 +121,7 @@ class ReviewService:
     auth = Auth()
     rules = ReviewRules()
     relay = OutboxRelay(outbox)
+    ops = OpsEndpoint(outbox)   # /healthz, /readyz, /metrics on OPS_PORT, for this process
     registration = RpcProxy("registration")
     profile = RpcProxy("profile")
 
