@@ -36,6 +36,7 @@ CLUSTER_VALUES = {
     "AUTH_PUBLIC_KEY_FILE": "/keys/token-signing.pub.pem",
     "AUTH_PRIVATE_KEY_FILE": "/signing/token-signing.pem",
     "REVIEW_CHAINS_FILE": "services/review/chains.yaml",
+    "CERT_ALLOW_DEV_KEYS": "false",   # a cluster signs with the authority's keys, mounted from a Secret
 }
 SECRET_SUFFIXES = ("_DB_URL", "_PASSWORD", "_SECRET_KEY", "_ACCESS_KEY", "SMTP_USER")
 
@@ -63,7 +64,15 @@ def file_path(service: str, variable: str) -> str | None:
         return None
     if variable.endswith("_FILE"):
         return f"/secrets/{variable.lower().removesuffix('_file').replace('_', '-')}"
+    if variable.endswith("_PATH") and any(word in variable for word in ("KEY", "CERT", "CHAIN")):
+        return f"/secrets/{variable.lower().removesuffix('_path').replace('_', '-')}"  # key material
     return None
+
+
+def secret_file(service: str, variable: str) -> bool:
+    """Settings naming a secret file that the manifests mount (not the service token)."""
+    return bool(file_path(service, variable)) and not variable.endswith("_SERVICE_TOKEN_FILE") \
+        and variable not in CLUSTER_VALUES
 
 
 def env_for(service: str) -> list[dict]:
@@ -91,8 +100,7 @@ def volumes_for(service: str) -> tuple[list[dict], list[dict]]:
     if service == "identity":
         volumes.append({"name": "signing-key", "secret": {"secretName": "swms-token-signing-key"}})
         mounts.append({"name": "signing-key", "mountPath": "/signing", "readOnly": True})
-    extra_files = [v for v in config_variables(service) if file_path(service, v) and v.endswith("_FILE")
-                   and not v.endswith("_SERVICE_TOKEN_FILE")]
+    extra_files = [v for v in config_variables(service) if secret_file(service, v)]
     if extra_files:
         volumes.append({"name": "service-secrets", "secret": {"secretName": f"swms-files-{service}"}})
         mounts.append({"name": "service-secrets", "mountPath": "/secrets", "readOnly": True})
@@ -229,8 +237,7 @@ def secret_templates() -> list[dict]:
         secrets.append(secret(f"swms-db-{service}", {
             "url": f"postgresql+psycopg2://{service}:CHANGE-ME@postgres.swms-infra.svc:5432/{service}"}))
         secrets.append(secret(f"swms-service-token-{service}", {"token": "CHANGE-ME"}))
-        files = [v for v in config_variables(service) if v.endswith("_FILE") and file_path(service, v)
-                 and not v.endswith("_SERVICE_TOKEN_FILE")]
+        files = [v for v in config_variables(service) if secret_file(service, v)]
         if files:
             secrets.append(secret(f"swms-files-{service}",
                                   {file_path(service, v).rsplit("/", 1)[1]: "CHANGE-ME" for v in files}))
