@@ -6,17 +6,25 @@ PostgreSQL, against an empty RPC measured in the same run.
 
 What runs: profile and registration as separate ``nameko run`` processes (registration possibly
 several, as a deployment scales it), each on its own fresh PostgreSQL database, moto's S3 server on
-loopback, and the empty service of bench/rpc.py. Seeded before the clock starts: N people with a
-complete 个人信息表 (basic information and an ID photo record), a certificate expiring in 30 days,
-60 online continuing-education hours in the period, and one confirmed proof each.
+loopback, and the empty service of bench/rpc.py, all on a RabbitMQ virtual host of this run's own.
+Seeded before the clock starts: N people with a complete 个人信息表 (basic information and an ID photo
+record; the first through profile's domain code, the rest as copies of its rows), a certificate
+expiring in 30 days, 60 online continuing-education hours in the period, and one confirmed proof
+each. The clock starts once registration holds a copy of every form (snapshot and completeness): the
+steady state of a running system. By default those copies are seeded (the first form fetched from
+profile as the handler fetches it, the others cloned with each person's identity);
+``--copies-from-events`` builds them through the real events instead (one fetch per person, about
+10–15 a second on this machine).
 
 What is measured: ``--clients`` concurrent clients (each its own connection, one call after another,
 each call with the person's own token) first call the empty RPC, then submit one
-``registration.submit_re_registration`` per person (commitment + one 30-hour offline course with its
-proof: 60 + 30 = 90 hours, the 社会工作师 requirement). Each submission is the real path: token check,
-profile's completeness check and snapshot (two RPCs, in parallel), the window, the hours and the proof
-checked, the application, its history, the submitted version and the audit row written and the
-``application_submitted`` event put in the outbox, in one transaction; the relay publishes it.
+``registration.submit_re_registration`` per person (commitment, the 个人信息表 revision the applicant
+saw, one 30-hour offline course with its proof: 60 + 30 = 90 hours, the 社会工作师 requirement). Each
+submission is the real path: token check, the profile copy of that revision with its completeness,
+the window, the hours and the proof checked, the application, its history, the submitted version and
+the audit row written and the ``application_submitted`` event put in the outbox, in one transaction;
+the relay publishes it. (A submission naming no revision, or one the copy does not hold, asks profile:
+two more RPCs.)
 
 Prints calls/s, p50 and p99 of both, their ratio (goal: submissions ≥ 0.5 × empty RPC), and checks
 that nothing was lost: one application row, one submitted version and one published event per
@@ -31,6 +39,7 @@ eventlet.monkey_patch()
 import argparse  # noqa: E402
 import collections  # noqa: E402
 import datetime as dt  # noqa: E402
+import json  # noqa: E402
 import os  # noqa: E402
 import statistics  # noqa: E402
 import subprocess  # noqa: E402
@@ -83,7 +92,7 @@ def drop_databases(admin_url: str, urls: list[str]) -> None:
     admin.dispose()
 
 
-def seed_profiles(db_url: str, people: int) -> None:
+def seed_profiles(db_url: str, people: int, announce: bool) -> int:
     """Complete forms: the first through profile's own domain code (basic information and a photo
     record), the others as copies of its rows with each person's own identity (bulk inserts: the
     domain path costs tens of milliseconds a person, minutes for 20,000)."""
@@ -94,6 +103,7 @@ def seed_profiles(db_url: str, people: int) -> None:
     from services.profile.models import Profile, StoredFile, Upload, outbox
     from services.profile.testing import SUNSHINE, basic_info, seed_directory
     from swms import idcard
+    from swms.contracts.events import ProfileChanged
     from swms.contracts.identity import PersonResponse
     from swms.contracts.profile import BasicInfoRequest
     from swms.db import engine_for
@@ -130,8 +140,52 @@ def seed_profiles(db_url: str, people: int) -> None:
                 photos.append({**photo_row, "file_key": photo_key, "person_id": person_id(n)})
             session.execute(insert(Profile), profiles)
             session.execute(insert(StoredFile), photos)
-        # Seeding is not the benchmark: its profile_changed events are marked sent, not relayed.
-        session.execute(update(outbox.table).values(published_at=utcnow()))
+            if not announce:
+                continue
+            # Each copied form announces itself as profile does: registration fetches every one
+            # (snapshot and completeness) and keeps its copy, before the clock starts.
+            session.execute(insert(outbox.table), [dict(
+                event_id=str(uuid.uuid4()), event_type=ProfileChanged.event_type,
+                payload=json.dumps(ProfileChanged(person_id=row["person_id"], parts=["basic_info", "photo"],
+                                                  revision=row["revision"]).model_dump(mode="json"),
+                                   ensure_ascii=False),
+                created_at=utcnow(), next_attempt_at=utcnow(), attempts=0) for row in profiles])
+        if not announce:    # the copies are seeded by seed_copies instead of being fetched one by one
+            session.execute(update(outbox.table).values(published_at=utcnow()))
+        session.commit()
+    return template["revision"]
+
+
+def seed_copies(db_url: str, amqp_uri: str, service_token: str, people: int) -> None:
+    """Registration's copy of every form, as the profile_changed handler keeps it: the first
+    person's snapshot and completeness fetched from the running profile service (as a service,
+    like the handler), the others the same with each person's own identity."""
+    from sqlalchemy import insert
+    from sqlalchemy.orm import sessionmaker
+
+    from services.registration.models import ProfileCopy
+    from swms import idcard
+    from swms.contracts.profile import CompletenessResponse, ProfileSnapshot
+    from swms.db import engine_for
+    from swms.outbox import utcnow
+
+    with ClusterRpcProxy({"AMQP_URI": amqp_uri}, timeout=30, context_data={"auth_token": service_token}) as cluster:
+        snapshot = ProfileSnapshot.model_validate(cluster.profile.get_snapshot({"person_id": person_id(0)}))
+        completeness = CompletenessResponse.model_validate(
+            cluster.profile.check_completeness({"person_id": person_id(0)}))
+    assert completeness.complete, completeness
+    now = utcnow()
+    with sessionmaker(engine_for(db_url))() as session:
+        for start in range(0, people, 5000):
+            rows = []
+            for n in range(start, min(people, start + 5000)):
+                resident = idcard.parse(id_number(n))
+                copy = snapshot.model_copy(update=dict(
+                    person_id=person_id(n), name=name(n), id_number=resident.number, gender=resident.gender,
+                    birth_date=resident.birth_date, management_number=f"2023110000{n:08d}"))
+                rows.append(dict(person_id=copy.person_id, revision=copy.revision, snapshot=copy.model_dump_json(),
+                                 complete=True, completeness=completeness.model_dump_json(), fetched_at=now))
+            session.execute(insert(ProfileCopy), rows)
         session.commit()
 
 
@@ -167,6 +221,25 @@ def seed_registration(db_url: str, people: int, today: dt.date) -> None:
 
 def proof_key(n: int) -> str:
     return f"proofs/{person_id(n)}/{uuid.UUID(int=n)}"
+
+
+def own_vhost(amqp_uri: str, management_url: str) -> tuple[str, callable]:
+    """A virtual host of this run's own (RabbitMQ management API): services of other runs on the
+    same broker (demo, other benchmarks) must not answer this run's calls or take its events."""
+    import urllib.parse
+
+    import requests
+    vhost = f"bench-registration-{uuid.uuid4().hex[:8]}"
+    parts = urllib.parse.urlsplit(amqp_uri)
+    auth = (urllib.parse.unquote(parts.username or "guest"), urllib.parse.unquote(parts.password or "guest"))
+    api = management_url.rstrip("/") + "/api"
+    requests.put(f"{api}/vhosts/{vhost}", auth=auth, timeout=10).raise_for_status()
+    requests.put(f"{api}/permissions/{vhost}/{auth[0]}", json={"configure": ".*", "write": ".*", "read": ".*"},
+                 auth=auth, timeout=10).raise_for_status()
+
+    def remove():
+        requests.delete(f"{api}/vhosts/{vhost}", auth=auth, timeout=30)
+    return f"{parts.scheme}://{parts.netloc}/{vhost}", remove
 
 
 def percentile(samples: list[float], fraction: float) -> float:
@@ -213,8 +286,14 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=30, help="max_workers of registration and profile")
     parser.add_argument("--pg-url", default=os.environ.get(
         "SWMS_TEST_PG_URL", "postgresql+psycopg2://postgres:postgres@127.0.0.1:5432/postgres"))
+    parser.add_argument("--copies-from-events", action="store_true",
+                        help="build registration's profile copies through profile_changed (one fetch per person: "
+                             "slow at 20,000) instead of seeding them")
+    parser.add_argument("--management-url", default="http://127.0.0.1:15672",
+                        help="RabbitMQ management API, to create this run's own virtual host")
     args = parser.parse_args()
-    amqp_uri = os.environ.get("AMQP_URI", "pyamqp://guest:guest@127.0.0.1:5672/")
+    amqp_uri, remove_vhost = own_vhost(os.environ.get("AMQP_URI", "pyamqp://guest:guest@127.0.0.1:5672/"),
+                                       args.management_url)
 
     from kombu import Connection, Exchange, Queue
     from sqlalchemy import func, select
@@ -242,7 +321,7 @@ def main() -> None:
         started = time.perf_counter()
         for service, url in urls.items():
             upgrade(service, url)
-        seed_profiles(urls["profile"], args.submissions)
+        revision = seed_profiles(urls["profile"], args.submissions, announce=args.copies_from_events)
         seed_registration(urls["registration"], args.submissions, today)
         print(f"seeded in {time.perf_counter() - started:.0f} s", flush=True)
         keys = ensure_dev_keys(stack.keys_dir)
@@ -271,8 +350,27 @@ def main() -> None:
                         raise
                     time.sleep(0.5)
 
-        # Warm up both paths (connections, pools, caches) on people outside the measured burst? No:
-        # every person submits exactly once, so the warm-up uses the empty RPC and health only.
+        # Steady state: registration holds a copy of every form (kept from profile_changed).
+        from services.registration.models import ProfileCopy
+        copies_started = time.perf_counter()
+        if not args.copies_from_events:
+            seed_copies(urls["registration"], amqp_uri, (keys / "registration.service-token").read_text().strip(),
+                        args.submissions)
+        with sessionmaker(engine_for(urls["registration"]))() as session:
+            while True:
+                copies = session.execute(select(func.count()).select_from(ProfileCopy)).scalar_one()
+                session.rollback()
+                if copies >= args.submissions:
+                    break
+                if time.perf_counter() - copies_started > 1800:
+                    raise RuntimeError(f"only {copies} profile copies after 30 minutes")
+                time.sleep(2)
+        print(f"registration holds {args.submissions} profile copies "
+              + (f"(took {args.submissions} profile_changed events, fetching each form, in "
+                 f"{time.perf_counter() - copies_started:.0f} s)" if args.copies_from_events else
+                 "(seeded from the first form as profile answered it)"), flush=True)
+
+        # Warm up (connections, pools): every person submits exactly once, so only the empty RPC.
         burst(amqp_uri, args.clients, list(range(500)), lambda proxy, job: proxy.bench_empty.ping())
         empty = burst(amqp_uri, args.clients, list(range(args.empty_calls)),
                       lambda proxy, job: with_token(proxy, tokens[job % len(tokens)]).bench_empty.ping())
@@ -282,7 +380,7 @@ def main() -> None:
 
         def submit(proxy, n):
             with_token(proxy, tokens[n]).registration.submit_re_registration({
-                "commitment": True, "offline_courses": [{
+                "commitment": True, "profile_revision": revision, "offline_courses": [{
                     "institution": "北京社会管理职业学院", "course": "个案管理实务", "start_date": start,
                     "end_date": end, "hours": 30, "proof_key": proof_key(n)}]})
 
@@ -311,6 +409,7 @@ def main() -> None:
         connection.release()
         stack.stop()
         drop_databases(args.pg_url, list(urls.values()))
+        remove_vhost()
         subprocess.run(["rm", "-rf", str(workdir)], check=False)
 
     ok = submitted["calls"] - sum(submitted["failures"].values())

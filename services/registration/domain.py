@@ -151,9 +151,11 @@ def current_certificate(session: Session, person_id: str) -> HeldCertificate | N
     ).scalar_one_or_none()
 
 
-def standing(session: Session, person_id: str, policy: ProvincePolicy, today: dt.date) -> Standing:
+def standing(session: Session, person_id: str, policy: ProvincePolicy, today: dt.date,
+             raises: bool = True) -> Standing:
+    """What the person holds; ``raises`` False skips the level-raise lookup (kinds that ignore it)."""
     certificate = current_certificate(session, person_id)
-    raise_ = session.get(LevelRaise, person_id)
+    raise_ = session.get(LevelRaise, person_id) if raises else None
     if raise_ is not None and raise_.resolved_at is not None:
         raise_ = None
     lapsed = certificate is not None and (certificate.status == EXPIRED or certificate.valid_until < today)
@@ -612,7 +614,7 @@ def submit(session: Session, request: Submit) -> Application:
     snapshot = request.snapshot
     person_id = snapshot.person_id
     application = workable_application(session, request.kind, person_id, request.application_id, for_submit=True)
-    state = standing(session, person_id, request.policy, request.today)
+    state = standing(session, person_id, request.policy, request.today, raises=request.kind == K.UPGRADE)
     check_eligible(request.kind, state, snapshot, request.policy, request.today, submitting=True)
     snapshot = effective_snapshot(request.kind, snapshot, state)
 

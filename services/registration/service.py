@@ -8,7 +8,6 @@ from pathlib import Path
 
 import eventlet
 from nameko.dependency_providers import Config
-from nameko.events import event_handler
 from nameko.extensions import DependencyProvider
 from nameko.rpc import RpcProxy, rpc
 from pydantic import ValidationError
@@ -74,6 +73,7 @@ from swms.contracts.registration import (
     StatusChange as StatusChangeOut,
 )
 from swms.db import Database
+from swms.deadletter import event_handler as retrying_event_handler
 from swms.events import on_event
 from swms.ops import OpsEndpoint
 from swms.outbox import OutboxRelay
@@ -137,8 +137,8 @@ class RegistrationService:
         applicant saw) registration's own copy of exactly that revision serves, without asking
         profile; a profile that has moved on since is refused (``PROFILE_CHANGED``)."""
         fetched = domain.stored_copy(self.db.session, person_id, revision) if revision is not None else None
-        self.db.session.rollback()    # a read: no transaction stays open across the calls below
         if fetched is None:
+            self.db.session.rollback()    # no transaction stays open across the calls below
             snapshot_reply = self.profile.get_snapshot.call_async({"person_id": person_id})
             completeness_reply = self.profile.check_completeness.call_async({"person_id": person_id})
             try:
@@ -436,7 +436,7 @@ class RegistrationService:
     def on_passer_level_raised(self, session, event: PasserLevelRaised):
         domain.apply_level_raise(session, event)
 
-    @event_handler(ProfileChanged.source, ProfileChanged.event_type)
+    @retrying_event_handler(ProfileChanged.source, ProfileChanged.event_type)
     def on_profile_changed(self, payload):
         """The profile changed: fetch it (snapshot and completeness, as a service), keep the copy,
         and refresh the person's drafts (a submitted form never changes), in one transaction with
@@ -447,12 +447,13 @@ class RegistrationService:
         try:
             fetched = self._profile(event.person_id, complete=False)
         except errors.SwmsError as exc:
-            log.warning("profile_changed %s: profile of %s not fetched (%s); drafts flagged", event.event_id,
-                        event.person_id, exc.code)
+            # Flag the drafts now (they refresh when next opened), and let the event come back
+            # later (swms.deadletter: retried with backoff, dead-lettered if it keeps failing).
+            log.warning("profile_changed %s: profile of %s not fetched (%s); drafts flagged, retrying later",
+                        event.event_id, event.person_id, exc.code)
             with self.db.transaction() as session:
-                if inbox.first_delivery(session, event.event_id, "on_profile_changed"):
-                    domain.mark_profile_changed(session, event.person_id, event.revision)
-            return
+                domain.mark_profile_changed(session, event.person_id, event.revision)
+            raise
         with self.db.transaction() as session:
             if not inbox.first_delivery(session, event.event_id, "on_profile_changed"):
                 return
@@ -462,21 +463,21 @@ class RegistrationService:
                 state = domain.standing(session, event.person_id, policy, self._today())
                 domain.refresh_drafts(session, fetched.snapshot, state, "profile")
 
-    @event_handler(ContinuingEducationRecorded.source, ContinuingEducationRecorded.event_type)
+    @retrying_event_handler(ContinuingEducationRecorded.source, ContinuingEducationRecorded.event_type)
     def on_course_completed(self, payload):
-        """线上学时 from the learning platform. A malformed record is refused, audited, and changes
-        nothing; the same event delivered twice is applied once."""
+        """线上学时 from the learning platform. A malformed record is refused (audited, and
+        dead-lettered with its reason), and changes nothing; the same event delivered twice is
+        applied once; an older version arriving after a newer one is ignored."""
         try:
             event = ContinuingEducationRecorded.model_validate(payload)
         except ValidationError as exc:
             reasons = [f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors(include_url=False,
                                                                                        include_input=False)]
-            log.warning("learning.course_completed refused: %s", "; ".join(reasons))
             with self.db.transaction() as session:
                 audit.record(session, "learning", "ce_record.refused", "ce_record",
                              str(payload.get("record_id", "?"))[:64] if isinstance(payload, dict) else "?",
                              {"reasons": reasons})
-            return
+            raise   # dead-lettered with its reason (swms.deadletter), for the platform's operators
         with self.db.transaction() as session:
             if not inbox.first_delivery(session, event.event_id, "on_course_completed"):
                 return

@@ -749,3 +749,24 @@ def test_a_level_raise_marks_the_holder_and_the_upgrade_reissues(env):
     with env.client(me.token) as client:
         standing = client.registration.my_registration()
     assert (standing["certificate"]["certificate_number"], standing["pending_upgrade_level"]) == (new_number, None)
+
+
+def test_concurrent_submissions_make_one_application(env):
+    """Ten submissions of one person at once: exactly one is accepted, the others are told an
+    application is open; one row, one history entry, one event."""
+    me = env.person()
+    with env.client(me.token) as client:
+        replies = [client.registration.submit_first_registration.call_async({"commitment": True}) for _ in range(10)]
+        outcomes = []
+        for reply in replies:
+            try:
+                outcomes.append(reply.result()["status"])
+            except SwmsError as exc:
+                outcomes.append(exc.code)
+    assert sorted(outcomes) == ["APPLICATION_ALREADY_OPEN"] * 9 + ["初审中"], outcomes
+    counts = env.counts(me.person_id)
+    assert counts["applications"] == 1
+    [application] = env.state(me.person_id)["applications"]
+    application_id = json.loads(application)["application_id"]
+    assert len([h for h in env.state()["history"] if application_id in h]) == 1
+    assert len([a for a in env.audit_for(application_id) if a["action"] == "application.submitted"]) == 1
