@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 _WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
 _CHECK_CHARS = "10X98765432"
-_SHAPE = re.compile(r"^[1-9]\d{5}\d{8}\d{3}[\dX]$")
+_SHAPE = re.compile(r"^[1-9][0-9]{16}[0-9X]$")  # ASCII only: \d would accept other scripts' digits
 _EARLIEST_BIRTH = dt.date(1880, 1, 1)
 
 MESSAGE = "请输入正确的身份证号"

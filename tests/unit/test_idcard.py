@@ -67,3 +67,10 @@ def test_masking_keeps_only_the_ends():
     assert idcard.mask("110105199003071239") == "110***********1239"
     assert idcard.mask_name("李明华") == "李**"
     assert idcard.mask_name("𠮷") == "𠮷"
+
+
+def test_digits_of_other_scripts_are_refused():
+    # Arabic-Indic digits are \d in Python's regex and int() reads them: they must still be refused.
+    valid = "11010519491231002X"
+    mixed = valid[0] + "".join(chr(0x0660 + int(c)) for c in valid[1:17]) + valid[17]
+    assert idcard.is_valid(valid) and not idcard.is_valid(mixed)
