@@ -77,7 +77,9 @@ def db_backend(request):
 def make_database(db_backend, tmp_path):
     """Returns ``make(service) -> URL`` of a fresh database migrated to head; dropped afterwards."""
     created = []
-    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT") if db_backend == "postgresql" else None
+    # pre-ping: the fault tests restart PostgreSQL, which kills pooled connections
+    admin = (create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT", pool_pre_ping=True)
+             if db_backend == "postgresql" else None)
 
     def make(service: str) -> str:
         if db_backend == "sqlite":
