@@ -32,7 +32,6 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from swms.audit import AuditLog
-from swms.db import sqlite_transactions as swms_sqlite_transactions
 from swms.outbox import Inbox, Outbox
 
 metadata = MetaData()
@@ -130,8 +129,15 @@ _transactional = weakref.WeakSet()
 
 
 def sqlite_transactions(engine: Engine) -> Engine:
-    """SAVEPOINTs nest inside a real transaction on SQLite: now done for every service by swms.db."""
-    return swms_sqlite_transactions(engine)
+    """Make SAVEPOINTs nest inside a real transaction on SQLite (a no-op on PostgreSQL).
+
+    pysqlite's legacy mode sends no BEGIN before a SAVEPOINT, so when ``begin_nested()`` is the
+    first statement of a transaction its RELEASE commits at once: an idempotency row (job, message,
+    inbox) would stay committed while the rest of the transaction rolls back. SQLAlchemy's recipe:
+    let SQLAlchemy, not the driver, emit BEGIN. Applied to notification's own engine when the
+    service starts (tests apply it to theirs)."""
+    if engine.dialect.name != "sqlite" or engine in _transactional:
+        return engine
 
     @event.listens_for(engine, "connect")
     def _driver_does_not_begin(dbapi_connection, _record):
