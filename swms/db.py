@@ -52,7 +52,7 @@ def _make_engine(url: str, pool_size: int) -> Engine:
             cursor.execute("PRAGMA busy_timeout=30000")
             cursor.close()
 
-        return engine
+        return sqlite_transactions(engine)
     # statement_timeout bounds a stuck query on the server side; pool_timeout bounds waiting for a
     # connection. Never wrap DB calls in eventlet.Timeout (it can leak pooled connections).
     return create_engine(
@@ -63,6 +63,31 @@ def _make_engine(url: str, pool_size: int) -> Engine:
         pool_pre_ping=True,  # survive a PostgreSQL restart without handing out dead connections
         connect_args={"options": "-c statement_timeout=30000", "connect_timeout": 10},
     )
+
+
+_transactional: "weakref.WeakSet[Engine]" = weakref.WeakSet()
+
+
+def sqlite_transactions(engine: Engine) -> Engine:
+    """Make SAVEPOINTs nest inside a real transaction on SQLite (a no-op elsewhere; idempotent).
+
+    pysqlite's legacy mode sends no BEGIN before a SAVEPOINT, so a begin_nested() first in a
+    transaction (Inbox.first_delivery) would commit at its RELEASE while the rest rolls back.
+    SQLAlchemy's recipe: the driver stops managing transactions and SQLAlchemy emits BEGIN."""
+    if engine.dialect.name != "sqlite" or engine in _transactional:
+        return engine
+
+    @event.listens_for(engine, "connect")
+    def _driver_does_not_begin(dbapi_connection, _record):
+        dbapi_connection.isolation_level = None
+
+    @event.listens_for(engine, "begin")
+    def _begin(connection):
+        connection.exec_driver_sql("BEGIN")
+
+    _transactional.add(engine)
+    engine.dispose()  # pooled connections opened before this get replaced
+    return engine
 
 
 class DatabaseAccess:

@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import weakref
 
 from sqlalchemy import (
     Boolean,
@@ -24,11 +23,9 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
-    event,
     false,
     text,
 )
-from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from swms.audit import AuditLog
@@ -123,30 +120,3 @@ class Reminder(Base):
 outbox = Outbox(metadata)
 inbox = Inbox(metadata)
 audit = AuditLog(metadata)
-
-
-_transactional = weakref.WeakSet()
-
-
-def sqlite_transactions(engine: Engine) -> Engine:
-    """Make SAVEPOINTs nest inside a real transaction on SQLite (a no-op on PostgreSQL).
-
-    pysqlite's legacy mode sends no BEGIN before a SAVEPOINT, so when ``begin_nested()`` is the
-    first statement of a transaction its RELEASE commits at once: an idempotency row (job, message,
-    inbox) would stay committed while the rest of the transaction rolls back. SQLAlchemy's recipe:
-    let SQLAlchemy, not the driver, emit BEGIN. Applied to notification's own engine when the
-    service starts (tests apply it to theirs)."""
-    if engine.dialect.name != "sqlite" or engine in _transactional:
-        return engine
-
-    @event.listens_for(engine, "connect")
-    def _driver_does_not_begin(dbapi_connection, _record):
-        dbapi_connection.isolation_level = None
-
-    @event.listens_for(engine, "begin")
-    def _begin(connection):
-        connection.exec_driver_sql("BEGIN")
-
-    _transactional.add(engine)
-    engine.dispose()   # pooled connections opened before this get replaced
-    return engine

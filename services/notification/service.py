@@ -19,7 +19,7 @@ import eventlet
 import yaml
 from nameko.dependency_providers import Config
 from nameko.extensions import DependencyProvider
-from nameko.rpc import RpcProxy, rpc
+from nameko.rpc import RpcProxy
 from nameko.timer import Timer
 from pydantic import ValidationError
 from sqlalchemy import insert, select
@@ -28,7 +28,7 @@ from sqlalchemy.exc import IntegrityError
 from services.notification import compose, domain
 from services.notification.compose import ComposeError
 from services.notification.mailer import Mailer
-from services.notification.models import Job, inbox, outbox, sqlite_transactions
+from services.notification.models import Job, inbox, outbox
 from services.notification.templates import LANGUAGES, Templates
 from swms import errors, health
 from swms import rpc as swms_rpc
@@ -64,11 +64,11 @@ from swms.contracts.notification import (
     RemindersRequest,
     RetryRequest,
 )
-from swms.db import Database, engine_for
+from swms.db import Database
 from swms.deadletter import event_handler
 from swms.ops import OpsEndpoint
 from swms.outbox import OutboxRelay, utcnow
-from swms.rpc import contract
+from swms.rpc import contract, rpc
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +87,6 @@ class NotificationSettings(DependencyProvider):
 
     def setup(self):
         config = self.container.config
-        sqlite_transactions(engine_for(config["DB_URL"], int(config.get("DB_POOL_SIZE", 10))))
         languages = tuple(part.strip() for part in str(config.get("MAIL_LANGUAGES") or "zh-CN").split(",")
                           if part.strip())
         unknown = [language for language in languages if language not in LANGUAGES]

@@ -177,7 +177,7 @@ class Env:
         from services.profile.models import outbox as profile_outbox
         with session_for(self.profile["DB_URL"]) as session:
             def published():
-                session.expire_all()
+                session.rollback()  # end the read transaction: a new snapshot each poll
                 rows = session.execute(select(profile_outbox.table.c.event_id, profile_outbox.table.c.published_at,
                                               profile_outbox.table.c.payload)
                                        .where(profile_outbox.table.c.event_type == "profile_changed")).all()
@@ -186,7 +186,7 @@ class Env:
             event_ids = wait_until(published, timeout=60, what="profile_changed published")
         with session_for(self.config["DB_URL"]) as session:
             def handled():
-                session.expire_all()
+                session.rollback()  # end the read transaction: a new snapshot each poll
                 return session.execute(select(func.count()).select_from(inbox.table).where(
                     inbox.table.c.event_id.in_(event_ids))).scalar_one() == len(event_ids)
             wait_until(handled, timeout=60, what="profile_changed handled by registration")
@@ -217,7 +217,7 @@ class Env:
         dispatch(self.amqp_uri, event)
         with session_for(self.config["DB_URL"]) as session:
             def recorded():
-                session.expire_all()
+                session.rollback()  # end the read transaction: a new snapshot each poll
                 return session.get(HeldCertificate, number)
             wait_until(recorded, timeout=60, what=f"certificate {number} recorded")
         return number

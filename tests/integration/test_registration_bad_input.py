@@ -13,6 +13,7 @@ import pytest
 
 from services.profile.testing import make_pdf, make_photo, post_file
 from services.registration import ce_import, proofs
+from services.registration.domain import add_months
 from services.registration.models import HeldCertificate, ProofFileRow
 from swms.contracts.common import ApplicationKind
 from swms.contracts.events import ApplicationApproved, CertificateRevoked, CertificateSuspended
@@ -222,8 +223,8 @@ def test_re_registration_eligibility_answers(env, subtests):
         check(subtests, env, "upgrade without a level raise", lambda: client.registration.submit_upgrade(
             {"commitment": True}), "NOT_PENDING_UPGRADE", "kind")
     error = check(subtests, env, "before the window", rereg(early), "RE_REGISTRATION_NOT_OPEN", "certificate")
-    opens = (TODAY + dt.timedelta(days=400)).replace(day=1)      # roughly: 3 months before expiry
-    assert "3个月" in error.message and f"可于{opens.year}" in error.message
+    opens = add_months(TODAY + dt.timedelta(days=400), -3)      # the default window: 3 months before expiry
+    assert "3个月" in error.message and f"可于{opens.isoformat()}起" in error.message
     error = check(subtests, env, "lapsed", rereg(lapsed), "REGISTRATION_LAPSED", "certificate")
     assert lapsed_number in error.message and "重新申请登记" in error.message
     with env.client(lapsed.token) as client:

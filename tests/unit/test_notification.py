@@ -38,6 +38,7 @@ from swms.contracts.events import (
 )
 from swms.contracts.identity import Contact, PasswordResetMessage
 from swms.contracts.review import Stage
+from swms.db import sqlite_transactions
 
 NOW = dt.datetime(2026, 11, 26, 12, 0, 0)
 UTC_NOW = NOW.replace(tzinfo=dt.UTC)
@@ -48,7 +49,7 @@ CHAINS = {"default": {"first_registration": ["county", "province"], "re_registra
 
 
 def session() -> Session:
-    engine = m.sqlite_transactions(create_engine("sqlite://"))
+    engine = sqlite_transactions(create_engine("sqlite://"))
     m.metadata.create_all(engine)
     return Session(engine, expire_on_commit=False)
 
@@ -509,7 +510,7 @@ def test_suspension_holds_reminders_reinstatement_releases_them_revocation_cance
 def test_a_crash_in_the_middle_of_the_reminder_run_repeats_nothing_and_loses_nothing(tmp_path):
     """The run is one transaction per batch: a crash inside it (here: the database refuses the
     third job) leaves every reminder as it was, and the next run takes each exactly once."""
-    engine = m.sqlite_transactions(create_engine(f"sqlite:///{tmp_path / 'n.db'}"))
+    engine = sqlite_transactions(create_engine(f"sqlite:///{tmp_path / 'n.db'}"))
     m.metadata.create_all(engine)
     with Session(engine) as s:
         for number in ("C1", "C2", "C3", "C4"):

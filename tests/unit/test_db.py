@@ -1,0 +1,65 @@
+"""swms.db on SQLite: a SAVEPOINT first in a transaction must nest inside it.
+
+pysqlite's legacy transaction handling sends no BEGIN before a SAVEPOINT, so the RELEASE of a
+``begin_nested()`` that opens a transaction commits on its own. ``Inbox.first_delivery`` is exactly
+that: without the fix, a handler that fails after it leaves the inbox row committed, and the
+redelivered event is skipped as "already handled": lost.
+"""
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from sqlalchemy import Column, Integer, MetaData, Table, func, insert, select
+from sqlalchemy.orm import Session
+
+from swms.db import dispose_engine, engine_for
+from swms.outbox import Inbox
+
+
+@pytest.fixture
+def database(tmp_path):
+    url = f"sqlite:///{tmp_path / 'inbox.db'}"
+    metadata = MetaData()
+    inbox = Inbox(metadata)
+    work = Table("work", metadata, Column("id", Integer, primary_key=True))
+    engine = engine_for(url)
+    metadata.create_all(engine)
+    yield engine, inbox, work
+    dispose_engine(url)
+
+
+def count(engine, table) -> int:
+    with Session(engine) as session:
+        return session.execute(select(func.count()).select_from(table)).scalar_one()
+
+
+def test_a_failed_handler_leaves_no_inbox_row_so_the_redelivery_is_handled(database):
+    engine, inbox, work = database
+    event_id = str(uuid.uuid4())
+    with pytest.raises(RuntimeError), Session(engine) as session:
+        assert inbox.first_delivery(session, event_id, "on_something")
+        session.execute(insert(work).values(id=1))
+        raise RuntimeError("the handler fails after its inbox row")  # no commit: rolled back
+    assert count(engine, inbox.table) == 0 and count(engine, work) == 0
+
+    with Session(engine) as session:  # the redelivery
+        assert inbox.first_delivery(session, event_id, "on_something")
+        session.execute(insert(work).values(id=1))
+        session.commit()
+    with Session(engine) as session:  # and a second redelivery changes nothing
+        assert not inbox.first_delivery(session, event_id, "on_something")
+    assert count(engine, inbox.table) == 1 and count(engine, work) == 1
+
+
+def test_a_reader_sees_commits_made_after_its_previous_transaction(database):
+    """SQLAlchemy now begins a transaction for reads too (WAL snapshot): code that polls must end
+    its transaction between polls, as the test helpers do with ``session.rollback()``."""
+    engine, _inbox, work = database
+    with Session(engine) as reader:
+        assert reader.execute(select(func.count()).select_from(work)).scalar_one() == 0
+        with Session(engine) as writer:
+            writer.execute(insert(work).values(id=7))
+            writer.commit()
+        reader.rollback()
+        assert reader.execute(select(func.count()).select_from(work)).scalar_one() == 1
