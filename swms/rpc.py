@@ -7,12 +7,19 @@ field in Chinese, and dumps the result as plain JSON (no kombu ``__type__`` tags
 from __future__ import annotations
 
 import functools
+import logging
 from typing import Any, Callable
 
 import eventlet
+from nameko.amqp.publish import Publisher
+from nameko.constants import (AMQP_SSL_CONFIG_KEY, AMQP_URI_CONFIG_KEY, DEFAULT_SERIALIZER,
+                              LOGIN_METHOD_CONFIG_KEY, SERIALIZER_CONFIG_KEY)
+from nameko.rpc import Responder, Rpc, RpcConsumer, get_rpc_exchange
 from pydantic import BaseModel, ValidationError
 
 from swms import errors
+
+log = logging.getLogger(__name__)
 
 _MESSAGES = {
     "missing": "为必填项",
@@ -133,3 +140,47 @@ def call(method_proxy, payload: Any, timeout: float = 10.0) -> Any:
             return reply.result()
     except eventlet.Timeout:
         raise errors.SwmsError(errors.UPSTREAM_UNAVAILABLE, "系统繁忙，请稍后重试") from None
+
+
+# --- The RPC entrypoint every service uses -----------------------------------------------------
+#
+# nameko 2.14's RpcConsumer sends the reply with 3 quick retries and lets a failure escape from the
+# worker, which kills the whole container: a service caught mid-reply by a RabbitMQ restart exits
+# instead of reconnecting. Ours retries the reply for about a minute and, if the broker is still
+# away, gives the reply up (the caller times out; its reply queue may be gone anyway) and keeps
+# the service running. The request is not acked then; the broker redelivers it, which is why
+# RPC handlers that change state are idempotent or refuse a repeat with a clear error.
+
+REPLY_RETRY_POLICY = {"max_retries": 20, "interval_start": 0.5, "interval_step": 1, "interval_max": 5}
+
+
+class _PatientReplyPublisher(Publisher):
+    retry_policy = REPLY_RETRY_POLICY
+
+
+class _PatientResponder(Responder):
+    publisher_cls = _PatientReplyPublisher
+
+
+class PatientRpcConsumer(RpcConsumer):
+    def handle_result(self, message, result, exc_info):
+        config = self.container.config
+        responder = _PatientResponder(
+            config[AMQP_URI_CONFIG_KEY], get_rpc_exchange(config),
+            config.get(SERIALIZER_CONFIG_KEY, DEFAULT_SERIALIZER), message,
+            ssl=config.get(AMQP_SSL_CONFIG_KEY), login_method=config.get(LOGIN_METHOD_CONFIG_KEY))
+        try:
+            result, exc_info = responder.send_response(result, exc_info)
+        except Exception as exc:  # the broker stayed away: keep the service alive (see above)
+            log.error("RPC reply to %s could not be sent (%s: %s); the caller will time out",
+                      message.delivery_info.get("routing_key"), type(exc).__name__, exc)
+            return result, exc_info
+        self.queue_consumer.ack_message(message)
+        return result, exc_info
+
+
+class PatientRpc(Rpc):
+    rpc_consumer = PatientRpcConsumer()
+
+
+rpc = PatientRpc.decorator

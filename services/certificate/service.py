@@ -8,7 +8,7 @@ import logging
 import eventlet
 from nameko.dependency_providers import Config
 from nameko.events import event_handler
-from nameko.rpc import RpcProxy, rpc
+from nameko.rpc import RpcProxy
 from pydantic import ValidationError
 
 from services.certificate import domain, issuing, tokens
@@ -42,7 +42,7 @@ from swms.db import Database, DatabaseAccess
 from swms.events import on_event
 from swms.ops import OpsEndpoint
 from swms.outbox import OutboxRelay, utcnow
-from swms.rpc import contract
+from swms.rpc import contract, rpc
 from swms.storage import ObjectStorage
 
 log = logging.getLogger(__name__)

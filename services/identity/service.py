@@ -17,7 +17,6 @@ from botocore.exceptions import BotoCoreError, ClientError
 from eventlet import tpool
 from nameko.dependency_providers import Config
 from nameko.extensions import DependencyProvider
-from nameko.rpc import rpc
 
 from services.identity import domain, passwords, throttle
 from services.identity import feedback as feedback_rules
@@ -59,7 +58,7 @@ from swms.contracts.identity import (
 from swms.db import Database
 from swms.ops import OpsEndpoint
 from swms.outbox import OutboxRelay, utcnow
-from swms.rpc import contract
+from swms.rpc import contract, rpc
 from swms.storage import Bucket, ObjectStorage, make_s3_client
 
 log = logging.getLogger(__name__)

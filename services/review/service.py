@@ -7,7 +7,7 @@ import uuid
 import eventlet
 from nameko.dependency_providers import Config
 from nameko.extensions import DependencyProvider
-from nameko.rpc import RpcProxy, rpc
+from nameko.rpc import RpcProxy
 from sqlalchemy.orm import sessionmaker
 
 from services.review import domain
@@ -39,7 +39,7 @@ from swms.db import Database, engine_for
 from swms.events import on_event
 from swms.ops import OpsEndpoint
 from swms.outbox import OutboxRelay, utcnow
-from swms.rpc import contract
+from swms.rpc import contract, rpc
 
 log = logging.getLogger(__name__)
 
