@@ -89,10 +89,10 @@ class LocalStack:
             env[f"{name.upper()}_SERVICE_TOKEN_FILE"] = str(self.keys_dir / f"{name}.service-token")
         return env
 
-    def _spawn(self, name: str, argv: list[str]) -> subprocess.Popen:
+    def _spawn(self, name: str, argv: list[str], extra_env: dict[str, str] | None = None) -> subprocess.Popen:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log = open(self.log_dir / f"{name}.log", "ab")
-        process = subprocess.Popen(argv, cwd=REPO_ROOT, env=self.environment(), stdout=log,
+        process = subprocess.Popen(argv, cwd=REPO_ROOT, env={**self.environment(), **(extra_env or {})}, stdout=log,
                                    stderr=subprocess.STDOUT, start_new_session=True)
         self.processes[name] = process
         return process
@@ -109,9 +109,11 @@ class LocalStack:
         for name in SERVICES:
             upgrade(name, self.db_urls[name])
 
-    def start_service(self, name: str, instance: str | None = None) -> subprocess.Popen:
+    def start_service(self, name: str, instance: str | None = None,
+                      extra_env: dict[str, str] | None = None) -> subprocess.Popen:
+        """Starts one process of a service; more than one ``instance`` of a service share its queues."""
         return self._spawn(instance or name, [NAMEKO, "run", "--config", f"services/{name}/config.yaml",
-                                              f"services.{name}.service"])
+                                              f"services.{name}.service"], extra_env)
 
     def start_services(self) -> None:
         for name in SERVICES:
@@ -150,12 +152,15 @@ class LocalStack:
             tail = (self.log_dir / f"{name}.log").read_text(errors="replace")[-3000:]
             raise RuntimeError(f"{name} exited with {process.returncode}:\n{tail}")
 
-    def stop(self, name: str | None = None, sig: int = signal.SIGTERM, timeout: float = 15.0) -> None:
+    def stop(self, name: str | None = None, sig: int = signal.SIGTERM, timeout: float = 15.0) -> dict[str, int]:
+        """Signals the processes and waits up to ``timeout`` for each, then SIGKILLs it. Returns each
+        process's exit code (-9 where it had to be killed)."""
         names = [name] if name else list(self.processes)
         for each in names:
             process = self.processes.get(each)
             if process is not None and process.poll() is None:
                 os.killpg(process.pid, sig)
+        exit_codes = {}
         for each in names:
             process = self.processes.pop(each, None)
             if process is None:
@@ -165,6 +170,8 @@ class LocalStack:
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
+            exit_codes[each] = process.returncode
+        return exit_codes
 
     def __enter__(self):
         return self

@@ -6,6 +6,8 @@ answers that mean "already done" (an open application, an item already decided) 
 from __future__ import annotations
 
 import datetime as dt
+import email
+import email.policy
 import random
 import time
 from dataclasses import dataclass, field
@@ -153,3 +155,13 @@ def approve_everything(stack: LocalStack, token: str, figures: Figures, expected
         if not items:
             time.sleep(0.5)
     return len(approved)
+
+
+def certificate_mails(stack: LocalStack) -> dict:
+    """The 证书已签发 emails the mail sink received, by file name."""
+    found = {}
+    for path in stack.mail_dir.glob("*.eml"):
+        message = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
+        if "电子登记证书已签发" in (message["Subject"] or ""):
+            found[path.name] = message
+    return found
