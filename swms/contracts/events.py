@@ -60,9 +60,8 @@ class ApplicationApproved(Event):
     round: int | None = None          # the submission round decided (ApplicationSubmitted.round)
 
 
-class ApplicationRejected(Event):
-    source: ClassVar[str] = "review"
-    event_type: ClassVar[str] = "application_rejected"
+class ReviewRefusal(Event):
+    """Base of the two refusals a reviewer gives, with the reason the applicant sees."""
     application_id: str
     person_id: str
     kind: ApplicationKind
@@ -73,6 +72,11 @@ class ApplicationRejected(Event):
     decided_at: dt.datetime
     level: str | None = None          # the officer level that decided: county / city / province
     round: int | None = None          # the submission round decided (ApplicationSubmitted.round)
+
+
+class ApplicationRejected(ReviewRefusal):
+    source: ClassVar[str] = "review"
+    event_type: ClassVar[str] = "application_rejected"
 
 
 class CertificateIssued(Event):
@@ -158,20 +162,10 @@ class ProfileChanged(Event):
 
 # ---- review -----------------------------------------------------------------------------------
 
-class ApplicationReturned(Event):
+class ApplicationReturned(ReviewRefusal):
     """Returned for correction (退回修改): the applicant edits and resubmits."""
     source: ClassVar[str] = "review"
     event_type: ClassVar[str] = "application_returned"
-    application_id: str
-    person_id: str
-    kind: ApplicationKind
-    region_code: str
-    stage: Stage
-    reason: str
-    decided_by: str
-    decided_at: dt.datetime
-    level: str | None = None          # the officer level that decided: county / city / province
-    round: int | None = None          # the submission round decided (ApplicationSubmitted.round)
 
 
 # ---- certificate lifecycle (also for other agencies) ------------------------------------------
