@@ -47,6 +47,8 @@ import time  # noqa: E402
 import uuid  # noqa: E402
 from pathlib import Path  # noqa: E402
 
+from bench._measure import percentile  # noqa: E402
+
 BENCH_NAME = "李明华"
 BENCH_UNIT = "北京市朝阳区阳光社会工作服务中心"
 
@@ -120,11 +122,6 @@ def children_of(pid: int) -> list[int]:
         except OSError:
             pass
     return found
-
-
-def percentile(samples: list[float], fraction: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
 def generated_applications(count: int, photo_key: str) -> dict[str, dict]:

@@ -38,6 +38,7 @@ from urllib.parse import urlsplit  # noqa: E402
 from sqlalchemy import create_engine, text  # noqa: E402
 from sqlalchemy.orm import sessionmaker  # noqa: E402
 
+from bench._measure import percentile  # noqa: E402
 from swms.config import REPO_ROOT  # noqa: E402
 from swms.idcard import check_character  # noqa: E402
 
@@ -95,11 +96,6 @@ def read_sample(path: Path, every: int = 40) -> list[tuple[str, str]]:
     with open(path, encoding="utf-8") as handle:
         next(handle)
         return [tuple(line.split(",", 2)[:2]) for index, line in enumerate(handle) if index % every == 0]
-
-
-def percentile(samples: list[float], fraction: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
 class Samples(list):

@@ -30,10 +30,7 @@ from pathlib import Path  # noqa: E402
 
 from nameko.standalone.rpc import ClusterRpcProxy  # noqa: E402
 
-
-def percentile(samples: list[float], fraction: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+from bench._measure import percentile  # noqa: E402
 
 
 def timed(call) -> float:

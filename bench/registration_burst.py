@@ -50,6 +50,8 @@ from pathlib import Path  # noqa: E402
 
 from nameko.standalone.rpc import ClusterRpcProxy  # noqa: E402
 
+from bench._measure import percentile  # noqa: E402
+
 SURNAMES, GIVEN = "李王张刘陈杨赵黄周吴徐孙马朱胡郭何林罗高", "明华静丽强军敏伟芳娜秀英建国平红玲燕霞"
 COUNTY = "110105"
 
@@ -240,11 +242,6 @@ def own_vhost(amqp_uri: str, management_url: str) -> tuple[str, callable]:
     def remove():
         requests.delete(f"{api}/vhosts/{vhost}", auth=auth, timeout=30)
     return f"{parts.scheme}://{parts.netloc}/{vhost}", remove
-
-
-def percentile(samples: list[float], fraction: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
 def burst(amqp_uri: str, clients: int, jobs: list, call) -> dict:

@@ -43,6 +43,7 @@ from nameko.standalone.rpc import ClusterRpcProxy  # noqa: E402
 from sqlalchemy import create_engine, event, text  # noqa: E402
 from sqlalchemy.orm import Session  # noqa: E402
 
+from bench._measure import percentile  # noqa: E402
 from services.review import domain  # noqa: E402
 from services.review.workcalendar import WorkCalendar  # noqa: E402
 from swms.auth import OFFICER, Caller, issue_token  # noqa: E402
@@ -60,11 +61,6 @@ KINDS = ["first_registration"] * 12 + ["re_registration"] * 7 + ["upgrade"]
 COLUMNS = ("item_id", "application_id", "person_id", "kind", "round", "step", "chain_length", "chain", "level",
            "region_code", "region_prefix", "applicant_name_masked", "submitted_at", "accepted_at", "due_at",
            "opened_at", "status", "decided_by", "decided_at", "reason")
-
-
-def percentile(samples: list[float], fraction: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
 def figures(samples: list[float]) -> str:

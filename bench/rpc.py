@@ -24,6 +24,7 @@ from pathlib import Path  # noqa: E402
 
 from nameko.standalone.rpc import ClusterRpcProxy  # noqa: E402
 
+from bench._measure import percentile  # noqa: E402
 from swms.idcard import check_character  # noqa: E402
 from tools.localstack import NAMEKO, LocalStack  # noqa: E402
 
@@ -40,11 +41,6 @@ def generated_passers(count: int, seed: int = 7) -> list[dict[str, str]]:
                      "level": "社会工作师", "management_number": f"{len(rows):018d}", "exam_year": "2026",
                      "province": "11"})
     return rows
-
-
-def percentile(samples: list[float], fraction: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
 def measure(call, calls: int, concurrency: int, make_args) -> dict[str, float]:
