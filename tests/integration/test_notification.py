@@ -354,14 +354,19 @@ def run_notification(config: dict, log_path) -> subprocess.Popen:
     process = subprocess.Popen([str(Path(sys.executable).with_name("nameko")), "run", "--config",
                                 "services/notification/config.yaml", "services.notification.service"],
                                cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    with rpc_client(config["AMQP_URI"], timeout=2) as client:
-        def answers():
-            assert process.poll() is None, f"notification exited; see {log_path}"
-            try:
-                return client.notification.health()["status"] == "ok"
-            except Exception:
-                return False
-        wait_until(answers, timeout=60, interval=0.2, what="the notification process to answer")
+    try:
+        with rpc_client(config["AMQP_URI"], timeout=2) as client:
+            def answers():
+                assert process.poll() is None, f"notification exited; see {log_path}"
+                try:
+                    return client.notification.health()["status"] == "ok"
+                except Exception:
+                    return False
+            wait_until(answers, timeout=60, interval=0.2, what="the notification process to answer")
+    except BaseException:
+        process.kill()   # not handed to the caller's cleanup yet: do not leave it running
+        process.wait(10)
+        raise
     return process
 
 
