@@ -141,6 +141,8 @@ class ProfileService:
         except errors.SwmsError:
             self._refuse_upload(upload_id, object_key)
             raise
+        if content_type in (media.JPEG, media.PNG):   # stored without EXIF (GPS etc.), upright
+            data = tpool.execute(media.without_metadata, data, content_type)
         folder = "photos" if purpose == UploadPurpose.PHOTO else "proofs"
         key = f"{folder}/{person_id}/{uuid.uuid4()}.{media.EXTENSIONS[content_type]}"
         with self.db.transaction() as session:   # first say where the copy goes (see Upload.staged_key)

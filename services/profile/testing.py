@@ -34,6 +34,22 @@ def make_photo(width: int = 295, height: int = 413, fmt: str = "JPEG", noise: bo
     return out.getvalue()
 
 
+def with_phone_metadata(data: bytes, orientation: int | None = None) -> bytes:
+    """The JPEG with what a phone writes into it: EXIF with a GPS position, the device, the time
+    (and an orientation, if given), and a comment."""
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as image:
+        exif = Image.Exif()
+        exif[0x010F], exif[0x0110], exif[0x0132] = "PhoneMaker", "Phone 15", "2026:11:20 08:15:00"
+        exif[0x8825] = {1: "N", 2: (39.0, 54.0, 27.0), 3: "E", 4: (116.0, 23.0, 17.0)}   # GPS IFD
+        if orientation is not None:
+            exif[0x0112] = orientation
+        out = io.BytesIO()
+        image.save(out, "JPEG", quality=92, exif=exif, comment=b"taken at home")
+    return out.getvalue()
+
+
 def make_pdf(pages: int = 1) -> bytes:
     from pypdf import PdfWriter
 

@@ -9,15 +9,17 @@ check after arrival is what these tests prove.
 from __future__ import annotations
 
 import datetime as dt
+import io
 import json
 import urllib.request
 import uuid
 
 import pytest
+from PIL import Image
 from sqlalchemy import func, select
 
 from services.identity import domain as identity_domain
-from services.profile import cli
+from services.profile import cli, media
 from services.profile.files import FileStore, sweep
 from services.profile.models import (
     HonourRow,
@@ -37,6 +39,7 @@ from services.profile.testing import (
     post_file,
     seed_directory,
     upload,
+    with_phone_metadata,
 )
 from swms.auth import Caller
 from swms.errors import SwmsError
@@ -166,14 +169,17 @@ def test_basic_info_and_photo_make_the_form_complete(env, amqp_uri, keys_dir, ch
         ticket = me.profile.request_upload({"purpose": "photo"})
         assert ticket["max_bytes"] == 512000 and ticket["method"] == "POST"
         assert ticket["fields"]["key"] == f"incoming/{env.person}/{ticket['upload_id']}"
-        first = make_photo(295, 413, "JPEG")
+        first = with_phone_metadata(make_photo(295, 413, "JPEG"))    # GPS position, device, time
         assert post_file(ticket, first, "me.jpg") == 204
         photo = me.profile.confirm_photo({"upload_id": ticket["upload_id"]})
         assert photo["revision"] == 2
         assert (photo["photo"]["content_type"], photo["photo"]["photo_size"]) == ("image/jpeg", "一寸")
         first_key = photo["photo"]["photo_key"]
         assert env.keys() == [first_key]                 # the incoming copy is gone
-        assert env.object(first_key) == first
+        stored = env.object(first_key)                   # kept without the phone's metadata
+        assert b"PhoneMaker" not in stored and b"taken at home" not in stored
+        with Image.open(io.BytesIO(stored)) as image:
+            assert image.size == (295, 413) and len(image.getexif()) == 0
         assert me.profile.check_completeness({"person_id": env.person}) == {"complete": True, "missing": [], "items": []}
 
         # A second photo (PNG, 2-inch) replaces the first; the first was never in a snapshot: deleted.
@@ -344,7 +350,8 @@ def test_housekeeping_deletes_what_was_never_confirmed(env, amqp_uri):
             used_key = session.get(Upload, used).object_key
         env.s3.put_object(Bucket=env.bucket, Key=used_key, Body=make_pdf())
     assert sorted(env.keys("incoming/")) == sorted([forgotten["fields"]["key"], used_key])
-    assert env.object(photo_key) == make_photo()           # what was checked, not what was posted later
+    # what was checked (stored without metadata), not what was posted later
+    assert env.object(photo_key) == media.without_metadata(make_photo(), media.JPEG)
     store = FileStore(Bucket(env.s3, env.bucket))
     from sqlalchemy.orm import sessionmaker
 
