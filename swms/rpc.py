@@ -148,8 +148,10 @@ def call(method_proxy, payload: Any, timeout: float = 10.0) -> Any:
 # worker, which kills the whole container: a service caught mid-reply by a RabbitMQ restart exits
 # instead of reconnecting. Ours retries the reply for about a minute and, if the broker is still
 # away, gives the reply up (the caller times out; its reply queue may be gone anyway) and keeps
-# the service running. The request is not acked then; the broker redelivers it, which is why
-# RPC handlers that change state are idempotent or refuse a repeat with a clear error.
+# the service running. The request is acked either way when its channel still lives (the work is
+# done; a requeue would only repeat it); if the channel died with the broker, the broker
+# redelivers it, which is why RPC handlers that change state are idempotent or refuse a repeat
+# with a clear error.
 
 REPLY_RETRY_POLICY = {"max_retries": 20, "interval_start": 0.5, "interval_step": 1, "interval_max": 5}
 
@@ -174,8 +176,7 @@ class PatientRpcConsumer(RpcConsumer):
         except Exception as exc:  # the broker stayed away: keep the service alive (see above)
             log.error("RPC reply to %s could not be sent (%s: %s); the caller will time out",
                       message.delivery_info.get("routing_key"), type(exc).__name__, exc)
-            return result, exc_info
-        self.queue_consumer.ack_message(message)
+        self.queue_consumer.ack_message(message)   # skipped by nameko when the channel is dead
         return result, exc_info
 
 
