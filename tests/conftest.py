@@ -18,9 +18,9 @@ import pytest  # noqa: E402
 from sqlalchemy import create_engine, text  # noqa: E402
 
 from swms.config import REPO_ROOT, load_config, service_config_path  # noqa: E402
-from swms.devkeys import ensure_dev_keys  # noqa: E402
+from swms.devkeys import SERVICES, ensure_dev_keys  # noqa: E402
 from swms.migrations import upgrade  # noqa: E402
-from tools.localstack import free_port, wait_for_port  # noqa: E402
+from tools.localstack import LocalStack, free_port, wait_for_port  # noqa: E402
 
 PG_ADMIN_URL = os.environ.get("SWMS_TEST_PG_URL", "postgresql+psycopg2://postgres:postgres@127.0.0.1:5432/postgres")
 
@@ -150,3 +150,17 @@ def start_service(service_config, container_factory):
 @pytest.fixture
 def amqp_uri(rabbit_config):
     return rabbit_config["AMQP_URI"]
+
+
+@pytest.fixture
+def stack(tmp_path, amqp_uri, make_database):
+    """The six services as separate ``nameko run`` processes (end-to-end and fault tests), with an
+    S3 server and an SMTP sink on loopback, each service on its own database of this backend."""
+    stack = LocalStack(workdir=tmp_path / "stack", amqp_uri=amqp_uri,
+                       db_urls={name: make_database(name) for name in SERVICES})
+    try:
+        stack.start_infrastructure()
+        stack.start_services()
+        yield stack
+    finally:
+        stack.stop()

@@ -15,11 +15,10 @@ import datetime as dt
 import pytest
 from nameko.standalone.rpc import ClusterRpcProxy
 
-from services.profile.testing import make_photo, post_file
-from swms.devkeys import SERVICES
 from swms.idcard import check_character
-from tools.localstack import LocalStack, wait_until
-from tools.walkthrough import (COUNTY, COUNTY_OFFICER_PASSWORD, HOLDER_ID, HOLDER_NAME, HOLDER_PASSWORD,
+from tests.faults.workload import complete_profile
+from tools.localstack import wait_until
+from tools.walkthrough import (COUNTY_OFFICER_PASSWORD, HOLDER_ID, HOLDER_NAME, HOLDER_PASSWORD,
                                PROVINCE_OFFICER_PASSWORD, approve_in_queue, identity_cli, walk)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.parametrize("db_backend", ["postgresql"], indirect=True)]
@@ -29,18 +28,6 @@ PAPER_HOLDER_ID = "11010519880516102" + check_character("11010519880516102")
 PAPER_HOLDER_EMAIL = "wangfang@example.cn"
 PAPER_CERTIFICATE = {"original_certificate_no": "20190812", "registration_type": "首次登记",
                      "valid_from": "2024-03-01", "valid_until": "2027-02-28"}
-
-
-@pytest.fixture
-def stack(tmp_path, amqp_uri, make_database):
-    stack = LocalStack(workdir=tmp_path / "stack", amqp_uri=amqp_uri,
-                       db_urls={name: make_database(name) for name in SERVICES})
-    try:
-        stack.start_infrastructure()
-        stack.start_services()
-        yield stack
-    finally:
-        stack.stop()
 
 
 def login(config: dict, who: str, password: str) -> str:
@@ -110,15 +97,7 @@ def test_upgrade_and_replacement_through_the_six_services(stack, tmp_path):
                                  "email": PAPER_HOLDER_EMAIL, "password": HOLDER_PASSWORD})
     paper_holder = login(config, PAPER_HOLDER_EMAIL, HOLDER_PASSWORD)
     with as_user(config, paper_holder) as me:
-        unit = me.profile.search_organisations({"name": "阳光", "region_code": COUNTY})["items"][0]
-        me.profile.save_basic_info({
-            "ethnicity": "汉族", "political_status": "群众", "education": "本科", "major": "社会工作",
-            "mobile": "13900139000", "address": "北京市朝阳区建国路1号", "region_code": COUNTY,
-            "unit_category": "社会工作服务机构", "unit_directory_id": unit["org_id"], "position": "社会工作者",
-            "truth_commitment": True})
-        ticket = me.profile.request_upload({"purpose": "photo"})
-        post_file(ticket, make_photo(295, 413, "JPEG"), "photo.jpg", "image/jpeg")
-        me.profile.confirm_photo({"upload_id": ticket["upload_id"]})
+        complete_profile(me)
         replacement = wait_until(lambda: _quietly(lambda: me.registration.submit_replacement(
             {**PAPER_CERTIFICATE, "commitment": True})), timeout=60, interval=0.5,
             what="the replacement accepted (registration holds the complete profile)")

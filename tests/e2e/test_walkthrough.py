@@ -9,24 +9,10 @@ import io
 import pytest
 from pypdf import PdfReader
 
-from swms.devkeys import SERVICES
 from swms.storage import make_s3_client
-from tools.localstack import LocalStack
 from tools.walkthrough import HOLDER_EMAIL, HOLDER_NAME, walk
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture
-def stack(tmp_path, amqp_uri, make_database):
-    stack = LocalStack(workdir=tmp_path / "stack", amqp_uri=amqp_uri,
-                       db_urls={name: make_database(name) for name in SERVICES})
-    try:
-        stack.start_infrastructure()
-        stack.start_services()
-        yield stack
-    finally:
-        stack.stop()
 
 
 def test_sign_up_to_downloaded_certificate_and_email(stack, tmp_path):

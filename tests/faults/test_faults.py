@@ -26,18 +26,6 @@ from tools.localstack import LocalStack, wait_until
 pytestmark = [pytest.mark.faults, pytest.mark.parametrize("db_backend", ["postgresql"], indirect=True)]
 
 
-@pytest.fixture
-def stack(tmp_path, amqp_uri, make_database):
-    stack = LocalStack(workdir=tmp_path / "stack", amqp_uri=amqp_uri,
-                       db_urls={name: make_database(name) for name in SERVICES})
-    try:
-        stack.start_infrastructure()
-        stack.start_services()
-        yield stack
-    finally:
-        stack.stop()
-
-
 class DurableTap:
     """An agency's durable queue: it survives broker restarts, and is read with a fresh connection
     once the stream is over (a connection held through a restart would die with it)."""

@@ -106,19 +106,23 @@ def prepare(stack: LocalStack, persons: list[Person], figures: Figures) -> dict[
             person.person_id = public.identity.sign_up({"name": person.name, "id_number": person.id_number,
                                                         "email": person.email, "password": PASSWORD})["person_id"]
             person.token = public.identity.login({"login": person.email, "password": PASSWORD})["access_token"]
-    photo = make_photo(295, 413, "JPEG")
     for person in persons:
         with proxy(stack, person.token, timeout=30) as worker:
-            unit = worker.profile.search_organisations({"name": "阳光", "region_code": COUNTY})["items"][0]
-            worker.profile.save_basic_info({
-                "ethnicity": "汉族", "political_status": "群众", "education": "本科", "major": "社会工作",
-                "mobile": "13800138000", "address": "北京市朝阳区", "region_code": COUNTY,
-                "unit_category": "社会工作服务机构", "unit_directory_id": unit["org_id"], "position": "社工",
-                "truth_commitment": True})
-            ticket = worker.profile.request_upload({"purpose": "photo"})
-            post_file(ticket, photo, "photo.jpg", "image/jpeg")
-            worker.profile.confirm_photo({"upload_id": ticket["upload_id"]})
+            complete_profile(worker)
     return tokens
+
+
+def complete_profile(worker) -> None:
+    """As the social worker: the 个人信息表 (unit chosen from the directory) and an ID photo."""
+    unit = worker.profile.search_organisations({"name": "阳光", "region_code": COUNTY})["items"][0]
+    worker.profile.save_basic_info({
+        "ethnicity": "汉族", "political_status": "群众", "education": "本科", "major": "社会工作",
+        "mobile": "13800138000", "address": "北京市朝阳区", "region_code": COUNTY,
+        "unit_category": "社会工作服务机构", "unit_directory_id": unit["org_id"], "position": "社工",
+        "truth_commitment": True})
+    ticket = worker.profile.request_upload({"purpose": "photo"})
+    post_file(ticket, make_photo(295, 413, "JPEG"), "photo.jpg", "image/jpeg")
+    worker.profile.confirm_photo({"upload_id": ticket["upload_id"]})
 
 
 def submit_all(stack: LocalStack, persons: list[Person], figures: Figures) -> None:
