@@ -16,6 +16,7 @@ import datetime as dt
 import uuid
 from dataclasses import dataclass
 
+from eventlet import tpool
 from sqlalchemy import func, select, true, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -23,7 +24,7 @@ from sqlalchemy.orm import Session
 from services.identity.models import Account, Feedback, Passer, audit, outbox
 from services.identity.registry import LEVEL_RANK, ImportReport, PasserRecord, merge_one
 from services.identity.settings import Settings
-from swms import errors, idcard
+from swms import errors, idcard, images
 from swms.auth import ADMIN, CITY, COUNTY, PROVINCE, Caller
 from swms.contracts.events import FeedbackDecided, FeedbackSubmitted
 from swms.contracts.identity import FeedbackDecision, FeedbackRequest, FeedbackStatus, name_key
@@ -59,6 +60,12 @@ def decode_proof(request: FeedbackRequest, max_bytes: int) -> Proof | None:
     if not body.startswith(_MAGIC[request.proof.content_type]):
         raise errors.SwmsError(errors.FILE_TYPE_NOT_ALLOWED, "证明材料内容与文件类型不符（仅限 PDF、JPEG、PNG）",
                                "proof.content_type")
+    if request.proof.content_type in (images.JPEG, images.PNG):
+        try:   # kept without its EXIF (GPS position, device, time): swms.images
+            body = tpool.execute(images.without_metadata, body, request.proof.content_type)
+        except Exception:
+            raise errors.SwmsError(errors.FILE_DAMAGED, "证明材料图片无法打开（已损坏或不完整），请重新上传",
+                                   "proof.content_base64") from None
     return Proof(body, request.proof.filename, request.proof.content_type)
 
 

@@ -10,10 +10,9 @@ size by at most ``tolerance_percent`` of it (default 3 %: 1-inch 287–303 × 40
 from the header before anything is decoded, so a small file that would inflate to a huge bitmap
 (a "decompression bomb") is refused without being decoded.
 
-Images are stored without their metadata (``without_metadata``): a phone photo's EXIF carries the
-place it was taken (GPS), the device and the time, and the ID photo is printed into every
-certificate PDF that other agencies receive. The orientation is applied to the pixels first, so
-the stored image looks as it did.
+Images are stored without their metadata (``swms.images.without_metadata``): a phone photo's EXIF
+carries the place it was taken (GPS), the device and the time, and the ID photo is printed into
+every certificate PDF that other agencies receive.
 
 Proof material (证明材料): a PDF (header ``%PDF-``, an end-of-file marker, at least one page, not
 encrypted: reviewers must be able to open it) or a JPEG/PNG that decodes completely.
@@ -146,25 +145,6 @@ def inspect_proof(data: bytes, field: str = "proof") -> str:
         return content_type
     raise errors.SwmsError(errors.FILE_TYPE_NOT_ALLOWED,
                            "证明材料须为PDF、JPEG或PNG文件（按文件内容判断，不看文件名）", field)
-
-
-def without_metadata(data: bytes, content_type: str) -> bytes:
-    """The image re-encoded upright with no EXIF (GPS, device, time), XMP, comments or text chunks;
-    the colour profile is kept. Only for images that passed ``inspect_photo``/``inspect_proof``."""
-    from PIL import ImageOps
-
-    with Image.open(io.BytesIO(data)) as image:
-        icc_profile = image.info.get("icc_profile")
-        upright = ImageOps.exif_transpose(image)   # a copy, turned as the orientation tag said
-    upright.info = {}                              # nothing of the original's metadata rides along
-    out = io.BytesIO()
-    if content_type == JPEG:
-        if upright.mode not in ("RGB", "L", "CMYK"):
-            upright = upright.convert("RGB")
-        upright.save(out, "JPEG", quality=95, icc_profile=icc_profile)
-    else:
-        upright.save(out, "PNG", icc_profile=icc_profile)
-    return out.getvalue()
 
 
 def _check_pdf(data: bytes, field: str) -> None:

@@ -18,7 +18,7 @@ from sqlalchemy import func, select
 from services.profile import domain, media
 from services.profile.files import FileStore, Housekeeping, Settings
 from services.profile.models import PHOTO, PROOF, Organisation, Profile, Upload, outbox
-from swms import errors, health, idcard
+from swms import errors, health, idcard, images
 from swms import rpc as swms_rpc
 from swms.auth import ADMIN, SERVICE, SOCIAL_WORKER, Auth
 from swms.contracts.common import HealthResponse
@@ -142,7 +142,7 @@ class ProfileService:
             self._refuse_upload(upload_id, object_key)
             raise
         if content_type in (media.JPEG, media.PNG):   # stored without EXIF (GPS etc.), upright
-            data = tpool.execute(media.without_metadata, data, content_type)
+            data = tpool.execute(images.without_metadata, data, content_type)
         folder = "photos" if purpose == UploadPurpose.PHOTO else "proofs"
         key = f"{folder}/{person_id}/{uuid.uuid4()}.{media.EXTENSIONS[content_type]}"
         with self.db.transaction() as session:   # first say where the copy goes (see Upload.staged_key)

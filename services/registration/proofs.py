@@ -10,6 +10,7 @@ import logging
 import uuid
 
 from botocore.exceptions import ClientError
+from eventlet import tpool
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session
 
@@ -20,7 +21,7 @@ from services.registration.models import (
     ProofFileRow,
     audit,
 )
-from swms import errors
+from swms import errors, images
 from swms.background import BackgroundLoop
 from swms.config import required
 from swms.contracts.registration import ProofContentType, ProofUploadTicket
@@ -69,7 +70,8 @@ def own_proof(session: Session, key: str, person_id: str) -> ProofFileRow:
 
 
 def inspect(bucket: Bucket, key: str, content_type: ProofContentType, max_bytes: int) -> tuple[int, str] | errors.SwmsError:
-    """(size, sha256) of a good upload, or the error that says what is wrong with it."""
+    """(size, sha256) of a good upload, or the error that says what is wrong with it. An image is
+    stored again without its metadata (swms.images), and the figures are of what is stored."""
     try:
         head = bucket.client.head_object(Bucket=bucket.name, Key=key)
     except ClientError as exc:
@@ -89,6 +91,15 @@ def inspect(bucket: Bucket, key: str, content_type: ProofContentType, max_bytes:
     if end not in body[-1024:]:
         return errors.SwmsError(errors.FILE_DAMAGED, "文件不完整（上传中断或已损坏），文件已删除，请重新上传",
                                 "proof_key")
+    if content_type in (ProofContentType.JPEG, ProofContentType.PNG):
+        # A scan or phone photo of a course certificate: kept without its EXIF (GPS, device, time).
+        try:
+            body = tpool.execute(images.without_metadata, body, content_type.value)
+        except Exception:
+            return errors.SwmsError(errors.FILE_DAMAGED, "图片无法打开（已损坏或不完整），文件已删除，请重新上传",
+                                    "proof_key")
+        bucket.put(key, body, content_type.value)
+        size = len(body)
     return size, hashlib.sha256(body).hexdigest()
 
 

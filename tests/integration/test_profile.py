@@ -19,7 +19,7 @@ from PIL import Image
 from sqlalchemy import func, select
 
 from services.identity import domain as identity_domain
-from services.profile import cli, media
+from services.profile import cli
 from services.profile.files import FileStore, sweep
 from services.profile.models import (
     HonourRow,
@@ -41,6 +41,7 @@ from services.profile.testing import (
     upload,
     with_phone_metadata,
 )
+from swms import images
 from swms.auth import Caller
 from swms.errors import SwmsError
 from swms.storage import Bucket, make_s3_client
@@ -351,7 +352,7 @@ def test_housekeeping_deletes_what_was_never_confirmed(env, amqp_uri):
         env.s3.put_object(Bucket=env.bucket, Key=used_key, Body=make_pdf())
     assert sorted(env.keys("incoming/")) == sorted([forgotten["fields"]["key"], used_key])
     # what was checked (stored without metadata), not what was posted later
-    assert env.object(photo_key) == media.without_metadata(make_photo(), media.JPEG)
+    assert env.object(photo_key) == images.without_metadata(make_photo(), images.JPEG)
     store = FileStore(Bucket(env.s3, env.bucket))
     from sqlalchemy.orm import sessionmaker
 

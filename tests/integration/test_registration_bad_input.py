@@ -7,11 +7,12 @@ Cases are subtests, grouped by the situation they need (one person set up per gr
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import uuid
 
 import pytest
 
-from services.profile.testing import make_pdf, make_photo, post_file
+from services.profile.testing import make_pdf, make_photo, post_file, with_phone_metadata
 from services.registration import ce_import, proofs
 from services.registration.domain import add_months
 from services.registration.models import HeldCertificate, ProofFileRow
@@ -333,6 +334,13 @@ def test_proof_uploads_are_checked_by_content_and_size(env, subtests):
         assert post_file(ticket, pdf, "证明.pdf", "application/pdf") == 204
         confirmed = client.registration.confirm_proof_upload({"proof_key": ticket["proof_key"]})
         assert (confirmed["size"], confirmed["content_type"]) == (len(pdf), "application/pdf")
+        # A phone photo of a course certificate is kept without its EXIF (GPS position, device, time).
+        image_ticket = client.registration.request_proof_upload({"filename": "结业证书.jpg", "content_type": "image/jpeg"})
+        assert post_file(image_ticket, with_phone_metadata(make_photo()), "结业证书.jpg", "image/jpeg") == 204
+        image = client.registration.confirm_proof_upload({"proof_key": image_ticket["proof_key"]})
+    stored = Bucket(make_s3_client(env.config), env.config["REGISTRATION_S3_BUCKET"]).get(image_ticket["proof_key"])
+    assert b"PhoneMaker" not in stored and b"taken at home" not in stored and stored.startswith(b"\xff\xd8\xff")
+    assert (image["size"], image["sha256"]) == (len(stored), hashlib.sha256(stored).hexdigest())
 
     # Housekeeping: a proof on no form is deleted after the orphan limit, object and all; a
     # proof on a submitted form is kept.

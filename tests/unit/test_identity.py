@@ -353,6 +353,25 @@ def test_feedback_list_shows_only_the_officers_jurisdiction():
         assert [i.region_code for i in feedback_rules.listing(db, province, "pending", 1, 20)[0]] == ["440305"]
 
 
+def test_a_feedback_photo_is_kept_without_its_metadata_and_a_broken_one_is_refused():
+    import base64
+
+    from services.profile.testing import make_photo, with_phone_metadata
+    from swms.contracts.identity import FeedbackRequest
+
+    def request(body: bytes) -> FeedbackRequest:
+        return FeedbackRequest(name="王芳", id_number=valid_id("44030519950612401"), email="w@example.cn",
+                               level="社会工作师", exam_year=THIS_YEAR, region_code="110105",
+                               proof={"filename": "成绩单.jpg", "content_type": "image/jpeg",
+                                      "content_base64": base64.b64encode(body).decode()})
+
+    proof = feedback_rules.decode_proof(request(with_phone_metadata(make_photo())), 1024 * 1024)
+    assert proof.body.startswith(b"\xff\xd8\xff") and b"PhoneMaker" not in proof.body
+    with pytest.raises(errors.SwmsError) as caught:
+        feedback_rules.decode_proof(request(b"\xff\xd8\xff" + b"not a picture" * 50), 1024 * 1024)
+    assert (caught.value.code, caught.value.field) == ("FILE_DAMAGED", "proof.content_base64")
+
+
 # ---- privacy: logs --------------------------------------------------------------------------------
 
 def test_log_filter_masks_id_numbers_in_messages_and_tracebacks():

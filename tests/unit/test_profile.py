@@ -13,7 +13,7 @@ from sqlalchemy.orm import sessionmaker
 
 from services.profile import codes, domain, media
 from services.profile.models import Profile
-from services.profile.testing import SUNSHINE, credit_code, make_pdf, make_photo, with_phone_metadata
+from services.profile.testing import SUNSHINE, credit_code, make_pdf, make_photo
 from swms import errors
 from swms.contracts.identity import PersonResponse
 from swms.contracts.profile import BasicInfoRequest, HonourRequest, WorkExperienceRequest
@@ -288,47 +288,3 @@ def test_values_saved_under_older_rules_are_reported_invalid(session):
     assert [(i.field, i.code) for i in items] == [("ethnicity", "INVALID"), ("education", "INVALID"),
                                                   ("unit_name", "INVALID"), ("photo", "MISSING")]
     assert isinstance(session.get(Profile, profile.person_id), Profile)
-
-
-
-def test_stored_images_lose_their_metadata_and_keep_their_look():
-    original = with_phone_metadata(make_photo(295, 413, "JPEG"))
-    with Image.open(io.BytesIO(original)) as image:   # the fixture really carries what we strip
-        assert image.getexif().get_ifd(0x8825) and b"taken at home" == image.info["comment"]
-    cleaned = media.without_metadata(original, media.JPEG)
-    with Image.open(io.BytesIO(cleaned)) as image:
-        assert (image.format, image.size) == ("JPEG", (295, 413))
-        assert len(image.getexif()) == 0 and "comment" not in image.info and "exif" not in image.info
-        assert image.getpixel((147, 400))[2] > image.getpixel((147, 400))[0]   # still the dark-blue shoulders
-    assert b"PhoneMaker" not in cleaned and b"Phone 15" not in cleaned
-    assert media.inspect_photo(cleaned, 3.0).photo_size == "一寸"
-
-
-def test_a_sideways_photo_is_stored_upright():
-    """Stored 413×295 with orientation 6 (turn 90° clockwise to view): kept as a 295×413 portrait,
-    so that every viewer and the certificate renderer show it the right way up."""
-    with Image.open(io.BytesIO(make_photo(295, 413, "JPEG"))) as portrait:
-        sideways = portrait.transpose(Image.Transpose.ROTATE_90)    # what the camera stored
-        out = io.BytesIO()
-        sideways.save(out, "JPEG", quality=92)
-    original = with_phone_metadata(out.getvalue(), orientation=6)
-    assert media.inspect_photo(original, 3.0).width == 295           # judged as displayed
-    cleaned = media.without_metadata(original, media.JPEG)
-    with Image.open(io.BytesIO(cleaned)) as image:
-        assert image.size == (295, 413) and 0x0112 not in image.getexif()
-        assert image.getpixel((147, 400))[2] > image.getpixel((147, 400))[0]   # shoulders at the bottom
-
-
-def test_png_text_chunks_are_dropped():
-    from PIL.PngImagePlugin import PngInfo
-
-    info = PngInfo()
-    info.add_text("Location", "39.9N 116.4E")
-    with Image.open(io.BytesIO(make_photo(295, 413, "PNG"))) as image:
-        out = io.BytesIO()
-        image.save(out, "PNG", pnginfo=info)
-    assert b"39.9N" in out.getvalue()
-    cleaned = media.without_metadata(out.getvalue(), media.PNG)
-    assert b"39.9N" not in cleaned and b"Location" not in cleaned
-    with Image.open(io.BytesIO(cleaned)) as image:
-        assert (image.format, image.size) == ("PNG", (295, 413))
