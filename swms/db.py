@@ -7,6 +7,7 @@ when the worker ends; ``with self.db.transaction() as session:`` commits or roll
 from __future__ import annotations
 
 import contextlib
+import re
 import threading
 import weakref
 from typing import Iterator
@@ -68,12 +69,19 @@ def _make_engine(url: str, pool_size: int) -> Engine:
 _transactional: "weakref.WeakSet[Engine]" = weakref.WeakSet()
 
 
+_FIRST_WRITE = re.compile(r"\s*(INSERT|UPDATE|DELETE|REPLACE|SAVEPOINT)\b", re.IGNORECASE)
+
+
 def sqlite_transactions(engine: Engine) -> Engine:
     """Make SAVEPOINTs nest inside a real transaction on SQLite (a no-op elsewhere; idempotent).
 
-    pysqlite's legacy mode sends no BEGIN before a SAVEPOINT, so a begin_nested() first in a
-    transaction (Inbox.first_delivery) would commit at its RELEASE while the rest rolls back.
-    SQLAlchemy's recipe: the driver stops managing transactions and SQLAlchemy emits BEGIN."""
+    pysqlite's legacy mode sends BEGIN only before INSERT/UPDATE/DELETE/REPLACE, not before a
+    SAVEPOINT, so a ``begin_nested()`` first in a transaction (``Inbox.first_delivery``) would
+    commit at its RELEASE while the rest rolls back. Here the driver sends no BEGIN at all and we
+    send it before the first write *or savepoint*. Reads before that run outside a transaction,
+    as in legacy mode: SQLAlchemy's own recipe (BEGIN at the first statement, usually a read)
+    makes WAL keep a snapshot from that read, and a later write then fails at once with
+    "database is locked" whenever another connection has committed in between."""
     if engine.dialect.name != "sqlite" or engine in _transactional:
         return engine
 
@@ -81,9 +89,11 @@ def sqlite_transactions(engine: Engine) -> Engine:
     def _driver_does_not_begin(dbapi_connection, _record):
         dbapi_connection.isolation_level = None
 
-    @event.listens_for(engine, "begin")
-    def _begin(connection):
-        connection.exec_driver_sql("BEGIN")
+    @event.listens_for(engine, "before_cursor_execute")
+    def _begin_before_first_write(connection, _cursor, statement, _parameters, _context, _executemany):
+        dbapi_connection = connection.connection.dbapi_connection
+        if not dbapi_connection.in_transaction and _FIRST_WRITE.match(statement):
+            dbapi_connection.execute("BEGIN")
 
     _transactional.add(engine)
     engine.dispose()  # pooled connections opened before this get replaced
