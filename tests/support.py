@@ -16,6 +16,7 @@ from sqlalchemy.orm import sessionmaker
 
 from swms.auth import OFFICER, SOCIAL_WORKER, Caller, issue_token
 from swms.contracts.events import Event
+from swms.errors import SwmsError
 from swms.db import engine_for
 from swms.idcard import check_character
 from tools.localstack import wait_until  # noqa: F401  (re-exported for the tests)
@@ -98,3 +99,14 @@ class EventTap:
     def close(self):
         self.consumer.cancel()
         self.connection.release()
+
+
+def results_or_codes(replies) -> list:
+    """Each async reply's result, or the code of the SwmsError it raised (for concurrency tests)."""
+    outcomes = []
+    for reply in replies:
+        try:
+            outcomes.append(reply.result())
+        except SwmsError as exc:
+            outcomes.append(exc.code)
+    return outcomes

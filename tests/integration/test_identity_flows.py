@@ -20,7 +20,7 @@ from services.identity.models import Feedback, Passer, audit
 from swms.auth import ADMIN, OFFICER, SERVICE, Caller
 from swms.errors import SwmsError
 from swms.storage import make_s3_client
-from tests.support import EventTap, session_for, token, valid_id, worker_token
+from tests.support import EventTap, results_or_codes, session_for, token, valid_id, worker_token
 
 pytestmark = pytest.mark.integration
 
@@ -172,12 +172,7 @@ def test_rejected_feedback_frees_the_id_number_and_leaves_no_orphan_proof(identi
                            {"feedback_id": second["feedback_id"], "decision": "approve", "management_number": "9"}),
                        two.identity.decide_feedback.call_async(
                            {"feedback_id": second["feedback_id"], "decision": "reject", "reason": "材料不全"})]
-            outcomes = []
-            for reply in replies:
-                try:
-                    outcomes.append(reply.result()["status"])
-                except SwmsError as error:
-                    outcomes.append(error.code)
+            outcomes = [o["status"] if isinstance(o, dict) else o for o in results_or_codes(replies)]
         assert sorted(outcomes) in (["ALREADY_DECIDED", "approved"], ["ALREADY_DECIDED", "rejected"])
         assert len(tap.collect(1)) == 1 and tap.collect(1, timeout=1.0) == []
     finally:

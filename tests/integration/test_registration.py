@@ -67,6 +67,7 @@ from tests.support import (
     EventTap,
     dispatch,
     officer_token,
+    results_or_codes,
     rpc_client,
     service_class,
     session_for,
@@ -757,12 +758,7 @@ def test_concurrent_submissions_make_one_application(env):
     me = env.person()
     with env.client(me.token) as client:
         replies = [client.registration.submit_first_registration.call_async({"commitment": True}) for _ in range(10)]
-        outcomes = []
-        for reply in replies:
-            try:
-                outcomes.append(reply.result()["status"])
-            except SwmsError as exc:
-                outcomes.append(exc.code)
+        outcomes = [o["status"] if isinstance(o, dict) else o for o in results_or_codes(replies)]
     assert sorted(outcomes) == ["APPLICATION_ALREADY_OPEN"] * 9 + ["初审中"], outcomes
     counts = env.counts(me.person_id)
     assert counts["applications"] == 1

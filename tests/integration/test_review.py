@@ -25,6 +25,7 @@ from tests.support import (
     EventTap,
     dispatch,
     officer_token,
+    results_or_codes,
     rpc_client,
     session_for,
     token,
@@ -290,12 +291,7 @@ def test_two_officers_deciding_at_once_one_wins(review, amqp_uri, keys_dir):
             event, item = submit_and_wait(amqp_uri, first)
             request = {"item_id": item["item_id"], "decision": "approve"}
             replies = [first.review.decide.call_async(request), second.review.decide.call_async(request)]
-            outcomes = []
-            for reply in replies:
-                try:
-                    outcomes.append(reply.result())
-                except SwmsError as exc:
-                    outcomes.append(exc.code)
+            outcomes = results_or_codes(replies)
         wins = [outcome for outcome in outcomes if isinstance(outcome, dict)]
         assert len(wins) == 1, outcomes
         assert [outcome for outcome in outcomes if not isinstance(outcome, dict)] == ["ALREADY_DECIDED"]
