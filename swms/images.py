@@ -4,12 +4,14 @@ A phone photo's EXIF carries the place it was taken (GPS), the device and the ti
 and JPEG comments can carry anything. The ID photo is printed into every certificate PDF that other
 agencies receive, and proof scans are shown to reviewers: neither needs any of it (PIPL: collect and
 pass on no more than the purpose needs). The orientation tag is applied to the pixels first, so the
-stored image looks as it did. CPU-bound: services call this through ``eventlet.tpool.execute``.
+stored image looks as it did. CPU-bound: the decoding runs in a native thread (eventlet.tpool),
+so the service's hub keeps serving while it runs.
 """
 from __future__ import annotations
 
 import io
 
+from eventlet import tpool
 from PIL import Image, ImageOps
 
 JPEG, PNG = "image/jpeg", "image/png"
@@ -24,6 +26,10 @@ def without_metadata(data: bytes, content_type: str) -> bytes:
     """The image re-encoded upright with no EXIF (GPS, device, time), XMP, comments or text chunks;
     the colour profile is kept. Raises what Pillow raises for a file it cannot decode, and
     TooManyPixels (read from the header, before decoding) for a decompression bomb."""
+    return tpool.execute(_reencoded, data, content_type)
+
+
+def _reencoded(data: bytes, content_type: str) -> bytes:
     with Image.open(io.BytesIO(data), formats=("JPEG",) if content_type == JPEG else ("PNG",)) as image:
         if image.width * image.height > MAX_PIXELS:
             raise TooManyPixels(f"{image.width}×{image.height}")

@@ -16,7 +16,6 @@ import datetime as dt
 import uuid
 from dataclasses import dataclass
 
-from eventlet import tpool
 from sqlalchemy import func, select, true, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -62,7 +61,7 @@ def decode_proof(request: FeedbackRequest, max_bytes: int) -> Proof | None:
                                "proof.content_type")
     if request.proof.content_type in (images.JPEG, images.PNG):
         try:   # kept without its EXIF (GPS position, device, time): swms.images
-            body = tpool.execute(images.without_metadata, body, request.proof.content_type)
+            body = images.without_metadata(body, request.proof.content_type)
         except Exception:
             raise errors.SwmsError(errors.FILE_DAMAGED, "证明材料图片无法打开（已损坏或不完整），请重新上传",
                                    "proof.content_base64") from None

@@ -142,7 +142,7 @@ class ProfileService:
             self._refuse_upload(upload_id, object_key)
             raise
         if content_type in (media.JPEG, media.PNG):   # stored without EXIF (GPS etc.), upright
-            data = tpool.execute(images.without_metadata, data, content_type)
+            data = images.without_metadata(data, content_type)
         folder = "photos" if purpose == UploadPurpose.PHOTO else "proofs"
         key = f"{folder}/{person_id}/{uuid.uuid4()}.{media.EXTENSIONS[content_type]}"
         with self.db.transaction() as session:   # first say where the copy goes (see Upload.staged_key)

@@ -10,7 +10,6 @@ import logging
 import uuid
 
 from botocore.exceptions import ClientError
-from eventlet import tpool
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session
 
@@ -94,7 +93,7 @@ def inspect(bucket: Bucket, key: str, content_type: ProofContentType, max_bytes:
     if content_type in (ProofContentType.JPEG, ProofContentType.PNG):
         # A scan or phone photo of a course certificate: kept without its EXIF (GPS, device, time).
         try:
-            body = tpool.execute(images.without_metadata, body, content_type.value)
+            body = images.without_metadata(body, content_type.value)
         except Exception:
             return errors.SwmsError(errors.FILE_DAMAGED, "图片无法打开（已损坏或不完整），文件已删除，请重新上传",
                                     "proof_key")
