@@ -66,14 +66,11 @@ def _make_engine(url: str, pool_size: int) -> Engine:
     )
 
 
-_transactional: "weakref.WeakSet[Engine]" = weakref.WeakSet()
-
-
 _FIRST_WRITE = re.compile(r"\s*(INSERT|UPDATE|DELETE|REPLACE|SAVEPOINT)\b", re.IGNORECASE)
 
 
 def sqlite_transactions(engine: Engine) -> Engine:
-    """Make SAVEPOINTs nest inside a real transaction on SQLite (a no-op elsewhere; idempotent).
+    """Make SAVEPOINTs nest inside a real transaction on a new SQLite engine (a no-op elsewhere).
 
     pysqlite's legacy mode sends BEGIN only before INSERT/UPDATE/DELETE/REPLACE, not before a
     SAVEPOINT, so a ``begin_nested()`` first in a transaction (``Inbox.first_delivery``) would
@@ -82,7 +79,7 @@ def sqlite_transactions(engine: Engine) -> Engine:
     as in legacy mode: SQLAlchemy's own recipe (BEGIN at the first statement, usually a read)
     makes WAL keep a snapshot from that read, and a later write then fails at once with
     "database is locked" whenever another connection has committed in between."""
-    if engine.dialect.name != "sqlite" or engine in _transactional:
+    if engine.dialect.name != "sqlite":
         return engine
 
     @event.listens_for(engine, "connect")
@@ -95,8 +92,6 @@ def sqlite_transactions(engine: Engine) -> Engine:
         if not dbapi_connection.in_transaction and _FIRST_WRITE.match(statement):
             dbapi_connection.execute("BEGIN")
 
-    _transactional.add(engine)
-    engine.dispose()  # pooled connections opened before this get replaced
     return engine
 
 
