@@ -312,6 +312,8 @@ def test_proof_uploads_are_checked_by_content_and_size(env, subtests):
         ("a PNG declared as PDF", make_photo(fmt="PNG"), "application/pdf", "FILE_TYPE_NOT_ALLOWED"),
         ("a truncated PDF", pdf[: len(pdf) // 2], "application/pdf", "FILE_DAMAGED"),
         ("a truncated JPEG", make_photo()[:2000], "image/jpeg", "FILE_DAMAGED"),
+        ("a JPEG that does not decode", b"\xff\xd8\xff" + b"not a picture" * 100 + b"\xff\xd9", "image/jpeg",
+         "FILE_DAMAGED"),
         ("a JPEG declared as PNG", make_photo(), "image/png", "FILE_TYPE_NOT_ALLOWED"),
         ("larger than the limit", pdf + b"\n%" + b"0" * (70 * 1024) + b"\n%%EOF\n", "application/pdf", "FILE_TOO_LARGE"),
     )
