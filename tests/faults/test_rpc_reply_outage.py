@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import subprocess
 import time
+import urllib.error
+import urllib.request
 
 import eventlet
 import pytest
@@ -47,6 +49,16 @@ def service_with(entrypoint):
     return HeldReply
 
 
+def management_api_answers() -> bool:
+    try:
+        with urllib.request.urlopen("http://127.0.0.1:15672/api/overview", timeout=2):
+            return True
+    except urllib.error.HTTPError:
+        return True   # 401 without credentials: it is listening
+    except OSError:
+        return False
+
+
 def rabbitmqctl(*args: str) -> None:
     subprocess.run(["rabbitmqctl", *args], check=True, capture_output=True, timeout=120)
 
@@ -75,6 +87,8 @@ def test_a_reply_into_a_broker_outage_leaves_the_service_running(container_facto
     finally:
         rabbitmqctl("start_app")
         rabbitmqctl("await_startup")
+        # the management API (used to delete this test's vhost afterwards) listens a little later
+        wait_until(management_api_answers, timeout=60, interval=0.5, what="RabbitMQ's management API")
 
     def answers() -> bool:
         try:
