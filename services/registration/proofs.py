@@ -1,7 +1,11 @@
 """Proof files (offline-course certificates): presigned upload straight to object storage, then a
 check of what arrived (size, and the content really is PDF, JPEG or PNG: by its bytes, not its
 name), then attachment to a form. Files never submitted and left unattached are deleted after
-``REGISTRATION_PROOF_ORPHAN_HOURS`` by :class:`ProofSweeper`, object and row together."""
+``REGISTRATION_PROOF_ORPHAN_HOURS`` by :class:`ProofSweeper`, object and row together.
+
+The upload ticket writes to ``incoming/<proof key>``, never to the proof key itself: the checked
+bytes are stored under the proof key by the service, so a second POST with a ticket that is still
+valid cannot replace a proof after it was checked (its size and sha256 would no longer match)."""
 from __future__ import annotations
 
 import datetime as dt
@@ -45,6 +49,11 @@ def new_key(person_id: str) -> str:
     return f"proofs/{person_id}/{uuid.uuid4()}"
 
 
+def upload_key(proof_key: str) -> str:
+    """Where the browser's presigned POST puts the file; read once, at confirmation."""
+    return f"incoming/{proof_key}"
+
+
 def request_upload(session: Session, bucket: Bucket, person_id: str, filename: str, content_type: ProofContentType,
                    max_bytes: int) -> ProofUploadTicket:
     key = new_key(person_id)
@@ -52,7 +61,7 @@ def request_upload(session: Session, bucket: Bucket, person_id: str, filename: s
                              status=PROOF_PENDING, created_at=utcnow(), submitted=False))
     # Signed for the address browsers reach; MinIO enforces the size range and type in the policy.
     post = bucket.link_client.generate_presigned_post(
-        bucket.name, key, Fields={"Content-Type": content_type.value},
+        bucket.name, upload_key(key), Fields={"Content-Type": content_type.value},
         Conditions=[["content-length-range", 1, max_bytes], {"Content-Type": content_type.value}],
         ExpiresIn=UPLOAD_SECONDS)
     return ProofUploadTicket(proof_key=key, url=post["url"], fields=post["fields"], max_bytes=max_bytes,
@@ -69,10 +78,11 @@ def own_proof(session: Session, key: str, person_id: str) -> ProofFileRow:
 
 
 def inspect(bucket: Bucket, key: str, content_type: ProofContentType, max_bytes: int) -> tuple[int, str] | errors.SwmsError:
-    """(size, sha256) of a good upload, or the error that says what is wrong with it. An image is
-    stored again without its metadata (swms.images), and the figures are of what is stored."""
+    """(size, sha256) of a good upload, stored under ``key``; or the error that says what is wrong
+    with it. The bytes checked and hashed are the bytes stored (an image without its metadata, see
+    swms.images); the uploaded object under ``upload_key(key)`` is left for the caller to delete."""
     try:
-        head = bucket.client.head_object(Bucket=bucket.name, Key=key)
+        head = bucket.client.head_object(Bucket=bucket.name, Key=upload_key(key))
     except ClientError as exc:
         if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
             return errors.SwmsError(errors.UPLOAD_MISSING, "未收到上传的文件，请先上传文件再确认", "proof_key")
@@ -81,7 +91,7 @@ def inspect(bucket: Bucket, key: str, content_type: ProofContentType, max_bytes:
     if size > max_bytes:
         return errors.SwmsError(errors.FILE_TOO_LARGE,
                                 f"证明材料不能超过{max_bytes // 1024} KB（收到{size // 1024} KB），文件已删除", "proof_key")
-    body = bucket.get(key)
+    body = bucket.get(upload_key(key))
     start, end = SIGNATURES[content_type]
     if not body.startswith(start):
         return errors.SwmsError(errors.FILE_TYPE_NOT_ALLOWED,
@@ -97,9 +107,8 @@ def inspect(bucket: Bucket, key: str, content_type: ProofContentType, max_bytes:
         except Exception:
             return errors.SwmsError(errors.FILE_DAMAGED, "图片无法打开（已损坏或不完整），文件已删除，请重新上传",
                                     "proof_key")
-        bucket.put(key, body, content_type.value)
-        size = len(body)
-    return size, hashlib.sha256(body).hexdigest()
+    bucket.put(key, body, content_type.value)
+    return len(body), hashlib.sha256(body).hexdigest()
 
 
 def mark_verified(session: Session, key: str, size: int, sha256: str) -> ProofFileRow:
@@ -126,6 +135,14 @@ def delete_object(bucket: Bucket, key: str) -> None:
             raise
 
 
+def delete_upload(bucket: Bucket, key: str) -> None:
+    """The uploaded copy, once checked (or refused). Not fatal: the sweeper deletes it again."""
+    try:
+        delete_object(bucket, upload_key(key))
+    except Exception:
+        log.warning("could not delete the uploaded copy of proof %s; the sweeper will", key[-36:], exc_info=True)
+
+
 def sweep_orphans(engine, bucket: Bucket, older_than: dt.timedelta, batch_size: int = 100) -> int:
     """Delete proofs never submitted that no form holds, and uploads never confirmed, once older
     than ``older_than``. Rows are claimed first (``deleting``), objects deleted outside any
@@ -147,6 +164,7 @@ def sweep_orphans(engine, bucket: Bucket, older_than: dt.timedelta, batch_size: 
     deleted = []
     for key in keys:
         try:
+            delete_object(bucket, upload_key(key))
             delete_object(bucket, key)
             deleted.append(key)
         except Exception:
@@ -158,6 +176,20 @@ def sweep_orphans(engine, bucket: Bucket, older_than: dt.timedelta, batch_size: 
             for key in deleted:
                 audit.record(session, "registration", "proof.deleted", "proof", key[-36:], {"reason": "orphan"})
     return len(keys)
+
+
+def sweep_stale_uploads(bucket: Bucket, older_than: dt.timedelta, limit: int = 1000) -> int:
+    """Delete uploaded copies under ``incoming/proofs/`` older than ``older_than``: one posted again
+    with a ticket after its proof was checked, or one whose confirmation never came."""
+    cutoff = dt.datetime.now(dt.timezone.utc) - older_than    # S3's LastModified is aware
+    stale = []
+    for page in bucket.client.get_paginator("list_objects_v2").paginate(Bucket=bucket.name, Prefix=upload_key("proofs/")):
+        stale += [item["Key"] for item in page.get("Contents", []) if item["LastModified"] < cutoff]
+        if len(stale) >= limit:
+            break
+    for key in stale[:limit]:
+        delete_object(bucket, key)
+    return len(stale[:limit])
 
 
 class ProofSweeper(BackgroundLoop):
@@ -172,4 +204,5 @@ class ProofSweeper(BackgroundLoop):
         self.older_than = dt.timedelta(hours=float(config.get("PROOF_ORPHAN_HOURS", 24)))
 
     def run_once(self) -> int:
-        return sweep_orphans(self.engine, self.bucket, self.older_than, self.batch_size)
+        return (sweep_orphans(self.engine, self.bucket, self.older_than, self.batch_size)
+                + sweep_stale_uploads(self.bucket, self.older_than))

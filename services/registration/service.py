@@ -350,6 +350,7 @@ class RegistrationService:
         row = proofs.own_proof(self.db.session, request.proof_key, caller.subject)
         content_type = proofs.ProofContentType(row.content_type)
         if row.status == proofs.PROOF_VERIFIED:
+            proofs.delete_upload(self.storage, row.proof_key)   # a POST after the check changes nothing
             return ProofFile(proof_key=row.proof_key, filename=row.filename, content_type=content_type,
                              size=row.size, sha256=row.sha256)
         if row.status != proofs.PROOF_PENDING:
@@ -358,13 +359,15 @@ class RegistrationService:
         outcome = proofs.inspect(self.storage, row.proof_key, content_type, int(self.config["PROOF_MAX_BYTES"]))
         if isinstance(outcome, errors.SwmsError):
             if outcome.code != errors.UPLOAD_MISSING:
-                proofs.delete_object(self.storage, row.proof_key)
+                proofs.delete_object(self.storage, proofs.upload_key(row.proof_key))
+                proofs.delete_object(self.storage, row.proof_key)   # left by an attempt that crashed
                 with self.db.transaction() as session:
                     proofs.forget(session, row.proof_key, outcome.code)
             raise outcome
         size, sha256 = outcome
         with self.db.transaction() as session:
             row = proofs.mark_verified(session, row.proof_key, size, sha256)
+        proofs.delete_upload(self.storage, row.proof_key)
         return ProofFile(proof_key=row.proof_key, filename=row.filename, content_type=content_type, size=row.size,
                          sha256=row.sha256)
 

@@ -336,6 +336,23 @@ def test_proof_uploads_are_checked_by_content_and_size(env, subtests):
         assert post_file(ticket, pdf, "证明.pdf", "application/pdf") == 204
         confirmed = client.registration.confirm_proof_upload({"proof_key": ticket["proof_key"]})
         assert (confirmed["size"], confirmed["content_type"]) == (len(pdf), "application/pdf")
+        uploaded_copy = proofs.upload_key(ticket["proof_key"])
+        assert ticket["proof_key"] in bucket_keys(env) and uploaded_copy not in bucket_keys(env)
+        # The ticket is still valid for minutes: a second POST with it cannot replace the checked proof.
+        other = make_pdf() + b"\n% another document\n%%EOF\n"
+        assert post_file(ticket, other, "证明.pdf", "application/pdf") == 204
+        again = client.registration.confirm_proof_upload({"proof_key": ticket["proof_key"]})
+        stored_pdf = Bucket(make_s3_client(env.config), env.config["REGISTRATION_S3_BUCKET"]).get(ticket["proof_key"])
+        assert stored_pdf == pdf and again["sha256"] == confirmed["sha256"] == hashlib.sha256(pdf).hexdigest()
+        assert uploaded_copy not in bucket_keys(env)
+        # Posted again and never confirmed: the sweeper deletes the stale uploaded copy.
+        assert post_file(ticket, other, "证明.pdf", "application/pdf") == 204
+        assert uploaded_copy in bucket_keys(env)
+        registration_bucket = Bucket(make_s3_client(env.config), env.config["REGISTRATION_S3_BUCKET"])
+        assert proofs.sweep_stale_uploads(registration_bucket, dt.timedelta(hours=1)) == 0   # not yet stale
+        assert proofs.sweep_stale_uploads(registration_bucket, dt.timedelta(seconds=-60)) >= 1   # cut-off in the future: all stale
+        assert ticket["proof_key"] in bucket_keys(env) and not any(key.startswith("incoming/")
+                                                                   for key in bucket_keys(env))
         # A phone photo of a course certificate is kept without its EXIF (GPS position, device, time).
         image_ticket = client.registration.request_proof_upload({"filename": "结业证书.jpg", "content_type": "image/jpeg"})
         assert post_file(image_ticket, with_phone_metadata(make_photo()), "结业证书.jpg", "image/jpeg") == 204
