@@ -33,6 +33,21 @@ def engine_for(url: str, pool_size: int = 10) -> Engine:
         return engine
 
 
+def pool_size_for(config: dict) -> int:
+    """``DB_POOL_SIZE`` if set; otherwise one connection per worker and a few for the outbox relay,
+    sweepers and probes. A pool smaller than ``max_workers`` makes workers open and close overflow
+    connections to PostgreSQL (a backend fork each) under load."""
+    configured = config.get("DB_POOL_SIZE")
+    if configured not in (None, ""):
+        return int(configured)
+    return int(config.get("max_workers", 10)) + 4
+
+
+def engine_from_config(config: dict, url_key: str = "DB_URL") -> Engine:
+    """The process's engine for the service's database, its pool sized by :func:`pool_size_for`."""
+    return engine_for(required(config, url_key), pool_size_for(config))
+
+
 def dispose_engine(url: str) -> None:
     with _engines_lock:
         engine = _engines.pop(url, None)
@@ -132,7 +147,7 @@ class Database(DependencyProvider):
     def setup(self):
         config = self.container.config
         self.url = required(config, self.url_key)
-        self.engine = engine_for(self.url, int(config.get("DB_POOL_SIZE", 10)))
+        self.engine = engine_from_config(config, self.url_key)
         self.session_factory = sessionmaker(self.engine, expire_on_commit=False)
 
     def stop(self):

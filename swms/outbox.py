@@ -37,9 +37,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from swms.background import BackgroundLoop
-from swms.config import required
 from swms.contracts.events import Event
-from swms.db import engine_for
+from swms.db import engine_from_config
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +104,7 @@ class OutboxRelay(BackgroundLoop):
     def setup(self):
         super().setup()
         config = self.container.config
-        self.engine = engine_for(required(config, "DB_URL"))
+        self.engine = engine_from_config(config)
         self.publisher = Publisher(config[AMQP_URI_CONFIG_KEY], serializer="json", use_confirms=True,
                                    mandatory=True, delivery_mode=2)
         self.exchange = get_event_exchange(self.container.service_name, config)

@@ -20,8 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from services.certificate import signing, tokens
 from services.certificate.models import DevKeyMaterial
-from swms.config import required
-from swms.db import engine_for
+from swms.db import engine_from_config
 from swms.outbox import utcnow
 
 log = logging.getLogger(__name__)
@@ -85,7 +84,7 @@ def load_keys(config: dict) -> KeyRing:
         if not _truthy(config.get("CERT_ALLOW_DEV_KEYS", "true")):
             raise RuntimeError(f"CERT_ALLOW_DEV_KEYS is false but no key file is configured for: {missing} "
                                "(see docs/configuration.md)")
-        with sessionmaker(engine_for(required(config, "DB_URL")))() as session:
+        with sessionmaker(engine_from_config(config))() as session:
             dev = _dev_material(session, str(config.get("CERT_AUTHORITY_NAME") or "SWMS"))
     if key_path:
         material = signing.SigningMaterial(key_path.read_bytes(), cert_path.read_bytes(), chain_path.read_bytes())

@@ -32,7 +32,7 @@ from services.notification import domain
 from services.notification.models import Message
 from swms.background import BackgroundLoop
 from swms.config import required
-from swms.db import engine_for
+from swms.db import engine_from_config
 from swms.outbox import utcnow
 
 log = logging.getLogger(__name__)
@@ -170,7 +170,7 @@ class Mailer(BackgroundLoop):
         config = self.container.config
         self.connections = max(1, int(config.get("SMTP_CONNECTIONS") or 2))
         self._signals = [LightQueue(maxsize=1) for _ in range(self.connections)]
-        self.sessions = sessionmaker(engine_for(required(config, "DB_URL")), expire_on_commit=False)
+        self.sessions = sessionmaker(engine_from_config(config), expire_on_commit=False)
         self.smtp = SmtpSettings.from_config(config)
         self.transport = SmtpTransport(self.smtp)
         self.lease = dt.timedelta(seconds=float(config.get("NOTIFICATION_LEASE_SECONDS") or LEASE.total_seconds()))

@@ -33,7 +33,7 @@ from sqlalchemy.orm import sessionmaker
 from services.profile.models import RETIRED, StoredFile, Upload
 from swms.background import BackgroundLoop
 from swms.config import required
-from swms.db import engine_for
+from swms.db import engine_from_config
 from swms.outbox import utcnow
 from swms.storage import Bucket, make_s3_client
 
@@ -133,7 +133,7 @@ class Housekeeping(BackgroundLoop):
         config = self.container.config
         self.settings = Settings.from_config(config)
         self.poll_seconds = self.settings.housekeeping_seconds
-        self.sessions = sessionmaker(engine_for(required(config, "DB_URL")), expire_on_commit=False)
+        self.sessions = sessionmaker(engine_from_config(config), expire_on_commit=False)
         self.store = FileStore(Bucket(make_s3_client(config), required(config, self.bucket_key)))
 
     def run_once(self) -> int:

@@ -28,7 +28,7 @@ from swms import errors, images
 from swms.background import BackgroundLoop
 from swms.config import required
 from swms.contracts.registration import ProofContentType, ProofUploadTicket
-from swms.db import engine_for
+from swms.db import engine_from_config
 from swms.outbox import utcnow
 from swms.storage import Bucket, make_s3_client
 
@@ -198,7 +198,7 @@ class ProofSweeper(BackgroundLoop):
     def setup(self):
         super().setup()
         config = self.container.config
-        self.engine = engine_for(required(config, "DB_URL"))
+        self.engine = engine_from_config(config)
         self.bucket = Bucket(make_s3_client(config), required(config, "REGISTRATION_S3_BUCKET"))
         self.poll_seconds = float(config.get("PROOF_SWEEP_SECONDS", 600))
         self.older_than = dt.timedelta(hours=float(config.get("PROOF_ORPHAN_HOURS", 24)))
