@@ -37,10 +37,8 @@ def pool_size_for(config: dict) -> int:
     """``DB_POOL_SIZE`` if set; otherwise one connection per worker and a few for the outbox relay,
     sweepers and probes. A pool smaller than ``max_workers`` makes workers open and close overflow
     connections to PostgreSQL (a backend fork each) under load."""
-    configured = config.get("DB_POOL_SIZE")
-    if configured not in (None, ""):
-        return int(configured)
-    return int(config.get("max_workers", 10)) + 4
+    configured = int(config.get("DB_POOL_SIZE") or 0)
+    return configured if configured > 0 else int(config.get("max_workers", 10)) + 4
 
 
 def engine_from_config(config: dict, url_key: str = "DB_URL") -> Engine:

@@ -51,6 +51,7 @@ ENV_REF = re.compile(r"\$\{([^}:\s]+)(?::([^}]*))?\}")
 DEFAULT_IS_FINE = {
     "LOG_LEVEL": "INFO",
     "{SERVICE}_MAX_WORKERS": "tuning knob, 10 workers",
+    "{SERVICE}_DB_POOL_SIZE": "tuning knob, 0 = max workers + 4",
     "TOKEN_TTL_MINUTES": "token lifetime policy",
     "CERT_VALIDITY_YEARS": "certificate policy",
     "CERT_AUTHORITY_NAME": "certificate policy",
