@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import Column, Integer, MetaData, Table, func, insert, select
 from sqlalchemy.orm import Session
 
-from swms.db import dispose_engine, engine_for
+from swms.db import dispose_engine, engine_for, pool_size_for
 from swms.outbox import Inbox
 
 
@@ -67,3 +67,11 @@ def test_a_read_then_a_write_succeeds_when_another_connection_committed_in_betwe
         reader_then_writer.execute(insert(work).values(id=8))
         reader_then_writer.commit()
     assert count(engine, work) == 2
+
+
+def test_pool_size_follows_the_workers_unless_set():
+    # A pool smaller than max_workers makes busy workers open and close overflow connections.
+    assert pool_size_for({"max_workers": 30}) == 34
+    assert pool_size_for({"max_workers": 30, "DB_POOL_SIZE": 0}) == 34     # config.yaml's default
+    assert pool_size_for({}) == 14
+    assert pool_size_for({"max_workers": 30, "DB_POOL_SIZE": "50"}) == 50
