@@ -42,18 +42,24 @@ def create_tables(url: str) -> None:
     metadata.create_all(engine_for(url))
 
 
+def _prepared(payload: dict):
+    """The request validated, a new application id, the time, the form as stored and the event body."""
+    request = SubmitReRegistrationRequest.model_validate(payload)
+    application_id, now = str(uuid.uuid4()), dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+    form = json.dumps(request.model_dump(mode="json"), ensure_ascii=False)
+    body = ApplicationSubmitted(application_id=application_id, person_id=application_id, kind="re_registration",
+                                region_code="110105", applicant_name_masked="李*",
+                                submitted_at=now).model_dump(mode="json")
+    return request, application_id, now, form, body
+
+
 class FloorService:
     name = "bench_floor"
     dispatch = EventDispatcher()
 
     @rpc
     def submit(self, payload: dict) -> dict:
-        request = SubmitReRegistrationRequest.model_validate(payload)
-        application_id, now = str(uuid.uuid4()), dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
-        form = json.dumps(request.model_dump(mode="json"), ensure_ascii=False)
-        event = ApplicationSubmitted(application_id=application_id, person_id=application_id, kind="re_registration",
-                                     region_code="110105", applicant_name_masked="李*", submitted_at=now)
-        body = event.model_dump(mode="json")
+        request, application_id, now, form, body = _prepared(payload)
         with engine_for(os.environ["FLOOR_DB_URL"], pool_size=34).begin() as connection:   # as registration's
             connection.execute(insert(applications).values(application_id=application_id, person_id=application_id,
                                                            kind="re_registration", status="初审中", form=form,
@@ -121,12 +127,7 @@ class BatchedFloorService(FloorService):
 
     @rpc
     def submit(self, payload: dict) -> dict:
-        request = SubmitReRegistrationRequest.model_validate(payload)
-        application_id, now = str(uuid.uuid4()), dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
-        form = json.dumps(request.model_dump(mode="json"), ensure_ascii=False)
-        body = ApplicationSubmitted(application_id=application_id, person_id=application_id, kind="re_registration",
-                                    region_code="110105", applicant_name_masked="李*",
-                                    submitted_at=now).model_dump(mode="json")
+        request, application_id, now, form, body = _prepared(payload)
         _group.write({
             "floor_application": dict(application_id=application_id, person_id=application_id, kind="re_registration",
                                       status="初审中", form=form, submitted_at=now),
