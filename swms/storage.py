@@ -5,6 +5,7 @@ path-style addressing because MinIO and test servers do not do virtual-host buck
 """
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 from typing import Any
 
@@ -68,6 +69,16 @@ class Bucket:
                 return False
             raise
         return True
+
+    def keys_older_than(self, prefix: str, age: dt.timedelta, limit: int = 1000) -> list[str]:
+        """Up to ``limit`` keys under ``prefix`` last written more than ``age`` ago (for sweepers)."""
+        cutoff = dt.datetime.now(dt.timezone.utc) - age      # S3's LastModified is aware
+        found: list[str] = []
+        for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.name, Prefix=prefix):
+            found += [item["Key"] for item in page.get("Contents", []) if item["LastModified"] < cutoff]
+            if len(found) >= limit:
+                break
+        return found[:limit]
 
     def download_url(self, key: str, expires_seconds: int, filename: str | None = None) -> str:
         params: dict[str, Any] = {"Bucket": self.name, "Key": key}

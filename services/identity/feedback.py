@@ -201,8 +201,31 @@ def contact(session: Session, feedback_id: str) -> tuple[Feedback, str | None]:
     return item, person_id
 
 
+PROOF_PREFIX = "feedback/"
+
+
 def proof_key_for(feedback_id: str, proof: Proof) -> str:
-    return f"feedback/{feedback_id}/proof.{proof.extension}"
+    return f"{PROOF_PREFIX}{feedback_id}/proof.{proof.extension}"
+
+
+def sweep_orphan_proofs(session: Session, bucket, older_than: dt.timedelta, limit: int = 1000) -> list[str]:
+    """Delete proof files no feedback refers to, once older than ``older_than``.
+
+    A proof is stored before its feedback row commits (the file must be safe before the row names
+    it). If the commit fails the file is deleted at once; if the process dies in between, or that
+    delete fails, the file would stay for good. The age keeps a file whose row is still committing."""
+    old = bucket.keys_older_than(PROOF_PREFIX, older_than, limit)
+    if not old:
+        return []
+    named = set(session.execute(select(Feedback.proof_key).where(Feedback.proof_key.in_(old))).scalars())
+    orphans = [key for key in old if key not in named]
+    for key in orphans:
+        bucket.client.delete_object(Bucket=bucket.name, Key=key)
+    for key in orphans:
+        audit.record(session, "identity", "feedback.proof_deleted", "feedback", key.split("/")[1],
+                     {"reason": "orphan", "key": key})
+    session.commit()
+    return orphans
 
 
 def new_id() -> str:

@@ -17,6 +17,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from eventlet import tpool
 from nameko.dependency_providers import Config
 from nameko.extensions import DependencyProvider
+from sqlalchemy.orm import sessionmaker
 
 from services.identity import domain, passwords, throttle
 from services.identity import feedback as feedback_rules
@@ -55,7 +56,8 @@ from swms.contracts.identity import (
     SignUpResponse,
     TokenResponse,
 )
-from swms.db import Database
+from swms.background import BackgroundLoop
+from swms.db import Database, engine_from_config
 from swms.ops import OpsEndpoint
 from swms.outbox import OutboxRelay, utcnow
 from swms.rpc import contract, rpc
@@ -114,6 +116,22 @@ class ProofStorage(ObjectStorage):
             log.warning("object storage not reachable at start (%s); proof uploads will retry", type(exc).__name__)
 
 
+class OrphanProofSweeper(BackgroundLoop):
+    """Hourly: proof files left without their feedback by a crash (feedback.sweep_orphan_proofs)."""
+    poll_seconds = 3600.0
+    older_than = dt.timedelta(hours=24)
+
+    def setup(self):
+        super().setup()
+        config = self.container.config
+        self.sessions = sessionmaker(engine_from_config(config))
+        self.bucket = Bucket(make_s3_client(config), required(config, "IDENTITY_S3_BUCKET"))
+
+    def run_once(self) -> int:
+        with self.sessions() as session:
+            return len(feedback_rules.sweep_orphan_proofs(session, self.bucket, self.older_than))
+
+
 def put_proof(bucket, key: str, body: bytes, content_type: str, metadata: dict) -> str:
     """Store a proof file; a bucket missing (storage was away at start) is created first. Storage
     out of reach is UPSTREAM_UNAVAILABLE for the caller (retry later), not an internal error."""
@@ -167,6 +185,7 @@ class IdentityService:
     settings = IdentitySettings()
     client_ip = ClientAddress()
     storage = ProofStorage("IDENTITY_S3_BUCKET")
+    orphan_proofs = OrphanProofSweeper()
     relay = OutboxRelay(outbox)
     ops = OpsEndpoint(outbox)   # /healthz, /readyz, /metrics on OPS_PORT, for this process
 

@@ -181,15 +181,10 @@ def sweep_orphans(engine, bucket: Bucket, older_than: dt.timedelta, batch_size: 
 def sweep_stale_uploads(bucket: Bucket, older_than: dt.timedelta, limit: int = 1000) -> int:
     """Delete uploaded copies under ``incoming/proofs/`` older than ``older_than``: one posted again
     with a ticket after its proof was checked, or one whose confirmation never came."""
-    cutoff = dt.datetime.now(dt.timezone.utc) - older_than    # S3's LastModified is aware
-    stale = []
-    for page in bucket.client.get_paginator("list_objects_v2").paginate(Bucket=bucket.name, Prefix=upload_key("proofs/")):
-        stale += [item["Key"] for item in page.get("Contents", []) if item["LastModified"] < cutoff]
-        if len(stale) >= limit:
-            break
-    for key in stale[:limit]:
+    stale = bucket.keys_older_than(upload_key("proofs/"), older_than, limit)
+    for key in stale:
         delete_object(bucket, key)
-    return len(stale[:limit])
+    return len(stale)
 
 
 class ProofSweeper(BackgroundLoop):

@@ -179,6 +179,25 @@ def test_rejected_feedback_frees_the_id_number_and_leaves_no_orphan_proof(identi
         tap.close()
 
 
+def test_a_proof_left_without_its_feedback_by_a_crash_is_swept(identity, amqp_uri):
+    from services.identity import feedback as feedback_rules
+    from swms.storage import Bucket
+
+    with client(amqp_uri) as public:
+        kept = public.identity.submit_feedback(feedback_request())["feedback_id"]
+    bucket = Bucket(make_s3_client(identity), identity["IDENTITY_S3_BUCKET"])
+    # What a process killed between storing the file and committing its row leaves behind.
+    orphan = f"feedback/{uuid.uuid4()}/proof.pdf"
+    bucket.put(orphan, PDF, "application/pdf", {})
+    with session_for(identity["DB_URL"]) as session:
+        assert feedback_rules.sweep_orphan_proofs(session, bucket, dt.timedelta(hours=1)) == []   # too recent
+        swept = feedback_rules.sweep_orphan_proofs(session, bucket, dt.timedelta(seconds=-60))   # cut-off ahead
+    assert swept == [orphan]
+    assert bucket_keys(identity) == [f"feedback/{kept}/proof.pdf"]          # the named proof stays
+    with session_for(identity["DB_URL"]) as session:
+        assert [row["action"] for row in audit.for_entity(session, orphan.split("/")[1])] == ["feedback.proof_deleted"]
+
+
 def test_login_refresh_logout_and_expired_tokens(identity, amqp_uri, keys_dir):
     with client(amqp_uri) as public:
         account = public.identity.sign_up({"name": "李明华", "id_number": HOLDER_ID, "email": "li@example.cn",
