@@ -75,7 +75,7 @@ class TokenSigner(DependencyProvider):
     def setup(self):
         config = self.container.config
         self.private_key = Path(required(config, "AUTH_PRIVATE_KEY_FILE")).read_bytes()
-        self.ttl = dt.timedelta(minutes=int(config.get("TOKEN_TTL_MINUTES", 120)))
+        self.ttl = dt.timedelta(minutes=int(config.get("TOKEN_TTL_MINUTES", 15)))
 
     def get_dependency(self, worker_ctx):
         return lambda caller: issue_token(self.private_key, caller, self.ttl)
