@@ -204,6 +204,9 @@ def test_login_refresh_logout_and_expired_tokens(identity, amqp_uri, keys_dir):
                                            "password": PASSWORD})
         tokens = public.identity.login({"login": HOLDER_ID.lower(), "password": PASSWORD})
         assert tokens["refresh_token"].startswith("rt_") and tokens["role"] == "social_worker"
+        # An access token cannot be revoked, so it is short-lived (15 minutes by default).
+        lifetime = dt.datetime.fromisoformat(tokens["expires_at"]) - dt.datetime.now(dt.timezone.utc)
+        assert dt.timedelta(minutes=14) < lifetime <= dt.timedelta(minutes=15)
         renewed = public.identity.refresh({"refresh_token": tokens["refresh_token"]})
         assert renewed["subject"] == account["person_id"] and renewed["refresh_token"] != tokens["refresh_token"]
         with client(amqp_uri, renewed["access_token"]) as own:
