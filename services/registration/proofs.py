@@ -107,8 +107,21 @@ def inspect(bucket: Bucket, key: str, content_type: ProofContentType, max_bytes:
         except Exception:
             return errors.SwmsError(errors.FILE_DAMAGED, "图片无法打开（已损坏或不完整），文件已删除，请重新上传",
                                     "proof_key")
-    bucket.put(key, body, content_type.value)
-    return len(body), hashlib.sha256(body).hexdigest()
+    stored = _store_once(bucket, key, body, content_type.value)
+    return len(stored), hashlib.sha256(stored).hexdigest()
+
+
+def _store_once(bucket: Bucket, key: str, body: bytes, content_type: str) -> bytes:
+    """The bytes under ``key``: ``body``, or what a concurrent confirmation, or one that crashed
+    before recording it, stored there first (the first stored copy is the proof)."""
+    try:
+        bucket.client.put_object(Bucket=bucket.name, Key=key, Body=body, ContentType=content_type,
+                                 Metadata={"sha256": hashlib.sha256(body).hexdigest()}, IfNoneMatch="*")
+        return body
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") not in ("PreconditionFailed", "412", "ConditionalRequestConflict"):
+            raise
+    return bucket.get(key)
 
 
 def mark_verified(session: Session, key: str, size: int, sha256: str) -> ProofFileRow:

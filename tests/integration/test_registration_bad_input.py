@@ -353,6 +353,14 @@ def test_proof_uploads_are_checked_by_content_and_size(env, subtests):
         assert proofs.sweep_stale_uploads(registration_bucket, dt.timedelta(seconds=-60)) >= 1   # cut-off in the future: all stale
         assert ticket["proof_key"] in bucket_keys(env) and not any(key.startswith("incoming/")
                                                                    for key in bucket_keys(env))
+        # A confirmation that stored the file and then died before recording it: the retry keeps
+        # the stored copy (a different file posted meanwhile does not replace it).
+        crashed = client.registration.request_proof_upload({"filename": "证明.pdf", "content_type": "application/pdf"})
+        registration_bucket.put(crashed["proof_key"], pdf, "application/pdf")
+        assert post_file(crashed, other, "证明.pdf", "application/pdf") == 204
+        retried = client.registration.confirm_proof_upload({"proof_key": crashed["proof_key"]})
+        assert registration_bucket.get(crashed["proof_key"]) == pdf
+        assert (retried["size"], retried["sha256"]) == (len(pdf), hashlib.sha256(pdf).hexdigest())
         # A phone photo of a course certificate is kept without its EXIF (GPS position, device, time).
         image_ticket = client.registration.request_proof_upload({"filename": "结业证书.jpg", "content_type": "image/jpeg"})
         assert post_file(image_ticket, with_phone_metadata(make_photo()), "结业证书.jpg", "image/jpeg") == 204
