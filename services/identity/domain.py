@@ -21,7 +21,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from services.identity import passwords, throttle
-from services.identity.models import Account, Passer, PasswordReset, RefreshToken, audit, outbox
+from services.identity.models import Account, EmailConfirmation, Passer, PasswordReset, RefreshToken, audit, outbox
 from services.identity.registry import (  # noqa: F401  (re-exported: CLI, tests, bench)
     ImportReport,
     import_file,
@@ -31,7 +31,7 @@ from services.identity.registry import (  # noqa: F401  (re-exported: CLI, tests
 from services.identity.settings import Settings
 from swms import errors, idcard
 from swms.auth import ADMIN, CITY, COUNTY, OFFICER, OFFICER_LEVELS, PROVINCE, SOCIAL_WORKER
-from swms.contracts.events import PasswordResetRequested
+from swms.contracts.events import EmailConfirmationRequested, PasswordResetRequested
 from swms.contracts.identity import name_key, name_problem
 from swms.outbox import utcnow
 
@@ -111,6 +111,7 @@ def sign_up(session: Session, settings: Settings, name: str, id_number: str, ema
         raise errors.SwmsError(errors.ALREADY_REGISTERED, ALREADY_REGISTERED_MESSAGE, "id_number") from None
     audit.record(session, account.person_id, "account.created", "account", account.person_id,
                  {"id_number": idcard.mask(passer.id_number), "id_hash": settings.id_hash(passer.id_number)})
+    start_email_confirmation(session, settings, account, now)
     return account
 
 
@@ -218,7 +219,90 @@ def revoke_refresh_token(session: Session, token: str, now: dt.datetime) -> bool
     return True
 
 
-# ---- password reset by emailed one-time code -----------------------------------------------------------
+# ---- one-time codes by email: address confirmation and password reset ----------------------------------
+
+def _spend_attempt(id_column, row_id: str, settings: Settings) -> Callable[[Session], None]:
+    """A wrong code counts against its row, in a transaction of its own (the call's rolls back);
+    the last allowed attempt exhausts it, so even the right code no longer works."""
+    model = id_column.class_
+
+    def spend(session: Session) -> None:
+        session.execute(update(model).where(id_column == row_id).values(attempts=model.attempts + 1))
+        session.execute(update(model).where(id_column == row_id, model.attempts >= settings.reset_max_attempts)
+                        .values(status="exhausted"))
+
+    return spend
+
+
+
+def confirmation_code(settings: Settings, confirmation: EmailConfirmation) -> str:
+    digest = settings.keyed_hash("email-code", f"{confirmation.confirmation_id}:{confirmation.secret}")
+    return f"{int(digest, 16) % 1_000_000:06d}"
+
+
+def start_email_confirmation(session: Session, settings: Settings, account: Account,
+                             now: dt.datetime) -> EmailConfirmation:
+    """A new code for the account's address (earlier ones are cancelled); notification mails it."""
+    session.execute(update(EmailConfirmation).where(EmailConfirmation.person_id == account.person_id,
+                                                    EmailConfirmation.status == "pending").values(status="cancelled"))
+    confirmation = EmailConfirmation(confirmation_id=str(uuid.uuid4()), person_id=account.person_id,
+                                     email=account.email, secret=secrets.token_hex(16), status="pending", attempts=0,
+                                     created_at=now, expires_at=now + settings.confirm_ttl)
+    session.add(confirmation)
+    session.flush()
+    outbox.add(session, EmailConfirmationRequested(confirmation_id=confirmation.confirmation_id,
+                                                   person_id=account.person_id, expires_at=confirmation.expires_at))
+    audit.record(session, account.person_id, "email_confirmation.requested", "account", account.person_id,
+                 {"confirmation_id": confirmation.confirmation_id})
+    return confirmation
+
+
+def request_email_confirmation(session: Session, settings: Settings, account: Account,
+                               now: dt.datetime) -> EmailConfirmation:
+    if account.email_confirmed_at is not None:
+        raise errors.SwmsError(errors.INVALID_STATE, "您的电子邮箱已验证，无需再次验证", "email")
+    key = throttle.key(settings, settings.confirm_account, f"person:{account.person_id}")
+    throttle.check(session, [key], now, "login")
+    throttle.record_failure(session, key, settings.confirm_account, now)
+    return start_email_confirmation(session, settings, account, now)
+
+
+def _confirmation_invalid() -> errors.SwmsError:
+    return errors.SwmsError(errors.CONFIRMATION_CODE_INVALID, "邮箱验证码错误或已失效，请重新获取", "code")
+
+
+def confirm_email(session: Session, settings: Settings, account: Account, code: str, now: dt.datetime) -> None:
+    """The live code for the account's current address; a wrong code spends one of its attempts."""
+    confirmation = session.execute(
+        select(EmailConfirmation).where(EmailConfirmation.person_id == account.person_id,
+                                        EmailConfirmation.status == "pending", EmailConfirmation.expires_at > now,
+                                        EmailConfirmation.email == account.email)
+        .order_by(desc(EmailConfirmation.created_at)).limit(1).with_for_update()).scalar_one_or_none()
+    if confirmation is None:
+        raise _confirmation_invalid()
+    if not hmac.compare_digest(confirmation_code(settings, confirmation), code):
+        raise failing(_confirmation_invalid(), _spend_attempt(EmailConfirmation.confirmation_id,
+                                                              confirmation.confirmation_id, settings))
+    confirmation.status, confirmation.used_at = "used", now
+    session.execute(update(Account).where(Account.person_id == account.person_id).values(email_confirmed_at=now))
+    audit.record(session, account.person_id, "email.confirmed", "account", account.person_id,
+                 {"confirmation_id": confirmation.confirmation_id})
+
+
+def email_confirmation_message(session: Session, settings: Settings, confirmation_id: str, now: dt.datetime,
+                               reader: str):
+    confirmation = session.get(EmailConfirmation, confirmation_id)
+    if confirmation is None:
+        raise errors.not_found("邮箱验证", "confirmation_id")
+    if confirmation.status != "pending" or confirmation.expires_at <= now:
+        raise errors.SwmsError(errors.INVALID_STATE, "该验证码已失效（已使用、已过期或已被新的请求取代）", "confirmation_id")
+    account = session.get(Account, confirmation.person_id)
+    audit.record(session, reader, "email_confirmation.code_read", "account", account.person_id,
+                 {"confirmation_id": confirmation.confirmation_id})
+    return account, confirmation, confirmation_code(settings, confirmation)
+
+
+# ---- password reset ------------------------------------------------------------------------------------
 
 def reset_code(settings: Settings, reset: PasswordReset) -> str:
     digest = settings.keyed_hash("reset-code", f"{reset.reset_id}:{reset.secret}")
@@ -235,7 +319,8 @@ def request_password_reset(session: Session, settings: Settings, login: str, sou
     for key, limit in keys:
         throttle.record_failure(session, key, limit, now)
     account = find_account_for_login(session, login)
-    if account is None:
+    if account is None or account.email_confirmed_at is None:
+        # Only to a confirmed address: a mistyped one would hand the account to its owner.
         return None
     session.execute(update(PasswordReset).where(PasswordReset.person_id == account.person_id,
                                                 PasswordReset.status == "pending").values(status="cancelled"))
@@ -274,16 +359,7 @@ def check_reset_code(session: Session, settings: Settings, account: Account | No
     if reset is None:
         raise _code_invalid()
     if not hmac.compare_digest(reset_code(settings, reset), code):
-        reset_id = reset.reset_id
-
-        def spend(s: Session) -> None:
-            s.execute(update(PasswordReset).where(PasswordReset.reset_id == reset_id)
-                      .values(attempts=PasswordReset.attempts + 1))
-            s.execute(update(PasswordReset).where(PasswordReset.reset_id == reset_id,
-                                                  PasswordReset.attempts >= settings.reset_max_attempts)
-                      .values(status="exhausted"))
-
-        raise failing(_code_invalid(), spend)
+        raise failing(_code_invalid(), _spend_attempt(PasswordReset.reset_id, reset.reset_id, settings))
     return reset
 
 

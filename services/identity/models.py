@@ -49,6 +49,9 @@ class Account(Base):
     officer_level: Mapped[str | None] = mapped_column(String(10), nullable=True)
     created_at: Mapped[object] = mapped_column(DateTime)
     password_changed_at: Mapped[object | None] = mapped_column(DateTime, nullable=True)
+    # Set when the holder typed the code mailed to ``email``; password-reset codes go only to a
+    # confirmed address (a mistyped one would hand the account to whoever owns it).
+    email_confirmed_at: Mapped[object | None] = mapped_column(DateTime, nullable=True)
 
 
 class RefreshToken(Base):
@@ -70,6 +73,21 @@ class PasswordReset(Base):
     __tablename__ = "password_resets"
     reset_id: Mapped[str] = mapped_column(String(36), primary_key=True)
     person_id: Mapped[str] = mapped_column(ForeignKey("accounts.person_id"), index=True)
+    secret: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(10))   # pending / used / cancelled / exhausted
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[object] = mapped_column(DateTime)
+    expires_at: Mapped[object] = mapped_column(DateTime, index=True)
+    used_at: Mapped[object | None] = mapped_column(DateTime, nullable=True)
+
+
+class EmailConfirmation(Base):
+    """A one-time code mailed to the account's address, typed back to confirm it. Like a password
+    reset, the code is never stored: it is an HMAC of the id and a per-confirmation secret."""
+    __tablename__ = "email_confirmations"
+    confirmation_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    person_id: Mapped[str] = mapped_column(ForeignKey("accounts.person_id"), index=True)
+    email: Mapped[str] = mapped_column(String(254))     # the address the code went to
     secret: Mapped[str] = mapped_column(String(64))
     status: Mapped[str] = mapped_column(String(10))   # pending / used / cancelled / exhausted
     attempts: Mapped[int] = mapped_column(Integer, default=0)

@@ -32,6 +32,11 @@ from swms.contracts.identity import (
     CheckPasserRequest,
     CheckPasserResponse,
     Contact,
+    EmailConfirm,
+    EmailConfirmationMessage,
+    EmailConfirmationRef,
+    EmailConfirmationStarted,
+    EmailConfirmed,
     FeedbackDecisionRequest,
     FeedbackDetail,
     FeedbackItem,
@@ -316,6 +321,40 @@ class IdentityService:
         return Acknowledged(ok=True, message="密码已重置，请使用新密码登录")
 
     @rpc(expected_exceptions=errors.SwmsError)
+    @contract(None, EmailConfirmationStarted)
+    def request_email_confirmation(self):
+        """The signed-in holder: a new code to the account's address (one is also sent at sign-up)."""
+        caller = self.auth.require(SOCIAL_WORKER)
+
+        def work(session):
+            account = session.get(Account, caller.subject)
+            if account is None:
+                raise errors.not_found("账号", "person_id")
+            return domain.request_email_confirmation(session, self.settings, account, utcnow())
+
+        self._transaction(work)
+        hours = int(self.settings.confirm_ttl.total_seconds() // 3600)
+        return EmailConfirmationStarted(message=f"验证码已发送至您的注册邮箱，{hours} 小时内有效",
+                                        expires_in_seconds=int(self.settings.confirm_ttl.total_seconds()))
+
+    @rpc(expected_exceptions=errors.SwmsError)
+    @contract(EmailConfirm, EmailConfirmed)
+    def confirm_email(self, request: EmailConfirm):
+        """The signed-in holder types the mailed code: the address is confirmed (password-reset
+        codes are sent only to a confirmed address)."""
+        caller = self.auth.require(SOCIAL_WORKER)
+        now = utcnow()
+
+        def work(session):
+            account = session.get(Account, caller.subject)
+            if account is None:
+                raise errors.not_found("账号", "person_id")
+            domain.confirm_email(session, self.settings, account, request.code, now)
+            return account.email
+
+        return EmailConfirmed(email=self._transaction(work), confirmed_at=now)
+
+    @rpc(expected_exceptions=errors.SwmsError)
     @contract(PersonRequest, PersonResponse)
     def get_person(self, request: PersonRequest):
         self.auth.require_person(request.person_id)
@@ -324,7 +363,8 @@ class IdentityService:
             raise errors.not_found("人员", "person_id")
         passer = self.db.session.get(Passer, account.passer_id)
         return PersonResponse(person_id=account.person_id, name=account.name, id_number=account.id_number,
-                              email=account.email, level=passer.level,
+                              email=account.email, email_confirmed=account.email_confirmed_at is not None,
+                              level=passer.level,
                               management_number=passer.management_number, exam_year=passer.exam_year)
 
     # ---- 反馈 (feedback) ------------------------------------------------------------------------------
@@ -419,6 +459,17 @@ class IdentityService:
                                                                  utcnow(), caller.subject)
         return PasswordResetMessage(person_id=account.person_id, name=account.name, email=account.email,
                                     code=code, expires_at=reset.expires_at)
+
+    @rpc(expected_exceptions=errors.SwmsError)
+    @contract(EmailConfirmationRef, EmailConfirmationMessage)
+    def get_email_confirmation_message(self, request: EmailConfirmationRef):
+        """Notification only: the code of a live confirmation; INVALID_STATE once used, replaced or expired."""
+        caller = self.auth.require(SERVICE)
+        with self.db.transaction() as session:
+            account, confirmation, code = domain.email_confirmation_message(
+                session, self.settings, request.confirmation_id, utcnow(), caller.subject)
+        return EmailConfirmationMessage(person_id=account.person_id, name=account.name, email=confirmation.email,
+                                        code=code, expires_at=confirmation.expires_at)
 
     @rpc(expected_exceptions=errors.SwmsError)
     @contract(OfficerContactsRequest, OfficerContacts)

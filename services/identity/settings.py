@@ -42,6 +42,7 @@ class Settings:
     refresh_ttl: dt.timedelta = dt.timedelta(hours=12)
     reset_ttl: dt.timedelta = dt.timedelta(minutes=15)
     reset_max_attempts: int = 5
+    confirm_ttl: dt.timedelta = dt.timedelta(hours=24)   # the email confirmation code (max attempts: as reset)
     proof_max_bytes: int = 5 * 1024 * 1024
     login_account: Limit = Limit("login", 5, dt.timedelta(minutes=15), dt.timedelta(minutes=15))
     login_source: Limit = Limit("login-src", 30, dt.timedelta(minutes=15), dt.timedelta(minutes=15))
@@ -51,6 +52,8 @@ class Settings:
     # Password-reset requests: each one counts (a mail is sent), per login and per source.
     reset_login: Limit = Limit("reset", 5, dt.timedelta(hours=1), dt.timedelta(hours=1))
     reset_source: Limit = Limit("reset-src", 20, dt.timedelta(hours=1), dt.timedelta(hours=1))
+    # New email confirmation codes asked for, per account (each one sends a mail).
+    confirm_account: Limit = Limit("confirm", 5, dt.timedelta(hours=1), dt.timedelta(hours=1))
     # Feedback submissions per source.
     feedback_source: Limit = Limit("feedback-src", 10, dt.timedelta(hours=1), dt.timedelta(hours=1))
 

@@ -46,12 +46,13 @@ from swms.contracts.events import (
     CertificateRevoked,
     CertificateStatusChanged,
     CertificateSuspended,
+    EmailConfirmationRequested,
     Event,
     FeedbackDecided,
     FeedbackSubmitted,
     PasswordResetRequested,
 )
-from swms.contracts.identity import Contact, PasswordResetMessage
+from swms.contracts.identity import Contact, EmailConfirmationMessage, PasswordResetMessage
 
 PASSWORD_RESET_PRIORITY = 10
 
@@ -73,6 +74,7 @@ class Lookups(Protocol):
     def person(self, person_id: str) -> Contact: ...
     def feedback_contact(self, feedback_id: str) -> Contact: ...
     def password_reset(self, reset_id: str) -> PasswordResetMessage: ...
+    def email_confirmation(self, confirmation_id: str) -> EmailConfirmationMessage: ...
     def officers(self, region_code: str, level: str | None) -> list[Contact]: ...
 
 
@@ -212,13 +214,23 @@ def plan_feedback_decided(event: FeedbackDecided, lookups: Lookups, settings: Se
     return [_person(submitter, kind, {"reason": event.reason, "portal_url": settings.portal_url}, event.feedback_id)]
 
 
-def plan_password_reset(event: PasswordResetRequested, lookups: Lookups, settings: Settings) -> list[Outgoing]:
-    reset = lookups.password_reset(event.reset_id)
-    expires = reset.expires_at
+def _code_mail(message: PasswordResetMessage | EmailConfirmationMessage, kind: str, ref: str) -> list[Outgoing]:
+    """A one-time code: sent before other mail, never after it expires, its body not kept."""
+    expires = message.expires_at
     expires_naive = (expires.astimezone(dt.timezone.utc).replace(tzinfo=None) if expires.tzinfo else expires)
-    contact = Contact(person_id=reset.person_id, name=reset.name, email=reset.email)
-    return [_person(contact, "password_reset", {"code": reset.code, "expires_time": expires.isoformat()},
-                    event.reset_id, priority=PASSWORD_RESET_PRIORITY, expires_at=expires_naive, sensitive=True)]
+    contact = Contact(person_id=message.person_id, name=message.name, email=message.email)
+    return [_person(contact, kind, {"code": message.code, "expires_time": expires.isoformat()},
+                    ref, priority=PASSWORD_RESET_PRIORITY, expires_at=expires_naive, sensitive=True)]
+
+
+def plan_password_reset(event: PasswordResetRequested, lookups: Lookups, settings: Settings) -> list[Outgoing]:
+    return _code_mail(lookups.password_reset(event.reset_id), "password_reset", event.reset_id)
+
+
+def plan_email_confirmation(event: EmailConfirmationRequested, lookups: Lookups,
+                            settings: Settings) -> list[Outgoing]:
+    return _code_mail(lookups.email_confirmation(event.confirmation_id), "email_confirmation",
+                      event.confirmation_id)
 
 
 TASKS: dict[str, Task] = {task.name: task for task in (
@@ -237,6 +249,7 @@ TASKS: dict[str, Task] = {task.name: task for task in (
     Task("feedback_submitted.officers", FeedbackSubmitted, plan_feedback_officers),
     Task("feedback_decided.submitter", FeedbackDecided, plan_feedback_decided),
     Task("password_reset_requested.person", PasswordResetRequested, plan_password_reset),
+    Task("email_confirmation_requested.person", EmailConfirmationRequested, plan_email_confirmation),
 )}
 
 # Events consumed only for their effect on reminders (the new certificate's own email follows).

@@ -46,12 +46,13 @@ from swms.contracts.events import (
     CertificateReissued,
     CertificateRevoked,
     CertificateSuspended,
+    EmailConfirmationRequested,
     Event,
     FeedbackDecided,
     FeedbackSubmitted,
     PasswordResetRequested,
 )
-from swms.contracts.identity import Contact, PasswordResetMessage
+from swms.contracts.identity import Contact, EmailConfirmationMessage, PasswordResetMessage
 from swms.contracts.notification import (
     FailureList,
     FailureOut,
@@ -167,9 +168,17 @@ class IdentityLookups:
         return self._contact(self._call("get_feedback_contact", {"feedback_id": feedback_id}, "feedback_id"))
 
     def password_reset(self, reset_id: str) -> PasswordResetMessage:
-        data = self._call("get_password_reset_message", {"reset_id": reset_id}, "reset_id")
+        return self._message(PasswordResetMessage, self._call("get_password_reset_message", {"reset_id": reset_id},
+                                                              "reset_id"))
+
+    def email_confirmation(self, confirmation_id: str) -> EmailConfirmationMessage:
+        return self._message(EmailConfirmationMessage, self._call(
+            "get_email_confirmation_message", {"confirmation_id": confirmation_id}, "confirmation_id"))
+
+    @staticmethod
+    def _message(model, data):
         try:
-            return PasswordResetMessage(**{key: data[key] for key in PasswordResetMessage.model_fields})
+            return model(**{key: data[key] for key in model.model_fields})
         except (KeyError, TypeError, ValidationError) as exc:
             raise ComposeError(domain.UPSTREAM_UNAVAILABLE, None, f"unexpected reply from identity: {exc}",
                                False) from None
@@ -275,6 +284,10 @@ class NotificationService:
     @event_handler(PasswordResetRequested.source, PasswordResetRequested.event_type)
     def on_password_reset_requested(self, payload):
         self._accept(PasswordResetRequested, payload)
+
+    @event_handler(EmailConfirmationRequested.source, EmailConfirmationRequested.event_type)
+    def on_email_confirmation_requested(self, payload):
+        self._accept(EmailConfirmationRequested, payload)
 
     def _accept(self, model: type[Event], payload) -> None:
         """Look the recipients up first (outside any transaction), then write everything about the

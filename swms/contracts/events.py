@@ -140,6 +140,15 @@ class FeedbackDecided(Event):
     decided_at: dt.datetime
 
 
+class EmailConfirmationRequested(Event):
+    """Sign-up (or a request for a new code): notification fetches the code over RPC and mails it."""
+    source: ClassVar[str] = "identity"
+    event_type: ClassVar[str] = "email_confirmation_requested"
+    confirmation_id: str
+    person_id: str
+    expires_at: dt.datetime
+
+
 class PasswordResetRequested(Event):
     """Notification fetches the one-time code from identity over RPC (the code never rides the bus)."""
     source: ClassVar[str] = "identity"

@@ -162,6 +162,20 @@ class PasswordResetConfirm(Contract):
     new_password: str = Field(title="新密码", min_length=8, max_length=128)
 
 
+class EmailConfirmationStarted(Contract):
+    message: str
+    expires_in_seconds: int
+
+
+class EmailConfirm(Contract):
+    code: str = Field(title="邮箱验证码", pattern=r"^\d{6}$")
+
+
+class EmailConfirmed(Contract):
+    email: str
+    confirmed_at: dt.datetime
+
+
 class PersonRequest(Contract):
     person_id: Uuid = Field(title="人员编号")
 
@@ -175,6 +189,7 @@ class PersonResponse(Contract):
     level: Level
     management_number: str
     exam_year: int
+    email_confirmed: bool = False
 
 
 # ---- 反馈 (feedback): a person not found in the registry asks to be added -----------------------
@@ -306,6 +321,18 @@ class PasswordResetRef(Contract):
 
 
 class PasswordResetMessage(Contract):
+    person_id: Uuid
+    name: str
+    email: str
+    code: str
+    expires_at: dt.datetime
+
+
+class EmailConfirmationRef(Contract):
+    confirmation_id: Uuid = Field(title="验证编号")
+
+
+class EmailConfirmationMessage(Contract):
     person_id: Uuid
     name: str
     email: str

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.e2e
 def test_sign_up_to_downloaded_certificate_and_email(stack, tmp_path):
     lines = []
     result = walk(stack, tmp_path / "out", say=lines.append)
-    assert len(lines) == 16, lines
+    assert len(lines) == 17, lines
 
     # The PDF object is in S3 under its certificate number, and it is the file the holder downloaded.
     environment = stack.environment()

@@ -260,13 +260,80 @@ def test_failed_logins_are_limited_per_account_and_per_source(strict_identity, a
         expect_error(lambda: elsewhere.identity.login({"login": "new@example.cn", "password": "x"}), "LOGIN_FAILED")
 
 
-def test_password_reset_by_emailed_code(identity, amqp_uri, keys_dir):
-    tap = EventTap(amqp_uri, "identity", "password_reset_requested")
+def confirm_address(amqp_uri, keys_dir, confirmations: EventTap, person_id: str) -> None:
+    """What the holder does with the code mailed at sign-up (notification fetches it the same way)."""
+    [event] = confirmations.collect(1)
+    assert event["person_id"] == person_id
+    with client(amqp_uri, token(keys_dir, Caller("notification", SERVICE))) as service:
+        code = service.identity.get_email_confirmation_message({"confirmation_id": event["confirmation_id"]})["code"]
+    with client(amqp_uri, worker_token(keys_dir, person_id)) as person:
+        assert person.identity.confirm_email({"code": code})["email"] == "li@example.cn"
+
+
+def test_email_address_confirmed_by_the_mailed_code(identity, amqp_uri, keys_dir):
+    confirmations = EventTap(amqp_uri, "identity", "email_confirmation_requested")
     notification = token(keys_dir, Caller("notification", SERVICE))
     try:
         with client(amqp_uri) as public:
             account = public.identity.sign_up({"name": "李明华", "id_number": HOLDER_ID, "email": "li@example.cn",
                                                "password": PASSWORD})
+        [event] = confirmations.collect(1)
+        assert event["person_id"] == account["person_id"]
+        with client(amqp_uri, notification) as service:
+            message = service.identity.get_email_confirmation_message({"confirmation_id": event["confirmation_id"]})
+        code = message["code"]
+        assert message["email"] == "li@example.cn" and len(code) == 6 and code not in json.dumps(event)
+        wrong = f"{(int(code) + 1) % 1_000_000:06d}"
+        with client(amqp_uri, worker_token(keys_dir, account["person_id"])) as person:
+            assert person.identity.get_person({"person_id": account["person_id"]})["email_confirmed"] is False
+            expect_error(lambda: person.identity.get_email_confirmation_message(
+                {"confirmation_id": event["confirmation_id"]}), "FORBIDDEN")
+            expect_error(lambda: person.identity.confirm_email({"code": wrong}), "CONFIRMATION_CODE_INVALID", "code")
+            expect_error(lambda: person.identity.confirm_email({"code": "12345"}), "VALIDATION_FAILED", "code")
+            # a new code kills the first one
+            assert person.identity.request_email_confirmation()["expires_in_seconds"] == 24 * 3600
+            [again] = confirmations.collect(1)
+            expect_error(lambda: person.identity.confirm_email({"code": code}), "CONFIRMATION_CODE_INVALID", "code")
+            with client(amqp_uri, notification) as service:
+                expect_error(lambda: service.identity.get_email_confirmation_message(
+                    {"confirmation_id": event["confirmation_id"]}), "INVALID_STATE", "confirmation_id")
+                code = service.identity.get_email_confirmation_message(
+                    {"confirmation_id": again["confirmation_id"]})["code"]
+            # five wrong codes spend it: the right one no longer works
+            for step in range(1, 6):
+                expect_error(lambda: person.identity.confirm_email({"code": f"{(int(code) + step) % 1_000_000:06d}"}),
+                             "CONFIRMATION_CODE_INVALID", "code")
+            expect_error(lambda: person.identity.confirm_email({"code": code}), "CONFIRMATION_CODE_INVALID", "code")
+            person.identity.request_email_confirmation()
+            [third] = confirmations.collect(1)
+            with client(amqp_uri, notification) as service:
+                code = service.identity.get_email_confirmation_message(
+                    {"confirmation_id": third["confirmation_id"]})["code"]
+            confirmed = person.identity.confirm_email({"code": code})
+            assert confirmed["email"] == "li@example.cn"
+            assert person.identity.get_person({"person_id": account["person_id"]})["email_confirmed"] is True
+            expect_error(lambda: person.identity.confirm_email({"code": code}), "CONFIRMATION_CODE_INVALID", "code")
+            expect_error(lambda: person.identity.request_email_confirmation(), "INVALID_STATE", "email")
+        with session_for(identity["DB_URL"]) as session:
+            actions = [row["action"] for row in audit.for_entity(session, account["person_id"])]
+        assert actions.count("email_confirmation.requested") == 3 and actions.count("email.confirmed") == 1
+    finally:
+        confirmations.close()
+
+
+def test_password_reset_by_emailed_code(identity, amqp_uri, keys_dir):
+    tap = EventTap(amqp_uri, "identity", "password_reset_requested")
+    confirmations = EventTap(amqp_uri, "identity", "email_confirmation_requested")
+    notification = token(keys_dir, Caller("notification", SERVICE))
+    try:
+        with client(amqp_uri) as public:
+            account = public.identity.sign_up({"name": "李明华", "id_number": HOLDER_ID, "email": "li@example.cn",
+                                               "password": PASSWORD})
+            # Not before the address is confirmed: a mistyped address would receive the code.
+            before = public.identity.request_password_reset({"login": "li@example.cn"})
+            assert before["expires_in_seconds"] == 900 and tap.collect(1, timeout=1.0) == []
+        confirm_address(amqp_uri, keys_dir, confirmations, account["person_id"])
+        with client(amqp_uri) as public:
             for _ in range(5):   # the reset lifts the login lock too
                 expect_error(lambda: public.identity.login({"login": HOLDER_ID, "password": "Wrong-pass-1"}),
                              "LOGIN_FAILED")
@@ -315,6 +382,7 @@ def test_password_reset_by_emailed_code(identity, amqp_uri, keys_dir):
                 {"login": HOLDER_ID, "code": code, "new_password": "New-secret-33"}), "RESET_CODE_INVALID")
     finally:
         tap.close()
+        confirmations.close()
 
 
 def test_a_later_list_raises_the_level_of_a_registered_person(identity, amqp_uri, keys_dir):
@@ -365,7 +433,7 @@ def test_no_full_id_number_in_logs_events_or_audit(identity, amqp_uri, keys_dir,
 
     caplog.set_level(logging.DEBUG)
     caplog.handler.addFilter(RedactIdNumbers())
-    taps = [EventTap(amqp_uri, "identity", kind) for kind in ("feedback_submitted", "password_reset_requested")]
+    taps = [EventTap(amqp_uri, "identity", kind) for kind in ("feedback_submitted", "email_confirmation_requested")]
     try:
         with client(amqp_uri, client_ip="192.0.2.10") as public:
             public.identity.sign_up({"name": "李明华", "id_number": HOLDER_ID, "email": "li@example.cn",

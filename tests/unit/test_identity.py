@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from services.identity import domain, passwords, registry, throttle
 from services.identity import feedback as feedback_rules
-from services.identity.models import Account, Passer, PasswordReset, RefreshToken, Throttle, metadata, outbox
+from services.identity.models import Account, EmailConfirmation, Passer, PasswordReset, RefreshToken, Throttle, metadata, outbox
 from services.identity.redact import RedactIdNumbers, mask_id_numbers
 from services.identity.settings import Limit, Settings, derive_hash_key
 from swms import errors
@@ -271,10 +271,60 @@ def test_an_expired_refresh_token_is_refused():
     assert caught.value.code == "TOKEN_EXPIRED"
 
 
-def test_reset_code_is_six_digits_never_stored_and_replaced_by_a_new_request():
+def _confirmed(db: Session, account: Account, now) -> Account:
+    confirmation = domain.start_email_confirmation(db, SETTINGS, account, now)
+    domain.confirm_email(db, SETTINGS, account, domain.confirmation_code(SETTINGS, confirmation), now)
+    db.refresh(account)
+    return account
+
+
+def test_email_confirmation_code_confirms_the_current_address_only():
     now = utcnow()
     with session() as db:
         account = _account(db)
+        first = domain.start_email_confirmation(db, SETTINGS, account, now)
+        second = domain.request_email_confirmation(db, SETTINGS, account, now)   # the first code dies
+        first_code, second_code = (domain.confirmation_code(SETTINGS, c) for c in (first, second))
+        assert len(second_code) == 6 and second_code.isdigit() and first_code != second_code
+        stored = [str(value) for r in db.execute(select(EmailConfirmation.__table__)).all() for value in r]
+        assert second_code not in stored                                 # never stored, recomputed
+        for wrong in (first_code, "000000" if second_code != "000000" else "111111"):
+            with pytest.raises(errors.SwmsError) as caught:
+                domain.confirm_email(db, SETTINGS, account, wrong, now)
+            assert caught.value.code == "CONFIRMATION_CODE_INVALID" and caught.value.field == "code"
+        assert account.email_confirmed_at is None
+        with pytest.raises(errors.SwmsError) as caught:                  # expired
+            domain.confirm_email(db, SETTINGS, account, second_code, now + SETTINGS.confirm_ttl)
+        assert caught.value.code == "CONFIRMATION_CODE_INVALID"
+        domain.confirm_email(db, SETTINGS, account, second_code, now)
+        db.refresh(account)
+        assert account.email_confirmed_at == now
+        with pytest.raises(errors.SwmsError) as caught:                  # used once
+            domain.confirm_email(db, SETTINGS, account, second_code, now)
+        assert caught.value.code == "CONFIRMATION_CODE_INVALID"
+        with pytest.raises(errors.SwmsError) as caught:                  # nothing left to confirm
+            domain.request_email_confirmation(db, SETTINGS, account, now)
+        assert caught.value.code == "INVALID_STATE"
+        payloads = events(db, "email_confirmation_requested")
+    assert len(payloads) == 2 and all(second_code not in json.dumps(p) for p in payloads)
+
+
+def test_reset_codes_go_only_to_a_confirmed_address():
+    now = utcnow()
+    with session() as db:
+        account = _account(db)
+        # A mistyped address must not receive the codes that take over the account.
+        assert domain.request_password_reset(db, SETTINGS, "li@example.cn", None, now) is None
+        assert events(db, "password_reset_requested") == []
+        _confirmed(db, account, now)
+        assert domain.request_password_reset(db, SETTINGS, "li@example.cn", None, now) is not None
+        assert len(events(db, "password_reset_requested")) == 1
+
+
+def test_reset_code_is_six_digits_never_stored_and_replaced_by_a_new_request():
+    now = utcnow()
+    with session() as db:
+        account = _confirmed(db, _account(db), now)
         first = domain.request_password_reset(db, SETTINGS, "LI@example.cn", None, now)
         code = domain.reset_code(SETTINGS, first)
         second = domain.request_password_reset(db, SETTINGS, "li@example.cn", None, now)

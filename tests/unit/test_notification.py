@@ -32,11 +32,12 @@ from swms.contracts.events import (
     CertificateReinstated,
     CertificateRevoked,
     CertificateSuspended,
+    EmailConfirmationRequested,
     FeedbackDecided,
     FeedbackSubmitted,
     PasswordResetRequested,
 )
-from swms.contracts.identity import Contact, PasswordResetMessage
+from swms.contracts.identity import Contact, EmailConfirmationMessage, PasswordResetMessage
 from swms.contracts.review import Stage
 from swms.db import sqlite_transactions
 
@@ -84,6 +85,11 @@ class FakeLookups:
         return PasswordResetMessage(person_id=PERSON, name="李明华", email="li@example.cn", code="493027",
                                     expires_at=UTC_NOW + dt.timedelta(minutes=30))
 
+    def email_confirmation(self, confirmation_id):
+        self.calls.append(("confirmation", confirmation_id))
+        return EmailConfirmationMessage(person_id=PERSON, name="李明华", email="li@example.cn", code="508316",
+                                        expires_at=UTC_NOW + dt.timedelta(hours=24))
+
     def officers(self, region_code, level):
         self.calls.append(("officers", region_code, level))
         return self.officer_list
@@ -121,6 +127,8 @@ def sample_events():
         FeedbackDecided(feedback_id=str(uuid.uuid4()), approved=False, reason="证明材料无法核实", **decided),
         PasswordResetRequested(reset_id=str(uuid.uuid4()), person_id=PERSON,
                                expires_at=UTC_NOW + dt.timedelta(minutes=30)),
+        EmailConfirmationRequested(confirmation_id=str(uuid.uuid4()), person_id=PERSON,
+                                   expires_at=UTC_NOW + dt.timedelta(hours=24)),
     ]
 
 
