@@ -235,9 +235,28 @@ def _spend_attempt(id_column, row_id: str, settings: Settings) -> Callable[[Sess
 
 
 
-def confirmation_code(settings: Settings, confirmation: EmailConfirmation) -> str:
-    digest = settings.keyed_hash("email-code", f"{confirmation.confirmation_id}:{confirmation.secret}")
+def _six_digits(settings: Settings, purpose: str, row_id: str, secret: str) -> str:
+    """A one-time code: never stored, recomputed from the row's id and secret under the deployment key."""
+    digest = settings.keyed_hash(purpose, f"{row_id}:{secret}")
     return f"{int(digest, 16) % 1_000_000:06d}"
+
+
+def _code_to_mail(session: Session, id_column, row_id: str, what: str, now: dt.datetime, reader: str,
+                  action: str):
+    """For notification: the account and the live (pending, unexpired) code row; each read audited."""
+    field = id_column.key
+    row = session.get(id_column.class_, row_id)
+    if row is None:
+        raise errors.not_found(what, field)
+    if row.status != "pending" or row.expires_at <= now:
+        raise errors.SwmsError(errors.INVALID_STATE, "该验证码已失效（已使用、已过期或已被新的请求取代）", field)
+    account = session.get(Account, row.person_id)
+    audit.record(session, reader, action, "account", account.person_id, {field: row_id})
+    return account, row
+
+
+def confirmation_code(settings: Settings, confirmation: EmailConfirmation) -> str:
+    return _six_digits(settings, "email-code", confirmation.confirmation_id, confirmation.secret)
 
 
 def start_email_confirmation(session: Session, settings: Settings, account: Account,
@@ -291,22 +310,15 @@ def confirm_email(session: Session, settings: Settings, account: Account, code: 
 
 def email_confirmation_message(session: Session, settings: Settings, confirmation_id: str, now: dt.datetime,
                                reader: str):
-    confirmation = session.get(EmailConfirmation, confirmation_id)
-    if confirmation is None:
-        raise errors.not_found("邮箱验证", "confirmation_id")
-    if confirmation.status != "pending" or confirmation.expires_at <= now:
-        raise errors.SwmsError(errors.INVALID_STATE, "该验证码已失效（已使用、已过期或已被新的请求取代）", "confirmation_id")
-    account = session.get(Account, confirmation.person_id)
-    audit.record(session, reader, "email_confirmation.code_read", "account", account.person_id,
-                 {"confirmation_id": confirmation.confirmation_id})
+    account, confirmation = _code_to_mail(session, EmailConfirmation.confirmation_id, confirmation_id, "邮箱验证",
+                                          now, reader, "email_confirmation.code_read")
     return account, confirmation, confirmation_code(settings, confirmation)
 
 
 # ---- password reset ------------------------------------------------------------------------------------
 
 def reset_code(settings: Settings, reset: PasswordReset) -> str:
-    digest = settings.keyed_hash("reset-code", f"{reset.reset_id}:{reset.secret}")
-    return f"{int(digest, 16) % 1_000_000:06d}"
+    return _six_digits(settings, "reset-code", reset.reset_id, reset.secret)
 
 
 def request_password_reset(session: Session, settings: Settings, login: str, source: str | None,
@@ -381,14 +393,8 @@ def complete_password_reset(session: Session, settings: Settings, account: Accou
 
 
 def password_reset_message(session: Session, settings: Settings, reset_id: str, now: dt.datetime, reader: str):
-    reset = session.get(PasswordReset, reset_id)
-    if reset is None:
-        raise errors.not_found("重置请求", "reset_id")
-    if reset.status != "pending" or reset.expires_at <= now:
-        raise errors.SwmsError(errors.INVALID_STATE, "该验证码已失效（已使用、已过期或已被新的请求取代）", "reset_id")
-    account = session.get(Account, reset.person_id)
-    audit.record(session, reader, "password_reset.code_read", "account", account.person_id,
-                 {"reset_id": reset.reset_id})
+    account, reset = _code_to_mail(session, PasswordReset.reset_id, reset_id, "重置请求", now, reader,
+                                   "password_reset.code_read")
     return account, reset, reset_code(settings, reset)
 
 

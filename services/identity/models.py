@@ -67,33 +67,29 @@ class RefreshToken(Base):
     revoked_at: Mapped[object | None] = mapped_column(DateTime, nullable=True)
 
 
-class PasswordReset(Base):
-    """A one-time code by email. The code is never stored: it is an HMAC of the reset id and a
-    per-reset secret, recomputed to send it (get_password_reset_message) and to check it."""
+class OneTimeCode:
+    """Columns of a mailed one-time code. The code is never stored: it is an HMAC of the row's id
+    and its secret, recomputed to send it (notification asks over RPC) and to check it."""
+    person_id: Mapped[str] = mapped_column(ForeignKey("accounts.person_id"), index=True)
+    secret: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(10))   # pending / used / cancelled / exhausted
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[object] = mapped_column(DateTime)
+    expires_at: Mapped[object] = mapped_column(DateTime, index=True)
+    used_at: Mapped[object | None] = mapped_column(DateTime, nullable=True)
+
+
+class PasswordReset(OneTimeCode, Base):
+    """A code by email to set a new password."""
     __tablename__ = "password_resets"
     reset_id: Mapped[str] = mapped_column(String(36), primary_key=True)
-    person_id: Mapped[str] = mapped_column(ForeignKey("accounts.person_id"), index=True)
-    secret: Mapped[str] = mapped_column(String(64))
-    status: Mapped[str] = mapped_column(String(10))   # pending / used / cancelled / exhausted
-    attempts: Mapped[int] = mapped_column(Integer, default=0)
-    created_at: Mapped[object] = mapped_column(DateTime)
-    expires_at: Mapped[object] = mapped_column(DateTime, index=True)
-    used_at: Mapped[object | None] = mapped_column(DateTime, nullable=True)
 
 
-class EmailConfirmation(Base):
-    """A one-time code mailed to the account's address, typed back to confirm it. Like a password
-    reset, the code is never stored: it is an HMAC of the id and a per-confirmation secret."""
+class EmailConfirmation(OneTimeCode, Base):
+    """A code mailed to the account's address, typed back to confirm it."""
     __tablename__ = "email_confirmations"
     confirmation_id: Mapped[str] = mapped_column(String(36), primary_key=True)
-    person_id: Mapped[str] = mapped_column(ForeignKey("accounts.person_id"), index=True)
     email: Mapped[str] = mapped_column(String(254))     # the address the code went to
-    secret: Mapped[str] = mapped_column(String(64))
-    status: Mapped[str] = mapped_column(String(10))   # pending / used / cancelled / exhausted
-    attempts: Mapped[int] = mapped_column(Integer, default=0)
-    created_at: Mapped[object] = mapped_column(DateTime)
-    expires_at: Mapped[object] = mapped_column(DateTime, index=True)
-    used_at: Mapped[object | None] = mapped_column(DateTime, nullable=True)
 
 
 class Feedback(Base):
