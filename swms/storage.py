@@ -58,6 +58,18 @@ class Bucket:
         )
         return digest
 
+    def put_if_absent(self, key: str, body: bytes, content_type: str, metadata: dict[str, str] | None = None) -> bool:
+        """Store ``body`` only if nothing is under ``key`` yet (If-None-Match: *); False if
+        something was, which is left as it is: the first stored copy wins."""
+        try:
+            self.client.put_object(Bucket=self.name, Key=key, Body=body, ContentType=content_type,
+                                   Metadata=metadata or {}, IfNoneMatch="*")
+            return True
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") not in ("PreconditionFailed", "412", "ConditionalRequestConflict"):
+                raise
+        return False
+
     def get(self, key: str) -> bytes:
         return self.client.get_object(Bucket=self.name, Key=key)["Body"].read()
 

@@ -142,13 +142,8 @@ def stored_digest(bucket, key: str, number: str) -> str | None:
 
 def store_once(bucket, key: str, pdf: bytes, number: str) -> str:
     digest = hashlib.sha256(pdf).hexdigest()
-    try:
-        bucket.client.put_object(Bucket=bucket.name, Key=key, Body=pdf, ContentType="application/pdf",
-                                 Metadata={"sha256": digest, "certificate-number": number}, IfNoneMatch="*")
+    if bucket.put_if_absent(key, pdf, "application/pdf", {"sha256": digest, "certificate-number": number}):
         return digest
-    except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") not in ("PreconditionFailed", "412", "ConditionalRequestConflict"):
-            raise
     existing = stored_digest(bucket, key, number)  # someone stored it first: theirs is the certificate
     if existing is None:
         raise domain.IssueDeferred(domain.STORAGE_UNAVAILABLE, "证书文件存储冲突，稍后自动重试", "object_key")

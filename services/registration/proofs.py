@@ -114,13 +114,8 @@ def inspect(bucket: Bucket, key: str, content_type: ProofContentType, max_bytes:
 def _store_once(bucket: Bucket, key: str, body: bytes, content_type: str) -> bytes:
     """The bytes under ``key``: ``body``, or what a concurrent confirmation, or one that crashed
     before recording it, stored there first (the first stored copy is the proof)."""
-    try:
-        bucket.client.put_object(Bucket=bucket.name, Key=key, Body=body, ContentType=content_type,
-                                 Metadata={"sha256": hashlib.sha256(body).hexdigest()}, IfNoneMatch="*")
+    if bucket.put_if_absent(key, body, content_type, {"sha256": hashlib.sha256(body).hexdigest()}):
         return body
-    except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") not in ("PreconditionFailed", "412", "ConditionalRequestConflict"):
-            raise
     return bucket.get(key)
 
 
