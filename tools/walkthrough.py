@@ -119,14 +119,18 @@ def walk(stack: LocalStack, out_dir: Path, say=print) -> WalkResult:
                                                 "password": PROVINCE_OFFICER_PASSWORD})["access_token"]
         show("logged in (signed token, verified by each service locally)")
 
-    def confirmation_mail():
-        for path in sorted(stack.mail_dir.glob("*.eml")):
-            message = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
-            if message["To"] == HOLDER_EMAIL and "邮箱验证码" in (message["Subject"] or ""):
-                return message
-        return None
+    def holder_mail(subject_part: str, what: str) -> tuple[Path, email.message.EmailMessage]:
+        """The first mail to the holder whose subject holds ``subject_part`` (the holder also hears
+        of the submission and of each approval), once it has arrived."""
+        def find():
+            for path in sorted(stack.mail_dir.glob("*.eml")):
+                message = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
+                if message["To"] == HOLDER_EMAIL and subject_part in (message["Subject"] or ""):
+                    return path, message
+            return None
+        return wait_until(find, timeout=60, interval=0.3, what=what)
 
-    mail = wait_until(confirmation_mail, timeout=60, interval=0.3, what="the email confirmation code")
+    _, mail = holder_mail("邮箱验证码", "the email confirmation code")
     code = next(word for word in mail.get_body(preferencelist=("plain",)).get_content().split()
                 if word.isdigit() and len(word) == 6)
     with ClusterRpcProxy(config, timeout=30, context_data={"auth_token": token}) as worker:
@@ -172,17 +176,8 @@ def walk(stack: LocalStack, out_dir: Path, say=print) -> WalkResult:
             pdf_path.write_bytes(response.read())
         show(f"certificate PDF downloaded: {pdf_path} ({pdf_path.stat().st_size} bytes)")
 
-    def find_mail():
-        for path in sorted(stack.mail_dir.glob("*.eml")):
-            message = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
-            # the holder also hears of the submission and each approval: pick the certificate's mail
-            if message["To"] == HOLDER_EMAIL and "电子登记证书已签发" in (message["Subject"] or ""):
-                return path
-        return None
-
-    mail_path = wait_until(find_mail, timeout=60, interval=0.3, what="the certificate email")
-    subject = email.message_from_bytes(mail_path.read_bytes(), policy=email.policy.default)["Subject"]
-    show(f"email to {HOLDER_EMAIL} arrived: “{subject}” → {mail_path}")
+    mail_path, mail = holder_mail("电子登记证书已签发", "the certificate email")
+    show(f"email to {HOLDER_EMAIL} arrived: “{mail['Subject']}” → {mail_path}")
     return WalkResult(person_id=account["person_id"], application_id=application_id,
                       certificate_number=view["certificate_number"],
                       object_key=f"certificates/{view['certificate_number']}.pdf",

@@ -260,12 +260,17 @@ def test_failed_logins_are_limited_per_account_and_per_source(strict_identity, a
         expect_error(lambda: elsewhere.identity.login({"login": "new@example.cn", "password": "x"}), "LOGIN_FAILED")
 
 
+def confirmation_message(amqp_uri, keys_dir, event: dict) -> dict:
+    """What notification fetches to mail the code of an ``email_confirmation_requested`` event."""
+    with client(amqp_uri, token(keys_dir, Caller("notification", SERVICE))) as service:
+        return service.identity.get_email_confirmation_message({"confirmation_id": event["confirmation_id"]})
+
+
 def confirm_address(amqp_uri, keys_dir, confirmations: EventTap, person_id: str) -> None:
-    """What the holder does with the code mailed at sign-up (notification fetches it the same way)."""
+    """What the holder does with the code mailed at sign-up."""
     [event] = confirmations.collect(1)
     assert event["person_id"] == person_id
-    with client(amqp_uri, token(keys_dir, Caller("notification", SERVICE))) as service:
-        code = service.identity.get_email_confirmation_message({"confirmation_id": event["confirmation_id"]})["code"]
+    code = confirmation_message(amqp_uri, keys_dir, event)["code"]
     with client(amqp_uri, worker_token(keys_dir, person_id)) as person:
         assert person.identity.confirm_email({"code": code})["email"] == "li@example.cn"
 
@@ -279,8 +284,7 @@ def test_email_address_confirmed_by_the_mailed_code(identity, amqp_uri, keys_dir
                                                "password": PASSWORD})
         [event] = confirmations.collect(1)
         assert event["person_id"] == account["person_id"]
-        with client(amqp_uri, notification) as service:
-            message = service.identity.get_email_confirmation_message({"confirmation_id": event["confirmation_id"]})
+        message = confirmation_message(amqp_uri, keys_dir, event)
         code = message["code"]
         assert message["email"] == "li@example.cn" and len(code) == 6 and code not in json.dumps(event)
         wrong = f"{(int(code) + 1) % 1_000_000:06d}"
@@ -297,8 +301,7 @@ def test_email_address_confirmed_by_the_mailed_code(identity, amqp_uri, keys_dir
             with client(amqp_uri, notification) as service:
                 expect_error(lambda: service.identity.get_email_confirmation_message(
                     {"confirmation_id": event["confirmation_id"]}), "INVALID_STATE", "confirmation_id")
-                code = service.identity.get_email_confirmation_message(
-                    {"confirmation_id": again["confirmation_id"]})["code"]
+            code = confirmation_message(amqp_uri, keys_dir, again)["code"]
             # five wrong codes spend it: the right one no longer works
             for step in range(1, 6):
                 expect_error(lambda: person.identity.confirm_email({"code": f"{(int(code) + step) % 1_000_000:06d}"}),
@@ -306,9 +309,7 @@ def test_email_address_confirmed_by_the_mailed_code(identity, amqp_uri, keys_dir
             expect_error(lambda: person.identity.confirm_email({"code": code}), "CONFIRMATION_CODE_INVALID", "code")
             person.identity.request_email_confirmation()
             [third] = confirmations.collect(1)
-            with client(amqp_uri, notification) as service:
-                code = service.identity.get_email_confirmation_message(
-                    {"confirmation_id": third["confirmation_id"]})["code"]
+            code = confirmation_message(amqp_uri, keys_dir, third)["code"]
             confirmed = person.identity.confirm_email({"code": code})
             assert confirmed["email"] == "li@example.cn"
             assert person.identity.get_person({"person_id": account["person_id"]})["email_confirmed"] is True
