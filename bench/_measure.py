@@ -8,23 +8,39 @@ def percentile(samples: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
+def _cpu_from_stat(stat_line: str) -> float:
+    """User + system CPU seconds from a /proc/<pid>/stat line (the command name may hold spaces)."""
+    import os
+
+    fields = stat_line.rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a process has used so far; 0.0 once it is gone (Linux /proc)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return _cpu_from_stat(stat.read())
+    except OSError:
+        return 0.0
+
+
 def _process_cpu() -> dict[int, tuple[str, float]]:
     """Every live process: its command line and the user + system CPU seconds it has used (Linux /proc)."""
     import os
 
-    tick = os.sysconf("SC_CLK_TCK")
     found = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
         try:
             with open(f"/proc/{entry}/stat") as stat:
-                fields = stat.read().rsplit(")", 1)[1].split()
+                seconds = _cpu_from_stat(stat.read())
             with open(f"/proc/{entry}/cmdline", "rb") as cmdline:
                 command = cmdline.read().replace(b"\0", b" ").decode(errors="replace")
         except OSError:
             continue
-        found[int(entry)] = (command, (int(fields[11]) + int(fields[12])) / tick)
+        found[int(entry)] = (command, seconds)
     return found
 
 
@@ -48,14 +64,11 @@ class CpuLedger:
     def __init__(self, groups):
         self.groups = groups
 
-    def _by_group(self) -> tuple[dict[int, tuple[str, float]], float]:
-        return _process_cpu(), _machine_busy()
-
     def start(self):
-        self._before, self._busy_before = self._by_group()
+        self._before, self._busy_before = _process_cpu(), _machine_busy()
 
     def stop(self) -> dict[str, float]:
-        after, busy = self._by_group()
+        after, busy = _process_cpu(), _machine_busy()
         spent = {label: 0.0 for label in self.groups}
         for pid, (command, seconds) in after.items():
             for label, matches in self.groups.items():

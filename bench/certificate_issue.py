@@ -47,7 +47,7 @@ import time  # noqa: E402
 import uuid  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-from bench._measure import percentile  # noqa: E402
+from bench._measure import cpu_seconds, percentile  # noqa: E402
 
 BENCH_NAME = "李明华"
 BENCH_UNIT = "北京市朝阳区阳光社会工作服务中心"
@@ -103,15 +103,6 @@ def bare_rate(processes: int, count: int, sign: bool) -> tuple[float, float]:
     results = [json.loads(child.communicate()[0].strip().splitlines()[-1]) for child in children]
     return (sum(r["count"] / r["seconds"] for r in results),
             sum(r["cpu"] for r in results) / sum(r["count"] for r in results))
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a live process (Linux /proc)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def children_of(pid: int) -> list[int]:

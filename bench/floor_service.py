@@ -42,38 +42,54 @@ def create_tables(url: str) -> None:
     metadata.create_all(engine_for(url))
 
 
-def _prepared(payload: dict):
-    """The request validated, a new application id, the time, the form as stored and the event body."""
+ROW_TABLES = (applications, history, submissions, audit, outbox)
+
+
+def _prepared(payload: dict) -> tuple[dict, dict]:
+    """The request validated; the rows of one submission (by table name, and the proof it uses) and
+    its event body."""
     request = SubmitReRegistrationRequest.model_validate(payload)
     application_id, now = str(uuid.uuid4()), dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
     form = json.dumps(request.model_dump(mode="json"), ensure_ascii=False)
     body = ApplicationSubmitted(application_id=application_id, person_id=application_id, kind="re_registration",
                                 region_code="110105", applicant_name_masked="李*",
                                 submitted_at=now).model_dump(mode="json")
-    return request, application_id, now, form, body
+    rows = {
+        "floor_application": dict(application_id=application_id, person_id=application_id, kind="re_registration",
+                                  status="初审中", form=form, submitted_at=now),
+        "floor_history": dict(application_id=application_id, status="初审中", at=now),
+        "floor_submission": dict(application_id=application_id, round=1, form=form),
+        "floor_audit": dict(actor=application_id, action="application.submitted", detail="{}", at=now),
+        "floor_outbox": dict(event_type="application_submitted", payload=json.dumps(body), published_at=now),
+        "proof_key": request.offline_courses[0].proof_key}
+    return rows, body
+
+
+def _mark_proof(connection, rows: dict) -> None:
+    connection.execute(update(proofs).where(proofs.c.proof_key == rows["proof_key"])
+                       .values(application_id=rows["floor_application"]["application_id"]))
+
+
+def _floor_engine():
+    return engine_for(os.environ["FLOOR_DB_URL"], pool_size=34)   # as registration's
 
 
 class FloorService:
     name = "bench_floor"
     dispatch = EventDispatcher()
 
+    def _write(self, rows: dict) -> None:
+        with _floor_engine().begin() as connection:
+            for table in ROW_TABLES:
+                connection.execute(insert(table).values(**rows[table.name]))
+            _mark_proof(connection, rows)
+
     @rpc
     def submit(self, payload: dict) -> dict:
-        request, application_id, now, form, body = _prepared(payload)
-        with engine_for(os.environ["FLOOR_DB_URL"], pool_size=34).begin() as connection:   # as registration's
-            connection.execute(insert(applications).values(application_id=application_id, person_id=application_id,
-                                                           kind="re_registration", status="初审中", form=form,
-                                                           submitted_at=now))
-            connection.execute(insert(history).values(application_id=application_id, status="初审中", at=now))
-            connection.execute(insert(submissions).values(application_id=application_id, round=1, form=form))
-            connection.execute(insert(audit).values(actor=application_id, action="application.submitted",
-                                                    detail="{}", at=now))
-            connection.execute(insert(outbox).values(event_type="application_submitted", payload=json.dumps(body),
-                                                     published_at=now))
-            connection.execute(update(proofs).where(proofs.c.proof_key == request.offline_courses[0].proof_key)
-                               .values(application_id=application_id))
+        rows, body = _prepared(payload)
+        self._write(rows)
         self.dispatch("application_submitted", body)
-        return {"application_id": application_id, "status": "初审中"}
+        return {"application_id": rows["floor_application"]["application_id"], "status": "初审中"}
 
 
 class _GroupCommit:
@@ -102,12 +118,11 @@ class _GroupCommit:
                 eventlet.sleep(0)           # let the workers already running add theirs
                 batch, self.pending = self.pending, []
                 try:
-                    with engine_for(os.environ["FLOOR_DB_URL"], pool_size=34).begin() as connection:
-                        for table in (applications, history, submissions, audit, outbox):
+                    with _floor_engine().begin() as connection:
+                        for table in ROW_TABLES:
                             connection.execute(insert(table), [rows[table.name] for rows, _ in batch])
                         for rows, _ in batch:
-                            connection.execute(update(proofs).where(proofs.c.proof_key == rows["proof_key"])
-                                               .values(application_id=rows["floor_application"]["application_id"]))
+                            _mark_proof(connection, rows)
                 except Exception as exc:
                     for _, done in batch:
                         done.send_exception(exc)
@@ -125,16 +140,5 @@ class BatchedFloorService(FloorService):
     """The same floor, its transactions grouped across concurrent workers (group commit)."""
     name = "bench_floor_batched"
 
-    @rpc
-    def submit(self, payload: dict) -> dict:
-        request, application_id, now, form, body = _prepared(payload)
-        _group.write({
-            "floor_application": dict(application_id=application_id, person_id=application_id, kind="re_registration",
-                                      status="初审中", form=form, submitted_at=now),
-            "floor_history": dict(application_id=application_id, status="初审中", at=now),
-            "floor_submission": dict(application_id=application_id, round=1, form=form),
-            "floor_audit": dict(actor=application_id, action="application.submitted", detail="{}", at=now),
-            "floor_outbox": dict(event_type="application_submitted", payload=json.dumps(body), published_at=now),
-            "proof_key": request.offline_courses[0].proof_key})
-        self.dispatch("application_submitted", body)
-        return {"application_id": application_id, "status": "初审中"}
+    def _write(self, rows: dict) -> None:
+        _group.write(rows)
