@@ -137,6 +137,14 @@ class OrphanProofSweeper(BackgroundLoop):
             return len(feedback_rules.sweep_orphan_proofs(session, self.bucket, self.older_than))
 
 
+def _own_account(session, caller: Caller) -> Account:
+    """The signed-in social worker's account (a token can outlive a deleted account)."""
+    account = session.get(Account, caller.subject)
+    if account is None:
+        raise errors.not_found("账号", "person_id")
+    return account
+
+
 def put_proof(bucket, key: str, body: bytes, content_type: str, metadata: dict) -> str:
     """Store a proof file; a bucket missing (storage was away at start) is created first. Storage
     out of reach is UPSTREAM_UNAVAILABLE for the caller (retry later), not an internal error."""
@@ -326,13 +334,8 @@ class IdentityService:
         """The signed-in holder: a new code to the account's address (one is also sent at sign-up)."""
         caller = self.auth.require(SOCIAL_WORKER)
 
-        def work(session):
-            account = session.get(Account, caller.subject)
-            if account is None:
-                raise errors.not_found("账号", "person_id")
-            return domain.request_email_confirmation(session, self.settings, account, utcnow())
-
-        self._transaction(work)
+        self._transaction(lambda session: domain.request_email_confirmation(
+            session, self.settings, _own_account(session, caller), utcnow()))
         hours = int(self.settings.confirm_ttl.total_seconds() // 3600)
         return EmailConfirmationStarted(message=f"验证码已发送至您的注册邮箱，{hours} 小时内有效",
                                         expires_in_seconds=int(self.settings.confirm_ttl.total_seconds()))
@@ -346,9 +349,7 @@ class IdentityService:
         now = utcnow()
 
         def work(session):
-            account = session.get(Account, caller.subject)
-            if account is None:
-                raise errors.not_found("账号", "person_id")
+            account = _own_account(session, caller)
             domain.confirm_email(session, self.settings, account, request.code, now)
             return account.email
 

@@ -54,7 +54,7 @@ from swms.contracts.events import (
 )
 from swms.contracts.identity import Contact, EmailConfirmationMessage, PasswordResetMessage
 
-PASSWORD_RESET_PRIORITY = 10
+ONE_TIME_CODE_PRIORITY = 10   # password-reset and email-confirmation codes go before other mail
 
 
 class ComposeError(Exception):
@@ -220,7 +220,7 @@ def _code_mail(message: PasswordResetMessage | EmailConfirmationMessage, kind: s
     expires_naive = (expires.astimezone(dt.timezone.utc).replace(tzinfo=None) if expires.tzinfo else expires)
     contact = Contact(person_id=message.person_id, name=message.name, email=message.email)
     return [_person(contact, kind, {"code": message.code, "expires_time": expires.isoformat()},
-                    ref, priority=PASSWORD_RESET_PRIORITY, expires_at=expires_naive, sensitive=True)]
+                    ref, priority=ONE_TIME_CODE_PRIORITY, expires_at=expires_naive, sensitive=True)]
 
 
 def plan_password_reset(event: PasswordResetRequested, lookups: Lookups, settings: Settings) -> list[Outgoing]:

@@ -381,7 +381,7 @@ def test_a_reset_code_is_removed_from_the_database_once_sent():
         item = next(i for i in planned_all() if i.kind == "password_reset")
         message = domain.record(s, item, key="r", job_id=None, settings=settings(), now=NOW)
         s.commit()
-        assert "493027" in message.body_text and message.priority == compose.PASSWORD_RESET_PRIORITY
+        assert "493027" in message.body_text and message.priority == compose.ONE_TIME_CODE_PRIORITY
         token, _ = domain.claim_due_messages(s, 1, mailer.LEASE, now=NOW)
         domain.mark_sent(s, message.message_id, token, now=NOW)
         s.commit()
