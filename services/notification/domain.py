@@ -237,7 +237,8 @@ def extend_lease(session: Session, token: str, lease: dt.timedelta, now: dt.date
 
 
 def release(session: Session, token: str, message_ids: list[str], now: dt.datetime | None = None) -> None:
-    """Messages claimed but not attempted (the connection broke first): due again at once."""
+    """Messages claimed but not attempted (the connection broke first, or the process is stopping): due
+    again at once."""
     if message_ids:
         session.execute(update(Message).where(Message.message_id.in_(message_ids), Message.claim_token == token,
                                               Message.status == PENDING)

@@ -185,8 +185,26 @@ class Mailer(BackgroundLoop):
 
     def start(self):
         self._running = True
-        for index in range(self.connections):
+        self._loops = [
             self.container.spawn_managed_thread(lambda index=index: self._loop(index), identifier=f"Mailer-{index}")
+            for index in range(self.connections)]
+
+    def stop(self):
+        """Graceful stop (SIGTERM): each loop records the message it is handing to the relay and
+        gives the rest of its batch back, so no holder gets the same email twice. Nameko kills
+        managed threads right after ``stop`` returns; without this wait a send could be cut off
+        between the relay's acceptance and the commit. Bounded by one SMTP timeout, well inside
+        the grace period (60 s in deploy/k8s)."""
+        super().stop()
+        with eventlet.Timeout(self.smtp.timeout + 5, False):
+            for loop in self._loops:
+                try:
+                    loop.wait()
+                except BaseException:  # a loop that died already has nothing to finish
+                    pass
+
+    def kill(self):
+        self._running = False
 
     def wake(self) -> None:
         for signal in self._signals:
@@ -229,6 +247,10 @@ class Mailer(BackgroundLoop):
         self._failures_in_a_row = 0
         try:
             for index, message in enumerate(messages):
+                if not self._running:  # stopping: hand the rest back for the next process
+                    with self.sessions.begin() as session:
+                        domain.release(session, token, [m.message_id for m in messages[index:]])
+                    return 0
                 if time.monotonic() - claimed_at > self.lease.total_seconds() / 2:
                     with self.sessions.begin() as session:
                         domain.extend_lease(session, token, self.lease)

@@ -156,10 +156,12 @@ def by_kind(sink: MailSink) -> dict[tuple[str, str], list]:
     return found
 
 
-def start_sink(directory, port: int, refuse_seconds: float = 0.0) -> MailSink:
+def start_sink(directory, port: int, refuse_seconds: float = 0.0, reply_delay: float = 0.0) -> MailSink:
     argv = [sys.executable, "-m", "tools.mailsink", "--port", str(port), "--dir", str(directory)]
     if refuse_seconds:
         argv += ["--refuse-until", str(time.time() + refuse_seconds)]
+    if reply_delay:
+        argv += ["--reply-delay", str(reply_delay)]
     process = subprocess.Popen(argv, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
     wait_for_port(port)
     return MailSink(directory, port, process)
@@ -170,8 +172,8 @@ def sinks():
     """Starts sinks on demand (on a port chosen before the service starts); stops them after."""
     started: list[MailSink] = []
 
-    def start(directory, port: int, refuse_seconds: float = 0.0) -> MailSink:
-        sink = start_sink(directory, port, refuse_seconds)
+    def start(directory, port: int, refuse_seconds: float = 0.0, reply_delay: float = 0.0) -> MailSink:
+        sink = start_sink(directory, port, refuse_seconds, reply_delay)
         started.append(sink)
         return sink
 
@@ -438,6 +440,33 @@ def test_a_refusing_relay_and_a_crash_mid_run_lose_nothing_and_send_nothing_twic
     assert sorted((r.kind, r.status) for r in reminders) == [
         ("reregistration_reminder", "enqueued"), ("reregistration_reminder", "enqueued"),
         ("reregistration_window_open", "skipped"), ("reregistration_window_open", "skipped")]
+
+
+def test_a_graceful_stop_records_the_email_in_flight_and_hands_back_the_rest(
+        identity, service_config, processes, sinks, amqp_uri, tmp_path):
+    """SIGTERM (a rolling update) while the relay is slow to answer: the relay has kept a message
+    but not yet said 250. The stopping process waits for the answer and records the message sent,
+    gives back what it had claimed but not sent, and exits 0; the next process sends the rest.
+    Each holder gets each email once (a SIGKILL in the same place would send it again)."""
+    holder = sign_up(amqp_uri, "李明华", HOLDER_ID, "li@example.cn")
+    config = service_config("notification", SMTP_PORT=free_port())
+    sink = sinks(tmp_path / "mail", config["SMTP_PORT"], reply_delay=1.5)
+    processes.append(run_notification(config, tmp_path / "first.log"))
+    for _ in range(8):
+        dispatch(amqp_uri, ApplicationSubmitted(applicant_name_masked="李**", submitted_at=dt.datetime.now(dt.UTC),
+                                                **application(holder)))
+    wait_until(lambda: count(config, Message) == 9, timeout=30, what="the eight submissions and the sign-up code recorded")
+    wait_until(lambda: len(sink.messages()) >= 2, timeout=30, interval=0.05, what="a second email kept by the relay")
+    processes[0].terminate()          # the relay has the second message but has not answered yet
+    assert processes[0].wait(30) == 0
+    sent_by_the_first = count(config, Message, Message.status == "sent")
+    assert sent_by_the_first == len(sink.messages()) < 9          # the one in flight is recorded, no more
+    assert count(config, Message, Message.claim_token.is_not(None)) == 0     # the rest handed back
+
+    processes.append(run_notification(config, tmp_path / "second.log"))
+    wait_until(lambda: count(config, Message, Message.status == "sent") == 9, timeout=60, what="the rest sent")
+    stays(lambda: len(sink.messages()) == 9, seconds=2, what="no second copy")
+    assert len({mail["Message-ID"] for mail in sink.messages()}) == 9
 
 
 # ---- bad input: recorded against its own message, the rest flows; what operators see ------------
