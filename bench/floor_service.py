@@ -5,7 +5,21 @@ it with the same pydantic model, writes one transaction of five inserts and one 
 SQLAlchemy Core (application, status history, submitted version, audit row, outbox row; the proof
 marked submitted), and publishes the ``application_submitted`` event after the commit. It has no
 token check, no profile copy, no window, hours or proof rules and no ORM: what it costs is what any
-submission here costs before registration's own rules. Not a service of the system.
+submission here costs before registration's own rules.
+
+``bench_floor_batched.submit`` is the same with the transactions of concurrent workers grouped into
+one (group commit). ``bench_floor_guarded.submit`` adds what registration's rules cannot do without,
+in the cheapest form this stack allows: the caller's token verified, and for each group, one
+set-based query each (SQLAlchemy Core, registration's own tables, seeded as for the real
+submissions) for the profile copies, open applications, current certificates, online hours in each
+certificate's period and proofs; the rules checked on those rows in plain Python (the revision seen,
+a complete form, one open application, the window, the course inside the period, the proof verified,
+the person's own and unused, the hours); a submission that fails a rule is refused alone. Its event
+goes through registration's outbox table and the real relay, as the design requires (the other two
+floors publish straight after the commit, which is not durable). It still stores no snapshot,
+builds no form view for the reply (it answers the id and status), writes no per-rule error text and
+no ORM objects: a ceiling for any implementation of registration's submission path, not one.
+Not services of the system.
 """
 from __future__ import annotations
 
@@ -16,11 +30,17 @@ import uuid
 
 from nameko.events import EventDispatcher
 from nameko.rpc import rpc
-from sqlalchemy import Column, DateTime, Integer, MetaData, String, Table, Text, insert, update
+from sqlalchemy import (Column, DateTime, Integer, MetaData, String, Table, Text, and_, bindparam, func, insert,
+                        select, update)
 
+from services.registration.models import CeRecord, HeldCertificate, ProfileCopy, ProofFileRow
+from services.registration.models import outbox as registration_outbox
+from swms.auth import SOCIAL_WORKER, Auth
 from swms.contracts.events import ApplicationSubmitted
 from swms.contracts.registration import SubmitReRegistrationRequest
 from swms.db import engine_for
+from swms.errors import SwmsError
+from swms.outbox import OutboxRelay
 
 metadata = MetaData()
 applications = Table("floor_application", metadata, Column("application_id", String(36), primary_key=True),
@@ -45,23 +65,24 @@ def create_tables(url: str) -> None:
 ROW_TABLES = (applications, history, submissions, audit, outbox)
 
 
-def _prepared(payload: dict) -> tuple[dict, dict]:
+def _prepared(payload: dict, person_id: str | None = None) -> tuple[dict, dict]:
     """The request validated; the rows of one submission (by table name, and the proof it uses) and
     its event body."""
     request = SubmitReRegistrationRequest.model_validate(payload)
     application_id, now = str(uuid.uuid4()), dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+    person_id = person_id or application_id
     form = json.dumps(request.model_dump(mode="json"), ensure_ascii=False)
-    body = ApplicationSubmitted(application_id=application_id, person_id=application_id, kind="re_registration",
+    body = ApplicationSubmitted(application_id=application_id, person_id=person_id, kind="re_registration",
                                 region_code="110105", applicant_name_masked="李*",
                                 submitted_at=now).model_dump(mode="json")
     rows = {
-        "floor_application": dict(application_id=application_id, person_id=application_id, kind="re_registration",
+        "floor_application": dict(application_id=application_id, person_id=person_id, kind="re_registration",
                                   status="初审中", form=form, submitted_at=now),
         "floor_history": dict(application_id=application_id, status="初审中", at=now),
         "floor_submission": dict(application_id=application_id, round=1, form=form),
-        "floor_audit": dict(actor=application_id, action="application.submitted", detail="{}", at=now),
+        "floor_audit": dict(actor=person_id, action="application.submitted", detail="{}", at=now),
         "floor_outbox": dict(event_type="application_submitted", payload=json.dumps(body), published_at=now),
-        "proof_key": request.offline_courses[0].proof_key}
+        "proof_key": request.offline_courses[0].proof_key, "request": request, "event": body}
     return rows, body
 
 
@@ -80,9 +101,11 @@ class FloorService:
 
     def _write(self, rows: dict) -> None:
         with _floor_engine().begin() as connection:
-            for table in ROW_TABLES:
-                connection.execute(insert(table).values(**rows[table.name]))
-            _mark_proof(connection, rows)
+            _write_rows(connection, [rows])
+
+    @rpc
+    def ping(self) -> str:
+        return "pong"
 
     @rpc
     def submit(self, payload: dict) -> dict:
@@ -93,10 +116,12 @@ class FloorService:
 
 
 class _GroupCommit:
-    """Concurrent workers' rows written together: one transaction and one executemany per table for
-    every submission that arrived while the previous batch was being written."""
+    """Concurrent workers' rows written together: one transaction for every submission that arrived
+    while the previous batch was being written. ``write_batch(connection, batch)`` returns, per
+    submission, None (written) or the error refusing it alone; an exception fails the whole batch."""
 
-    def __init__(self):
+    def __init__(self, write_batch):
+        self.write_batch = write_batch
         self.pending: list = []
         self.flushing = False
 
@@ -119,21 +144,29 @@ class _GroupCommit:
                 batch, self.pending = self.pending, []
                 try:
                     with _floor_engine().begin() as connection:
-                        for table in ROW_TABLES:
-                            connection.execute(insert(table), [rows[table.name] for rows, _ in batch])
-                        for rows, _ in batch:
-                            _mark_proof(connection, rows)
+                        refusals = self.write_batch(connection, [rows for rows, _ in batch])
                 except Exception as exc:
                     for _, done in batch:
                         done.send_exception(exc)
                 else:
-                    for _, done in batch:
-                        done.send(None)
+                    for (_, done), refusal in zip(batch, refusals):
+                        if refusal is None:
+                            done.send(None)
+                        else:
+                            done.send_exception(refusal)
         finally:
             self.flushing = False
 
 
-_group = _GroupCommit()
+def _write_rows(connection, batch: list[dict]) -> list:
+    for table in ROW_TABLES:
+        connection.execute(insert(table), [rows[table.name] for rows in batch])
+    for rows in batch:
+        _mark_proof(connection, rows)
+    return [None] * len(batch)
+
+
+_group = _GroupCommit(_write_rows)
 
 
 class BatchedFloorService(FloorService):
@@ -142,3 +175,101 @@ class BatchedFloorService(FloorService):
 
     def _write(self, rows: dict) -> None:
         _group.write(rows)
+
+
+# ---- the grouped floor with the token check and the reads every rule needs ----------------------
+
+REQUIRED_TENTHS = {"助理社会工作师": 720, "社会工作师": 900, "高级社会工作师": 900}
+WINDOW_DAYS = 92          # the 3 months before expiry
+copies, certificates, ce_records, proof_files = (model.__table__ for model in (
+    ProfileCopy, HeldCertificate, CeRecord, ProofFileRow))
+
+
+def _refused(code: str, field: str) -> SwmsError:
+    return SwmsError(code, "refused by the guarded floor", field)
+
+
+def _guarded_batch(connection, batch: list[dict]) -> list:
+    """Every read a submission's rules need, one query per kind for the whole group; the rules on
+    those rows; the accepted submissions' rows written as in the floor."""
+    today = dt.date.today()
+    persons = [rows["floor_application"]["person_id"] for rows in batch]
+    keys = [rows["proof_key"] for rows in batch]
+    copy_of = {row.person_id: row for row in connection.execute(
+        select(copies.c.person_id, copies.c.revision, copies.c.complete).where(copies.c.person_id.in_(persons)))}
+    already_open = set(connection.execute(
+        select(applications.c.person_id).where(applications.c.person_id.in_(persons)).with_for_update()).scalars())
+    certificate_of = {row.person_id: row for row in connection.execute(
+        select(certificates.c.person_id, certificates.c.level, certificates.c.valid_from,
+               certificates.c.valid_until, certificates.c.status)
+        .where(certificates.c.person_id.in_(persons), certificates.c.status != "superseded"))}
+    online_tenths = dict(connection.execute(
+        select(ce_records.c.person_id, func.sum(ce_records.c.hours_tenths))
+        .join(certificates, and_(certificates.c.person_id == ce_records.c.person_id,
+                                 certificates.c.status != "superseded",
+                                 ce_records.c.completed_on.between(certificates.c.valid_from,
+                                                                   certificates.c.valid_until)))
+        .where(ce_records.c.person_id.in_(persons), ce_records.c.withdrawn.is_(False))
+        .group_by(ce_records.c.person_id)).all())
+    proof_of = {row.proof_key: row for row in connection.execute(
+        select(proof_files.c.proof_key, proof_files.c.person_id, proof_files.c.status, proof_files.c.submitted)
+        .where(proof_files.c.proof_key.in_(keys)).with_for_update())}
+
+    refusals, accepted = [], []
+    for rows in batch:
+        request, person = rows["request"], rows["floor_application"]["person_id"]
+        copy, certificate, proof = copy_of.get(person), certificate_of.get(person), proof_of.get(rows["proof_key"])
+        course = request.offline_courses[0]
+        offline_tenths = sum(int(round(c.hours * 10)) for c in request.offline_courses)
+        if not request.commitment:
+            refusal = _refused("COMMITMENT_REQUIRED", "commitment")
+        elif copy is None or copy.revision != request.profile_revision or not copy.complete:
+            refusal = _refused("PROFILE_CHANGED", "profile_revision")
+        elif person in already_open:
+            refusal = _refused("APPLICATION_ALREADY_OPEN", "kind")
+        elif certificate is None or certificate.valid_until < today:
+            refusal = _refused("REGISTRATION_LAPSED", "kind")
+        elif (certificate.valid_until - today).days > WINDOW_DAYS:
+            refusal = _refused("RE_REGISTRATION_NOT_OPEN", "kind")
+        elif course.end_date > today or course.start_date < certificate.valid_from:
+            refusal = _refused("CE_COURSE_OUTSIDE_PERIOD", "offline_courses.0.start_date")
+        elif proof is None or proof.person_id != person or proof.status != "verified" or proof.submitted:
+            refusal = _refused("PROOF_NOT_FOUND", "offline_courses.0.proof_key")
+        elif online_tenths.get(person, 0) + offline_tenths < REQUIRED_TENTHS[certificate.level]:
+            refusal = _refused("CE_HOURS_SHORT", "offline_courses")
+        else:
+            refusal = None
+            accepted.append(rows)
+        refusals.append(refusal)
+    if accepted:
+        for table in ROW_TABLES[:-1]:
+            connection.execute(insert(table), [rows[table.name] for rows in accepted])
+        now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+        connection.execute(insert(registration_outbox.table), [dict(
+            event_id=rows["event"]["event_id"], event_type=ApplicationSubmitted.event_type,
+            payload=json.dumps(rows["event"], ensure_ascii=False), created_at=now, next_attempt_at=now, attempts=0)
+            for rows in accepted])
+        connection.execute(update(proof_files).where(proof_files.c.proof_key == bindparam("key"))
+                           .values(application_id=bindparam("application"), submitted=True),
+                           [{"key": rows["proof_key"], "application": rows["floor_application"]["application_id"]}
+                            for rows in accepted])
+    return refusals
+
+
+_guarded = _GroupCommit(_guarded_batch)
+
+
+class GuardedBatchedFloorService(FloorService):
+    """The grouped floor plus the token check, the reads and checks of every rule, and the outbox."""
+    name = "bench_floor_guarded"
+    auth = Auth()
+    relay = OutboxRelay(registration_outbox)
+
+    @rpc
+    def submit(self, payload: dict) -> dict:
+        caller = self.auth.require(SOCIAL_WORKER)
+        rows, _ = _prepared(payload, person_id=caller.subject)
+        _guarded.write(rows)
+        for wake in list(registration_outbox._wakers):   # committed: the relay may publish it
+            wake()
+        return {"application_id": rows["floor_application"]["application_id"], "status": "初审中"}

@@ -26,10 +26,13 @@ the audit row written and the ``application_submitted`` event put in the outbox,
 the relay publishes it. (A submission naming no revision, or one the copy does not hold, asks profile:
 two more RPCs.)
 
-Two floors run with the same clients before the submissions (bench/floor_service.py, as many
+Three floors run with the same clients before the submissions (bench/floor_service.py, as many
 processes and workers as registration): a durable submission with no token check, no rules and no
-ORM (the same request model, one transaction of 5 inserts and 1 update, one event), and the same
-with the transactions of concurrent workers grouped into one (group commit).
+ORM (the same request model, one transaction of 5 inserts and 1 update, one event); the same with
+the transactions of concurrent workers grouped into one (group commit); and the grouped one with the
+token check and, per group, one set-based read of registration's own tables for each rule (profile
+copy, open application, certificate, online hours, proof), the rules checked on those rows: a
+ceiling for any implementation of the submission path in this stack.
 
 Prints calls/s, p50 and p99 of each, the ratio to the empty RPC (goal: submissions ≥ 0.5 × empty
 RPC), the CPU per call of every process group in each phase (RabbitMQ, PostgreSQL, the services,
@@ -343,11 +346,13 @@ def main() -> None:
         floor_service.create_tables(floor_url)
         with engine_for(floor_url).begin() as conn:
             conn.execute(floor_service.proofs.insert(), [{"proof_key": proof_key(n)} for n in range(args.empty_calls)])
+        upgrade("registration", floor_url)     # the guarded floor reads registration's own tables
+        seed_registration(floor_url, args.empty_calls, today)
         print(f"seeded in {time.perf_counter() - started:.0f} s", flush=True)
         keys = ensure_dev_keys(stack.keys_dir)
         private = (keys / "token-signing.pem").read_bytes()
         tokens = [issue_token(private, Caller(subject=person_id(n), role=SOCIAL_WORKER), dt.timedelta(hours=2))[0]
-                  for n in range(args.submissions)]
+                  for n in range(max(args.submissions, args.empty_calls))]
 
         # Count the events: a queue bound before the burst receives every application_submitted.
         queue = Queue(events_queue, exchange=Exchange("registration.events", type="topic", durable=True),
@@ -360,11 +365,14 @@ def main() -> None:
             stack.start_service("registration", instance=f"registration-{index + 1}")
         stack._spawn("bench_empty", [NAMEKO, "run", "--broker", amqp_uri, "bench.empty_service"])
         floor_config = workdir / "floor.yaml"
-        floor_config.write_text(json.dumps({"AMQP_URI": amqp_uri, "serializer": "json", "max_workers": args.workers}))
+        floor_config.write_text(json.dumps({"AMQP_URI": amqp_uri, "serializer": "json", "max_workers": args.workers,
+                                            "AUTH_PUBLIC_KEY_FILE": str(keys / "token-signing.pub.pem"),
+                                            "DB_URL": floor_url}))   # the guarded floor's outbox relay
         for index in range(args.registration_processes):   # as many processes and workers as registration
             stack._spawn(f"bench_floor-{index + 1}", [NAMEKO, "run", "--config", str(floor_config),
                                                       "bench.floor_service:FloorService",
-                                                      "bench.floor_service:BatchedFloorService"],
+                                                      "bench.floor_service:BatchedFloorService",
+                                                      "bench.floor_service:GuardedBatchedFloorService"],
                          {"FLOOR_DB_URL": floor_url})
         floor_events = Queue(f"{events_queue}-floor", exchange=Exchange("bench_floor.events", type="topic",
                                                                         durable=True),
@@ -373,12 +381,17 @@ def main() -> None:
         Queue(f"{events_queue}-floor-batched", exchange=Exchange("bench_floor_batched.events", type="topic",
                                                                  durable=True),
               routing_key="application_submitted", durable=False, auto_delete=False)(connection.default_channel).declare()
+        guarded_events = Queue(f"{events_queue}-floor-guarded", exchange=Exchange("bench_floor_guarded.events",
+                                                                                  type="topic", durable=True),
+                               routing_key="application_submitted", durable=False, auto_delete=False)
+        guarded_events(connection.default_channel).declare()
         with ClusterRpcProxy({"AMQP_URI": amqp_uri}, timeout=30) as cluster:
             deadline = time.monotonic() + 90
             while True:
                 try:
                     cluster.profile.health(), cluster.registration.health(), cluster.bench_empty.ping()
                     cluster.bench_floor.submit(floor_request(0)), cluster.bench_floor_batched.submit(floor_request(0))
+                    cluster.bench_floor_guarded.ping()
                     break
                 except Exception:
                     if time.monotonic() > deadline:
@@ -388,9 +401,10 @@ def main() -> None:
         # Steady state: registration holds a copy of every form (kept from profile_changed).
         from services.registration.models import ProfileCopy
         copies_started = time.perf_counter()
+        service_token = (keys / "registration.service-token").read_text().strip()
+        seed_copies(floor_url, amqp_uri, service_token, args.empty_calls)
         if not args.copies_from_events:
-            seed_copies(urls["registration"], amqp_uri, (keys / "registration.service-token").read_text().strip(),
-                        args.submissions)
+            seed_copies(urls["registration"], amqp_uri, service_token, args.submissions)
         with sessionmaker(engine_for(urls["registration"]))() as session:
             while True:
                 copies = session.execute(select(func.count()).select_from(ProfileCopy)).scalar_one()
@@ -432,6 +446,16 @@ def main() -> None:
         batched = burst(amqp_uri, args.clients, list(range(args.empty_calls)),
                         lambda proxy, n: proxy.bench_floor_batched.submit(floor_request(n)))
         batched["cpu"] = ledger.stop()
+        ledger.start()
+        guarded = burst(amqp_uri, args.clients, list(range(args.empty_calls)),
+                        lambda proxy, n: with_token(proxy, tokens[n]).bench_floor_guarded.submit(
+                            re_registration_request(n, revision, today)))
+        guarded["cpu"] = ledger.stop()
+        guarded_accepted = guarded["calls"] - sum(guarded["failures"].values())
+        deadline = time.monotonic() + 60
+        while (guarded_published := guarded_events(connection.default_channel).queue_declare(
+                passive=True).message_count) < guarded_accepted and time.monotonic() < deadline:
+            time.sleep(0.5)
         for index in range(args.registration_processes):   # its connections count against max_connections
             floor_process = stack.processes.pop(f"bench_floor-{index + 1}")
             floor_process.terminate()
@@ -475,7 +499,7 @@ def main() -> None:
           f"{args.registration_processes} registration process(es) × {args.workers} workers, PostgreSQL")
     print(f"{'call':40} {'calls':>7} {'calls/s':>9} {'p50 ms':>8} {'p99 ms':>8}")
     for label, figures in (("empty RPC (baseline, same clients)", empty), ("floor: bench_floor.submit", floor),
-                           ("floor, group commit", batched),
+                           ("floor, group commit", batched), ("floor, grouped, token + rule reads", guarded),
                            ("registration.submit_re_registration", submitted)):
         print(f"{label:40} {figures['calls']:7d} {figures['calls_per_s']:9.0f} {figures['p50_ms']:8.1f} "
               f"{figures['p99_ms']:8.1f}")
@@ -484,27 +508,32 @@ def main() -> None:
     print(f"floor: a minimal durable submission (bench/floor_service.py: same request model, one transaction of "
           f"5 inserts + 1 update in SQLAlchemy Core, one event; no token, no rules, no ORM) / empty RPC: "
           f"{floor['calls_per_s'] / empty['calls_per_s']:.2f}; the same with the transactions of concurrent "
-          f"workers grouped (group commit): {batched['calls_per_s'] / empty['calls_per_s']:.2f}")
-    print(f"failed calls: {dict(submitted['failures']) or 'none'}; empty RPC failures: {dict(empty['failures']) or 'none'}")
-    print_cpu(empty, floor, batched, submitted, os.cpu_count() or 1)
+          f"workers grouped (group commit): {batched['calls_per_s'] / empty['calls_per_s']:.2f}; grouped, with the "
+          f"token check and one set-based read per rule for each group (a ceiling for registration's path): "
+          f"{guarded['calls_per_s'] / empty['calls_per_s']:.2f}")
+    print(f"failed calls: {dict(submitted['failures']) or 'none'}; empty RPC failures: {dict(empty['failures']) or 'none'}; "
+          f"guarded floor refusals: {dict(guarded['failures']) or 'none'}, events relayed {guarded_published} of "
+          f"{guarded_accepted}")
+    print_cpu(empty, floor, batched, guarded, submitted, os.cpu_count() or 1)
     print(f"nothing lost: {ok} accepted = {rows} application rows = {versions} submitted versions = "
           f"{in_outbox} outbox events, {published} published ({unpublished} not yet): "
           f"{'OK' if ok == rows == versions == in_outbox == published and unpublished == 0 else 'MISMATCH'}")
 
 
-def print_cpu(empty: dict, floor: dict, batched: dict, submitted: dict, cores: int) -> None:
+def print_cpu(empty: dict, floor: dict, batched: dict, guarded: dict, submitted: dict, cores: int) -> None:
     """CPU per call, by process group, in each phase; and what the goal leaves a submission."""
     per = {phase: {label: seconds * 1000 / figures["calls"] for label, seconds in figures["cpu"].items()}
-           for phase, figures in (("empty", empty), ("floor", floor), ("batched", batched), ("submit", submitted))}
+           for phase, figures in (("empty", empty), ("floor", floor), ("batched", batched), ("guarded", guarded),
+                                  ("submit", submitted))}
     for figures in per.values():
         figures["everything else"] = figures["whole machine"] - sum(
             value for label, value in figures.items() if label != "whole machine")
         figures["whole machine"] = figures.pop("whole machine")    # printed last
     print(f"\nCPU per call, ms (all {cores} cores; wall-clock rates depend on what else runs, CPU per call does not)")
-    print(f"{'':40} {'empty RPC':>10} {'floor':>8} {'grouped':>8} {'submission':>11}")
+    print(f"{'':40} {'empty RPC':>10} {'floor':>8} {'grouped':>8} {'guarded':>8} {'submission':>11}")
     for label in per["empty"]:
         print(f"  {label:38} {per['empty'][label]:10.2f} {per['floor'][label]:8.2f} {per['batched'][label]:8.2f} "
-              f"{per['submit'][label]:11.2f}")
+              f"{per['guarded'][label]:8.2f} {per['submit'][label]:11.2f}")
     whole_empty, whole_submit = per["empty"]["whole machine"], per["submit"]["whole machine"]
     whole_floor = per["floor"]["whole machine"]
     print(f"busy cores: empty RPC {whole_empty * empty['calls_per_s'] / 1000:.2f}, "
@@ -515,7 +544,9 @@ def print_cpu(empty: dict, floor: dict, batched: dict, submitted: dict, cores: i
           f"{2 * whole_empty:.2f} ms per submission in all; the floor, with no rules at all, takes {whole_floor:.2f} ms; "
           f"registration's token check, rules and ORM add {whole_submit - whole_floor:.2f} ms. Grouping "
           f"transactions (group commit) brings the floor to {per['batched']['whole machine']:.2f} ms, leaving "
-          f"{2 * whole_empty - per['batched']['whole machine']:.2f} ms for the token check and every rule")
+          f"{2 * whole_empty - per['batched']['whole machine']:.2f} ms for the token check and every rule. The "
+          f"grouped floor with the token check and one set-based read per rule takes "
+          f"{per['guarded']['whole machine']:.2f} ms (ratio at most {whole_empty / per['guarded']['whole machine']:.2f})")
 
 if __name__ == "__main__":
     main()
