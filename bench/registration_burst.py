@@ -60,8 +60,8 @@ from pathlib import Path  # noqa: E402
 from nameko.standalone.rpc import ClusterRpcProxy  # noqa: E402
 
 from bench._measure import CpuLedger, percentile  # noqa: E402
+from bench._people import chinese_name  # noqa: E402
 
-SURNAMES, GIVEN = "李王张刘陈杨赵黄周吴徐孙马朱胡郭何林罗高", "明华静丽强军敏伟芳娜秀英建国平红玲燕霞"
 COUNTY = "110105"
 
 
@@ -69,8 +69,7 @@ def person_id(n: int) -> str:
     return f"00000000-0000-4000-8000-{n:012d}"
 
 
-def name(n: int) -> str:
-    return SURNAMES[n % len(SURNAMES)] + GIVEN[(n // 20) % len(GIVEN)] + GIVEN[(n // 400) % len(GIVEN)]
+name = chinese_name    # person n's name
 
 
 def id_number(n: int) -> str:
@@ -515,9 +514,14 @@ def main() -> None:
           f"guarded floor refusals: {dict(guarded['failures']) or 'none'}, events relayed {guarded_published} of "
           f"{guarded_accepted}")
     print_cpu(empty, floor, batched, guarded, submitted, os.cpu_count() or 1)
+    consistent = ok == rows == versions == in_outbox == published and unpublished == 0
     print(f"nothing lost: {ok} accepted = {rows} application rows = {versions} submitted versions = "
           f"{in_outbox} outbox events, {published} published ({unpublished} not yet): "
-          f"{'OK' if ok == rows == versions == in_outbox == published and unpublished == 0 else 'MISMATCH'}")
+          f"{'OK' if consistent else 'MISMATCH'}")
+    # A failed call or a lost row or event is a finding, not a figure: the run fails.
+    if not consistent or submitted["failures"] or empty["failures"] or guarded["failures"] \
+            or guarded_published != guarded_accepted:
+        raise SystemExit("FAILED: a call failed, or a row or an event is missing (see above)")
 
 
 def print_cpu(empty: dict, floor: dict, batched: dict, guarded: dict, submitted: dict, cores: int) -> None:

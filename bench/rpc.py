@@ -25,6 +25,7 @@ from pathlib import Path  # noqa: E402
 from nameko.standalone.rpc import ClusterRpcProxy  # noqa: E402
 
 from bench._measure import percentile  # noqa: E402
+from bench._people import chinese_name  # noqa: E402
 from swms.idcard import check_character  # noqa: E402
 from tools.localstack import NAMEKO, LocalStack  # noqa: E402
 
@@ -37,7 +38,7 @@ def generated_passers(count: int, seed: int = 7) -> list[dict[str, str]]:
         if first17 in seen:
             continue
         seen.add(first17)
-        rows.append({"name": f"测试{len(rows)}", "id_number": first17 + check_character(first17),
+        rows.append({"name": chinese_name(len(rows)), "id_number": first17 + check_character(first17),
                      "level": "社会工作师", "management_number": f"{len(rows):018d}", "exam_year": "2026",
                      "province": "11"})
     return rows

@@ -1,0 +1,55 @@
+"""Every benchmark under bench/ runs, at a small size, and passes its own checks.
+
+Benchmarks are not timed here (their figures vary with the machine; they are read, not asserted).
+What this catches is a benchmark that no longer runs, or whose own correctness check fails:
+both have happened (a bench kept seeding names identity's rules had since refused; one counted the
+sign-up confirmation emails added after it was written). Each bench exits non-zero when its own
+check fails; the lines asserted below are its figures next to the baseline of the same run.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from swms.config import REPO_ROOT
+from tests.conftest import PG_ADMIN_URL
+
+pytestmark = pytest.mark.e2e
+
+BENCHES = {
+    "registration_burst": (["--submissions", "300", "--empty-calls", "300", "--clients", "10",
+                            "--pg-url", PG_ADMIN_URL],
+                           ["empty RPC (baseline, same clients)", "floor, grouped, token + rule reads",
+                            "guarded floor refusals: none, events relayed 300 of 300",
+                            "nothing lost: 300 accepted = 300 application rows = 300 submitted versions = "
+                            "300 outbox events, 300 published (0 not yet): OK"]),
+    "certificate_issue": (["--certificates", "20", "--warmup", "2", "--bare-count", "5"],
+                          ["issued 20 (distinct numbers 20", "bare WeasyPrint renders", "render + PAdES sign"]),
+    "notification_throughput": (["--events", "100", "--baseline-sends", "50"],
+                                ["baseline: raw smtplib to the same sink",
+                                 "checks: 100 emails at the sink, 100 distinct Message-IDs, 100 messages marked sent"]),
+    "identity_registry": (["--passers", "20000", "--lookups", "500", "--rpc-calls", "100", "--pg-url", PG_ADMIN_URL],
+                          ["bare SELECT 1 (baseline)", "verification, registered", "empty RPC (baseline)",
+                           "identity.check_passer (RPC)"]),
+    "review_queue": (["--pending", "2000", "--calls", "50"],
+                     ["approved 1,000, refused 0", "(1,000 distinct applications)"]),
+    "profile": (["--people", "3", "--photos", "1", "--calls", "50"],
+                ["empty RPC (baseline)", "profile.check_completeness", "photo uploads in parallel: 3 in"]),
+    "rpc": (["--calls", "200", "--passers", "500"],
+            ["empty RPC (baseline)", "identity.check_passer", "ratio check_passer/empty"]),
+}
+
+
+@pytest.mark.parametrize("bench", sorted(BENCHES))
+def test_the_bench_runs_and_passes_its_own_checks(bench):
+    arguments, expected_lines = BENCHES[bench]
+    result = subprocess.run([sys.executable, "-m", f"bench.{bench}", *arguments], cwd=REPO_ROOT,
+                            env=dict(os.environ, PYTHONPATH=str(REPO_ROOT)), capture_output=True, text=True,
+                            timeout=600)
+    print(result.stdout)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
+    for line in expected_lines:
+        assert line in result.stdout, (line, result.stdout[-3000:])
