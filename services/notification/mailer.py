@@ -38,6 +38,7 @@ from swms.outbox import utcnow
 log = logging.getLogger(__name__)
 
 LEASE = dt.timedelta(seconds=60)
+STOP_WAIT_SECONDS = 20.0
 MESSAGE_INVALID = "MESSAGE_INVALID"
 
 
@@ -193,10 +194,11 @@ class Mailer(BackgroundLoop):
         """Graceful stop (SIGTERM): each loop records the message it is handing to the relay and
         gives the rest of its batch back, so no holder gets the same email twice. Nameko kills
         managed threads right after ``stop`` returns; without this wait a send could be cut off
-        between the relay's acceptance and the commit. Bounded by one SMTP timeout, well inside
-        the grace period (60 s in deploy/k8s)."""
+        between the relay's acceptance and the commit. The wait is bounded so that the process
+        still exits inside the shortest grace period (Compose's 30 s; 60 s in deploy/k8s): a relay
+        silent for longer gets the message again from the next process (at least once)."""
         super().stop()
-        with eventlet.Timeout(self.smtp.timeout + 5, False):
+        with eventlet.Timeout(STOP_WAIT_SECONDS, False):
             for loop in self._loops:
                 try:
                     loop.wait()
