@@ -62,7 +62,8 @@ def create_tables(url: str) -> None:
     metadata.create_all(engine_for(url))
 
 
-ROW_TABLES = (applications, history, submissions, audit, outbox)
+ROW_TABLES_BUT_OUTBOX = (applications, history, submissions, audit)
+ROW_TABLES = (*ROW_TABLES_BUT_OUTBOX, outbox)
 
 
 def _prepared(payload: dict, person_id: str | None = None) -> tuple[dict, dict]:
@@ -225,7 +226,7 @@ def _guarded_batch(connection, batch: list[dict]) -> list:
             refusal = _refused("COMMITMENT_REQUIRED", "commitment")
         elif copy is None or copy.revision != request.profile_revision or not copy.complete:
             refusal = _refused("PROFILE_CHANGED", "profile_revision")
-        elif person in already_open:
+        elif person in already_open:     # (or accepted earlier in this group)
             refusal = _refused("APPLICATION_ALREADY_OPEN", "kind")
         elif certificate is None or certificate.valid_until < today:
             refusal = _refused("REGISTRATION_LAPSED", "kind")
@@ -240,9 +241,10 @@ def _guarded_batch(connection, batch: list[dict]) -> list:
         else:
             refusal = None
             accepted.append(rows)
+            already_open.add(person)
         refusals.append(refusal)
     if accepted:
-        for table in ROW_TABLES[:-1]:
+        for table in ROW_TABLES_BUT_OUTBOX:
             connection.execute(insert(table), [rows[table.name] for rows in accepted])
         now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
         connection.execute(insert(registration_outbox.table), [dict(
@@ -270,6 +272,5 @@ class GuardedBatchedFloorService(FloorService):
         caller = self.auth.require(SOCIAL_WORKER)
         rows, _ = _prepared(payload, person_id=caller.subject)
         _guarded.write(rows)
-        for wake in list(registration_outbox._wakers):   # committed: the relay may publish it
-            wake()
+        registration_outbox.wake_relays()     # committed: the relay may publish it
         return {"application_id": rows["floor_application"]["application_id"], "status": "初审中"}

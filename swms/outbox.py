@@ -77,6 +77,10 @@ class Outbox:
 
     def _after_commit(self, session: Session) -> None:
         session.info.pop("outbox_wake_registered", None)
+        self.wake_relays()
+
+    def wake_relays(self) -> None:
+        """Rows were committed (by a session, or by a Core connection that ``add`` did not see)."""
         for wake in list(self._wakers):
             wake()
 
