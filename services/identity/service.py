@@ -66,7 +66,7 @@ from swms.db import Database, engine_from_config
 from swms.ops import OpsEndpoint
 from swms.outbox import OutboxRelay, utcnow
 from swms.rpc import contract, rpc
-from swms.storage import Bucket, ObjectStorage, make_s3_client
+from swms.storage import ObjectStorage, bucket_from_config
 
 log = logging.getLogger(__name__)
 
@@ -112,9 +112,7 @@ class ProofStorage(ObjectStorage):
             config=BotoConfig(s3={"addressing_style": "path"}, signature_version="s3v4",
                               max_pool_connections=max(10, int(config.get("max_workers", 10))),
                               retries={"max_attempts": 2, "mode": "standard"}, connect_timeout=2, read_timeout=30))
-        link_client = (make_s3_client(config, "S3_PUBLIC_ENDPOINT_URL")
-                       if config.get("S3_PUBLIC_ENDPOINT_URL") else None)
-        self.bucket = Bucket(client, required(config, self.bucket_key), link_client)
+        self.bucket = bucket_from_config(config, self.bucket_key, client)
         try:
             self.bucket.ensure_exists()
         except Exception as exc:
@@ -130,7 +128,7 @@ class OrphanProofSweeper(BackgroundLoop):
         super().setup()
         config = self.container.config
         self.sessions = sessionmaker(engine_from_config(config))
-        self.bucket = Bucket(make_s3_client(config), required(config, "IDENTITY_S3_BUCKET"))
+        self.bucket = bucket_from_config(config, "IDENTITY_S3_BUCKET")
 
     def run_once(self) -> int:
         with self.sessions() as session:

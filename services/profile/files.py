@@ -32,10 +32,9 @@ from sqlalchemy.orm import sessionmaker
 
 from services.profile.models import RETIRED, StoredFile, Upload
 from swms.background import BackgroundLoop
-from swms.config import required
 from swms.db import engine_from_config
 from swms.outbox import utcnow
-from swms.storage import Bucket, make_s3_client
+from swms.storage import Bucket, bucket_from_config
 
 log = logging.getLogger(__name__)
 
@@ -75,11 +74,7 @@ class FileStore:
         self.bucket = bucket
 
     def upload_form(self, key: str, max_bytes: int, expires_seconds: int) -> dict:
-        """A presigned POST for exactly ``key`` and at most ``max_bytes`` (signed for the address
-        browsers reach: S3_PUBLIC_ENDPOINT_URL when set)."""
-        return self.bucket.link_client.generate_presigned_post(
-            Bucket=self.bucket.name, Key=key, Conditions=[["content-length-range", 1, max_bytes]],
-            ExpiresIn=expires_seconds)
+        return self.bucket.upload_form(key, max_bytes, expires_seconds)
 
     def read(self, key: str, max_bytes: int) -> tuple[int, bytes] | None:
         """(the object's whole size, at most ``max_bytes + 1`` of its bytes) in one ranged GET, or
@@ -134,7 +129,7 @@ class Housekeeping(BackgroundLoop):
         self.settings = Settings.from_config(config)
         self.poll_seconds = self.settings.housekeeping_seconds
         self.sessions = sessionmaker(engine_from_config(config), expire_on_commit=False)
-        self.store = FileStore(Bucket(make_s3_client(config), required(config, self.bucket_key)))
+        self.store = FileStore(bucket_from_config(config, self.bucket_key))
 
     def run_once(self) -> int:
         return sweep(self.sessions, self.store, self.batch_size)

@@ -25,7 +25,7 @@ from services.registration import ce_import, proofs
 from swms.config import REPO_ROOT, load_config, service_config_path
 from swms.contracts.registration import ContinuingEducationRecorded
 from swms.db import engine_for
-from swms.storage import Bucket, make_s3_client
+from swms.storage import bucket_from_config
 
 INBOUND_SCHEMA_DIR = REPO_ROOT / "docs" / "schemas" / "inbound"
 
@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "sweep-proofs":
         hours = args.older_than_hours if args.older_than_hours is not None else float(config["PROOF_ORPHAN_HOURS"])
-        bucket = Bucket(make_s3_client(config), config["REGISTRATION_S3_BUCKET"])
+        bucket = bucket_from_config(config, "REGISTRATION_S3_BUCKET")
         total = 0
         while True:
             count = proofs.sweep_orphans(engine, bucket, dt.timedelta(hours=hours))

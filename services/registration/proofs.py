@@ -26,11 +26,10 @@ from services.registration.models import (
 )
 from swms import errors, images
 from swms.background import BackgroundLoop
-from swms.config import required
 from swms.contracts.registration import ProofContentType, ProofUploadTicket
 from swms.db import engine_from_config
 from swms.outbox import utcnow
-from swms.storage import Bucket, make_s3_client
+from swms.storage import Bucket, bucket_from_config
 
 log = logging.getLogger(__name__)
 
@@ -59,11 +58,8 @@ def request_upload(session: Session, bucket: Bucket, person_id: str, filename: s
     key = new_key(person_id)
     session.add(ProofFileRow(proof_key=key, person_id=person_id, filename=filename, content_type=content_type.value,
                              status=PROOF_PENDING, created_at=utcnow(), submitted=False))
-    # Signed for the address browsers reach; MinIO enforces the size range and type in the policy.
-    post = bucket.link_client.generate_presigned_post(
-        bucket.name, upload_key(key), Fields={"Content-Type": content_type.value},
-        Conditions=[["content-length-range", 1, max_bytes], {"Content-Type": content_type.value}],
-        ExpiresIn=UPLOAD_SECONDS)
+    # MinIO enforces the size range, the type and the encryption in the signed policy.
+    post = bucket.upload_form(upload_key(key), max_bytes, UPLOAD_SECONDS, content_type=content_type.value)
     return ProofUploadTicket(proof_key=key, url=post["url"], fields=post["fields"], max_bytes=max_bytes,
                              expires_in_seconds=UPLOAD_SECONDS)
 
@@ -202,7 +198,7 @@ class ProofSweeper(BackgroundLoop):
         super().setup()
         config = self.container.config
         self.engine = engine_from_config(config)
-        self.bucket = Bucket(make_s3_client(config), required(config, "REGISTRATION_S3_BUCKET"))
+        self.bucket = bucket_from_config(config, "REGISTRATION_S3_BUCKET")
         self.poll_seconds = float(config.get("PROOF_SWEEP_SECONDS", 600))
         self.older_than = dt.timedelta(hours=float(config.get("PROOF_ORPHAN_HOURS", 24)))
 

@@ -31,6 +31,14 @@ def test_sign_up_to_downloaded_certificate_and_email(stack, tmp_path):
     assert result.certificate_number in text
     assert "社会工作者登记证书" in "".join(text.split())  # the title is letter-spaced
 
+    # Every object the services keep (the ID photo, the certificate) is encrypted at rest by the
+    # server (S3_ENCRYPTION, default SSE-S3).
+    kept = {(bucket["Name"], item["Key"]) for bucket in s3.list_buckets()["Buckets"]
+            for item in s3.list_objects_v2(Bucket=bucket["Name"]).get("Contents", [])}
+    assert ("swms-certificates", result.object_key) in kept and any(name == "swms-profile" for name, _ in kept)
+    assert {(name, key): s3.head_object(Bucket=name, Key=key).get("ServerSideEncryption") for name, key in kept} == {
+        object_: "AES256" for object_ in kept}
+
     # Exactly one certificate email reached the SMTP server, addressed to the holder (the holder and
     # the officers also get mail about the submission and each decision).
     mails = [email.message_from_bytes(p.read_bytes(), policy=email.policy.default)

@@ -338,6 +338,8 @@ def test_proof_uploads_are_checked_by_content_and_size(env, subtests):
         assert (confirmed["size"], confirmed["content_type"]) == (len(pdf), "application/pdf")
         uploaded_copy = proofs.upload_key(ticket["proof_key"])
         assert ticket["proof_key"] in bucket_keys(env) and uploaded_copy not in bucket_keys(env)
+        assert make_s3_client(env.config).head_object(Bucket=env.config["REGISTRATION_S3_BUCKET"], Key=ticket[
+            "proof_key"])["ServerSideEncryption"] == "AES256"       # kept encrypted at rest
         # The ticket is still valid for minutes: a second POST with it cannot replace the checked proof.
         other = make_pdf() + b"\n% another document\n%%EOF\n"
         assert post_file(ticket, other, "证明.pdf", "application/pdf") == 204
