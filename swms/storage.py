@@ -44,7 +44,8 @@ _POST_FIELDS = {"ServerSideEncryption": "x-amz-server-side-encryption",
                 "SSEKMSKeyId": "x-amz-server-side-encryption-aws-kms-key-id"}
 
 
-def make_s3_client(config: dict[str, Any], endpoint_key: str = "S3_ENDPOINT_URL"):
+def make_s3_client(config: dict[str, Any], endpoint_key: str = "S3_ENDPOINT_URL", attempts: int = 5,
+                   connect_timeout: float = 5):
     return boto3.client(
         "s3",
         endpoint_url=config.get(endpoint_key) or None,
@@ -55,8 +56,8 @@ def make_s3_client(config: dict[str, Any], endpoint_key: str = "S3_ENDPOINT_URL"
             s3={"addressing_style": "path"},
             signature_version="s3v4",
             max_pool_connections=max(10, int(config.get("max_workers", 10))),
-            retries={"max_attempts": 5, "mode": "standard"},
-            connect_timeout=5,
+            retries={"max_attempts": attempts, "mode": "standard"},
+            connect_timeout=connect_timeout,
             read_timeout=30,
         ),
     )

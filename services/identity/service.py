@@ -11,8 +11,6 @@ import ipaddress
 import logging
 from pathlib import Path
 
-import boto3
-from botocore.config import Config as BotoConfig
 from botocore.exceptions import BotoCoreError, ClientError
 from eventlet import tpool
 from nameko.dependency_providers import Config
@@ -66,7 +64,7 @@ from swms.db import Database, engine_from_config
 from swms.ops import OpsEndpoint
 from swms.outbox import OutboxRelay, utcnow
 from swms.rpc import contract, rpc
-from swms.storage import ObjectStorage, bucket_from_config
+from swms.storage import ObjectStorage, bucket_from_config, make_s3_client
 
 log = logging.getLogger(__name__)
 
@@ -104,14 +102,7 @@ class ProofStorage(ObjectStorage):
 
     def setup(self):
         config = self.container.config
-        client = boto3.client(
-            "s3", endpoint_url=config.get("S3_ENDPOINT_URL") or None,
-            aws_access_key_id=required(config, "S3_ACCESS_KEY"),
-            aws_secret_access_key=required(config, "S3_SECRET_KEY"),
-            region_name=config.get("S3_REGION") or "us-east-1",
-            config=BotoConfig(s3={"addressing_style": "path"}, signature_version="s3v4",
-                              max_pool_connections=max(10, int(config.get("max_workers", 10))),
-                              retries={"max_attempts": 2, "mode": "standard"}, connect_timeout=2, read_timeout=30))
+        client = make_s3_client(config, attempts=2, connect_timeout=2)
         self.bucket = bucket_from_config(config, self.bucket_key, client)
         try:
             self.bucket.ensure_exists()
