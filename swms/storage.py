@@ -63,6 +63,11 @@ def make_s3_client(config: dict[str, Any], endpoint_key: str = "S3_ENDPOINT_URL"
     )
 
 
+def is_missing(error: ClientError) -> bool:
+    """The S3 error says: no such object."""
+    return error.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound")
+
+
 class Bucket:
     def __init__(self, client, name: str, link_client=None, encryption: dict[str, str] | None = None):
         self.client = client
@@ -117,10 +122,18 @@ class Bucket:
         try:
             self.client.head_object(Bucket=self.name, Key=key)
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+            if is_missing(exc):
                 return False
             raise
         return True
+
+    def delete(self, key: str) -> None:
+        """Delete ``key``; an object already gone is not an error (deletes are retried)."""
+        try:
+            self.client.delete_object(Bucket=self.name, Key=key)
+        except ClientError as exc:
+            if not is_missing(exc):
+                raise
 
     def keys_older_than(self, prefix: str, age: dt.timedelta, limit: int = 1000) -> list[str]:
         """Up to ``limit`` keys under ``prefix`` last written more than ``age`` ago (for sweepers)."""

@@ -41,6 +41,7 @@ from swms import rpc as swms_rpc
 from swms.contracts.profile import PhotoLink
 from swms.contracts.registration import IssuanceData
 from swms.outbox import utcnow
+from swms.storage import is_missing
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +130,7 @@ def stored_digest(bucket, key: str, number: str) -> str | None:
     try:
         stored = bucket.client.get_object(Bucket=bucket.name, Key=key)
     except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound"):
+        if is_missing(exc):
             return None
         raise
     body = stored["Body"].read()

@@ -220,7 +220,7 @@ def sweep_orphan_proofs(session: Session, bucket, older_than: dt.timedelta, limi
     named = set(session.execute(select(Feedback.proof_key).where(Feedback.proof_key.in_(old))).scalars())
     orphans = [key for key in old if key not in named]
     for key in orphans:
-        bucket.client.delete_object(Bucket=bucket.name, Key=key)
+        bucket.delete(key)
     for key in orphans:
         audit.record(session, "identity", "feedback.proof_deleted", "feedback", key.split("/")[1],
                      {"reason": "orphan", "key": key})

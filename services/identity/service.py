@@ -387,7 +387,7 @@ class IdentityService:
         except BaseException:
             if key is not None:   # nothing stored half-way: no orphan proof in the bucket
                 try:
-                    self.storage.client.delete_object(Bucket=self.storage.name, Key=key)
+                    self.storage.delete(key)
                 except Exception:
                     log.exception("could not delete the proof of feedback %s", feedback_id)
             raise

@@ -34,7 +34,7 @@ from services.profile.models import RETIRED, StoredFile, Upload
 from swms.background import BackgroundLoop
 from swms.db import engine_from_config
 from swms.outbox import utcnow
-from swms.storage import Bucket, bucket_from_config
+from swms.storage import Bucket, bucket_from_config, is_missing
 
 log = logging.getLogger(__name__)
 
@@ -65,10 +65,6 @@ class Settings:
         )
 
 
-def _missing(exc: ClientError) -> bool:
-    return exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound")
-
-
 class FileStore:
     def __init__(self, bucket: Bucket):
         self.bucket = bucket
@@ -82,7 +78,7 @@ class FileStore:
         try:
             response = self.bucket.client.get_object(Bucket=self.bucket.name, Key=key, Range=f"bytes=0-{max_bytes}")
         except ClientError as exc:
-            if _missing(exc):
+            if is_missing(exc):
                 return None
             if exc.response.get("Error", {}).get("Code") == "InvalidRange":   # an empty object
                 return 0, b""
@@ -97,7 +93,7 @@ class FileStore:
     def delete(self, key: str) -> bool:
         """Delete (idempotent); False, logged, if storage did not answer."""
         try:
-            self.bucket.client.delete_object(Bucket=self.bucket.name, Key=key)
+            self.bucket.delete(key)
             return True
         except Exception:
             log.warning("could not delete object %s; housekeeping will retry", key, exc_info=True)

@@ -29,7 +29,7 @@ from swms.background import BackgroundLoop
 from swms.contracts.registration import ProofContentType, ProofUploadTicket
 from swms.db import engine_from_config
 from swms.outbox import utcnow
-from swms.storage import Bucket, bucket_from_config
+from swms.storage import Bucket, bucket_from_config, is_missing
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +80,7 @@ def inspect(bucket: Bucket, key: str, content_type: ProofContentType, max_bytes:
     try:
         head = bucket.client.head_object(Bucket=bucket.name, Key=upload_key(key))
     except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+        if is_missing(exc):
             return errors.SwmsError(errors.UPLOAD_MISSING, "未收到上传的文件，请先上传文件再确认", "proof_key")
         raise
     size = int(head["ContentLength"])
@@ -131,18 +131,10 @@ def forget(session: Session, key: str, reason: str) -> None:
         log.warning("proof upload %s refused: %s", key[-36:], reason)
 
 
-def delete_object(bucket: Bucket, key: str) -> None:
-    try:
-        bucket.client.delete_object(Bucket=bucket.name, Key=key)
-    except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") not in ("404", "NoSuchKey", "NotFound"):
-            raise
-
-
 def delete_upload(bucket: Bucket, key: str) -> None:
     """The uploaded copy, once checked (or refused). Not fatal: the sweeper deletes it again."""
     try:
-        delete_object(bucket, upload_key(key))
+        bucket.delete(upload_key(key))
     except Exception:
         log.warning("could not delete the uploaded copy of proof %s; the sweeper will", key[-36:], exc_info=True)
 
@@ -168,8 +160,8 @@ def sweep_orphans(engine, bucket: Bucket, older_than: dt.timedelta, batch_size: 
     deleted = []
     for key in keys:
         try:
-            delete_object(bucket, upload_key(key))
-            delete_object(bucket, key)
+            bucket.delete(upload_key(key))
+            bucket.delete(key)
             deleted.append(key)
         except Exception:
             log.exception("could not delete orphan proof %s; will retry", key)
@@ -187,7 +179,7 @@ def sweep_stale_uploads(bucket: Bucket, older_than: dt.timedelta, limit: int = 1
     with a ticket after its proof was checked, or one whose confirmation never came."""
     stale = bucket.keys_older_than(upload_key("proofs/"), older_than, limit)
     for key in stale:
-        delete_object(bucket, key)
+        bucket.delete(key)
     return len(stale)
 
 

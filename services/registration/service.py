@@ -359,8 +359,8 @@ class RegistrationService:
         outcome = proofs.inspect(self.storage, row.proof_key, content_type, int(self.config["PROOF_MAX_BYTES"]))
         if isinstance(outcome, errors.SwmsError):
             if outcome.code != errors.UPLOAD_MISSING:
-                proofs.delete_object(self.storage, proofs.upload_key(row.proof_key))
-                proofs.delete_object(self.storage, row.proof_key)   # left by an attempt that crashed
+                self.storage.delete(proofs.upload_key(row.proof_key))
+                self.storage.delete(row.proof_key)   # left by an attempt that crashed
                 with self.db.transaction() as session:
                     proofs.forget(session, row.proof_key, outcome.code)
             raise outcome
