@@ -234,7 +234,6 @@ def _spend_attempt(id_column, row_id: str, settings: Settings) -> Callable[[Sess
     return spend
 
 
-
 def _six_digits(settings: Settings, purpose: str, row_id: str, secret: str) -> str:
     """A one-time code: never stored, recomputed from the row's id and secret under the deployment key."""
     digest = settings.keyed_hash(purpose, f"{row_id}:{secret}")

@@ -28,6 +28,7 @@ THIS_YEAR = dt.date.today().year
 HOLDER_ID = valid_id("11010519900307123")
 NEWCOMER_ID = valid_id("11010519920415162")
 PASSWORD = "Strong-pass-1"
+HOLDER_SIGN_UP = {"name": "李明华", "id_number": HOLDER_ID, "email": "li@example.cn", "password": PASSWORD}
 PDF = b"%PDF-1.4\n1 0 obj<<>>endobj\ntrailer<<>>\n%%EOF\n"
 
 
@@ -200,8 +201,7 @@ def test_a_proof_left_without_its_feedback_by_a_crash_is_swept(identity, amqp_ur
 
 def test_login_refresh_logout_and_expired_tokens(identity, amqp_uri, keys_dir):
     with client(amqp_uri) as public:
-        account = public.identity.sign_up({"name": "李明华", "id_number": HOLDER_ID, "email": "li@example.cn",
-                                           "password": PASSWORD})
+        account = public.identity.sign_up(HOLDER_SIGN_UP)
         tokens = public.identity.login({"login": HOLDER_ID.lower(), "password": PASSWORD})
         assert tokens["refresh_token"].startswith("rt_") and tokens["role"] == "social_worker"
         # An access token cannot be revoked, so it is short-lived (15 minutes by default).
@@ -238,8 +238,7 @@ def test_failed_logins_are_limited_per_account_and_per_source(strict_identity, a
                                          "management_number": "1", "exam_year": str(THIS_YEAR), "province": "11"}])
         session.commit()
     with client(amqp_uri) as public:
-        public.identity.sign_up({"name": "李明华", "id_number": HOLDER_ID, "email": "li@example.cn",
-                                 "password": PASSWORD})
+        public.identity.sign_up(HOLDER_SIGN_UP)
         for _ in range(5):   # by ID number and by email: one account, one counter
             expect_error(lambda: public.identity.login({"login": "li@example.cn", "password": "Wrong-pass-1"}),
                          "LOGIN_FAILED", "login")
@@ -280,8 +279,7 @@ def test_email_address_confirmed_by_the_mailed_code(identity, amqp_uri, keys_dir
     notification = token(keys_dir, Caller("notification", SERVICE))
     try:
         with client(amqp_uri) as public:
-            account = public.identity.sign_up({"name": "李明华", "id_number": HOLDER_ID, "email": "li@example.cn",
-                                               "password": PASSWORD})
+            account = public.identity.sign_up(HOLDER_SIGN_UP)
         [event] = confirmations.collect(1)
         assert event["person_id"] == account["person_id"]
         message = confirmation_message(amqp_uri, keys_dir, event)
@@ -328,8 +326,7 @@ def test_password_reset_by_emailed_code(identity, amqp_uri, keys_dir):
     notification = token(keys_dir, Caller("notification", SERVICE))
     try:
         with client(amqp_uri) as public:
-            account = public.identity.sign_up({"name": "李明华", "id_number": HOLDER_ID, "email": "li@example.cn",
-                                               "password": PASSWORD})
+            account = public.identity.sign_up(HOLDER_SIGN_UP)
             # Not before the address is confirmed: a mistyped address would receive the code.
             before = public.identity.request_password_reset({"login": "li@example.cn"})
             assert before["expires_in_seconds"] == 900 and tap.collect(1, timeout=1.0) == []
@@ -390,8 +387,7 @@ def test_a_later_list_raises_the_level_of_a_registered_person(identity, amqp_uri
     tap = EventTap(amqp_uri, "identity", "passer_level_raised")
     try:
         with client(amqp_uri) as public:
-            account = public.identity.sign_up({"name": "李明华", "id_number": HOLDER_ID, "email": "li@example.cn",
-                                               "password": PASSWORD})
+            account = public.identity.sign_up(HOLDER_SIGN_UP)
         csv_text = ("name,id_number,level,management_number,exam_year,province\n"
                     f"李明华,{HOLDER_ID},社会工作师,202611000000000002,{THIS_YEAR},北京\n")
         with session_for(identity["DB_URL"]) as session:
@@ -437,8 +433,7 @@ def test_no_full_id_number_in_logs_events_or_audit(identity, amqp_uri, keys_dir,
     taps = [EventTap(amqp_uri, "identity", kind) for kind in ("feedback_submitted", "email_confirmation_requested")]
     try:
         with client(amqp_uri, client_ip="192.0.2.10") as public:
-            public.identity.sign_up({"name": "李明华", "id_number": HOLDER_ID, "email": "li@example.cn",
-                                     "password": PASSWORD})
+            public.identity.sign_up(HOLDER_SIGN_UP)
             expect_error(lambda: public.identity.sign_up({"name": "李明华", "id_number": HOLDER_ID,
                                                           "email": "li2@example.cn", "password": PASSWORD}),
                          "ALREADY_REGISTERED")
@@ -477,7 +472,7 @@ def test_identity_serves_logins_while_object_storage_is_away(start_service, amqp
         health = public.identity.health()
         assert health["status"] == "degraded" and health["checks"]["database"] == "ok"
         assert health["checks"]["object_storage"].startswith("error")
-        public.identity.sign_up({"name": "李明华", "id_number": HOLDER_ID, "email": "li@example.cn", "password": PASSWORD})
+        public.identity.sign_up(HOLDER_SIGN_UP)
         assert public.identity.login({"login": HOLDER_ID, "password": PASSWORD})["role"] == "social_worker"
         public.identity.submit_feedback(feedback_request(proof=None))    # no file: no storage needed
         expect_error(lambda: public.identity.submit_feedback(   # with a file: refused, nothing kept
