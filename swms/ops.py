@@ -6,7 +6,8 @@ one-HTTP-service-per-process rule, and it answers for THIS process (an RPC healt
 answered by any replica):
 
 - ``/healthz``  200 while the process's event loop runs (a blocked hub cannot answer): liveness.
-- ``/readyz``   200 when the database and the broker answer: readiness.
+- ``/readyz``   200 when the database and the broker answer and every queue consumer of this
+  process consumes: readiness.
 - ``/metrics``  requests, errors and latency per entrypoint, outbox backlog, RPC queue depth.
 
 It also sets the correlation id of each worker for the JSON log formatter (swms.logs).
@@ -22,6 +23,7 @@ import eventlet.wsgi
 from kombu import Connection
 from nameko.constants import AMQP_URI_CONFIG_KEY
 from nameko.extensions import DependencyProvider
+from nameko.messaging import QueueConsumer
 from nameko.rpc import Rpc
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -31,6 +33,17 @@ from swms import logs
 from swms.db import engine_for
 
 log = logging.getLogger(__name__)
+
+
+def consumers_not_yet_consuming(container) -> list[str]:
+    """This process's queue consumers that have not started consuming yet.
+
+    Nameko runs the RPC consumer and swms.deadletter's event consumer on separate connections
+    (each is its own shared extension), so the process can answer an RPC before its event queues
+    are declared and bound; an event published in that gap is refused (no exchange) or, with a
+    bound-nowhere exchange, dropped. "Ready" must wait for both."""
+    return sorted(type(extension).__name__ for extension in container.shared_extensions.values()
+                  if isinstance(extension, QueueConsumer) and not extension._consumers_ready.ready())
 
 
 class OpsEndpoint(DependencyProvider):
@@ -68,6 +81,12 @@ class OpsEndpoint(DependencyProvider):
 
     def kill(self):
         self.stop()
+
+    def get_dependency(self, worker_ctx):
+        return self   # health.check asks it which consumers still start
+
+    def consumers_not_yet_consuming(self) -> list[str]:
+        return consumers_not_yet_consuming(self.container)
 
     def _serve(self):
         try:
@@ -131,6 +150,7 @@ class OpsEndpoint(DependencyProvider):
                 conn.ensure_connection(max_retries=1)
         except Exception as exc:
             problems.append(f"broker: {type(exc).__name__}")
+        problems += [f"consumer starting: {name}" for name in self.consumers_not_yet_consuming()]
         return problems
 
     def _refresh_gauges(self) -> None:

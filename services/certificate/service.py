@@ -83,7 +83,7 @@ class CertificateService:
     @rpc(expected_exceptions=errors.SwmsError)
     @contract(None, HealthResponse)
     def health(self):
-        return health.check(self.name, self.db, self.storage)
+        return health.check(self.name, self.db, self.storage, process=self.ops)
 
     # ---- issue ----------------------------------------------------------------------------------
 

@@ -214,7 +214,7 @@ class IdentityService:
     @rpc(expected_exceptions=errors.SwmsError)
     @contract(None, HealthResponse)
     def health(self):
-        return health.check(self.name, self.db, self.storage)
+        return health.check(self.name, self.db, self.storage, process=self.ops)
 
     # ---- registry and sign-up ------------------------------------------------------------------
 

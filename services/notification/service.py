@@ -225,7 +225,7 @@ class NotificationService:
     @rpc(expected_exceptions=errors.SwmsError)
     @contract(None, HealthResponse)
     def health(self):
-        return health.check(self.name, self.db)
+        return health.check(self.name, self.db, process=self.ops)
 
     # ---- events --------------------------------------------------------------------------------
     # One thin method per event type; _accept does the work. An event that does not match its

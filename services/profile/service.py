@@ -82,7 +82,7 @@ class ProfileService:
     @rpc(expected_exceptions=errors.SwmsError)
     @contract(None, HealthResponse)
     def health(self):
-        return health.check(self.name, self.db, self.bucket)
+        return health.check(self.name, self.db, self.bucket, process=self.ops)
 
     # ---- helpers ------------------------------------------------------------------------------
 

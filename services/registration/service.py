@@ -216,7 +216,7 @@ class RegistrationService:
     @rpc(expected_exceptions=errors.SwmsError)
     @contract(None, HealthResponse)
     def health(self):
-        return health.check(self.name, self.db, self.storage)
+        return health.check(self.name, self.db, self.storage, process=self.ops)
 
     @rpc(expected_exceptions=errors.SwmsError)
     @contract(SubmitFirstRegistrationRequest, ApplicationResponse)

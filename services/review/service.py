@@ -128,7 +128,7 @@ class ReviewService:
     @rpc(expected_exceptions=errors.SwmsError)
     @contract(None, HealthResponse)
     def health(self):
-        return health.check(self.name, self.db)
+        return health.check(self.name, self.db, process=self.ops)
 
     @rpc(expected_exceptions=errors.SwmsError)
     @contract(QueueRequest, QueuePage)

@@ -83,7 +83,8 @@ Uuid = Annotated[str, Field(pattern=r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a
 
 
 class HealthResponse(Contract):
-    """Every service's ``health`` RPC: ``ok`` when its database (and object storage) answer."""
+    """Every service's ``health`` RPC: ``ok`` when its database (and object storage) answer and its
+    queue consumers (RPC and events) consume; ``degraded`` names what does not."""
     service: str
     status: str                 # ok / degraded
     checks: dict[str, str]      # component -> "ok" or "error: <type>"
