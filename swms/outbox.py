@@ -130,7 +130,8 @@ class OutboxRelay(BackgroundLoop):
 
         No transaction stays open while publishing: under eventlet a SQLite writer that waits for a
         lock blocks the whole hub, so a lock held across network I/O would deadlock the process.
-        A replica that dies after claiming leaves rows that become due again when the lease ends.
+        A replica that dies after claiming leaves rows that become due again when the lease ends;
+        one that is stopping publishes no more, marks what it published and hands the rest back.
         """
         table = self.outbox.table
         now = utcnow()
@@ -146,7 +147,10 @@ class OutboxRelay(BackgroundLoop):
                 conn.execute(update(table).where(table.c.id.in_([r.id for r in rows])).values(
                     next_attempt_at=now + dt.timedelta(seconds=self.lease_seconds)))
         published, unroutable = [], []
-        for row in rows:
+        for index, row in enumerate(rows):
+            if not self.running:
+                self._mark(published, unroutable, handed_back=[r.id for r in rows[index:]])
+                return 0
             try:
                 self.publisher.publish(
                     json.loads(row.payload), exchange=self.exchange, routing_key=row.event_type,
@@ -163,10 +167,12 @@ class OutboxRelay(BackgroundLoop):
         self._mark(published, unroutable)
         return len(rows)
 
-    def _mark(self, published: list[int], unroutable: list) -> None:
+    def _mark(self, published: list[int], unroutable: list, handed_back: list[int] = ()) -> None:
         table = self.outbox.table
         now = utcnow()
         with self.engine.begin() as conn:
+            if handed_back:   # due at once for another replica or the next process, not after the lease
+                conn.execute(update(table).where(table.c.id.in_(handed_back)).values(next_attempt_at=now))
             if published:
                 conn.execute(update(table).where(table.c.id.in_(published)).values(
                     published_at=now, attempts=table.c.attempts + 1, last_error=None))

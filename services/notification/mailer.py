@@ -24,8 +24,6 @@ import time
 from dataclasses import dataclass
 from email.message import EmailMessage
 
-import eventlet
-from eventlet.queue import Empty, Full, LightQueue
 from sqlalchemy.orm import sessionmaker
 
 from services.notification import domain
@@ -38,7 +36,6 @@ from swms.outbox import utcnow
 log = logging.getLogger(__name__)
 
 LEASE = dt.timedelta(seconds=60)
-STOP_WAIT_SECONDS = 20.0
 MESSAGE_INVALID = "MESSAGE_INVALID"
 
 
@@ -167,10 +164,9 @@ class Mailer(BackgroundLoop):
     max_pause_seconds = 60.0
 
     def setup(self):
-        super().setup()
         config = self.container.config
-        self.connections = max(1, int(config.get("SMTP_CONNECTIONS") or 2))
-        self._signals = [LightQueue(maxsize=1) for _ in range(self.connections)]
+        self.loops = max(1, int(config.get("SMTP_CONNECTIONS") or 2))
+        super().setup()
         self.sessions = sessionmaker(engine_from_config(config), expire_on_commit=False)
         self.smtp = SmtpSettings.from_config(config)
         self.transport = SmtpTransport(self.smtp)
@@ -183,50 +179,6 @@ class Mailer(BackgroundLoop):
 
     def get_dependency(self, worker_ctx):
         return self.wake
-
-    def start(self):
-        self._running = True
-        self._loops = [
-            self.container.spawn_managed_thread(lambda index=index: self._loop(index), identifier=f"Mailer-{index}")
-            for index in range(self.connections)]
-
-    def stop(self):
-        """Graceful stop (SIGTERM): each loop records the message it is handing to the relay and
-        gives the rest of its batch back, so no holder gets the same email twice. Nameko kills
-        managed threads right after ``stop`` returns; without this wait a send could be cut off
-        between the relay's acceptance and the commit. The wait is bounded so that the process
-        still exits inside the shortest grace period (Compose's 30 s; 60 s in deploy/k8s): a relay
-        silent for longer gets the message again from the next process (at least once)."""
-        super().stop()
-        with eventlet.Timeout(STOP_WAIT_SECONDS, False):
-            for loop in self._loops:
-                try:
-                    loop.wait()
-                except BaseException:  # a loop that died already has nothing to finish
-                    pass
-
-    def kill(self):
-        self._running = False
-
-    def wake(self) -> None:
-        for signal in self._signals:
-            try:
-                signal.put_nowait(True)
-            except Full:
-                pass
-
-    def _loop(self, index: int) -> None:
-        signal = self._signals[index]
-        while self._running:
-            try:
-                while self._running and self.run_once() >= self.batch_size:
-                    eventlet.sleep(0)
-            except Exception:
-                log.exception("mailer pass failed; will retry")
-            try:
-                signal.get(timeout=self.poll_seconds)
-            except Empty:
-                pass
 
     def run_once(self) -> int:
         if time.monotonic() < self._paused_until:
@@ -249,7 +201,7 @@ class Mailer(BackgroundLoop):
         self._failures_in_a_row = 0
         try:
             for index, message in enumerate(messages):
-                if not self._running:  # stopping: hand the rest back for the next process
+                if not self.running:  # stopping: hand the rest back for the next process (see BackgroundLoop)
                     with self.sessions.begin() as session:
                         domain.release(session, token, [m.message_id for m in messages[index:]])
                     return 0
