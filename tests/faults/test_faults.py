@@ -199,6 +199,7 @@ def test_sigterm_during_a_stream_lets_work_finish_or_requeue(stack):
     assert collections.Counter(chaos.done) == {name: 3 for name in SERVICES}
     assert_nothing_lost_or_duplicated(figures)
     assert figures["email_redeliveries"] == 0, figures  # a graceful stop commits what the relay accepted
+    assert figures["event_redeliveries"] == 0, figures  # ... and marks every event it published
     assert set(chaos.exit_codes) == {0}, figures  # none had to be SIGKILLed; none crashed on the way out
 
 
