@@ -3,6 +3,8 @@
   python -m services.identity.cli import-passers FILE.csv [--report REJECTED.csv] [--workers N]
   python -m services.identity.cli create-officer --name N --email E --password P --region 110105 --level county
   python -m services.identity.cli create-admin --name N --email E --password P
+  python -m services.identity.cli disable-account EMAIL --reason "调离岗位"   (no login; refresh tokens revoked)
+  python -m services.identity.cli enable-account EMAIL
   python -m services.identity.cli mint-service-token NAME   (prints a 365-day token for a service)
   python -m services.identity.cli purge-expired             (daily: old throttle counters, tokens, resets)
 
@@ -14,6 +16,7 @@ from __future__ import annotations
 import argparse
 import csv
 import datetime as dt
+import getpass
 import os
 import sys
 import time
@@ -45,6 +48,14 @@ def _password(args) -> str:
     return args.password
 
 
+def _actor() -> str:
+    """Who ran the command, for the audit log (the operator's login on the host or pod)."""
+    try:
+        return f"admin-cli:{getpass.getuser()}"
+    except Exception:   # no user name in a bare container
+        return "admin-cli"
+
+
 def _add_staff_arguments(parser) -> None:
     parser.add_argument("--name", required=True)
     parser.add_argument("--email", required=True)
@@ -67,6 +78,12 @@ def main(argv: list[str] | None = None) -> int:
     off.add_argument("--level", required=True, choices=["county", "city", "province"])
     adm = sub.add_parser("create-admin", help="create an administrator account")
     _add_staff_arguments(adm)
+    dis = sub.add_parser("disable-account", help="stop an account: no login, refresh or password reset; "
+                                                 "its refresh tokens are revoked now")
+    dis.add_argument("login", help="the account's email (or a social worker's ID number)")
+    dis.add_argument("--reason", required=True, help="why, for the audit log (at most 200 characters)")
+    ena = sub.add_parser("enable-account", help="let a disabled account log in again")
+    ena.add_argument("login")
     mint = sub.add_parser("mint-service-token")
     mint.add_argument("service")
     sub.add_parser("purge-expired", help="delete old throttle counters, refresh tokens and reset codes")
@@ -111,6 +128,15 @@ def main(argv: list[str] | None = None) -> int:
                     account = domain.create_admin(session, args.name, args.email, password_hash)
                     print(f"admin {account.person_id}")
                 session.commit()
+            elif args.command in ("disable-account", "enable-account"):
+                if args.command == "disable-account":
+                    account, changed = domain.disable_account(session, args.login, args.reason, utcnow(), _actor())
+                    done = "disabled" if changed else f"already disabled since {account.disabled_at:%Y-%m-%d %H:%M} UTC"
+                else:
+                    account, changed = domain.enable_account(session, args.login, utcnow(), _actor())
+                    done = "enabled" if changed else "was not disabled"
+                session.commit()
+                print(f"{account.role} {account.person_id}: {done}")
             elif args.command == "purge-expired":
                 counts = domain.purge_expired(session, utcnow())
                 session.commit()

@@ -164,6 +164,7 @@ def issue_refresh_token(session: Session, settings: Settings, person_id: str, no
 
 def login_succeeded(session: Session, settings: Settings, account: Account, keys, now: dt.datetime,
                     new_hash: str | None = None) -> tuple[str, dt.datetime]:
+    refuse_if_disabled(session, account)
     throttle.clear(session, keys[0][0])   # the account's counter; the source's keeps counting
     if new_hash:   # hashing parameters were raised since this password was set
         session.execute(update(Account).where(Account.person_id == account.person_id)
@@ -204,7 +205,7 @@ def use_refresh_token(session: Session, settings: Settings, token: str, now: dt.
     if spent != 1:   # a concurrent refresh with the same token won
         raise _invalid_refresh()
     account = session.get(Account, row.person_id)
-    if account is None:
+    if account is None or account.disabled_at is not None:
         raise _invalid_refresh()
     new_token, expires = issue_refresh_token(session, settings, account.person_id, now, row.family_id)
     return account, new_token, expires
@@ -330,8 +331,9 @@ def request_password_reset(session: Session, settings: Settings, login: str, sou
     for key, limit in keys:
         throttle.record_failure(session, key, limit, now)
     account = find_account_for_login(session, login)
-    if account is None or account.email_confirmed_at is None:
-        # Only to a confirmed address: a mistyped one would hand the account to its owner.
+    if account is None or account.email_confirmed_at is None or account.disabled_at is not None:
+        # Only to a confirmed address: a mistyped one would hand the account to its owner. Not to a
+        # disabled account: a reset would not let it in, and its owner may have left.
         return None
     session.execute(update(PasswordReset).where(PasswordReset.person_id == account.person_id,
                                                 PasswordReset.status == "pending").values(status="cancelled"))
@@ -438,6 +440,58 @@ def create_officer(session: Session, name: str, email: str, password_hash: str, 
 
 def create_admin(session: Session, name: str, email: str, password_hash: str, actor: str = "admin-cli") -> Account:
     return _create_staff(session, ADMIN, name, email, password_hash, actor)
+
+
+def _account_for_admin(session: Session, login: str) -> Account:
+    account = find_account_for_login(session, login)
+    if account is None:
+        raise errors.not_found("账号", "login")
+    return account
+
+
+def disable_account(session: Session, login: str, reason: str, now: dt.datetime, actor: str = "admin-cli"
+                    ) -> tuple[Account, bool]:
+    """Stops an account (an officer who left or moved, a compromised account): login, refresh and
+    password reset are refused, and every refresh token and pending reset code is revoked now.
+    Access tokens are verified locally by every service and cannot be recalled: the last one
+    issued stays valid until it expires (TOKEN_TTL_MINUTES, 15 by default).
+    Returns (account, changed); disabling a disabled account changes nothing."""
+    reason = (reason or "").strip()
+    if not reason:
+        raise errors.SwmsError(errors.REASON_REQUIRED, "请填写停用原因", "reason")
+    if len(reason) > 200:
+        raise errors.SwmsError(errors.VALIDATION_FAILED, "停用原因不能超过200个字", "reason")
+    account = _account_for_admin(session, login)
+    if account.disabled_at is not None:
+        return account, False
+    account.disabled_at, account.disabled_reason = now, reason
+    revoked = session.execute(update(RefreshToken).where(RefreshToken.person_id == account.person_id,
+                                                         RefreshToken.revoked_at.is_(None))
+                              .values(revoked_at=now)).rowcount
+    session.execute(update(PasswordReset).where(PasswordReset.person_id == account.person_id,
+                                                PasswordReset.status == "pending").values(status="cancelled"))
+    audit.record(session, actor, "account.disabled", "account", account.person_id,
+                 {"reason": reason, "refresh_tokens_revoked": revoked})
+    return account, True
+
+
+def enable_account(session: Session, login: str, now: dt.datetime, actor: str = "admin-cli") -> tuple[Account, bool]:
+    """Lets a disabled account log in again (with its password, or after a password reset)."""
+    account = _account_for_admin(session, login)
+    if account.disabled_at is None:
+        return account, False
+    audit.record(session, actor, "account.enabled", "account", account.person_id,
+                 {"disabled_at": account.disabled_at.isoformat(), "reason": account.disabled_reason})
+    account.disabled_at = account.disabled_reason = None
+    return account, True
+
+
+def refuse_if_disabled(session: Session, account: Account, field: str = "login") -> None:
+    """Only after the password (or a refresh token) proved who is asking: a guesser learns nothing."""
+    if account.disabled_at is not None:
+        raise failing(errors.SwmsError(errors.ACCOUNT_DISABLED, "账号已停用，请联系所在地民政部门", field),
+                      lambda s: audit.record(s, account.person_id, "login.refused_disabled", "account",
+                                             account.person_id))
 
 
 def covers(region_column, level_column, county_code: str):

@@ -52,6 +52,10 @@ class Account(Base):
     # Set when the holder typed the code mailed to ``email``; password-reset codes go only to a
     # confirmed address (a mistyped one would hand the account to whoever owns it).
     email_confirmed_at: Mapped[object | None] = mapped_column(DateTime, nullable=True)
+    # Set by an administrator (cli disable-account): an officer who left, a compromised account.
+    # Login, refresh and password reset are refused while it is set.
+    disabled_at: Mapped[object | None] = mapped_column(DateTime, nullable=True)
+    disabled_reason: Mapped[str | None] = mapped_column(String(200), nullable=True)
 
 
 class RefreshToken(Base):

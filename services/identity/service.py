@@ -273,8 +273,8 @@ class IdentityService:
         new_hash = None
         if passwords.hasher.check_needs_rehash(account.password_hash):
             new_hash = tpool.execute(passwords.hasher.hash, request.password)
-        with self.db.transaction() as session:
-            refresh = domain.login_succeeded(session, self.settings, account, keys, now, new_hash)
+        refresh = self._transaction(
+            lambda session: domain.login_succeeded(session, self.settings, account, keys, now, new_hash))
         return self._tokens(account, refresh)
 
     @rpc(expected_exceptions=errors.SwmsError)

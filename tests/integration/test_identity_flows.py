@@ -19,6 +19,7 @@ from services.identity import domain
 from services.identity.models import Feedback, Passer, audit
 from swms.auth import ADMIN, OFFICER, SERVICE, Caller
 from swms.errors import SwmsError
+from swms.outbox import utcnow
 from swms.storage import make_s3_client
 from tests.support import EventTap, results_or_codes, session_for, token, valid_id, worker_token
 
@@ -380,6 +381,45 @@ def test_password_reset_by_emailed_code(identity, amqp_uri, keys_dir):
                 {"login": HOLDER_ID, "code": code, "new_password": "New-secret-33"}), "RESET_CODE_INVALID")
     finally:
         tap.close()
+        confirmations.close()
+
+
+def test_a_disabled_account_cannot_log_in_refresh_or_reset_until_enabled(identity, amqp_uri, keys_dir):
+    """An administrator disables an account (cli disable-account: an officer who left, a stolen
+    password). Only the right password learns that it is disabled; its refresh tokens die at once."""
+    resets = EventTap(amqp_uri, "identity", "password_reset_requested")
+    confirmations = EventTap(amqp_uri, "identity", "email_confirmation_requested")
+    try:
+        with client(amqp_uri) as public:
+            account = public.identity.sign_up(HOLDER_SIGN_UP)
+        confirm_address(amqp_uri, keys_dir, confirmations, account["person_id"])
+        with client(amqp_uri) as public:
+            tokens = public.identity.login({"login": HOLDER_ID, "password": PASSWORD})
+        with session_for(identity["DB_URL"]) as session:
+            _, changed = domain.disable_account(session, "LI@example.cn", "账号被盗，暂停使用", utcnow(),
+                                                "admin-cli:test")
+            session.commit()
+        assert changed
+        with client(amqp_uri) as public:
+            expect_error(lambda: public.identity.login({"login": HOLDER_ID, "password": PASSWORD}),
+                         "ACCOUNT_DISABLED", "login")
+            expect_error(lambda: public.identity.login({"login": HOLDER_ID, "password": "Wrong-pass-1"}),
+                         "LOGIN_FAILED", "login")
+            expect_error(lambda: public.identity.refresh({"refresh_token": tokens["refresh_token"]}),
+                         "TOKEN_INVALID", "refresh_token")
+            answer = public.identity.request_password_reset({"login": "li@example.cn"})
+            assert answer == public.identity.request_password_reset({"login": "nobody@example.cn"})
+            assert resets.collect(1, timeout=1.5) == []
+        with session_for(identity["DB_URL"]) as session:
+            actions = [row["action"] for row in audit.for_entity(session, account["person_id"])]
+            assert actions[-3:] == ["account.disabled", "login.refused_disabled", "login.failed"]
+            assert audit.for_entity(session, account["person_id"])[-3]["actor"] == "admin-cli:test"
+            assert domain.enable_account(session, HOLDER_ID, utcnow(), "admin-cli:test")[1]
+            session.commit()
+        with client(amqp_uri) as public:
+            assert public.identity.login({"login": HOLDER_ID, "password": PASSWORD})["subject"] == account["person_id"]
+    finally:
+        resets.close()
         confirmations.close()
 
 

@@ -22,6 +22,14 @@ def test_every_rpc_method_and_event_is_described():
         assert f"`{qualified}`" in text, qualified
 
 
+def test_every_error_code_is_documented():
+    """Front-end teams branch on these codes: each one in swms/errors.py has a row in contracts.md."""
+    codes = re.findall(r'^([A-Z_]+) = "\1"', (REPO_ROOT / "swms" / "errors.py").read_text(encoding="utf-8"), re.M)
+    text = (DOCS / "contracts.md").read_text(encoding="utf-8")
+    assert len(codes) > 40
+    assert [code for code in codes if f"`{code}`" not in text] == []
+
+
 def test_every_environment_variable_is_documented():
     text = (DOCS / "configuration.md").read_text(encoding="utf-8")
     for config in sorted((REPO_ROOT / "services").glob("*/config.yaml")):

@@ -8,9 +8,11 @@ import pytest
 import yaml
 from sqlalchemy import select
 
-from services.identity import cli
-from services.identity.models import Account, Passer, outbox
+from services.identity import cli, domain
+from services.identity import settings as identity_settings
+from services.identity.models import Account, Passer, RefreshToken, audit, outbox
 from swms.idcard import check_character
+from swms.outbox import utcnow
 from swms.migrations import upgrade
 from tests.support import session_for
 
@@ -83,6 +85,42 @@ def test_officers_and_admins(config_path, capsys, monkeypatch):
                                    .order_by(Account.created_at)).all()
         assert session.execute(select(outbox.table)).all() == []
     assert [tuple(a) for a in accounts] == [("officer", "110105", "county"), ("admin", None, None)]
+
+
+def test_disable_and_enable_an_account(config_path, capsys):
+    """An officer who left: disabled with a reason, refresh tokens revoked, audited with who did it."""
+    assert run(config_path, "create-officer", "--name", "朝阳区民政局审核员", "--email", "county@example.gov.cn",
+               "--password", "County-officer-1", "--region", "110105", "--level", "county") == 0
+    url = yaml.safe_load(config_path.read_text())["DB_URL"]
+    with session_for(url) as session:
+        person_id = session.execute(select(Account.person_id)).scalar_one()
+        domain.issue_refresh_token(session, identity_settings.from_config(yaml.safe_load(config_path.read_text())),
+                                   person_id, utcnow())   # a login on some device
+        session.commit()
+    capsys.readouterr()
+    assert run(config_path, "disable-account", "county@example.gov.cn", "--reason", "  ") == 2
+    assert "REASON_REQUIRED" in capsys.readouterr().err
+    assert run(config_path, "disable-account", "nobody@example.gov.cn", "--reason", "调离岗位") == 2
+    assert "NOT_FOUND" in capsys.readouterr().err
+    assert run(config_path, "disable-account", "County@Example.gov.cn", "--reason", "调离岗位") == 0
+    assert capsys.readouterr().out.strip() == f"officer {person_id}: disabled"
+    assert run(config_path, "disable-account", "county@example.gov.cn", "--reason", "again") == 0
+    assert "already disabled since" in capsys.readouterr().out
+    with session_for(url) as session:
+        account = session.get(Account, person_id)
+        assert account.disabled_at is not None and account.disabled_reason == "调离岗位"
+        assert session.execute(select(RefreshToken.revoked_at)).scalar_one() is not None
+        [disabled] = [row for row in audit.for_entity(session, person_id) if row["action"] == "account.disabled"]
+        assert disabled["actor"].startswith("admin-cli") and disabled["detail"] == {
+            "reason": "调离岗位", "refresh_tokens_revoked": 1}
+    assert run(config_path, "enable-account", "county@example.gov.cn") == 0
+    assert capsys.readouterr().out.strip() == f"officer {person_id}: enabled"
+    assert run(config_path, "enable-account", "county@example.gov.cn") == 0
+    assert "was not disabled" in capsys.readouterr().out
+    with session_for(url) as session:
+        assert session.get(Account, person_id).disabled_at is None
+        assert [row["action"] for row in audit.for_entity(session, person_id)][-2:] == [
+            "account.disabled", "account.enabled"]
 
 
 def test_rows_checked_in_several_processes_give_the_same_result(config_path, tmp_path, keys_dir):
