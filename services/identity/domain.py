@@ -504,7 +504,8 @@ def covers(region_column, level_column, county_code: str):
 
 
 def officer_contacts(session: Session, county_code: str, level: str | None = None) -> list[Account]:
-    query = select(Account).where(Account.role == OFFICER,
+    """The officers notification mails about work in this county: not a disabled one (who left)."""
+    query = select(Account).where(Account.role == OFFICER, Account.disabled_at.is_(None),
                                   covers(Account.region_code, Account.officer_level, county_code))
     if level:
         query = query.where(Account.officer_level == level)

@@ -376,6 +376,10 @@ def test_officer_contacts_use_the_same_coverage_as_tokens():
                         if Caller("x", OFFICER, r, lv).covers_region(county)}
             assert found == expected
         assert {a.officer_level for a in domain.officer_contacts(db, "110105", "county")} == {"county"}
+        # an officer who left is disabled and gets no more mail about the county's applications
+        domain.disable_account(db, "o2@example.gov.cn", "调离岗位", dt.datetime(2026, 11, 27))
+        assert domain.officer_contacts(db, "110105", "county") == []
+        assert {a.email for a in domain.officer_contacts(db, "110105")} == {"o0@example.gov.cn", "o1@example.gov.cn"}
 
 
 def test_a_second_staff_account_with_the_same_email_is_refused():
