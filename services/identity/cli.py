@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
                     account, changed = domain.disable_account(session, args.login, args.reason, utcnow(), _actor())
                     done = "disabled" if changed else f"already disabled since {account.disabled_at:%Y-%m-%d %H:%M} UTC"
                 else:
-                    account, changed = domain.enable_account(session, args.login, utcnow(), _actor())
+                    account, changed = domain.enable_account(session, args.login, _actor())
                     done = "enabled" if changed else "was not disabled"
                 session.commit()
                 print(f"{account.role} {account.person_id}: {done}")

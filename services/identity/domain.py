@@ -164,7 +164,7 @@ def issue_refresh_token(session: Session, settings: Settings, person_id: str, no
 
 def login_succeeded(session: Session, settings: Settings, account: Account, keys, now: dt.datetime,
                     new_hash: str | None = None) -> tuple[str, dt.datetime]:
-    refuse_if_disabled(session, account)
+    _refuse_if_disabled(account)
     throttle.clear(session, keys[0][0])   # the account's counter; the source's keeps counting
     if new_hash:   # hashing parameters were raised since this password was set
         session.execute(update(Account).where(Account.person_id == account.person_id)
@@ -175,6 +175,12 @@ def login_succeeded(session: Session, settings: Settings, account: Account, keys
 
 def _invalid_refresh() -> errors.SwmsError:
     return errors.SwmsError(errors.TOKEN_INVALID, "登录凭证无效，请重新登录", "refresh_token")
+
+
+def _revoke_all_refresh_tokens(session: Session, person_id: str, now: dt.datetime) -> int:
+    """Every login of the person ends at its next refresh (password reset, account disabled)."""
+    return session.execute(update(RefreshToken).where(RefreshToken.person_id == person_id,
+                                                      RefreshToken.revoked_at.is_(None)).values(revoked_at=now)).rowcount
 
 
 def _revoke_family(session: Session, family_id: str, now: dt.datetime) -> None:
@@ -321,6 +327,11 @@ def reset_code(settings: Settings, reset: PasswordReset) -> str:
     return _six_digits(settings, "reset-code", reset.reset_id, reset.secret)
 
 
+def _cancel_pending_resets(session: Session, person_id: str) -> None:
+    session.execute(update(PasswordReset).where(PasswordReset.person_id == person_id,
+                                                PasswordReset.status == "pending").values(status="cancelled"))
+
+
 def request_password_reset(session: Session, settings: Settings, login: str, source: str | None,
                            now: dt.datetime) -> PasswordReset | None:
     """Every request counts towards the limits (each may send a mail), known login or not."""
@@ -335,8 +346,7 @@ def request_password_reset(session: Session, settings: Settings, login: str, sou
         # Only to a confirmed address: a mistyped one would hand the account to its owner. Not to a
         # disabled account: a reset would not let it in, and its owner may have left.
         return None
-    session.execute(update(PasswordReset).where(PasswordReset.person_id == account.person_id,
-                                                PasswordReset.status == "pending").values(status="cancelled"))
+    _cancel_pending_resets(session, account.person_id)   # a new code replaces the old one
     reset = PasswordReset(reset_id=str(uuid.uuid4()), person_id=account.person_id,
                           secret=secrets.token_hex(16), status="pending", attempts=0, created_at=now,
                           expires_at=now + settings.reset_ttl)
@@ -386,8 +396,7 @@ def complete_password_reset(session: Session, settings: Settings, account: Accou
         raise _code_invalid()
     session.execute(update(Account).where(Account.person_id == account.person_id)
                     .values(password_hash=new_hash, password_changed_at=now))
-    session.execute(update(RefreshToken).where(RefreshToken.person_id == account.person_id,
-                                               RefreshToken.revoked_at.is_(None)).values(revoked_at=now))
+    _revoke_all_refresh_tokens(session, account.person_id, now)
     throttle.clear(session, throttle.key(settings, settings.login_account, f"person:{account.person_id}"))
     audit.record(session, account.person_id, "password_reset.completed", "account", account.person_id,
                  {"reset_id": reset.reset_id})
@@ -465,17 +474,14 @@ def disable_account(session: Session, login: str, reason: str, now: dt.datetime,
     if account.disabled_at is not None:
         return account, False
     account.disabled_at, account.disabled_reason = now, reason
-    revoked = session.execute(update(RefreshToken).where(RefreshToken.person_id == account.person_id,
-                                                         RefreshToken.revoked_at.is_(None))
-                              .values(revoked_at=now)).rowcount
-    session.execute(update(PasswordReset).where(PasswordReset.person_id == account.person_id,
-                                                PasswordReset.status == "pending").values(status="cancelled"))
+    revoked = _revoke_all_refresh_tokens(session, account.person_id, now)
+    _cancel_pending_resets(session, account.person_id)
     audit.record(session, actor, "account.disabled", "account", account.person_id,
                  {"reason": reason, "refresh_tokens_revoked": revoked})
     return account, True
 
 
-def enable_account(session: Session, login: str, now: dt.datetime, actor: str = "admin-cli") -> tuple[Account, bool]:
+def enable_account(session: Session, login: str, actor: str = "admin-cli") -> tuple[Account, bool]:
     """Lets a disabled account log in again (with its password, or after a password reset)."""
     account = _account_for_admin(session, login)
     if account.disabled_at is None:
@@ -486,10 +492,10 @@ def enable_account(session: Session, login: str, now: dt.datetime, actor: str = 
     return account, True
 
 
-def refuse_if_disabled(session: Session, account: Account, field: str = "login") -> None:
-    """Only after the password (or a refresh token) proved who is asking: a guesser learns nothing."""
+def _refuse_if_disabled(account: Account) -> None:
+    """Called only once the password proved who is asking: a guesser learns nothing."""
     if account.disabled_at is not None:
-        raise failing(errors.SwmsError(errors.ACCOUNT_DISABLED, "账号已停用，请联系所在地民政部门", field),
+        raise failing(errors.SwmsError(errors.ACCOUNT_DISABLED, "账号已停用，请联系所在地民政部门", "login"),
                       lambda s: audit.record(s, account.person_id, "login.refused_disabled", "account",
                                              account.person_id))
 

@@ -414,7 +414,7 @@ def test_a_disabled_account_cannot_log_in_refresh_or_reset_until_enabled(identit
             actions = [row["action"] for row in audit.for_entity(session, account["person_id"])]
             assert actions[-3:] == ["account.disabled", "login.refused_disabled", "login.failed"]
             assert audit.for_entity(session, account["person_id"])[-3]["actor"] == "admin-cli:test"
-            assert domain.enable_account(session, HOLDER_ID, utcnow(), "admin-cli:test")[1]
+            assert domain.enable_account(session, HOLDER_ID, "admin-cli:test")[1]
             session.commit()
         with client(amqp_uri) as public:
             assert public.identity.login({"login": HOLDER_ID, "password": PASSWORD})["subject"] == account["person_id"]
