@@ -100,8 +100,13 @@ def test_disable_and_enable_an_account(config_path, capsys):
     capsys.readouterr()
     assert run(config_path, "disable-account", "county@example.gov.cn", "--reason", "  ") == 2
     assert "REASON_REQUIRED" in capsys.readouterr().err
+    assert run(config_path, "disable-account", "county@example.gov.cn", "--reason", "调" * 201) == 2
+    assert "VALIDATION_FAILED" in (err := capsys.readouterr().err) and "reason" in err
     assert run(config_path, "disable-account", "nobody@example.gov.cn", "--reason", "调离岗位") == 2
     assert "NOT_FOUND" in capsys.readouterr().err
+    with session_for(url) as session:   # the refusals stored nothing
+        assert session.get(Account, person_id).disabled_at is None
+        assert session.execute(select(RefreshToken.revoked_at)).scalar_one() is None
     assert run(config_path, "disable-account", "County@Example.gov.cn", "--reason", "调离岗位") == 0
     assert capsys.readouterr().out.strip() == f"officer {person_id}: disabled"
     assert run(config_path, "disable-account", "county@example.gov.cn", "--reason", "again") == 0
