@@ -108,7 +108,8 @@ def contract(request: type[BaseModel] | None, response: type[BaseModel] | None =
         @functools.wraps(method)
         def entrypoint(self, payload: Any = None, **fields: Any):
             if request is None:
-                if payload is not None or fields:
+                # "every method takes one JSON object": {} is that object, with nothing in it
+                if (payload is not None and payload != {}) or fields:
                     raise errors.SwmsError(errors.VALIDATION_FAILED, "此接口不接受参数", "payload")
                 result = method(self)
             else:
