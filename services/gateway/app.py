@@ -100,7 +100,9 @@ def create_app(settings: Settings | None = None, rpc: Any = None) -> FastAPI:
         finally:
             await rpc.close()
 
-    app = FastAPI(title="SWMS HTTP API", openapi_url=None, docs_url=None, redoc_url=None, lifespan=lifespan)
+    # redirect_slashes off: a trailing slash is an unknown path (404 problem+json), not a bare 307.
+    app = FastAPI(title="SWMS HTTP API", openapi_url=None, docs_url=None, redoc_url=None, lifespan=lifespan,
+                  redirect_slashes=False)
     app.state.rpc, app.state.metrics, app.state.settings = rpc, metrics, settings
     app.openapi = lambda: document   # type: ignore[method-assign]
 
