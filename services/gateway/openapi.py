@@ -152,3 +152,9 @@ def query_schemas(document: dict[str, Any]) -> dict[str, dict[str, Any]]:
             found[entry["operationId"]] = {p["name"]: p["schema"] for p in entry["parameters"]
                                            if p.get("in") == "query"}
     return found
+
+
+def response_schemas(document: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """{operationId: schema of its 200 answer}."""
+    return {entry["operationId"]: entry["responses"]["200"]["content"]["application/json"]["schema"]
+            for methods in document["paths"].values() for entry in methods.values()}
