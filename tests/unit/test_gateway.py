@@ -196,3 +196,11 @@ def test_naive_times_get_their_utc_zone_where_the_schema_says_date_time():
         {"at": "2026-12-03T12:34:56.123456Z", "maybe": "2026-12-03T12:34:56Z", "note": "2026-12-03T12:34:56",
          "on": "2026-12-03"},
         {"at": "2026-12-03T12:34:56+08:00", "maybe": None, "note": "x", "on": "2026-12-03"}]}
+
+
+def test_every_gateway_variable_is_documented():
+    import re
+    read = set(re.findall(r'env\.get\("([A-Z_]+)"', (REPO_ROOT / "services" / "gateway" / "config.py").read_text()))
+    text = (REPO_ROOT / "docs" / "configuration.md").read_text(encoding="utf-8")
+    section = text[text.index("## gateway"):]
+    assert len(read) >= 5 and sorted(v for v in read if f"`{v}`" not in section) == []
