@@ -273,7 +273,8 @@ def test_schemathesis_against_the_live_document(http_stack, tokens, who, tmp_pat
             "--generation-database", "none", "--suppress-health-check", "all", *RUNS[who]]
     if who != "anonymous":
         argv += ["--header", f"Authorization: Bearer {tokens[who]}"]
-    result = subprocess.run(argv, cwd=REPO_ROOT, capture_output=True, text=True, timeout=900)
+    # cwd: schemathesis keeps a .schemathesis/ folder where it runs.
+    result = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, timeout=900)
     summary = result.stdout[result.stdout.find("SUMMARY"):] or result.stdout[-4000:]
     assert result.returncode == 0, result.stdout[-12000:] + result.stderr[-3000:]
     tested = int(re.search(r"Tested: (\d+)", summary).group(1))
