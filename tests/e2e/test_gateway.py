@@ -15,7 +15,6 @@ import json
 import re
 import sqlite3
 import subprocess
-import sys
 import urllib.request
 import uuid
 from pathlib import Path
@@ -28,7 +27,7 @@ from swms.devkeys import SERVICES
 from tests.support import token as mint
 from services.gateway.operations import OPERATIONS
 from tools.http_walkthrough import walk_http
-from tools.localstack import PYTHON, REPO_ROOT, LocalStack, wait_until
+from tools.localstack import PYTHON, LocalStack
 from tools.walkthrough import HOLDER_ID, HOLDER_NAME, HOLDER_PASSWORD
 
 pytestmark = pytest.mark.e2e
