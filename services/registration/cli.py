@@ -21,7 +21,7 @@ from pathlib import Path
 
 from sqlalchemy.orm import sessionmaker
 
-from services.registration import ce_import, proofs
+from services.registration import ce_import, domain, proofs
 from swms.config import REPO_ROOT, load_config, service_config_path
 from swms.contracts.registration import ContinuingEducationRecorded
 from swms.db import engine_for
@@ -91,11 +91,12 @@ def main(argv: list[str] | None = None) -> int:
         bucket = bucket_from_config(config, "REGISTRATION_S3_BUCKET")
         total = 0
         while True:
-            count = proofs.sweep_orphans(engine, bucket, dt.timedelta(hours=hours))
+            count = proofs.sweep_orphans(engine, bucket, dt.timedelta(hours=hours),
+                                         retention_years=domain.retention_years(config))
             total += count
             if count < 100:
                 break
-        print(f"{total} orphan proof files deleted")
+        print(f"{total} proof files deleted (on no form, or past their retention)")
         return 0
     return 2
 
