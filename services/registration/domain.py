@@ -624,6 +624,38 @@ def submission_holder(application_id: str, round_: int) -> str:
     return f"submission:{application_id}:{round_}"
 
 
+def announce_version_holds(session: Session, retention_years: int, after_id: int,
+                           limit: int = 500) -> tuple[int, int | None]:
+    """Announces again the holds of submitted versions still within their retention period, one
+    batch (ids above ``after_id``): after the upgrade to file holds, or after profile's database
+    was restored to an earlier point. Profile takes a hold it has already as a no-op. Returns (how
+    many announced, the last id looked at, None when no rows are left)."""
+    rows = session.execute(select(Submission).where(Submission.id > after_id).order_by(Submission.id)
+                           .limit(limit)).scalars().all()
+    now, count = utcnow(), 0
+    for row in rows:
+        until = years_after(row.submitted_at, retention_years)
+        if until > now:
+            snapshot = ProfileSnapshot.model_validate_json(row.snapshot)
+            hold_files(session, snapshot.person_id, submission_holder(row.application_id, row.round),
+                       snapshot.file_keys(), until)
+            count += 1
+    return count, rows[-1].id if rows else None
+
+
+def announce_certificate_holds(session: Session, after_number: str, limit: int = 500) -> tuple[int, str | None]:
+    """As :func:`announce_version_holds`, for the photos of certificates still valid."""
+    rows = session.execute(select(HeldCertificate).where(
+        HeldCertificate.certificate_number > after_number, HeldCertificate.application_id.is_not(None))
+        .order_by(HeldCertificate.certificate_number).limit(limit)).scalars().all()
+    today, count = utcnow().date(), 0
+    for row in rows:
+        if row.valid_until >= today and _hold_certificate_photo(session, row.person_id, row.certificate_number,
+                                                                row.application_id, row.valid_until):
+            count += 1
+    return count, rows[-1].certificate_number if rows else None
+
+
 # ---- submitting -------------------------------------------------------------------------------
 
 @dataclass

@@ -12,13 +12,15 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import sessionmaker
 
+from services.profile import cli as profile_cli
 from services.profile.files import FileStore, sweep
 from services.profile.models import FileHold
 from services.profile.models import audit as profile_audit
 from services.profile.testing import SUNSHINE, make_pdf, make_photo, upload
+from services.registration import cli as registration_cli
 from services.registration import proofs
 from services.registration.models import ProofFileRow
 from swms.db import engine_for
@@ -149,3 +151,32 @@ def test_submitted_course_proofs_are_deleted_when_their_retention_ends(env):
     [deleted] = [row for row in env.audit_for(proof[-36:]) if row["action"] == "proof.deleted"]
     assert deleted["detail"] == {"reason": "retention_ended"}
 
+
+def test_holds_are_announced_again_and_legacy_holds_released(env, tmp_path):
+    """After the upgrade to file holds (every file snapshotted before holds a "legacy" hold) or a
+    restore of profile's database, registration announces its holds again; then the legacy holds
+    are released and only what a submitted version or a certificate needs stays held."""
+    me = env.person()
+    application = submit(env, me.token)
+    submission = f"submission:{application['application_id']}:1"
+    [photo] = held_by(env, submission, 1)
+    with session_for(env.profile["DB_URL"]) as session:     # as migration 0004 leaves a database
+        session.execute(delete(FileHold).where(FileHold.holder == submission))
+        now = utcnow()
+        session.add(FileHold(file_key=photo, holder="legacy", person_id=me.person_id, held_until=None,
+                             created_at=now, updated_at=now))
+        session.commit()
+    registration_config, profile_config = tmp_path / "registration.yaml", tmp_path / "profile.yaml"
+    registration_config.write_text(f"DB_URL: {env.config['DB_URL']}\n")
+    profile_config.write_text(f"DB_URL: {env.profile['DB_URL']}\n")
+
+    assert registration_cli.main(["--config", str(registration_config), "announce-file-holds"]) == 0
+    assert held_by(env, submission, 1) == {photo}
+    assert profile_cli.main(["--config", str(profile_config), "release-legacy-holds"]) == 0
+    with session_for(env.profile["DB_URL"]) as session:
+        holders = set(session.execute(select(FileHold.holder).where(FileHold.file_key == photo)).scalars())
+        [released] = [row for row in profile_audit.for_entity(session, "legacy")
+                      if row["action"] == "profile.legacy_holds_released"]
+    assert holders == {submission} and released["actor"] == "cli" and released["detail"]["released"] >= 1
+    [announced] = [row for row in env.audit_for("all") if row["action"] == "files.holds_announced"]
+    assert announced["detail"]["versions"] >= 1
