@@ -105,6 +105,8 @@ ORIGINAL_NO_INVALID = "ORIGINAL_NO_INVALID"
 ORIGINAL_NO_IN_USE = "ORIGINAL_NO_IN_USE"
 ORIGINAL_EXPIRED = "ORIGINAL_EXPIRED"
 PROFILE_CHANGED = "PROFILE_CHANGED"
+# free text anywhere (swms/text.py): a control, bidi, invisible, private-use or unassigned character, or an emoji
+TEXT_CHARACTERS_NOT_ALLOWED = "TEXT_CHARACTERS_NOT_ALLOWED"
 
 
 def validation_error(field: str, message: str) -> SwmsError:

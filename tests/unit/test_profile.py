@@ -182,7 +182,7 @@ GOOD = {"ethnicity": "汉族", "political_status": "群众", "education": "本�
     ({"truth_commitment": False}, "COMMITMENT_REQUIRED", "truth_commitment"),
     ({"region_code": "11010"}, "VALIDATION_FAILED", "region_code"),
     ({"unit_directory_id": "not-a-uuid"}, "VALIDATION_FAILED", "unit_directory_id"),
-    ({"position": "\x07"}, "VALIDATION_FAILED", "position"),
+    ({"position": "\x07"}, "TEXT_CHARACTERS_NOT_ALLOWED", "position"),
 ])
 def test_basic_info_contract(change, code, field):
     with pytest.raises(errors.SwmsError) as caught:
