@@ -3,6 +3,7 @@ legitimate strings, and how contracts, the RPC error and the plain-Python check 
 from __future__ import annotations
 
 import pytest
+import regex
 
 from swms import errors, idcard, text
 from swms.contracts.identity import FeedbackDecisionRequest, SignUpRequest, name_problem
@@ -87,8 +88,18 @@ def test_a_multi_line_field_takes_the_line_feed_and_nothing_else():
 
 
 def test_spaces_are_every_space_separator_and_nothing_else():
-    assert " " in text.SPACES and "\u3000" in text.SPACES and "\u00a0" in text.SPACES
+    assert text.SPACES == "".join(chr(code) for code in range(0x110000) if regex.match(r"\p{Zs}", chr(code)))
     assert not any(ch in text.SPACES for ch in "\t\n\r\x0b\x0c\x1c\x85\u2028\u200b\ufeff")
+
+
+def test_the_quick_check_never_clears_what_the_full_search_refuses():
+    """problem() first asks str.isprintable and the emoji set (both in C, for imports of millions of
+    rows); for every code point of the BMP and the emoji plane, its answer is the full search's."""
+    cleared = "".join(ch for ch in map(chr, (*range(0x20000), *range(0x20000, 0x110000, 97)))
+                      if ch.isprintable() and text._EMOJI_OR_MARKUP.isdisjoint(ch))
+    assert len(cleared) > 70_000
+    wrong = text._ONE_LINE.search(cleared)
+    assert wrong is None, f"U+{ord(wrong.group()):04X}"
 
 
 # ---- through the contracts ----------------------------------------------------------------------
