@@ -32,7 +32,7 @@ from services.certificate.models import (
     audit,
     outbox,
 )
-from swms import errors, idcard
+from swms import errors, idcard, text
 from swms.auth import ADMIN, OFFICER, Caller
 from swms.contracts.certificate import VerificationResult, VerificationStatus
 from swms.contracts.common import ApplicationKind, Level
@@ -214,6 +214,9 @@ def check_issuance_data(data: IssuanceData, request: IssueRequest) -> None:
         raise IssueRefused(PERSON_MISMATCH, "签发数据中的人员与审核通过的申请人不一致", "snapshot.person_id")
     if data.kind.value != request.kind:
         raise IssueRefused(KIND_MISMATCH, "签发数据中的申请类型与审核通过的申请不一致", "kind")
+    found = text.problem(snapshot.name)
+    if found is not None:
+        raise IssueRefused(NAME_INVALID, found.message("姓名"), "snapshot.name")
     name = snapshot.name.strip()
     if not name or len(name) > 50 or _NAME_FORBIDDEN.search(name) or name != snapshot.name:
         raise IssueRefused(NAME_INVALID, "姓名为空、超过 50 个字或含有不允许的字符", "snapshot.name")
@@ -227,6 +230,9 @@ def check_issuance_data(data: IssuanceData, request: IssueRequest) -> None:
         raise IssueRefused(REGION_INVALID, "登记区域代码不正确", "snapshot.region_code")
     if len(snapshot.unit_name) > 100:
         raise IssueRefused(ISSUANCE_DATA_INVALID, "单位名称超过 100 个字", "snapshot.unit_name")
+    found = text.problem(snapshot.unit_name)     # printed: a U+202E would make the PDF read otherwise
+    if found is not None:
+        raise IssueRefused(errors.TEXT_CHARACTERS_NOT_ALLOWED, found.message("单位名称"), "snapshot.unit_name")
     if data.kind == ApplicationKind.REPLACEMENT:
         number = (data.original_certificate_no or "").strip()
         if not number:

@@ -127,7 +127,7 @@ class RenderPool:
                     eventlet.spawn_n(self._add_worker)
         if not reply["ok"]:
             raise RenderError(reply["code"], reply["message"], reply.get("field"),
-                              retryable=reply["code"] != "PHOTO_INVALID")
+                              retryable=reply.get("retryable", True))
         return RenderResult(reply["pdf"], reply["render_s"], reply["sign_s"])
 
     def close(self) -> None:

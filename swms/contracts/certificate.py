@@ -2,10 +2,12 @@ from __future__ import annotations
 
 import datetime as dt
 from enum import Enum
+from typing import Annotated
 
 from pydantic import Field, model_validator
 
 from swms.contracts.common import ApplicationKind, Contract, Level, Uuid
+from swms.text import MultiLine
 
 CertificateNumber = Field(title="证书编号", pattern=r"^\d{13}$")
 
@@ -45,7 +47,7 @@ class StatusChangeRequest(Contract):
     certificate_number: str = CertificateNumber
     # Optional here so that a missing or blank reason gets its own code (REASON_REQUIRED), not a
     # generic validation failure: the service refuses it before touching anything.
-    reason: str | None = Field(default=None, title="理由", max_length=500)
+    reason: Annotated[str, Field(max_length=500), MultiLine] | None = Field(default=None, title="理由")
 
 
 class CertificateStatus(Contract):

@@ -5,13 +5,13 @@ on the forms); error codes and identifiers stay English.
 """
 from __future__ import annotations
 
-import re
 from enum import Enum
 from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from swms import idcard
+from swms.text import OneLine
 
 
 class Contract(BaseModel):
@@ -63,22 +63,15 @@ def _id_number(value: str) -> str:
         raise ValueError(idcard.MESSAGE) from None
 
 
-def _person_name(value: str) -> str:
-    # Chinese names include middle dots (·) for ethnic-minority and transliterated names and may
-    # use characters outside the BMP (𠮷); refuse control characters and markup, nothing more.
-    if re.search(r"[\x00-\x1f\x7f<>]", value):
-        raise ValueError("姓名含有不允许的字符")
-    return value
-
-
 IdNumber = Annotated[str, Field(title="身份证号", min_length=1, max_length=32,
                                  json_schema_extra={"error_code": "ID_NUMBER_INVALID"}),
                      AfterValidator(_id_number)]
-PersonName = Annotated[str, Field(title="姓名", min_length=1, max_length=50),
-                       AfterValidator(_person_name)]
+# Chinese names include middle dots (·) for ethnic-minority and transliterated names and may use
+# characters outside the BMP (𠮷): the text policy refuses controls, bidi, emoji, markup, no letters.
+PersonName = Annotated[str, Field(title="姓名", min_length=1, max_length=50), OneLine]
 RegionCode = Annotated[str, Field(title="行政区划代码", pattern=r"^\d{6}$")]
 Email = Annotated[str, Field(title="电子邮箱", max_length=254,
-                             pattern=r"^[^@\s<>]+@[^@\s<>]+\.[^@\s<>]+$")]
+                             pattern=r"^[^@\s<>]+@[^@\s<>]+\.[^@\s<>]+$"), OneLine]
 Uuid = Annotated[str, Field(pattern=r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")]
 
 

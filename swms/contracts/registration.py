@@ -18,6 +18,7 @@ from pydantic import BeforeValidator, Field, StrictBool, field_validator
 from swms.contracts.common import ApplicationKind, ApplicationStatus, Contract, Level, UnitCategory, Uuid
 from swms.contracts.events import Event
 from swms.contracts.profile import Honour, ProfileSnapshot, WorkExperience
+from swms.text import OneLine
 
 # ---- field types ------------------------------------------------------------------------------
 
@@ -108,12 +109,19 @@ class OfflineCourse(Contract):
         return value
 
 
+class TypedOfflineCourse(OfflineCourse):
+    """An offline course as the applicant types it: the text policy on its free text (courses
+    already stored are read back as OfflineCourse, without it)."""
+    institution: Annotated[str, Field(title="培训机构", min_length=1, max_length=100), OneLine]
+    course: Annotated[str, Field(title="课程名称", min_length=1, max_length=100), OneLine]
+
+
 class ReRegistrationDraftRequest(Contract):
     """《社会工作者再登记信息表》, the applicant's part: offline courses. Registration information,
     work experience and honours are copied from the profile; online hours come from the
     continuing-education records and cannot be typed."""
     application_id: Uuid | None = Field(default=None, title="申请编号")
-    offline_courses: list[OfflineCourse] = Field(default=[], title="线下学时", max_length=MAX_COURSES)
+    offline_courses: list[TypedOfflineCourse] = Field(default=[], title="线下学时", max_length=MAX_COURSES)
     # Declared only to refuse it with its own code: online hours are filled in by the system.
     online_hours: Any = Field(default=None, title="线上学时",
                               json_schema_extra={"error_code": "ONLINE_HOURS_NOT_TYPED"})
@@ -178,7 +186,7 @@ class ProofContentType(str, Enum):
 
 
 class ProofUploadRequest(Contract):
-    filename: str = Field(title="文件名", min_length=1, max_length=200)
+    filename: Annotated[str, Field(title="文件名", min_length=1, max_length=200), OneLine]
     content_type: ProofContentType = Field(title="文件类型")
 
 
@@ -351,8 +359,8 @@ class ContinuingEducationRecorded(Event):
     event_type: ClassVar[str] = "course_completed"
     record_id: str = Field(min_length=1, max_length=64)
     person_id: Uuid
-    course: str = Field(min_length=1, max_length=200)
-    provider: str = Field(min_length=1, max_length=200)
+    course: Annotated[str, Field(min_length=1, max_length=200), OneLine]      # shown to reviewers
+    provider: Annotated[str, Field(min_length=1, max_length=200), OneLine]
     hours: Hours
     completed_on: dt.date
     withdrawn: bool = False

@@ -19,13 +19,17 @@ import pytest
 from pypdf import PdfReader
 from sqlalchemy import update
 
+from services.certificate import domain as certificate_domain
 from services.certificate import signing, tokens
 from services.certificate.models import Certificate
 from swms import idcard
 from swms.auth import ADMIN, SERVICE, Caller
 from swms.contracts.common import ApplicationKind, Level
-from swms.contracts.events import PasserLevelRaised
+from swms.contracts.events import ApplicationApproved, PasserLevelRaised
+from swms.contracts.registration import IssuanceData
+from swms.contracts.review import Stage
 from swms.errors import SwmsError
+from swms.outbox import utcnow
 from swms.storage import make_s3_client
 from tests.integration.test_certificate_support import (
     HOLDER_ID,
@@ -83,6 +87,7 @@ def test_issue_view_and_public_verification(stack, amqp_uri, keys_dir):
 def test_exactly_once_and_what_is_refused_or_retried(stack, amqp_uri, keys_dir):
     check_repeated_duplicate_and_non_final_approvals_issue_one_certificate(stack, amqp_uri)
     check_bad_issuance_data_is_refused_with_code_and_field_and_changes_nothing(stack, amqp_uri, keys_dir)
+    check_the_renderer_refuses_text_that_came_by_another_path(stack, amqp_uri, keys_dir)
     check_an_unavailable_photo_is_retried_until_it_can_be_had(stack, amqp_uri, keys_dir)
 
 
@@ -468,6 +473,13 @@ def check_bad_issuance_data_is_refused_with_code_and_field_and_changes_nothing(c
         "markup in the name": (dict(snap=dict(name="<b>李明华</b>")), "NAME_INVALID", "snapshot.name"),
         "a 51-character name": (dict(snap=dict(name="李" * 51)), "NAME_INVALID", "snapshot.name"),
         "control character in the name": (dict(snap=dict(name="李\x00明华")), "NAME_INVALID", "snapshot.name"),
+        "bidi override in the name": (dict(snap=dict(name="李\u202e华明")), "NAME_INVALID", "snapshot.name"),
+        "bidi override in the unit name": (dict(snap=dict(unit_name="阳光社会工作服务中心\u202e心中务服")),
+                                           "TEXT_CHARACTERS_NOT_ALLOWED", "snapshot.unit_name"),
+        "emoji ZWJ sequence in the unit name": (dict(snap=dict(unit_name="阳光👨\u200d👩\u200d👧社工站")),
+                                                "TEXT_CHARACTERS_NOT_ALLOWED", "snapshot.unit_name"),
+        "line break in the unit name": (dict(snap=dict(unit_name="阳光社工站\n（已注销）")),
+                                        "TEXT_CHARACTERS_NOT_ALLOWED", "snapshot.unit_name"),
         "wrong ID check digit": (dict(snap=dict(id_number="360426199101010072")), "ID_NUMBER_INVALID",
                                  "snapshot.id_number"),
         "gender against the ID number": (dict(snap=dict(gender="女")), "GENDER_MISMATCH", "snapshot.gender"),
@@ -509,6 +521,40 @@ def check_bad_issuance_data_is_refused_with_code_and_field_and_changes_nothing(c
     status = call(amqp_uri, holder, "get_issuance_status", {"application_id": refused_id})
     assert (status["status"], status["last_error_code"], status["last_error_field"]) == ("failed", "PHOTO_INVALID",
                                                                                         "photo")
+
+
+def check_the_renderer_refuses_text_that_came_by_another_path(config, amqp_uri, keys_dir):
+    """A certificate reserved while the checks looked only at the unit name's length, and left
+    issuing: on the next attempt the renderer itself refuses the U+202E (it would make the PDF read
+    otherwise than what was approved). Nothing is printed or stored, no event, and the refusal is
+    recorded like any other, not retried."""
+    snap = snapshot()
+    application_id = application(snap)
+    event = ApplicationApproved(application_id=application_id, person_id=snap.person_id,
+                                kind=ApplicationKind.FIRST_REGISTRATION, region_code=snap.region_code,
+                                stage=Stage.FINAL, final=True, decided_by="officer-province",
+                                decided_at=dt.datetime.now(dt.timezone.utc))
+    with session_for(config["DB_URL"]) as session:   # one transaction: the sweep sees all of it or none
+        request = certificate_domain.record_approval(session, event, utcnow())
+        reserved = certificate_domain.reserve(
+            session, request, IssuanceData(application_id=application_id, kind=ApplicationKind.FIRST_REGISTRATION,
+                                           snapshot=snap),
+            authority="中华人民共和国民政部", validity_years=3, today=dt.date.today(), photo_missing=True)
+        reserved.unit_name = "北京市朝阳区阳光社会工作服务中心\u202e心中务服"
+        number = reserved.certificate_number
+        session.commit()
+    before = state(config)
+    approve(amqp_uri, application_id)   # the approval delivered again (or the sweep): the issue is resumed
+    request = wait_request(config, application_id, "failed")
+    assert (request.last_error_code, request.last_error_field) == ("TEXT_CHARACTERS_NOT_ALLOWED", "unit_name")
+    assert "U+202E" in request.last_error and request.attempts == 1
+    after = state(config)
+    assert f"certificates/{number}.pdf" not in after["objects"] and after["objects"] == before["objects"]
+    assert after["outbox"] == before["outbox"]   # no certificate_issued
+    assert certificate(config, number).status == "issuing"   # the number stays unused
+    refused = error(amqp_uri, worker_token(keys_dir, snap.person_id), "view_certificate",
+                    {"application_id": application_id})
+    assert (refused.code, refused.details[0]["code"]) == ("CERTIFICATE_NOT_ISSUED", "TEXT_CHARACTERS_NOT_ALLOWED")
 
 
 def check_an_unavailable_photo_is_retried_until_it_can_be_had(config, amqp_uri, keys_dir):

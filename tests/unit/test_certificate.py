@@ -304,9 +304,25 @@ def test_a_thirty_character_name_and_a_long_unit_stay_on_one_page():
     assert name in text and "20250301" in text and "1120262000001" in text
 
 
-def test_markup_in_printed_fields_is_shown_as_text_and_the_renderer_fetches_nothing_else():
-    html = render.certificate_html(face(unit_name='<img src="file:///etc/passwd">&'))
-    assert "<img src=\"file:///etc/passwd\">" not in html and "&lt;img" in html
+@pytest.mark.parametrize("field, value, label", [
+    ("unit_name", "北京市朝阳区阳光社会工作服务中心\u202e心中务服", "工作单位"),
+    ("unit_name", "阳光👨\u200d👩\u200d👧社工站", "工作单位"),
+    ("holder_name", "李\u2066明华\u2069", "姓名"),
+    ("authority", "中华人民共和国民政部\n（测试）", "登记机关"),
+    ("supersedes", "1120262000001\x00", "换发的证书编号"),
+])
+def test_the_renderer_refuses_to_print_what_the_text_policy_refuses(field, value, label):
+    with pytest.raises(render.TextRefused) as refused:
+        render.render_pdf(face(**{field: value}))
+    assert refused.value.field == field and refused.value.message.startswith(f"{label}含有不允许的")
+
+
+def test_markup_in_printed_fields_is_refused_the_rest_escaped_and_the_renderer_fetches_nothing_else():
+    with pytest.raises(render.TextRefused) as refused:        # the text policy: < > are never printed
+        render.certificate_html(face(unit_name='<img src="file:///etc/passwd">&'))
+    assert refused.value.field == "unit_name" and "工作单位" in refused.value.message
+    html = render.certificate_html(face(unit_name='阳光"社工"&服务中心'))
+    assert "阳光&quot;社工&quot;&amp;服务中心" in html      # quotes and ampersands stay text
     renderer = render.Renderer()
     for url in ("file:///etc/passwd", "http://127.0.0.1:9/x.png", render.PHOTO_URL):
         with pytest.raises(ValueError):
