@@ -18,21 +18,9 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from swms.config import required
+from swms.throttle import Limit  # noqa: F401  (re-exported: identity's limits are declared here)
 
 _HKDF_INFO = b"swms-identity keyed hash v1"
-
-
-@dataclass(frozen=True)
-class Limit:
-    """At most ``max_failures`` failures per ``window``; reaching it locks the key for ``lock``."""
-    scope: str
-    max_failures: int
-    window: dt.timedelta
-    lock: dt.timedelta
-
-    @property
-    def lock_minutes(self) -> int:
-        return max(1, int(self.lock.total_seconds() // 60))
 
 
 @dataclass(frozen=True)
