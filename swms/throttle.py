@@ -83,19 +83,19 @@ class Throttle:
             raise rate_limited(until, now, field)
 
     def _locked_row(self, session: Session, throttle_key: str, now: dt.datetime) -> dict:
-        """The key's row, locked until the transaction ends (created if missing)."""
+        """The key's row (created if missing), locked until the transaction ends. A write comes
+        first: it takes the row lock on PostgreSQL and the database's write lock on SQLite (where
+        SELECT … FOR UPDATE does nothing), so no other process reads the count before we write it."""
         table = self.table
-        query = select(table).where(table.c.key == throttle_key).with_for_update()
-        row = session.execute(query).mappings().first()
-        if row is None:
+        touch = update(table).where(table.c.key == throttle_key).values(failures=table.c.failures)
+        if session.execute(touch).rowcount == 0:
             try:
                 with session.begin_nested():
                     session.execute(insert(table).values(key=throttle_key, failures=0, window_started_at=now,
                                                          locked_until=None))
-            except IntegrityError:   # another replica created it first
-                pass
-            row = session.execute(query).mappings().first()
-        return dict(row)
+            except IntegrityError:   # another process created it first: wait for its lock
+                session.execute(touch)
+        return dict(session.execute(select(table).where(table.c.key == throttle_key)).mappings().one())
 
     def _count(self, session: Session, row: dict, limit: Limit, now: dt.datetime) -> dt.datetime | None:
         if row["locked_until"] is not None and row["locked_until"] <= now:
