@@ -63,6 +63,7 @@ from swms.db import Database, engine_from_config
 from swms.ops import OpsEndpoint
 from swms.outbox import OutboxRelay, utcnow
 from swms.rpc import contract, rpc
+from swms.settings import CheckedNumbers
 from swms.storage import ObjectStorage, bucket_from_config, make_s3_client
 from swms.throttle import ClientAddress
 
@@ -77,7 +78,7 @@ class TokenSigner(DependencyProvider):
     def setup(self):
         config = self.container.config
         self.private_key = Path(required(config, "AUTH_PRIVATE_KEY_FILE")).read_bytes()
-        self.ttl = dt.timedelta(minutes=int(config.get("TOKEN_TTL_MINUTES", 15)))
+        self.ttl = dt.timedelta(minutes=identity_settings.NUMBERS.get(config, "TOKEN_TTL_MINUTES"))
 
     def get_dependency(self, worker_ctx):
         return lambda caller: issue_token(self.private_key, caller, self.ttl)
@@ -166,6 +167,7 @@ class IdentityService:
     name = "identity"
 
     config = Config()
+    numbers = CheckedNumbers(identity_settings.NUMBERS)   # every numeric setting checked before anything starts
     db = Database()
     auth = Auth()
     sign_token = TokenSigner()
