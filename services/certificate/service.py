@@ -13,7 +13,6 @@ from nameko.timer import timer
 from pydantic import ValidationError
 
 from services.certificate import domain, issuing, tokens
-from services.certificate.settings import NUMBERS, verify_limits
 from services.certificate.keys import CertificateKeys
 from services.certificate.models import (
     FAILED,
@@ -25,6 +24,7 @@ from services.certificate.models import (
     throttle,
 )
 from services.certificate.renderer import RenderWorkers
+from services.certificate.settings import NUMBERS, verify_limits
 from swms import errors, health
 from swms.auth import Auth
 from swms.contracts.certificate import (
