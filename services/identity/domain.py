@@ -20,8 +20,17 @@ from sqlalchemy import and_, desc, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from services.identity import passwords, throttle
-from services.identity.models import Account, EmailConfirmation, Passer, PasswordReset, RefreshToken, audit, outbox
+from services.identity import passwords
+from services.identity.models import (
+    Account,
+    EmailConfirmation,
+    Passer,
+    PasswordReset,
+    RefreshToken,
+    audit,
+    outbox,
+    throttle,
+)
 from services.identity.registry import (  # noqa: F401  (re-exported: CLI, tests, bench)
     ImportReport,
     import_file,

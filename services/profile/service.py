@@ -16,7 +16,7 @@ from nameko.rpc import RpcProxy
 from sqlalchemy import func, select
 
 from services.profile import domain, media
-from services.profile.files import FileStore, Housekeeping, Settings
+from services.profile.files import NUMBERS, FileStore, Housekeeping, Settings
 from services.profile.models import PHOTO, PROOF, Organisation, Profile, Upload, inbox, outbox
 from swms import errors, health, idcard, images
 from swms import rpc as swms_rpc
@@ -55,6 +55,7 @@ from swms.events import on_event
 from swms.ops import OpsEndpoint
 from swms.outbox import OutboxRelay, utcnow
 from swms.rpc import contract, rpc
+from swms.settings import CheckedNumbers
 from swms.storage import ObjectStorage
 
 log = logging.getLogger(__name__)
@@ -72,6 +73,7 @@ class ProfileService:
     name = "profile"
 
     config = Config()
+    numbers = CheckedNumbers(NUMBERS)   # every numeric setting checked before anything starts
     db = Database()
     auth = Auth()
     bucket = ObjectStorage("PROFILE_S3_BUCKET")

@@ -78,6 +78,7 @@ from swms.events import on_event
 from swms.ops import OpsEndpoint
 from swms.outbox import OutboxRelay
 from swms.rpc import contract, rpc
+from swms.settings import CheckedNumbers
 from swms.storage import ObjectStorage
 
 log = logging.getLogger(__name__)
@@ -117,6 +118,7 @@ class RegistrationService:
     name = "registration"
 
     config = Config()
+    numbers = CheckedNumbers(proofs.NUMBERS)   # every numeric setting checked before anything starts
     db = Database()
     auth = Auth()
     policy = RegistrationPolicy()
@@ -340,7 +342,7 @@ class RegistrationService:
         caller = self.auth.require(SOCIAL_WORKER)
         with self.db.transaction() as session:
             return proofs.request_upload(session, self.storage, caller.subject, request.filename,
-                                         request.content_type, int(self.config["PROOF_MAX_BYTES"]))
+                                         request.content_type, proofs.NUMBERS.get(self.config, "PROOF_MAX_BYTES"))
 
     @rpc(expected_exceptions=errors.SwmsError)
     @contract(ProofRef, ProofFile)
@@ -356,7 +358,7 @@ class RegistrationService:
         if row.status != proofs.PROOF_PENDING:
             raise errors.SwmsError(errors.UPLOAD_NOT_FOUND, "这份证明材料已失效，请重新上传", "proof_key")
         self.db.session.rollback()
-        outcome = proofs.inspect(self.storage, row.proof_key, content_type, int(self.config["PROOF_MAX_BYTES"]))
+        outcome = proofs.inspect(self.storage, row.proof_key, content_type, proofs.NUMBERS.get(self.config, "PROOF_MAX_BYTES"))
         if isinstance(outcome, errors.SwmsError):
             if outcome.code != errors.UPLOAD_MISSING:
                 self.storage.delete(proofs.upload_key(row.proof_key))

@@ -39,6 +39,7 @@ from services.review.workcalendar import (
 )
 from swms import errors, idcard
 from swms.auth import ADMIN, CITY, COUNTY, OFFICER, OFFICER_LEVELS, PROVINCE, Caller
+from swms.config import Number, Numbers, required
 from swms.contracts.common import ApplicationKind
 from swms.contracts.events import (
     ApplicationApproved,
@@ -74,6 +75,10 @@ PREFIX_LENGTH = {PROVINCE: 2, CITY: 4, COUNTY: 6}
 LEVEL_RANK = {COUNTY: 0, CITY: 1, PROVINCE: 2}
 REVIEW_WORKING_DAYS = 30
 NEAR_DUE_WORKING_DAYS = 5
+NUMBERS = Numbers("review", {
+    "REVIEW_DEADLINE_WORKING_DAYS": Number(REVIEW_WORKING_DAYS, 1, 365),
+    "REVIEW_NEAR_DUE_WORKING_DAYS": Number(NEAR_DUE_WORKING_DAYS, 1, 365),
+})
 BATCH_CHUNK = 200
 COUNT_LIMIT = 10_000
 STATUS_OF = {Decision.APPROVE: APPROVED, Decision.REJECT: REJECTED, Decision.RETURN: RETURNED}
@@ -166,6 +171,16 @@ class Rules:
     calendar: WorkCalendar
     working_days: int = REVIEW_WORKING_DAYS
     near_due_working_days: int = NEAR_DUE_WORKING_DAYS
+
+    @classmethod
+    def from_config(cls, config: dict, chains: str | None = None, calendar: str | None = None) -> Rules:
+        """The service's rules (the CLI may name other files to check): a broken file or setting
+        raises, naming it, so that the service stops instead of misrouting work."""
+        return cls(chains=load_chains(chains or required(config, "REVIEW_CHAINS_FILE"),
+                                      kinds=[kind.value for kind in ApplicationKind]),
+                   calendar=WorkCalendar.load(calendar or required(config, "REVIEW_CALENDAR_FILE")),
+                   working_days=NUMBERS.get(config, "REVIEW_DEADLINE_WORKING_DAYS"),
+                   near_due_working_days=NUMBERS.get(config, "REVIEW_NEAR_DUE_WORKING_DAYS"))
 
     def due_at(self, accepted_at: dt.datetime) -> dt.datetime:
         return self.calendar.due_at(accepted_at, self.working_days)

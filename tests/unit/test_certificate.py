@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from PIL import Image
 from pypdf import PdfReader
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import sessionmaker
 
 from services.certificate import domain, fonts, keys, render, signing, tokens
@@ -468,11 +468,42 @@ def test_expiry_and_what_verification_answers(session):
     assert domain.expire_due(session, dt.date(2029, 11, 26), utcnow(), b"k" * 32) == [current.certificate_number]
     assert domain.expire_due(session, dt.date(2029, 11, 27), utcnow(), b"k" * 32) == []  # not twice
     session.commit()
-    result = domain.verify(session, current.certificate_number, dt.date(2029, 12, 1), utcnow())
+    result = domain.verify(session, current.certificate_number, "李明华", dt.date(2029, 12, 1), utcnow())
     assert (result.status, result.status_label, result.holder_name_masked) == (VerificationStatus.EXPIRED, "已过期", "李**")
     with pytest.raises(errors.SwmsError) as unknown:
-        domain.verify(session, "1120269999999", TODAY, utcnow())
+        domain.verify(session, "1120269999999", "李明华", TODAY, utcnow())
     assert (unknown.value.code, unknown.value.field) == ("NOT_FOUND", "certificate_number")
+
+
+def test_by_number_only_the_holders_whole_name_answers_and_a_wrong_pair_is_an_unknown_number(session):
+    current = issue(session, name="欧阳·娜仁")
+    number = current.certificate_number
+    session.commit()
+    for spelling in ("欧阳·娜仁", "欧阳・娜仁", "欧阳 娜仁", "欧阳娜仁", "欧阳．娜仁"):   # as identity compares names
+        assert domain.verify(session, number, spelling, TODAY, utcnow()).certificate_number == number, spelling
+    refusals = []
+    for number_, name in ((number, "欧阳"), (number, "欧阳·娜"), (number, "欧阳·娜仁仁"), (number, "李明华"),
+                          ("1120269999999", "欧阳·娜仁"), ("1120269999999", "李明华")):
+        with pytest.raises(errors.SwmsError) as refused:
+            domain.verify(session, number_, name, TODAY, utcnow())
+        refusals.append(refused.value.args)
+    # the same four values (code, message, field, details) on the wire, whatever was wrong
+    assert refusals == [("NOT_FOUND", domain.NOT_FOUND_BY_NUMBER, "certificate_number", [])] * 6
+    # a signed QR token needs no name
+    assert domain.verify(session, number, None, TODAY, utcnow()).holder_name_masked == "欧****"
+    with pytest.raises(errors.SwmsError) as unknown:
+        domain.verify(session, "1120269999999", None, TODAY, utcnow())
+    assert (unknown.value.code, unknown.value.field) == ("NOT_FOUND", "token")
+
+
+def test_a_certificate_being_issued_is_unknown_to_verification(session):
+    current = issue(session)
+    session.execute(update(Certificate).where(Certificate.certificate_number == current.certificate_number)
+                    .values(status="issuing"))
+    session.commit()
+    with pytest.raises(errors.SwmsError) as refused:
+        domain.verify(session, current.certificate_number, "李明华", TODAY, utcnow())
+    assert refused.value.args == ("NOT_FOUND", domain.NOT_FOUND_BY_NUMBER, "certificate_number", [])
 
 
 def test_level_raised_marks_the_current_certificate_pending_upgrade(session):
