@@ -526,14 +526,17 @@ def stored_replacement(application: Application) -> ReplacementDetails:
 
 # ---- saving the applicant's part --------------------------------------------------------------
 
-def save_re_registration(session: Session, application: Application | None, courses: list[OfflineCourse],
+def save_re_registration(session: Session, application: Application | None, courses: list[OfflineCourse] | None,
                          snapshot: ProfileSnapshot, policy: ProvincePolicy, today: dt.date, actor: str) -> Application:
+    """``courses`` None: keep the saved ones (a save names only what it changes)."""
     state = standing(session, snapshot.person_id, policy, today)
     if application is None:
         application = open_draft(session, K.RE_REGISTRATION, snapshot, policy, today, actor)
     else:
         check_eligible(K.RE_REGISTRATION, state, snapshot, policy, today, submitting=False)
         refresh_draft(session, application, snapshot, actor)
+    if courses is None:
+        courses = stored_courses(application)
     certificate = state.certificate
     check_courses(session, courses, snapshot.person_id, application.application_id, certificate, today)
     summary = ce_summary(session, snapshot, certificate, courses, policy)
@@ -546,20 +549,26 @@ def save_re_registration(session: Session, application: Application | None, cour
     return application
 
 
-def save_replacement(session: Session, application: Application | None, details: ReplacementDetails,
+def save_replacement(session: Session, application: Application | None, changes: dict,
                      snapshot: ProfileSnapshot, policy: ProvincePolicy, today: dt.date, actor: str) -> Application:
+    """``changes``: the fields the applicant sent; the others keep their saved values."""
     if application is None:
         application = open_draft(session, K.REPLACEMENT, snapshot, policy, today, actor)
     else:
         check_eligible(K.REPLACEMENT, standing(session, snapshot.person_id, policy, today), snapshot, policy,
                        today, submitting=False)
         refresh_draft(session, application, snapshot, actor)
+    details = stored_replacement(application).model_copy(update=changes)
+    if details.valid_from and details.valid_until and details.valid_until <= details.valid_from:
+        field = "valid_until" if "valid_until" in changes else "valid_from"
+        raise errors.validation_error(field, f"登记有效期止（{details.valid_until.isoformat()}）须晚于有效期起"
+                                             f"（{details.valid_from.isoformat()}），请按纸质证书核对")
     application.form = json.dumps({"replacement": details.model_dump(mode="json")}, ensure_ascii=False)
     application.original_no_key = (snapshot.region_code[:2] + details.original_certificate_no
                                    if details.original_certificate_no else None)
     application.updated_at = utcnow()
     audit.record(session, actor, "application.form_saved", "application", application.application_id,
-                 {"original_certificate_no": details.original_certificate_no})
+                 {"fields": sorted(changes), "original_certificate_no": details.original_certificate_no})
     return application
 
 

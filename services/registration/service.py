@@ -113,6 +113,11 @@ def _replacement_details(request: ReplacementDraftRequest) -> ReplacementDetails
                               valid_until=request.valid_until)
 
 
+def _sent(request, *names: str) -> dict:
+    """The draft fields the request names (PATCH): left out = keep the saved value, null = empty."""
+    return {name: getattr(request, name) for name in names if name in request.model_fields_set}
+
+
 class RegistrationService:
     name = "registration"
 
@@ -277,19 +282,22 @@ class RegistrationService:
     @rpc(expected_exceptions=errors.SwmsError)
     @contract(ReRegistrationDraftRequest, ApplicationResponse)
     def save_re_registration_draft(self, request: ReRegistrationDraftRequest):
-        """Saves the offline courses of the caller's re-registration draft (or rejected form)."""
+        """Saves the offline courses of the caller's re-registration draft (or rejected form);
+        left out, the saved courses are kept."""
+        courses = (request.offline_courses or []) if "offline_courses" in request.model_fields_set else None
         return self._save(K.RE_REGISTRATION, request,
                           lambda session, application, snapshot, policy, today, actor: domain.save_re_registration(
-                              session, application, request.offline_courses, snapshot, policy, today, actor))
+                              session, application, courses, snapshot, policy, today, actor))
 
     @rpc(expected_exceptions=errors.SwmsError)
     @contract(ReplacementDraftRequest, ApplicationResponse)
     def save_replacement_draft(self, request: ReplacementDraftRequest):
-        """Saves the paper certificate's details in the caller's replacement draft (or rejected form)."""
-        details = _replacement_details(request)
+        """Saves the paper certificate's details in the caller's replacement draft (or rejected
+        form): only the fields sent change."""
+        changes = _sent(request, *ReplacementDetails.model_fields)
         return self._save(K.REPLACEMENT, request,
                           lambda session, application, snapshot, policy, today, actor: domain.save_replacement(
-                              session, application, details, snapshot, policy, today, actor))
+                              session, application, changes, snapshot, policy, today, actor))
 
     @rpc(expected_exceptions=errors.SwmsError)
     @contract(ApplicationRef, DraftDiscarded)

@@ -108,12 +108,18 @@ class OfflineCourse(Contract):
         return value
 
 
+# Saving a draft changes only what the request names (PATCH): a field left out keeps what the
+# draft holds, ``null`` empties it, a value replaces it (a list as a whole). A form is filled over
+# several visits, one part at a time. Submitting (``submit_*``) sends the whole form instead.
+
+
 class ReRegistrationDraftRequest(Contract):
     """《社会工作者再登记信息表》, the applicant's part: offline courses. Registration information,
     work experience and honours are copied from the profile; online hours come from the
-    continuing-education records and cannot be typed."""
+    continuing-education records and cannot be typed. Saving: ``offline_courses`` left out keeps
+    the saved courses; ``[]`` or ``null`` removes them all; a list replaces them."""
     application_id: Uuid | None = Field(default=None, title="申请编号")
-    offline_courses: list[OfflineCourse] = Field(default=[], title="线下学时", max_length=MAX_COURSES)
+    offline_courses: list[OfflineCourse] | None = Field(default=None, title="线下学时", max_length=MAX_COURSES)
     # Declared only to refuse it with its own code: online hours are filled in by the system.
     online_hours: Any = Field(default=None, title="线上学时",
                               json_schema_extra={"error_code": "ONLINE_HOURS_NOT_TYPED"})
@@ -127,13 +133,16 @@ class ReRegistrationDraftRequest(Contract):
 
 
 class SubmitReRegistrationRequest(ReRegistrationDraftRequest):
+    """The whole form: the courses sent are the courses submitted (none if left out)."""
+    offline_courses: list[OfflineCourse] = Field(default=[], title="线下学时", max_length=MAX_COURSES)
     commitment: StrictBool = Field(title="承诺声明")
     profile_revision: ProfileRevision = None
 
 
 class ReplacementDraftRequest(Contract):
     """《社会工作者更换电子证书信息表》, typed exactly as on the paper certificate. Every field may be
-    left empty in a draft; all are required to submit."""
+    left empty in a draft; all are required to submit. Saving a draft changes only the fields sent
+    (a field left out keeps its saved value, ``null`` empties it)."""
     application_id: Uuid | None = Field(default=None, title="申请编号")
     original_certificate_no: OriginalNo | None = Field(
         default=None, title="原证书编号（NO）", json_schema_extra={"error_code": "ORIGINAL_NO_INVALID"})
@@ -151,6 +160,8 @@ class ReplacementDraftRequest(Contract):
 
 
 class SubmitReplacementRequest(ReplacementDraftRequest):
+    """The whole form: every field of the paper certificate is required (a saved draft is not
+    merged in; ``submit_draft`` submits the draft as saved)."""
     commitment: StrictBool = Field(title="承诺声明")
     profile_revision: ProfileRevision = None
 

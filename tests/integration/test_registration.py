@@ -717,6 +717,52 @@ def test_replacement_e_certificate_is_reviewed_by_the_county_only(env):
     assert data["original_certificate_no"] == "20190813"     # the version the county approved
 
 
+def test_saving_a_draft_changes_only_the_fields_sent(env):
+    """PATCH: a field left out keeps its saved value, null empties it; a refused save stores nothing.
+    The same rule for the re-registration draft's offline courses."""
+    me = env.person()
+    valid_from, valid_until = (TODAY - dt.timedelta(days=400)).isoformat(), (TODAY + dt.timedelta(days=600)).isoformat()
+    with env.client(me.token) as client:
+        draft = client.registration.save_replacement_draft({"original_certificate_no": "20190815"})
+        ref = {"application_id": draft["application_id"]}
+        saved = client.registration.save_replacement_draft({**ref, "valid_from": valid_from})
+        saved = client.registration.save_replacement_draft({"registration_type": "再登记", "valid_until": valid_until})
+        assert saved["application_id"] == draft["application_id"]
+        assert saved["form"]["replacement"] == {"original_certificate_no": "20190815", "registration_type": "再登记",
+                                                "valid_from": valid_from, "valid_until": valid_until}
+        # The merged period must still be in order; the refusal names the field sent, and keeps all.
+        before = env.state(me.person_id)
+        error = refused(lambda: client.registration.save_replacement_draft(
+            {"valid_until": (TODAY - dt.timedelta(days=500)).isoformat()}), "VALIDATION_FAILED", "valid_until")
+        assert valid_from in error.message
+        assert env.state(me.person_id) == before
+        emptied = client.registration.save_replacement_draft({"registration_type": None})
+        assert emptied["form"]["replacement"] == {**saved["form"]["replacement"], "registration_type": None}
+        # An empty save keeps everything; the draft, as saved, is what submit_draft submits.
+        assert client.registration.save_replacement_draft({})["form"]["replacement"] == emptied["form"]["replacement"]
+        client.registration.save_replacement_draft({"registration_type": "首次登记"})
+        submitted = client.registration.submit_draft({**ref, "commitment": True})
+    assert (submitted["status"], submitted["form"]["replacement"]["original_certificate_no"]) == ("初审中", "20190815")
+    saves = [a for a in env.audit_for(draft["application_id"]) if a["action"] == "application.form_saved"]
+    assert [a["detail"]["fields"] for a in saves] == [
+        ["original_certificate_no"], ["valid_from"], ["registration_type", "valid_until"], ["registration_type"], [],
+        ["registration_type"]]
+
+    holder = env.person()
+    env.holds(holder, valid_until=TODAY + dt.timedelta(days=30))
+    proofs = [env.upload_proof(holder.token), env.upload_proof(holder.token)]
+    with env.client(holder.token) as client:
+        saved = client.registration.save_re_registration_draft({"offline_courses": [course(p, 20) for p in proofs]})
+        ref = {"application_id": saved["application_id"]}
+        kept = client.registration.save_re_registration_draft(ref)
+        assert [c["proof_key"] for c in kept["form"]["continuing_education"]["offline_courses"]] == proofs
+        assert kept["form"]["continuing_education"]["offline_hours"] == 40
+        emptied = client.registration.save_re_registration_draft({**ref, "offline_courses": []})
+        assert emptied["form"]["continuing_education"]["offline_courses"] == []
+    with session_for(env.config["DB_URL"]) as session:
+        assert all(session.get(ProofFileRow, p).application_id is None for p in proofs)   # released
+
+
 # ---- upgrade --------------------------------------------------------------------------------------
 
 def test_a_level_raise_marks_the_holder_and_the_upgrade_reissues(env):
