@@ -47,6 +47,7 @@ from swms.contracts.events import (
 from swms.contracts.profile import CompletenessResponse, ProfileSnapshot
 from swms.contracts.registration import (
     ApplicationList,
+    ApplicationReadRequest,
     ApplicationRef,
     ApplicationResponse,
     ContinuingEducationRecorded,
@@ -216,6 +217,20 @@ class RegistrationService:
         application = self._write(work)
         return _response(application, domain.form_view(self.db.session, application, policy, today))
 
+    def _reader(self, application: Application | None, access_reason: str | None):
+        """The caller, if they may read the application: the applicant, services, officers of its
+        region, administrators naming why. Officers and administrators never see drafts (round 0)."""
+        caller = self.auth.require_reader(application.person_id if application else "",
+                                          application.region_code if application else None, access_reason)
+        return caller, application is not None and (caller.role not in (OFFICER, ADMIN) or application.round > 0)
+
+    def _audit_admin_read(self, caller, application: Application, method: str, reason: str | None, **detail) -> None:
+        """An administrator's read is audited (who, why, what) before anything is answered."""
+        if caller.role == ADMIN:
+            with self.db.transaction() as session:
+                audit.read_by_admin(session, caller.subject, method, "application", application.application_id,
+                                    reason, person_id=application.person_id, **detail)
+
     # ---- RPC: the applicant -------------------------------------------------------------------
 
     @rpc(expected_exceptions=errors.SwmsError)
@@ -309,14 +324,14 @@ class RegistrationService:
         return DraftDiscarded(application_id=request.application_id)
 
     @rpc(expected_exceptions=errors.SwmsError)
-    @contract(ApplicationRef, ApplicationResponse)
-    def get_application(self, request: ApplicationRef):
+    @contract(ApplicationReadRequest, ApplicationResponse)
+    def get_application(self, request: ApplicationReadRequest):
         """Status, reason, certificate number, history and the form (ID number masked)."""
         application = self.db.session.get(Application, request.application_id)
-        caller = self.auth.require_person(application.person_id if application else "",
-                                          officer_region=application.region_code if application else None)
-        if application is None or (caller.role == OFFICER and application.round == 0):
-            raise errors.not_found("申请", "application_id")   # officers never see drafts
+        caller, visible = self._reader(application, request.access_reason)
+        if not visible:
+            raise errors.not_found("申请", "application_id")
+        self._audit_admin_read(caller, application, "get_application", request.access_reason)
         policy = self.policy.for_region(application.region_code)
         return _response(application, domain.form_view(self.db.session, application, policy, self._today()))
 
@@ -382,14 +397,15 @@ class RegistrationService:
     @rpc(expected_exceptions=errors.SwmsError)
     @contract(ProofLinkRequest, ProofLink)
     def get_proof_link(self, request: ProofLinkRequest):
-        """A short-lived link to a proof on a form: the applicant, officers of the region, services."""
+        """A short-lived link to a proof on a form: the applicant, officers of the region, services,
+        an administrator naming why (audited)."""
         application = self.db.session.get(Application, request.application_id)
-        caller = self.auth.require_person(application.person_id if application else "",
-                                          officer_region=application.region_code if application else None)
-        on_form = application is not None and any(
-            course.proof_key == request.proof_key for course in domain.stored_courses(application))
-        if not on_form or (caller.role not in (SOCIAL_WORKER, SERVICE, ADMIN) and application.round == 0):
+        caller, visible = self._reader(application, request.access_reason)
+        if not visible or not any(course.proof_key == request.proof_key
+                                  for course in domain.stored_courses(application)):
             raise errors.not_found("证明材料", "proof_key")
+        self._audit_admin_read(caller, application, "get_proof_link", request.access_reason,
+                               proof_key=request.proof_key)
         url = self.storage.download_url(request.proof_key, proofs.LINK_SECONDS)
         return ProofLink(url=url, expires_in_seconds=proofs.LINK_SECONDS)
 

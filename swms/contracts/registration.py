@@ -15,7 +15,15 @@ from typing import Annotated, Any, ClassVar
 
 from pydantic import BeforeValidator, Field, StrictBool, field_validator
 
-from swms.contracts.common import ApplicationKind, ApplicationStatus, Contract, Level, UnitCategory, Uuid
+from swms.contracts.common import (
+    AccessReason,
+    ApplicationKind,
+    ApplicationStatus,
+    Contract,
+    Level,
+    UnitCategory,
+    Uuid,
+)
 from swms.contracts.events import Event
 from swms.contracts.profile import Honour, ProfileSnapshot, WorkExperience
 
@@ -83,6 +91,12 @@ class SubmitFirstRegistrationRequest(Contract):
 
 class ApplicationRef(Contract):
     application_id: Uuid = Field(title="申请编号")
+
+
+class ApplicationReadRequest(ApplicationRef):
+    """Reading an application: the applicant, officers of its region, or an administrator with
+    ``access_reason`` (audited)."""
+    access_reason: AccessReason = None
 
 
 class OpenDraftRequest(Contract):
@@ -218,6 +232,7 @@ class ProofFile(Contract):
 class ProofLinkRequest(Contract):
     application_id: Uuid = Field(title="申请编号")
     proof_key: str = Field(title="证明材料", min_length=1, max_length=200)
+    access_reason: AccessReason = None
 
 
 class ProofLink(Contract):

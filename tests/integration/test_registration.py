@@ -49,6 +49,7 @@ from services.registration.models import (
     inbox,
     outbox,
 )
+from swms.auth import ADMIN, Caller
 from swms.contracts.common import ApplicationKind
 from swms.contracts.events import (
     ApplicationApproved,
@@ -65,6 +66,7 @@ from swms.migrations import upgrade
 from tests.conftest import PG_ADMIN_URL
 from tests.support import (
     EventTap,
+    token,
     dispatch,
     officer_token,
     results_or_codes,
@@ -502,6 +504,48 @@ def test_applications_are_private_and_issuance_data_is_for_services(env):
     assert snapshot["region_code"] == COUNTY and snapshot["unit_name"] == SUNSHINE["name"]
     assert snapshot["exam_year"] == THIS_YEAR and snapshot["photo_key"]
     assert data["previous_certificate_number"] is None and data["original_certificate_no"] is None
+
+
+def test_an_administrator_reads_applications_only_with_a_reason_and_is_audited(env):
+    """Support, read-only: an administrator names why (``access_reason``) and each read is audited
+    with who, what and why; drafts stay the applicant's own, as for officers."""
+    me = env.person()
+    env.holds(me, valid_until=TODAY + dt.timedelta(days=30))
+    proof = env.upload_proof(me.token)
+    with env.client(me.token) as client:
+        draft = client.registration.save_re_registration_draft({"offline_courses": [course(proof, 90)]})
+    admin = token(env.keys_dir, Caller(subject="admin-7", role=ADMIN))
+    ref = {"application_id": draft["application_id"]}
+    reason = "工单 2026-0413：申请人询问办理进度"
+    before = env.state()
+    with env.client(admin) as client:
+        refused(lambda: client.registration.get_application(ref), "VALIDATION_FAILED", "access_reason")
+        refused(lambda: client.registration.get_proof_link({**ref, "proof_key": proof}), "VALIDATION_FAILED",
+                "access_reason")
+        refused(lambda: client.registration.get_application({**ref, "access_reason": reason}), "NOT_FOUND")   # a draft
+        refused(lambda: client.registration.get_proof_link({**ref, "proof_key": proof, "access_reason": reason}),
+                "NOT_FOUND")
+        refused(lambda: client.registration.submit_draft({**ref, "commitment": True}), "FORBIDDEN")
+        refused(lambda: client.registration.get_issuance_data(ref), "FORBIDDEN")
+    assert env.state() == before
+
+    with env.client(me.token) as client:
+        client.registration.submit_draft({**ref, "commitment": True})
+    with env.client(admin) as client:
+        seen = client.registration.get_application({**ref, "access_reason": reason})
+        link = client.registration.get_proof_link({**ref, "proof_key": proof, "access_reason": reason})
+    assert (seen["status"], seen["person_id"]) == ("初审中", me.person_id)
+    assert seen["form"]["id_number_masked"] != me.id_number and link["url"]
+    reads = [a for a in env.audit_for(draft["application_id"]) if a["action"] == "personal_data.read_by_admin"]
+    assert [(a["actor"], a["detail"]["method"], a["detail"]["reason"], a["detail"]["person_id"]) for a in reads] == [
+        ("admin-7", "get_application", reason, me.person_id), ("admin-7", "get_proof_link", reason, me.person_id)]
+    assert reads[1]["detail"]["proof_key"] == proof
+    # The applicant and the region's officers read as before, without a reason and without an entry.
+    for reader in (me.token, officer_token(env.keys_dir, COUNTY, "county")):
+        with env.client(reader) as client:
+            assert client.registration.get_application(ref)["status"] == "初审中"
+    assert len([a for a in env.audit_for(draft["application_id"])
+                if a["action"] == "personal_data.read_by_admin"]) == 2
 
 
 def test_first_registration_window_is_set_per_province(env):
