@@ -110,3 +110,14 @@ def results_or_codes(replies) -> list:
         except SwmsError as exc:
             outcomes.append(exc.code)
     return outcomes
+
+
+def unless_profile_incomplete(call):
+    """The call's answer, or None while registration refuses it as PROFILE_INCOMPLETE (its copy of
+    the just-completed 个人信息表 follows profile_changed): callers retry with ``wait_until``."""
+    try:
+        return call()
+    except SwmsError as exc:
+        if exc.code == "PROFILE_INCOMPLETE":
+            return None
+        raise

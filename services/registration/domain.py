@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from sqlalchemy import func, or_, select, true, update
 from sqlalchemy.orm import Session
 
+from services.registration import progress
 from services.registration.models import (
     EXPIRED,
     PROOF_VERIFIED,
@@ -37,6 +38,7 @@ from swms.contracts.common import ApplicationKind as K
 from swms.contracts.common import ApplicationStatus as S
 from swms.contracts.common import Level
 from swms.contracts.events import (
+    ApplicationAccepted,
     ApplicationApproved,
     ApplicationRejected,
     ApplicationReturned,
@@ -660,6 +662,7 @@ def submit(session: Session, request: Submit) -> Application:
     application.committed_at = application.submitted_at = application.updated_at = now
     application.rejection_reason = None
     application.round = (application.round or 0) + 1
+    progress.restart(application)
     session.flush()
     session.add(Submission(application_id=application.application_id, round=application.round, submitted_at=now,
                            actor=request.actor, snapshot=application.snapshot, form=application.form))
@@ -766,10 +769,22 @@ def _try_move(session: Session, application: Application, target: S, actor: str,
     return False
 
 
+def apply_acceptance(session: Session, event: ApplicationAccepted) -> None:
+    application = _application(session, event.application_id)
+    if application is not None:
+        progress.record(session, application, event.round, event.level, event.stage, progress.PENDING, "review")
+
+
 def apply_approval(session: Session, event: ApplicationApproved) -> None:
     application = _application(session, event.application_id)
     if application is None:
         return
+    if event.final:
+        progress.record(session, application, event.round, event.level, event.stage, progress.APPROVED,
+                        event.decided_by)
+    else:   # it waits at the next level now
+        progress.record(session, application, event.round, event.next_level, event.next_stage, progress.PENDING,
+                        event.decided_by)
     if event.final:
         # Approved at the last level: the status becomes 已出证 when the certificate is issued.
         audit.record(session, event.decided_by, "application.final_approved", "application",
@@ -794,6 +809,8 @@ def apply_rejection(session: Session, event: ApplicationRejected | ApplicationRe
     reason = f"退回修改：{event.reason}" if returned else event.reason
     if _try_move(session, application, target, event.decided_by, reason, event.event_type, event.event_id):
         application.rejection_reason = reason
+        progress.record(session, application, event.round, event.level, event.stage,
+                        progress.RETURNED if returned else progress.REJECTED, event.decided_by)
 
 
 def _record_certificate(session: Session, event: CertificateIssued) -> HeldCertificate:

@@ -14,7 +14,7 @@ from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from services.registration import domain, proofs
+from services.registration import domain, progress, proofs
 from services.registration.models import (
     EXPIRED,
     REVOKED,
@@ -32,6 +32,7 @@ from swms.config import REPO_ROOT, required
 from swms.contracts.common import ApplicationKind as K
 from swms.contracts.common import HealthResponse
 from swms.contracts.events import (
+    ApplicationAccepted,
     ApplicationApproved,
     ApplicationRejected,
     ApplicationReturned,
@@ -98,6 +99,7 @@ class RegistrationPolicy(DependencyProvider):
 
 
 def _response(application: Application, form=None) -> ApplicationResponse:
+    review_level, status_text = progress.view(application)
     return ApplicationResponse(
         application_id=application.application_id, person_id=application.person_id,
         kind=application.kind, status=application.status, submitted_at=application.submitted_at,
@@ -105,7 +107,7 @@ def _response(application: Application, form=None) -> ApplicationResponse:
         history=[StatusChangeOut(status=c.status, at=c.at, actor=c.actor, reason=c.reason)
                  for c in application.history],
         created_at=application.created_at, updated_at=application.updated_at, level=application.level,
-        round=application.round or 0, form=form)
+        round=application.round or 0, form=form, review_level=review_level, status_text=status_text)
 
 
 def _replacement_details(request: ReplacementDraftRequest) -> ReplacementDetails:
@@ -422,6 +424,10 @@ class RegistrationService:
         return domain.issuance_data(self.db.session, application)
 
     # ---- events -------------------------------------------------------------------------------
+
+    @on_event(ApplicationAccepted, inbox)
+    def on_application_accepted(self, session, event: ApplicationAccepted):
+        domain.apply_acceptance(session, event)
 
     @on_event(ApplicationApproved, inbox)
     def on_application_approved(self, session, event: ApplicationApproved):

@@ -26,6 +26,7 @@ from swms.contracts.common import (
 )
 from swms.contracts.events import Event
 from swms.contracts.profile import Honour, ProfileSnapshot, WorkExperience
+from swms.contracts.review import OfficerLevel
 
 # ---- field types ------------------------------------------------------------------------------
 
@@ -315,6 +316,11 @@ class ApplicationResponse(Contract):
     level: Level | None = None
     round: int = 0                               # how many times it was submitted
     form: FormView | None = None
+    # Where review has it: the officer level reviewing it now (in review) or that decided it (not
+    # passed, returned for correction); None for drafts and issued applications, and until review
+    # has accepted the submission. The status stays the seed's; ``status_text`` words both.
+    review_level: OfficerLevel | None = None
+    status_text: str = Field(description="状态说明：状态及当前审核层级，如“审核中（市级）”“终审中（省级）”“退回修改（区县级）”")
 
 
 class ApplicationList(Contract):
