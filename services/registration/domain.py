@@ -769,6 +769,18 @@ def _try_move(session: Session, application: Application, target: S, actor: str,
     return False
 
 
+def _earlier_round(session: Session, application: Application,
+                   event: ApplicationApproved | ApplicationRejected | ApplicationReturned) -> bool:
+    """A decision on an earlier submission round, arriving late (after the resubmission), says
+    nothing about the round under review now: recorded and ignored."""
+    if event.round is None or event.round >= (application.round or 0):
+        return False
+    audit.record(session, event.decided_by, "application.event_ignored", "application", application.application_id,
+                 {"event": event.event_type, "event_id": event.event_id, "round": event.round,
+                  "current_round": application.round})
+    return True
+
+
 def apply_acceptance(session: Session, event: ApplicationAccepted) -> None:
     application = _application(session, event.application_id)
     if application is not None:
@@ -777,7 +789,7 @@ def apply_acceptance(session: Session, event: ApplicationAccepted) -> None:
 
 def apply_approval(session: Session, event: ApplicationApproved) -> None:
     application = _application(session, event.application_id)
-    if application is None:
+    if application is None or _earlier_round(session, application, event):
         return
     if event.final:
         progress.record(session, application, event.round, event.level, event.stage, progress.APPROVED,
@@ -798,7 +810,7 @@ def apply_approval(session: Session, event: ApplicationApproved) -> None:
 
 def apply_rejection(session: Session, event: ApplicationRejected | ApplicationReturned) -> None:
     application = _application(session, event.application_id)
-    if application is None:
+    if application is None or _earlier_round(session, application, event):
         return
     returned = isinstance(event, ApplicationReturned)
     status = S(application.status)

@@ -110,3 +110,22 @@ def test_events_from_an_older_review_without_levels_change_nothing(session):
     domain.apply_approval(session, ApplicationApproved(**_common(application), stage=Stage.INITIAL, final=False,
                                                        decided_by="c", decided_at=NOW))
     assert shown(application) == (S.FINAL_REVIEW.value, None, "终审中")
+
+
+def test_a_late_decision_on_an_earlier_round_moves_nothing(session):
+    """Rejected at the county, corrected and resubmitted: an approval or rejection of round 1
+    arriving now (redelivered, out of order) neither moves the status nor the level of round 2."""
+    application = submit(session, K.FIRST_REGISTRATION, snapshot())
+    domain.apply_rejection(session, refused(ApplicationReturned, application, "county", Stage.INITIAL))
+    again = submit(session, K.FIRST_REGISTRATION, snapshot(person_id=application.person_id))
+    domain.apply_acceptance(session, accepted(again, round_=2))
+    late_approval = approved(again, "county", Stage.INITIAL, "city", Stage.INTERMEDIATE)
+    late_rejection = refused(ApplicationRejected, again, "county", Stage.INITIAL)
+    domain.apply_approval(session, late_approval)
+    domain.apply_rejection(session, late_rejection)
+    assert shown(again) == ("初审中", "county", "初审中（区县级）")
+    assert [c.status for c in again.history] == ["初审中", "初审不通过", "初审中"]
+    ignored = [a["detail"] for a in m.audit.for_entity(session, again.application_id)
+               if a["action"] == "application.event_ignored"]
+    assert [(d["event_id"], d["round"], d["current_round"]) for d in ignored] == [
+        (late_approval.event_id, 1, 2), (late_rejection.event_id, 1, 2)]
