@@ -14,7 +14,7 @@ import sys
 import pytest
 
 from swms.config import REPO_ROOT
-from tests.support import rpc_client
+from tests.support import healthy
 from tools.localstack import wait_until
 
 pytestmark = pytest.mark.e2e
@@ -55,13 +55,8 @@ def test_the_local_runner_restarts_a_killed_service_and_logs_it(tmp_path, amqp_u
         pids["review"] = int(restarted.group(1))
         assert _alive(pids["review"])
 
-        def review_answers():
-            try:
-                with rpc_client(amqp_uri, timeout=5) as client:
-                    return client.review.health()["status"] == "ok"
-            except Exception:
-                return False
-        wait_until(review_answers, timeout=90, interval=1, what="the restarted review to answer")
+        wait_until(lambda: healthy(amqp_uri, "review", timeout=5), timeout=90, interval=1,
+                   what="the restarted review to answer")
         # Only the dead one was started again.
         assert log().count(" restarted, pid ") == 1
         assert all(_alive(pid) for pid in pids.values())
