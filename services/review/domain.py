@@ -42,6 +42,7 @@ from swms.auth import ADMIN, CITY, COUNTY, OFFICER, OFFICER_LEVELS, PROVINCE, Ca
 from swms.config import Number, Numbers, required
 from swms.contracts.common import ApplicationKind
 from swms.contracts.events import (
+    ApplicationAccepted,
     ApplicationApproved,
     ApplicationRejected,
     ApplicationReturned,
@@ -306,6 +307,9 @@ def accept_submission(session: Session, event: ApplicationSubmitted, rules: Rule
                      submitted_at=to_utc_naive(event.submitted_at), round_=round_, step=0,
                      chain=chain_for(rules.chains, event.kind.value, event.region_code),
                      accepted_at=now, due_at=rules.due_at(now), now=now)
+    writes.events.append(ApplicationAccepted(
+        application_id=item.application_id, person_id=item.person_id, kind=event.kind, region_code=item.region_code,
+        round=round_, level=item.level, stage=stage_of(item.step, item.chain_length), accepted_at=now))
     writes.flush(session)
     return item
 
@@ -444,8 +448,9 @@ def _after_decided(writes: Writes, officer: Caller, item: ReviewItem, decision: 
                               submitted_at=item.submitted_at, round_=item.round, step=item.step + 1,
                               chain=_chain_of(item, rules), accepted_at=item.accepted_at, due_at=item.due_at,
                               now=now, actor=officer.subject)
-    writes.events.append(ApplicationApproved(final=final, next_level=next_item.level if next_item else None,
-                                             **common))
+    writes.events.append(ApplicationApproved(
+        final=final, next_level=next_item.level if next_item else None,
+        next_stage=stage_of(next_item.step, next_item.chain_length) if next_item else None, **common))
     return next_item
 
 

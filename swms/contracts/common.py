@@ -73,6 +73,12 @@ RegionCode = Annotated[str, Field(title="行政区划代码", pattern=r"^\d{6}$"
 Email = Annotated[str, Field(title="电子邮箱", max_length=254,
                              pattern=r"^[^@\s<>]+@[^@\s<>]+\.[^@\s<>]+$"), OneLine]
 Uuid = Annotated[str, Field(pattern=r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")]
+# Reads of a person's 个人信息表 and applications by an administrator (support, read-only) must say
+# why: a ticket number or the request being answered. Each such read is audited with who and why.
+AccessReason = Annotated[str | None, Field(
+    default=None, title="查询事由", min_length=2, max_length=200,
+    description="管理员必填：查看他人个人信息的事由（如工单号），每次查看均记入审计日志；其他调用方无需填写"),
+    OneLine]   # written to the audit log and read by people: the text policy
 
 
 class HealthResponse(Contract):

@@ -9,7 +9,7 @@ from typing import Annotated
 
 from pydantic import AfterValidator, Field, field_validator, model_validator
 
-from swms.contracts.common import Contract, Email, Level, RegionCode, UnitCategory, Uuid
+from swms.contracts.common import AccessReason, Contract, Email, Level, RegionCode, UnitCategory, Uuid
 from swms.text import MultiLine, OneLine
 
 # ---- vocabularies ------------------------------------------------------------------------------
@@ -181,6 +181,12 @@ class PersonRef(Contract):
     person_id: Uuid = Field(title="人员编号")
 
 
+class PersonReadRequest(PersonRef):
+    """Reading a person's form: the person, officers of their region, services, or an
+    administrator with ``access_reason`` (audited)."""
+    access_reason: AccessReason = None
+
+
 class CompletenessItem(Contract):
     """One missing or invalid item of the form."""
     field: str                        # e.g. ethnicity, photo, work_experiences.<id>.proof_keys
@@ -241,6 +247,7 @@ class PhotoLink(Contract):
 class FileRef(Contract):
     person_id: Uuid = Field(title="人员编号")
     file_key: str = Field(title="文件", min_length=1, max_length=200)
+    access_reason: AccessReason = None
 
 
 class FileLink(Contract):

@@ -809,3 +809,46 @@ def test_access_is_the_person_and_their_region(env, amqp_uri, keys_dir, subtests
             assert env.state() == before
     with rpc_client(amqp_uri, officer_token(keys_dir, COUNTY, "county")) as officer:
         assert officer.profile.check_completeness(ref)["missing"] == ["照片"]
+
+
+def test_an_administrator_reads_only_with_a_reason_and_every_read_is_audited(env, amqp_uri, keys_dir):
+    """Support, read-only: an administrator names why (``access_reason``); the read is audited with
+    who, what and why before the answer. Without a reason, or for the full-ID snapshot, or a write,
+    the administrator is refused and nothing is recorded."""
+    with rpc_client(amqp_uri, env.token) as me:
+        me.profile.save_basic_info(basic_info(env.sunshine))
+        photo_key = me.profile.confirm_photo({"upload_id": upload(me, "photo", make_photo(), "photo.jpg")})["photo"]["photo_key"]
+    admin = token(keys_dir, Caller(subject="admin-7", role="admin"))
+    ref = {"person_id": env.person}
+    before = env.state()
+    with rpc_client(amqp_uri, admin) as client:
+        for method, payload, code, field in [
+                ("get_profile", ref, "VALIDATION_FAILED", "access_reason"),
+                ("check_completeness", {**ref, "access_reason": "  "}, "VALIDATION_FAILED", "access_reason"),
+                ("get_file_link", {**ref, "file_key": photo_key}, "VALIDATION_FAILED", "access_reason"),
+                ("get_snapshot", ref, "FORBIDDEN", None),
+                ("get_photo_link", {**ref, "photo_key": photo_key}, "FORBIDDEN", None),
+                ("save_basic_info", basic_info(env.sunshine), "FORBIDDEN", None)]:
+            with pytest.raises(SwmsError) as caught:
+                getattr(client.profile, method)(payload)
+            assert caught.value.code == code, (method, caught.value)
+            if field:
+                assert caught.value.field == field and "事由" in caught.value.message
+        assert env.state() == before
+
+        reason = "工单 2026-0412：申请人称照片无法显示"
+        seen = client.profile.get_profile({**ref, "access_reason": reason})
+        assert seen["person_id"] == env.person and seen["id_number_masked"] != HOLDER["id_number"]
+        assert client.profile.check_completeness({**ref, "access_reason": reason})["complete"] is True
+        assert client.profile.get_file_link({**ref, "file_key": photo_key, "access_reason": reason})["url"]
+    reads = [row for row in env.audit_rows() if row["action"] == "personal_data.read_by_admin"]
+    assert [(row["actor"], row["entity_type"], row["detail"]["method"], row["detail"]["reason"]) for row in reads] == [
+        ("admin-7", "profile", "get_profile", reason), ("admin-7", "profile", "check_completeness", reason),
+        ("admin-7", "profile", "get_file_link", reason)]
+    assert reads[2]["detail"]["file_key"] == photo_key
+    # The person and officers of the region read as before, with no reason and no admin-read entry.
+    with rpc_client(amqp_uri, officer_token(keys_dir, COUNTY, "county")) as officer:
+        assert officer.profile.get_profile(ref)["person_id"] == env.person
+    with rpc_client(amqp_uri, env.token) as me:
+        assert me.profile.get_profile(ref)["person_id"] == env.person
+    assert len([row for row in env.audit_rows() if row["action"] == "personal_data.read_by_admin"]) == 3
