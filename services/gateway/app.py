@@ -25,7 +25,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from starlette.staticfiles import StaticFiles
 
-from services.gateway import inputs, openapi
+from services.gateway import edge, inputs, openapi, public
 from services.gateway.config import Settings
 from services.gateway.operations import OPERATIONS, Operation
 from services.gateway.problems import Problem, internal_error, validation
@@ -180,6 +180,12 @@ def create_app(settings: Settings | None = None, rpc: Any = None) -> FastAPI:
         field = ".".join(str(part) for part in first.get("loc", ())[1:]) or "body"
         return problem_response(validation(field, "请求格式不正确", first.get("type", "invalid")), request)
 
+    # -- the edge (edge.py): rate limits and CORS preflights inside the request id's middleware,
+    # the real client address and the response headers around it; public routes (public.py) -----
+
+    edge.install_inner(app, settings, lambda problem, scope: problem_response(problem, Request(scope)))
+    public.install(app, settings, rpc)
+
     # -- request id, access log, metrics, last-resort 500 -------------------------------------
 
     @app.middleware("http")
@@ -201,6 +207,8 @@ def create_app(settings: Settings | None = None, rpc: Any = None) -> FastAPI:
         access_log.info("%s %s %d %.1f ms request_id=%s", request.method, mask_id_numbers(route),
                         response.status_code, elapsed * 1000, request.state.request_id)
         return response
+
+    edge.install_outer(app, settings)
 
     # -- operations endpoints and the contract ------------------------------------------------
 
