@@ -76,9 +76,7 @@ def edge_settings(env) -> dict:
             raise ValueError(f"GATEWAY_CORS_ORIGINS: {origin!r} is not an origin (scheme://host[:port])")
     values: dict = {"trusted_proxies": proxies, "cors_origins": origins}
     for field, variable, kind, smallest in _EDGE_NUMBERS:
-        text = env.get(variable)
-        if text is None:
-            continue
+        text = str(env.get(variable, getattr(Settings, field)))
         try:
             values[field] = kind(text)
         except ValueError:
@@ -88,15 +86,15 @@ def edge_settings(env) -> dict:
     return values
 
 
-def variables() -> list[str]:
-    """Every environment variable the gateway reads, found by watching ``from_env`` read them (for
-    the deployment files and their static checks)."""
-    seen: set[str] = set()
+def variables() -> dict[str, str]:
+    """Every environment variable the gateway reads, with its default as text, found by watching
+    ``from_env`` read them (for the deployment files and their static checks)."""
+    seen: dict[str, str] = {}
 
     class Watch(dict):
         def get(self, key, default=None):
-            seen.add(key)
+            seen[key] = str(default)
             return default
 
     Settings.from_env(Watch())
-    return sorted(seen)
+    return dict(sorted(seen.items()))
