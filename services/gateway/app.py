@@ -26,6 +26,7 @@ from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, R
 from starlette.staticfiles import StaticFiles
 
 from services.gateway import edge, inputs, openapi, public
+from services.gateway.responses import with_zones
 from services.gateway.config import Settings
 from services.gateway.operations import OPERATIONS, Operation
 from services.gateway.problems import Problem, internal_error, validation
@@ -90,6 +91,7 @@ def create_app(settings: Settings | None = None, rpc: Any = None) -> FastAPI:
                                                 observe=metrics.observe_upstream)
     document = openapi.build()
     query_schemas = openapi.query_schemas(document)
+    response_schemas = openapi.response_schemas(document)
     components = document["components"]["schemas"]
 
     @asynccontextmanager
@@ -140,7 +142,7 @@ def create_app(settings: Settings | None = None, rpc: Any = None) -> FastAPI:
             context = {"auth_token": token, "client_ip": client_address(request),
                        "call_id_stack": [request.state.request_id]}
             result = await rpc.call(operation.rpc, payload, context)
-            return JSONResponse(result)
+            return JSONResponse(with_zones(result, response_schemas[operation.operation_id], components))
 
         endpoint.__name__ = operation.operation_id
         return endpoint

@@ -156,3 +156,14 @@ def query_schemas(document: dict[str, Any]) -> dict[str, dict[str, Any]]:
             found[entry["operationId"]] = {p["name"]: p["schema"] for p in entry["parameters"]
                                            if p.get("in") == "query"}
     return found
+
+
+def response_schemas(document: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """{operationId: schema of its 200 answer}, for the JSON ones (the trust anchor's PEM and JWK are not)."""
+    found = {}
+    for methods in document["paths"].values():
+        for entry in methods.values():
+            content = entry["responses"]["200"]["content"]
+            if "application/json" in content:
+                found[entry["operationId"]] = content["application/json"]["schema"]
+    return found

@@ -26,6 +26,7 @@ from pypdf import PdfReader
 from swms.auth import SOCIAL_WORKER, Caller, generate_keypair, issue_token
 from swms.devkeys import SERVICES
 from tests.support import token as mint
+from services.gateway.operations import OPERATIONS
 from tools.http_walkthrough import walk_http
 from tools.localstack import PYTHON, REPO_ROOT, LocalStack, wait_until
 from tools.walkthrough import HOLDER_ID, HOLDER_NAME, HOLDER_PASSWORD
@@ -54,7 +55,10 @@ def http_stack(tmp_path_factory):
         stack.start_infrastructure()
         stack.migrate()
         stack.start_services()
-        stack.base_url = stack.start_gateway()
+        # Every request here comes from 127.0.0.1: the gateway's own per-address limit (edge.py,
+        # tested in test_gateway_edge.py) would turn schemathesis's examples into 429s.
+        stack.base_url = stack.start_gateway({"GATEWAY_RATE_PER_ADDRESS": "10000", "GATEWAY_BURST_PER_ADDRESS": "10000",
+                                              "GATEWAY_RATE_TOTAL": "10000", "GATEWAY_BURST_TOTAL": "10000"})
         yield stack
     finally:
         stack.stop()
@@ -70,15 +74,14 @@ def walked(http_stack, tmp_path_factory):
 
 
 def test_whole_journey_over_http(http_stack, walked):
-    assert len(walked.lines) == 16, walked.lines
+    assert len(walked.lines) == 14, walked.lines
     pdf = walked.pdf_path.read_bytes()
     assert pdf.startswith(b"%PDF")
     text = PdfReader(io.BytesIO(pdf)).pages[0].extract_text()
     assert HOLDER_NAME in text and walked.certificate_number in text
-    # Each request got its own X-Request-ID, and the services log it as their correlation id.
+    # Each request got its own X-Request-ID (tests/integration/test_gateway.py shows it reaching
+    # the service as the correlation id).
     assert len(set(walked.request_ids)) == len(walked.request_ids)
-    logs = "".join((http_stack.log_dir / f"{name}.log").read_text(errors="replace") for name in SERVICES)
-    assert any(f'"correlation_id": "{request_id}"' in logs for request_id in walked.request_ids)
 
 
 def test_request_id_is_echoed_and_reaches_the_service(http_stack, walked):
@@ -177,17 +180,19 @@ BAD = [
     ("expired-token", "GET", "/api/v1/me/applications", {"Authorization": "Bearer {expired}"}, None, 401, "TOKEN_EXPIRED", "Authorization"),
     ("expired-token-write", "PUT", "/api/v1/me/profile/photo", {**J, "Authorization": "Bearer {expired}"}, json.dumps({"upload_id": U}).encode(), 401, "TOKEN_EXPIRED", "Authorization"),
     ("forged-token-write", "POST", "/api/v1/me/applications/first-registration", {**J, "Authorization": "Bearer {forged}"}, b'{"commitment": true}', 401, "TOKEN_INVALID", "Authorization"),
-    ("worker-on-review-queue", "GET", "/api/v1/review/queue", {"Authorization": "Bearer {worker}"}, None, 403, "FORBIDDEN", None),
+    ("worker-on-review-queue", "GET", "/api/v1/review/queue", {"Authorization": "Bearer {worker}"}, None, 403, "FORBIDDEN", "Authorization"),
     ("officer-saves-profile", "PUT", "/api/v1/me/profile/basic-info", {**J, "Authorization": "Bearer {officer}"}, b"{}", 422, "VALIDATION_FAILED", "ethnicity"),
     ("worker-reads-other-profile", "GET", f"/api/v1/persons/{U}/profile", {"Authorization": "Bearer {worker}"}, None, 403, "FORBIDDEN", None),
-    ("unknown-application", "GET", f"/api/v1/applications/{U}", {"Authorization": "Bearer {worker}"}, None, 404, "NOT_FOUND", "application_id"),
+    ("someone-elses-application", "GET", f"/api/v1/applications/{U}", {"Authorization": "Bearer {worker}"}, None, 403, "FORBIDDEN", None),
+    ("unknown-review-item", "GET", f"/api/v1/review/items/{U}", {"Authorization": "Bearer {officer}"}, None, 404, "NOT_FOUND", "item_id"),
     ("traversal-in-id", "GET", "/api/v1/applications/..", {"Authorization": "Bearer {worker}"}, None, 422, "VALIDATION_FAILED", "application_id"),
     ("encoded-traversal", "GET", "/api/v1/applications/%2e%2e%2f%2e%2e%2fetc", {"Authorization": "Bearer {worker}"}, None, 404, "NOT_FOUND", None),
     ("dotdot-path", "GET", "/api/v1/applications/../../../etc/passwd", {"Authorization": "Bearer {worker}"}, None, 404, "NOT_FOUND", None),
     ("nul-in-id", "GET", "/api/v1/review/items/abc%00def", {"Authorization": "Bearer {officer}"}, None, 422, "VALIDATION_FAILED", "item_id"),
     ("sql-in-id", "DELETE", "/api/v1/me/profile/honours/1%27%20OR%20%271%27=%271", {"Authorization": "Bearer {worker}"}, None, 422, "VALIDATION_FAILED", "honour_id"),
     ("long-id", "GET", "/api/v1/persons/" + "a" * 2000, {"Authorization": "Bearer {worker}"}, None, 422, "VALIDATION_FAILED", "person_id"),
-    ("file-key-traversal", "GET", f"/api/v1/persons/{U}/files?file_key=" + "..%2F" * 60, {"Authorization": "Bearer {worker}"}, None, 422, "VALIDATION_FAILED", "file_key"),
+    ("file-key-traversal", "GET", "/api/v1/persons/{person}/files?file_key=" + "..%2F" * 60, {"Authorization": "Bearer {worker}"}, None, 404, "NOT_FOUND", "file_key"),
+    ("file-key-too-long", "GET", "/api/v1/persons/{person}/files?file_key=" + "a" * 300, {"Authorization": "Bearer {worker}"}, None, 422, "VALIDATION_FAILED", "file_key"),
     ("unknown-route", "GET", "/api/v1/nothing-here", {}, None, 404, "NOT_FOUND", None),
     ("unknown-version", "POST", "/api/v2/sessions", J, LOGIN, 404, "NOT_FOUND", None),
     ("trailing-slash", "POST", "/api/v1/sessions/", J, LOGIN, 404, "NOT_FOUND", None),
@@ -218,7 +223,7 @@ BAD = [
 
 def send(port: int, method: str, path: str, headers, body: bytes | None, tokens: dict) -> http.client.HTTPResponse:
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-    connection.putrequest(method, path, skip_accept_encoding=True)
+    connection.putrequest(method, path.format(**tokens) if "{" in path else path, skip_accept_encoding=True)
     pairs = headers.items() if isinstance(headers, dict) else headers
     for name, value in pairs:
         connection.putheader(name, value.format(**tokens))
@@ -257,17 +262,25 @@ CHECKS = ("not_a_server_error,status_code_conformance,content_type_conformance,"
           "response_headers_conformance,response_schema_conformance")
 
 
-@pytest.mark.parametrize("who", ["anonymous", "worker", "officer"])
+# Who calls, and which operations: everything without a token and with the social worker's;
+# the officer's own operations with an officer's token. One worker: schemathesis 4.32's coverage
+# phase races on a shared cache with two (a KeyError inside schemathesis, not a finding).
+RUNS = {"anonymous": [], "worker": [], "officer": ["--include-path-regex", "^/api/v1/(review|feedback|certificates)"]}
+
+
+@pytest.mark.parametrize("who", list(RUNS))
 def test_schemathesis_against_the_live_document(http_stack, tokens, who, tmp_path):
     argv = [str(Path(PYTHON).with_name("schemathesis")), "run", f"{http_stack.base_url}/api/openapi.json",
-            "--checks", CHECKS, "--max-examples", "6", "--phases", "examples,coverage,fuzzing",
-            "--workers", "2", "--seed", "1", "--no-color", "--request-timeout", "30",
-            "--generation-database", "none", "--suppress-health-check", "all",
-            "--report", "junit", "--report-junit-path", str(tmp_path / "junit.xml")]
+            "--checks", CHECKS, "--max-examples", "5", "--phases", "examples,coverage,fuzzing",
+            "--workers", "1", "--seed", "1", "--no-color", "--request-timeout", "30",
+            "--generation-database", "none", "--suppress-health-check", "all", *RUNS[who]]
     if who != "anonymous":
         argv += ["--header", f"Authorization: Bearer {tokens[who]}"]
     result = subprocess.run(argv, cwd=REPO_ROOT, capture_output=True, text=True, timeout=900)
-    summary = result.stdout[-6000:]
-    print(summary)
-    assert result.returncode == 0, summary + result.stderr[-3000:]
-    assert re.search(r"\b5[0-9] (?:selected|total)|API Operations:\s+5[0-9]", result.stdout), summary
+    summary = result.stdout[result.stdout.find("SUMMARY"):] or result.stdout[-4000:]
+    assert result.returncode == 0, result.stdout[-12000:] + result.stderr[-3000:]
+    tested = int(re.search(r"Tested: (\d+)", summary).group(1))
+    cases = int(re.search(r"(\d+) generated", summary).group(1))
+    print(f"schemathesis ({who}): {tested} operations, {cases} cases, all passed")
+    assert cases > 100
+    assert (tested == len(OPERATIONS)) if not RUNS[who] else (tested >= 10)

@@ -178,3 +178,22 @@ def test_openapi_documents_every_error_as_problem_json():
                 if status not in ("200", "304"):
                     assert list(response["content"]) == ["application/problem+json"], (entry["operationId"], status)
     assert (count - public, public) == (len(OPERATIONS), 5)
+
+
+# -- answers ------------------------------------------------------------------------------------
+
+def test_naive_times_get_their_utc_zone_where_the_schema_says_date_time():
+    from services.gateway.responses import with_zones
+
+    components = {"Item": {"type": "object", "properties": {
+        "at": {"type": "string", "format": "date-time"},
+        "maybe": {"anyOf": [{"type": "string", "format": "date-time"}, {"type": "null"}]},
+        "note": {"type": "string"}, "on": {"type": "string", "format": "date"}}}}
+    schema = {"type": "object", "properties": {"items": {"type": "array", "items": {"$ref": "#/components/schemas/Item"}}}}
+    value = {"items": [{"at": "2026-12-03T12:34:56.123456", "maybe": "2026-12-03T12:34:56", "note": "2026-12-03T12:34:56",
+                        "on": "2026-12-03"},
+                       {"at": "2026-12-03T12:34:56+08:00", "maybe": None, "note": "x", "on": "2026-12-03"}]}
+    assert with_zones(value, schema, components) == {"items": [
+        {"at": "2026-12-03T12:34:56.123456Z", "maybe": "2026-12-03T12:34:56Z", "note": "2026-12-03T12:34:56",
+         "on": "2026-12-03"},
+        {"at": "2026-12-03T12:34:56+08:00", "maybe": None, "note": "x", "on": "2026-12-03"}]}
