@@ -244,7 +244,10 @@ def create_app(settings: Settings | None = None, rpc: Any = None) -> FastAPI:
 
 
 def _route_template(request: Request) -> str:
+    """The matched route's template (never the raw path: it may hold an ID number or token)."""
     route = request.scope.get("route")
+    if route is None and request.url.path.startswith("/api/docs/assets/"):
+        return "/api/docs/assets"
     return getattr(route, "path", None) or "unmatched"
 
 

@@ -6,6 +6,10 @@ service's own ``@contract`` so that the table cannot drift from the services.
 Path fields (``{item_id}``) and, for GET/DELETE, query fields fill the RPC's request object; for
 POST/PUT the rest comes from the JSON body. Internal service-to-service methods (get_snapshot,
 get_issuance_data, get_photo_link, contact and message lookups, health) have no route.
+
+Public verification (``certificate.verify_certificate``, ``get_signing_certificates``) is still to
+come: as entries here with ``auth=False`` under ``/public/...`` (JSON), and as plain routes added in
+``app.create_app`` for the HTML page and /.well-known.
 """
 from __future__ import annotations
 

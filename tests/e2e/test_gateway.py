@@ -15,7 +15,6 @@ import json
 import re
 import sqlite3
 import subprocess
-import sys
 import urllib.request
 import uuid
 from pathlib import Path
@@ -28,7 +27,7 @@ from swms.devkeys import SERVICES
 from tests.support import token as mint
 from services.gateway.operations import OPERATIONS
 from tools.http_walkthrough import walk_http
-from tools.localstack import PYTHON, REPO_ROOT, LocalStack, wait_until
+from tools.localstack import PYTHON, LocalStack
 from tools.walkthrough import HOLDER_ID, HOLDER_NAME, HOLDER_PASSWORD
 
 pytestmark = pytest.mark.e2e
@@ -276,7 +275,8 @@ def test_schemathesis_against_the_live_document(http_stack, tokens, who, tmp_pat
             "--generation-database", "none", "--suppress-health-check", "all", *RUNS[who]]
     if who != "anonymous":
         argv += ["--header", f"Authorization: Bearer {tokens[who]}"]
-    result = subprocess.run(argv, cwd=REPO_ROOT, capture_output=True, text=True, timeout=900)
+    # cwd: schemathesis keeps a .schemathesis/ folder where it runs.
+    result = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, timeout=900)
     summary = result.stdout[result.stdout.find("SUMMARY"):] or result.stdout[-4000:]
     assert result.returncode == 0, result.stdout[-12000:] + result.stderr[-3000:]
     tested = int(re.search(r"Tested: (\d+)", summary).group(1))
