@@ -432,3 +432,23 @@ def test_openapi_documents_the_public_routes():
 def test_dates_on_the_page_are_chinese_calendar_dates():
     from services.gateway.public import _date
     assert _date(dt.date(2029, 2, 28).isoformat()) == "2029年2月28日"
+
+
+def test_an_unexpected_failure_is_a_logged_500_with_the_request_id(caplog):
+    def broken(payload):
+        raise RuntimeError("secret detail")
+
+    with gateway(StubRpc({"identity.check_passer": broken})) as client:
+        with caplog.at_level("INFO", logger="swms.gateway"):
+            answer = client.post("/api/v1/passers/check", json={"name": "李明华", "id_number": "11010519491231002X"},
+                                 headers={"X-Request-ID": "req-500-check"})
+        metrics = client.get("/metrics").text
+    body = answer.json()
+    assert (answer.status_code, body["code"], body["request_id"]) == (500, "INTERNAL_ERROR", "req-500-check")
+    assert answer.headers["x-request-id"] == "req-500-check" and "secret detail" not in answer.text
+    assert answer.headers["x-content-type-options"] == "nosniff"
+    access = [r.getMessage() for r in caplog.records if r.name == "swms.gateway.access"]
+    assert access == ["POST /api/v1/passers/check 500 " + access[0].split(" 500 ")[1]]
+    assert "request_id=req-500-check" in access[0] and "11010519491231002X" not in access[0]
+    assert any(r.name == "swms.gateway" and r.exc_info for r in caplog.records)
+    assert 'route="/api/v1/passers/check",status="500"' in metrics
