@@ -30,9 +30,8 @@ from pypdf import PdfReader
 
 from services.certificate import render, signing
 from tests.e2e.test_gateway import management
-from tools.http_walkthrough import walk_http
 from tools.localstack import LocalStack, free_port
-from tools.walkthrough import HOLDER_ID, HOLDER_NAME, HOLDER_PASSWORD
+from tools.walkthrough import HOLDER_ID, HOLDER_NAME, HOLDER_PASSWORD, walk_through_gateway
 
 pytestmark = pytest.mark.e2e
 
@@ -57,7 +56,10 @@ def edge(tmp_path_factory):
                                            name="gateway-proxied", port=free_port()),
             "direct": stack.start_gateway(TIGHT, name="gateway-direct", port=free_port()),
         }
-        stack.walked = walk_http(stack, stack.urls["main"], tmp_path_factory.mktemp("out"), say=lambda line: None)
+        # The demo's own walk (bin/demo): the journey over HTTP, then the QR's URL and its page.
+        stack.lines = []
+        stack.walked, _, stack.demo_url = walk_through_gateway(stack, stack.urls["main"], tmp_path_factory.mktemp("out"),
+                                                               say=stack.lines.append)
         yield stack
     finally:
         stack.stop()
@@ -96,6 +98,13 @@ def test_the_pdfs_qr_code_holds_the_gateways_verify_url(edge, issued):
     printed = qr_image_in(edge.walked.pdf_path.read_bytes())
     expected = Image.open(io.BytesIO(render._qr_png(url))).convert("L")
     assert printed.size == expected.size and printed.tobytes() == expected.tobytes()
+
+
+def test_the_demo_prints_the_verify_url_and_what_the_page_says(edge, issued):
+    assert edge.demo_url == issued["verification_url"]
+    assert edge.lines[-2].endswith(f"the certificate's QR code opens {issued['verification_url']}")
+    assert "GET that page (200, no login): 有效 — 持证人 李**，职业水平 社会工作师，有效期 " in edge.lines[-1]
+    assert [int(line[1:3]) for line in edge.lines] == list(range(1, len(edge.lines) + 1))
 
 
 def test_the_page_at_that_url_says_valid_with_the_four_facts_only(edge, issued):
