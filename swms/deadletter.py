@@ -13,18 +13,24 @@ message loops and blocks the queue). This handler instead:
 
 Headers on dead letters: ``x-swms-reason``, ``x-swms-queue``, ``x-swms-attempts``, plus the original
 headers and body, so an operator can inspect, fix and re-publish.
+
+``DeadLetteringEventHandler`` (``guarded_event_handler``) keeps Nameko's own choice for failures
+(``requeue_on_error``) for handlers that manage their retries themselves, and only dead-letters a
+body that cannot be decoded. Both log such a body in one bounded line (swms.wire) and count it
+(``swms_unreadable_messages``, kind ``event``).
 """
 from __future__ import annotations
 
 import logging
-from functools import partial
 
 from kombu import Exchange, Queue
 from nameko.amqp.publish import Publisher
 from nameko.constants import AMQP_URI_CONFIG_KEY
 from nameko.events import EventHandler
-from nameko.messaging import QueueConsumer
 from pydantic import ValidationError
+
+from swms import wire
+from swms.ops import count_unreadable
 
 log = logging.getLogger(__name__)
 
@@ -37,30 +43,48 @@ def backoff_seconds(attempt: int, base: float = 1.0) -> float:
     return base * 4 ** (attempt - 1)  # 1, 4, 16, 64 … × base
 
 
-class DeadLetteringQueueConsumer(QueueConsumer):
-    """Nameko's consumer, but a body that cannot even be decoded goes to the dead-letter queue
-    (kombu would otherwise raise in the consumer thread)."""
-
-    def get_consumers(self, consumer_cls, channel):
-        consumers = super().get_consumers(consumer_cls, channel)
-        for provider, consumer in self._consumers.items():
-            consumer.on_decode_error = partial(self._on_decode_error, provider)
-        return consumers
-
-    def _on_decode_error(self, provider, message, exc):
-        provider.dead_letter(message, f"malformed message: {type(exc).__name__}: {exc}", attempts=1)
-        self.ack_message(message)
+class DeadLetteringQueueConsumer(wire.GuardedQueueConsumer):
+    """The event queues' consumer (a connection of its own): a body that cannot even be decoded
+    goes to the handler's ``handle_undecodable``, which dead-letters it."""
 
 
-class RetryingEventHandler(EventHandler):
+class DeadLetteringEventHandler(EventHandler):
+    """Nameko's event handler (``requeue_on_error`` as Nameko has it), on the guarded consumer."""
+
     queue_consumer = DeadLetteringQueueConsumer()
+
+    def setup(self):
+        super().setup()
+        config = self.container.config
+        self.publisher = Publisher(config[AMQP_URI_CONFIG_KEY], use_confirms=True, delivery_mode=2)
+
+    def handle_undecodable(self, message, exc):
+        count_unreadable(self.container, "event", "undecodable")
+        self.dead_letter(message, f"malformed message: {wire.describe(exc)}", attempts=1,
+                         excerpt=wire.excerpt(message.body))
+        self.queue_consumer.ack_message(message)
+
+    def _republish(self, message, **kwargs) -> None:
+        self.publisher.publish(message.body, content_type=message.content_type or "application/octet-stream",
+                               content_encoding=message.content_encoding or "binary", **kwargs)
+
+    def dead_letter(self, message, reason: str, attempts: int, excerpt: str | None = None) -> None:
+        log.error("event from %s dead-lettered after %d attempt(s): %s%s", self.queue.name, attempts, reason[:500],
+                  f"; body: {excerpt}" if excerpt is not None else "")
+        self._republish(message, exchange=DEAD_LETTER_EXCHANGE, routing_key=self.queue.name,
+                        declare=[DEAD_LETTER_EXCHANGE, DEAD_LETTER_QUEUE],
+                        headers={**(message.headers or {}), ATTEMPTS_HEADER: attempts, "x-swms-reason": reason[:2000],
+                                 "x-swms-queue": self.queue.name})
+
+
+class RetryingEventHandler(DeadLetteringEventHandler):
+    """Retries with backoff and dead-letters what cannot succeed (see the module's docstring)."""
 
     def setup(self):
         super().setup()
         config = self.container.config
         self.max_attempts = int(config.get("EVENT_MAX_ATTEMPTS", 5))
         self.retry_base = float(config.get("EVENT_RETRY_BASE_SECONDS", 1.0))
-        self.publisher = Publisher(config[AMQP_URI_CONFIG_KEY], use_confirms=True, delivery_mode=2)
         self.retry_queue = Queue(f"{self.queue.name}.retry", durable=True, queue_arguments={
             "x-dead-letter-exchange": "", "x-dead-letter-routing-key": self.queue.name})
 
@@ -77,24 +101,14 @@ class RetryingEventHandler(EventHandler):
                 self.retry_later(message, attempts, reason)
         self.queue_consumer.ack_message(message)
 
-    def _republish(self, message, **kwargs) -> None:
-        self.publisher.publish(message.body, content_type=message.content_type or "application/octet-stream",
-                               content_encoding=message.content_encoding or "binary", **kwargs)
-
     def retry_later(self, message, attempts: int, reason: str) -> None:
         delay = backoff_seconds(attempts, self.retry_base)
         log.warning("event from %s failed (attempt %d), retrying in %.0f s: %s",
-                    self.queue.name, attempts, delay, reason)
+                    self.queue.name, attempts, delay, reason[:500])
         self._republish(message, exchange=Exchange(""), routing_key=self.retry_queue.name,
                         declare=[self.retry_queue], expiration=delay,
                         headers={**(message.headers or {}), ATTEMPTS_HEADER: attempts, "x-swms-last-error": reason[:500]})
 
-    def dead_letter(self, message, reason: str, attempts: int) -> None:
-        log.error("event from %s dead-lettered after %d attempt(s): %s", self.queue.name, attempts, reason)
-        self._republish(message, exchange=DEAD_LETTER_EXCHANGE, routing_key=self.queue.name,
-                        declare=[DEAD_LETTER_EXCHANGE, DEAD_LETTER_QUEUE],
-                        headers={**(message.headers or {}), ATTEMPTS_HEADER: attempts, "x-swms-reason": reason[:2000],
-                                 "x-swms-queue": self.queue.name})
-
 
 event_handler = RetryingEventHandler.decorator
+guarded_event_handler = DeadLetteringEventHandler.decorator

@@ -24,6 +24,7 @@ INVALID_STATE = "INVALID_STATE"
 ALREADY_DECIDED = "ALREADY_DECIDED"
 REASON_REQUIRED = "REASON_REQUIRED"
 UPSTREAM_UNAVAILABLE = "UPSTREAM_UNAVAILABLE"
+METHOD_NOT_FOUND = "METHOD_NOT_FOUND"                    # no such RPC method on that service (wire level)
 # certificate (issue 7)
 CERTIFICATE_NOT_READY = "CERTIFICATE_NOT_READY"          # approved, being made: try again shortly
 CERTIFICATE_NOT_ISSUED = "CERTIFICATE_NOT_ISSUED"        # approved, but the issue was refused (details say why)

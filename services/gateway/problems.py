@@ -34,7 +34,9 @@ _BY_STATUS: dict[int, tuple[str, ...]] = {
           c.CREDIT_CODE_INVALID, c.ONLINE_HOURS_NOT_TYPED, c.CE_HOURS_SHORT, c.CE_COURSE_NOT_FINISHED,
           c.CE_COURSE_OUTSIDE_PERIOD, c.ORIGINAL_NO_INVALID, c.VERIFICATION_TOKEN_FORGED),
     429: (c.RATE_LIMITED,),
-    500: (c.INTERNAL_ERROR,),
+    # METHOD_NOT_FOUND reaching the gateway means it and a service disagree on a method: our fault,
+    # and its message names an internal method, so the client gets the generic 500.
+    500: (c.INTERNAL_ERROR, c.METHOD_NOT_FOUND),
     503: (c.UPSTREAM_UNAVAILABLE, c.NOT_PROCESSED),
     504: (c.UPSTREAM_TIMEOUT,),
 }
@@ -46,7 +48,7 @@ class Problem(Exception):
 
     def __init__(self, code: str, message: str, field: str | None = None,
                  details: list[dict[str, Any]] | None = None, retry_after: int | None = None):
-        if code not in STATUS_BY_CODE:   # unknown to this gateway: never echo it or its words
+        if STATUS_BY_CODE.get(code, 500) == 500:   # unknown or internal: never echo it or its words
             code, message, field, details = c.INTERNAL_ERROR, GENERIC_MESSAGE, None, None
         super().__init__(code, message)
         self.code, self.message = code, message

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import collections
 import json
+import logging
+import urllib.request
 
 import pytest
 from kombu import Connection, Exchange
 from pydantic import BaseModel
 
-from swms.deadletter import DEAD_LETTER_QUEUE, event_handler
-from tests.support import wait_until
+from swms.deadletter import DEAD_LETTER_QUEUE, event_handler, guarded_event_handler
+from swms.ops import OpsEndpoint
+from tests.support import valid_id, wait_until
+from tools.localstack import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -25,6 +29,7 @@ class Thing(BaseModel):
 
 class FlakyConsumer:
     name = "dl_probe"
+    ops = OpsEndpoint()
 
     @event_handler("dl_source", "thing")
     def on_thing(self, payload):
@@ -33,6 +38,16 @@ class FlakyConsumer:
             failures[thing.id] += 1
             raise RuntimeError(f"transient failure {failures[thing.id]} for {thing.id}")
         handled.append(thing.id)
+
+
+class RequeueingConsumer:
+    """Nameko's requeue_on_error, on the guarded consumer (as certificate's approval handler)."""
+    name = "dl_requeue_probe"
+    ops = OpsEndpoint()
+
+    @guarded_event_handler("dl_source", "thing", requeue_on_error=True)
+    def on_thing(self, payload):
+        handled.append(f"requeueing:{Thing.model_validate(payload).id}")
 
 
 def publish(amqp_uri: str, body, raw: bool = False) -> None:
@@ -44,6 +59,11 @@ def publish(amqp_uri: str, body, raw: bool = False) -> None:
                              content_encoding="utf-8", declare=[exchange])
         else:
             producer.publish(body, exchange=exchange, routing_key="thing", serializer="json", declare=[exchange])
+
+
+def metrics(port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        return response.read().decode()
 
 
 def dead_letters(amqp_uri: str) -> list[tuple[dict, bytes]]:
@@ -92,3 +112,40 @@ def test_poison_messages_go_to_the_dead_letter_queue_and_the_stream_flows(consum
     assert json.loads(bodies["payload does not match the contract"]) == {"wrong": "schema"}
     assert all(h["x-swms-queue"].startswith("evt-dl_source-thing--dl_probe") for h, _ in letters)
     assert handled == ["good"]
+
+
+ID_NUMBER = valid_id("11010519900307123")
+HOSTILE = [
+    b"[" * 1_000 + b"]" * 1_000,
+    b'{"a": ' * 100_000 + b"1" + b"}" * 100_000,
+    b'{"id": ' + b"9" * 5_000 + b"}",
+    b'{"id": "' + "李明华".encode("gb18030") + b'", "id_number": "' + ID_NUMBER.encode() + b'"}',
+]
+
+
+@pytest.mark.parametrize("probe", [FlakyConsumer, RequeueingConsumer])
+def test_undecodable_events_are_dead_lettered_with_a_bounded_log_line(probe, container_factory, rabbit_config,
+                                                                      amqp_uri, caplog):
+    """Deep nesting, a 5,000-digit integer, bytes that are not UTF-8: each dead-lettered once, whole,
+    logged in one short line with ID numbers masked, counted; the next event is handled."""
+    handled.clear()
+    port = free_port()
+    container_factory(probe, {"AMQP_URI": amqp_uri, "OPS_PORT": port}).start()
+    caplog.set_level(logging.INFO)
+    for body in HOSTILE:
+        publish(amqp_uri, body, raw=True)
+    publish(amqp_uri, {"id": "after"})
+    wait_until(lambda: any(item.endswith("after") for item in handled), timeout=15, what="the event after them")
+    letters: list = []
+    wait_until(lambda: letters.extend(dead_letters(amqp_uri)) or len(letters) >= len(HOSTILE),
+               timeout=20, what="the dead letters")
+    assert sorted(body if isinstance(body, bytes) else body.encode() for _, body in letters) == sorted(HOSTILE)
+    assert all(h["x-swms-reason"].startswith("malformed message: ") and len(h["x-swms-reason"]) < 300
+               for h, _ in letters)
+    lines = [record.getMessage() for record in caplog.records]
+    assert [line[:100] for line in lines if len(line.encode()) > 1024] == []
+    assert not any("Can't decode message body" in line or ID_NUMBER in line for line in lines)
+    dead_lettered = [line for line in lines if "dead-lettered" in line]
+    assert len(dead_lettered) == len(HOSTILE) and any("110***********" in line for line in dead_lettered)
+    assert (f'swms_unreadable_messages_total{{kind="event",reason="undecodable",service="{probe.name}"}} '
+            f'{len(HOSTILE)}.0') in metrics(port)
