@@ -29,8 +29,8 @@ from PIL import Image
 from pypdf import PdfReader
 
 from services.certificate import render, signing
-from tests.e2e.test_gateway import management
-from tools.localstack import LocalStack, free_port
+from tests.e2e.test_gateway import services_on_a_fresh_vhost
+from tools.localstack import free_port
 from tools.walkthrough import HOLDER_ID, HOLDER_NAME, HOLDER_PASSWORD, walk_through_gateway
 
 pytestmark = pytest.mark.e2e
@@ -41,15 +41,7 @@ TIGHT = {"GATEWAY_RATE_PER_ADDRESS": "0.01", "GATEWAY_BURST_PER_ADDRESS": "3"}
 
 @pytest.fixture(scope="module")
 def edge(tmp_path_factory):
-    vhost = f"swms-edge-{uuid.uuid4().hex[:8]}"
-    management("PUT", f"/vhosts/{vhost}")
-    management("PUT", f"/permissions/{vhost}/guest", {"configure": ".*", "write": ".*", "read": ".*"})
-    stack = LocalStack(workdir=tmp_path_factory.mktemp("edge") / "stack",
-                       amqp_uri=f"pyamqp://guest:guest@127.0.0.1:5672/{vhost}")
-    try:
-        stack.start_infrastructure()
-        stack.migrate()
-        stack.start_services()
+    with services_on_a_fresh_vhost(tmp_path_factory.mktemp("edge") / "stack", "swms-edge") as stack:
         stack.urls = {
             "main": stack.start_gateway({"GATEWAY_CORS_ORIGINS": PORTAL}),
             "proxied": stack.start_gateway({**TIGHT, "GATEWAY_TRUSTED_PROXIES": "127.0.0.1/32"},
@@ -61,9 +53,6 @@ def edge(tmp_path_factory):
         stack.walked, _, stack.demo_url = walk_through_gateway(stack, stack.urls["main"], tmp_path_factory.mktemp("out"),
                                                                say=stack.lines.append)
         yield stack
-    finally:
-        stack.stop()
-        management("DELETE", f"/vhosts/{vhost}")
 
 
 @pytest.fixture(scope="module")

@@ -19,6 +19,7 @@ from services.gateway.app import create_app
 from services.gateway.config import Settings, variables
 from services.gateway.edge import RateLimiter, TrustedProxies
 from services.gateway.problems import Problem
+from tests.unit.test_gateway_http import FakeRpc
 
 NUMBER = "1120262000001"
 RESULT = {"genuine": True, "status": "current", "status_label": "有效", "reason": None, "certificate_number": NUMBER,
@@ -35,17 +36,12 @@ class Clock:
         return self.now
 
 
-class StubRpc:
+class StubRpc(FakeRpc):
     """Answers per RPC name: a value, a Problem to raise, or a callable of the payload."""
 
     def __init__(self, answers=None):
-        self.answers, self.calls, self.ready = dict(answers or {}), [], True
-
-    async def start(self):
-        pass
-
-    async def close(self):
-        pass
+        super().__init__()
+        self.answers = dict(answers or {})
 
     async def call(self, rpc, payload, context, timeout=None):
         self.calls.append((rpc, payload, context))
