@@ -11,12 +11,13 @@ in one asyncio loop:
 * direct: the gateway's own aio-pika RPC client (services/gateway/rpc_client.py) in this process,
   sending what the gateway sends (same payload, same context: client_ip, call id). It is the fair
   "direct async" baseline: the same AMQP library and wire format, without HTTP.
-* HTTP: httpx.AsyncClient with keep-alive connections, one per concurrent client.
+* HTTP: httpx.AsyncClient, one per concurrent client (each with its keep-alive connection).
 
 Latency: sequential calls, direct and HTTP alternating call by call (so both see the same machine
 load); p50 and p99. Throughput: --concurrency clients each looping until --calls calls are done,
 direct and HTTP alternating per round; the best round of each is printed (with p99 under load).
-The gateway's CPU per HTTP call is printed too (/proc), which does not depend on other load.
+The CPU per call of the client (this process) for each way, and of the gateway per HTTP call (/proc), are
+printed too: they depend much less on what else the machine runs than the rates do.
 
 Goals (printed, not asserted): HTTP p50 <= 1.3 x direct p50; HTTP throughput at 100 clients >=
 0.8 x direct. Exits non-zero when any answer is wrong (status, payload) or missing.
@@ -91,26 +92,30 @@ async def timed(coroutine) -> float:
     return (time.perf_counter() - started) * 1000
 
 
-async def throughput(make_call, calls: int, concurrency: int) -> tuple[float, float]:
-    """calls/s and p99 ms with ``concurrency`` clients looping until ``calls`` are done."""
+async def throughput(make_call, calls: int, concurrency: int) -> tuple[float, float, float]:
+    """calls/s, p99 ms and this (client) process's CPU ms per call, with ``concurrency`` clients
+    looping until ``calls`` are done."""
     remaining = iter(range(calls))
     latencies: list[float] = []
 
-    async def client():
+    async def client(number: int):
         for _ in remaining:
-            latencies.append(await timed(make_call()))
+            latencies.append(await timed(make_call(number)))
 
-    started = time.perf_counter()
-    await asyncio.gather(*(client() for _ in range(concurrency)))
-    return calls / (time.perf_counter() - started), percentile(latencies, 0.99)
+    started, cpu = time.perf_counter(), time.process_time()
+    await asyncio.gather(*(client(number) for number in range(concurrency)))
+    return (calls / (time.perf_counter() - started), percentile(latencies, 0.99),
+            (time.process_time() - cpu) * 1000 / calls)
 
 
 async def run(args, base_url: str, amqp_uri: str, passers, token: str, ledger: CpuLedger) -> dict:
     rpc = RpcClient(amqp_uri, timeout=30)
     await rpc.start()
     await asyncio.to_thread(wait_until, lambda: rpc.ready, 30, 0.1, "the bench's AMQP connection")
-    limits = httpx.Limits(max_connections=args.concurrency, max_keepalive_connections=args.concurrency)
-    http = httpx.AsyncClient(base_url=base_url, timeout=30, limits=limits)
+    # One AsyncClient (one keep-alive connection) per concurrent client, as separate browsers or
+    # apps would be: one shared pool of 100 connections costs httpx several times the CPU per call.
+    one = httpx.Limits(max_connections=1, max_keepalive_connections=1)
+    clients = [httpx.AsyncClient(base_url=base_url, timeout=30, limits=one) for _ in range(args.concurrency)]
     context = {"client_ip": "127.0.0.1", "call_id_stack": ["bench-gateway"]}
     counter = iter(range(10**9))
     failures: list[str] = []
@@ -126,9 +131,10 @@ async def run(args, base_url: str, amqp_uri: str, passers, token: str, ledger: C
 
     calls = [
         Call("identity.check_passer", "identity.check_passer",
-             lambda payload: http.post("/api/v1/passers/check", json=payload), passer_payload, check_passer_answer),
+             lambda http, payload: http.post("/api/v1/passers/check", json=payload), passer_payload,
+             check_passer_answer),
         Call("public verification (QR token)", "certificate.verify_certificate",
-             lambda payload: http.get("/api/v1/public/verifications", params={"t": payload["token"]}),
+             lambda http, payload: http.get("/api/v1/public/verifications", params={"t": payload["token"]}),
              lambda: {"token": token},
              lambda payload, result: result.get("status") == "current" and result.get("certificate_number") == NUMBER),
     ]
@@ -141,10 +147,10 @@ async def run(args, base_url: str, amqp_uri: str, passers, token: str, ledger: C
                 failures.append(f"{call.name} direct: {result}")
         return go()
 
-    def over_http(call: Call):
+    def over_http(call: Call, number: int = 0):
         async def go():
             payload = call.make_payload()
-            response = await call.http(payload)
+            response = await call.http(clients[number], payload)
             if response.status_code != 200 or not call.check(payload, response.json()):
                 failures.append(f"{call.name} HTTP: {response.status_code} {response.text[:300]}")
         return go()
@@ -162,18 +168,21 @@ async def run(args, base_url: str, amqp_uri: str, passers, token: str, ledger: C
             rounds = {"direct": [], "http": []}
             cpu = []
             for _ in range(args.rounds):
-                rounds["direct"].append(await throughput(lambda: direct(call), args.calls, args.concurrency))
+                rounds["direct"].append(await throughput(lambda number: direct(call), args.calls, args.concurrency))
                 ledger.start()
-                rounds["http"].append(await throughput(lambda: over_http(call), args.calls, args.concurrency))
+                rounds["http"].append(await throughput(lambda number: over_http(call, number), args.calls,
+                                                       args.concurrency))
                 cpu.append(ledger.stop()["gateway"] * 1000 / args.calls)
             figures[call.name] = {
                 way: {"p50": statistics.median(sequential[way]), "p99": percentile(sequential[way], 0.99),
-                      "rate": max(rate for rate, _ in rounds[way]),
-                      "p99_load": min(p99 for _, p99 in rounds[way])}
+                      "rate": max(rate for rate, _, _ in rounds[way]),
+                      "p99_load": min(p99 for _, p99, _ in rounds[way]),
+                      "client_cpu_ms": min(cpu for _, _, cpu in rounds[way])}
                 for way in ("direct", "http")}
             figures[call.name]["gateway_cpu_ms"] = min(cpu)
     finally:
-        await http.aclose()
+        for http in clients:
+            await http.aclose()
         await rpc.close()
     if failures:
         raise Failures(f"{len(failures)} wrong answers, first: {failures[:3]}")
@@ -243,12 +252,13 @@ def main() -> int:
           f"throughput (best of {args.rounds} rounds), {args.passers} passers; {os.cpu_count()} CPUs, load average "
           f"{load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} (the machine is shared: figures taken under that load)")
     print("direct = the gateway's own aio-pika RPC client in this process; HTTP = httpx.AsyncClient → gateway → RPC")
-    print(f"{'call':32} {'path':7} {'p50 ms':>8} {'p99 ms':>8} {'calls/s':>9} {'p99 ms @' + str(args.concurrency):>12}")
+    print(f"{'call':32} {'path':7} {'p50 ms':>8} {'p99 ms':>8} {'calls/s':>9} {'p99 ms @' + str(args.concurrency):>12} "
+          f"{'client CPU ms/call':>19}")
     for name, ways in figures.items():
         for way, label in (("direct", "direct"), ("http", "HTTP")):
             f = ways[way]
             print(f"{name if way == 'direct' else '':32} {label:7} {f['p50']:8.2f} {f['p99']:8.2f} {f['rate']:9.0f} "
-                  f"{f['p99_load']:12.1f}")
+                  f"{f['p99_load']:12.1f} {f['client_cpu_ms']:19.2f}")
     for name, ways in figures.items():
         latency = ways["http"]["p50"] / ways["direct"]["p50"]
         rate = ways["http"]["rate"] / ways["direct"]["rate"]

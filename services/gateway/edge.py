@@ -14,7 +14,8 @@ Outermost first:
    the client and proves nothing). Everything after (rate limits, the ``client_ip`` the services
    get, identity's and certificate's own limits) sees that address.
 3. the core's request id / access log / metrics middleware (app.py), then
-4. ``Admission``: CORS preflights answered here; then a token bucket per client address and one for
+4. ``Admission``: heads over ``GATEWAY_MAX_HEADER_BYTES`` refused (431); CORS preflights answered
+   here; then a token bucket per client address and one for
    all clients together. Over either: 429 problem+json with ``Retry-After``. The buckets live in
    this process: each replica limits on its own (N replicas let N times the total through); the
    certificate service's verification limits, counted in its database, are the global ones.
@@ -152,10 +153,17 @@ class Admission:
         self.app, self.limiter, self.respond = app, limiter, respond
         self.origins = frozenset(settings.cors_origins)
         self.max_age = str(600)
+        self.max_header_bytes = settings.max_header_bytes
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        # h11's own limit only bounds a head still arriving; one that came in a single read is
+        # counted here (431, as RFC 6585 says).
+        if sum(len(name) + len(value) + 4 for name, value in scope["headers"]) > self.max_header_bytes:
+            problem = Problem(c.REQUEST_TOO_LARGE, f"请求头过大（上限 {self.max_header_bytes // 1024} KB）", "headers")
+            problem.status = 431
+            return await self.respond(problem, scope)(scope, receive, send)
         if scope["method"] == "OPTIONS" and _header(scope, b"access-control-request-method") is not None:
             return await self._preflight(scope, receive, send)
         if scope["path"] not in UNMETERED:

@@ -448,3 +448,11 @@ def test_an_unexpected_failure_is_a_logged_500_with_the_request_id(caplog):
     assert "request_id=req-500-check" in access[0] and "11010519491231002X" not in access[0]
     assert any(r.name == "swms.gateway" and r.exc_info for r in caplog.records)
     assert 'route="/api/v1/passers/check",status="500"' in metrics
+
+
+def test_headers_over_the_limit_are_431_problem_json():
+    with gateway(max_header_bytes=4096) as client:
+        refused = client.get("/verify", headers={"X-Padding": "a" * 5000})
+        fine = client.get("/verify", headers={"X-Padding": "a" * 3000})
+    assert (refused.status_code, refused.json()["code"], refused.json()["status"]) == (431, "REQUEST_TOO_LARGE", 431)
+    assert refused.json()["title"] == "Request Header Fields Too Large" and fine.status_code == 200
