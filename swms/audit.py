@@ -40,6 +40,12 @@ class AuditLog:
             at=utcnow(), actor=actor, action=action, entity_type=entity_type, entity_id=str(entity_id),
             detail=json.dumps(detail, ensure_ascii=False, default=str) if detail else None))
 
+    def read_by_admin(self, session: Session, admin: str, method: str, entity_type: str, entity_id: str,
+                      reason: str, **detail: Any) -> None:
+        """An administrator read a person's data (support): who, what, which method, and why."""
+        self.record(session, admin, "personal_data.read_by_admin", entity_type, entity_id,
+                    {"method": method, "reason": reason, **detail})
+
     def for_entity(self, session: Session, entity_id: str) -> list[dict[str, Any]]:
         rows = session.execute(select(self.table).where(self.table.c.entity_id == str(entity_id))
                                .order_by(self.table.c.id)).mappings().all()

@@ -26,6 +26,7 @@ from swms.config import required
 ISSUER = "swms-identity"
 AUDIENCE = "swms"
 CONTEXT_KEY = "auth_token"
+ACCESS_REASON = "access_reason"    # request field: why an administrator reads a person's data
 
 SOCIAL_WORKER = "social_worker"
 OFFICER = "officer"
@@ -158,6 +159,16 @@ class AuthContext:
         if officer_region is not None and caller.covers_region(officer_region):
             return caller
         raise errors.forbidden("无权查看或修改他人的信息")
+
+    def require_reader(self, person_id: str, officer_region: str | None, access_reason: str | None) -> Caller:
+        """Who may read a person's 个人信息表 and applications: the person, a service, officers whose
+        jurisdiction covers ``officer_region``, and administrators, for support only: read-only
+        (no write accepts them) and with a stated ``access_reason``, which the caller then audits
+        (``AuditLog.read_by_admin``) before answering."""
+        caller = self.require_person(person_id, officer_region)
+        if caller.role == ADMIN and not (access_reason or "").strip():
+            raise errors.validation_error(ACCESS_REASON, "管理员查看他人个人信息须填写查询事由（如工单号），每次查看均记入审计日志")
+        return caller
 
     def act_as_service(self) -> None:
         """Make onward RPC calls from this worker carry the service's own token."""

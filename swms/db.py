@@ -17,7 +17,7 @@ from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from swms.config import required
+from swms.config import SHARED, required
 
 _engines: dict[str, Engine] = {}
 _engines_lock = threading.Lock()
@@ -37,8 +37,8 @@ def pool_size_for(config: dict) -> int:
     """``DB_POOL_SIZE`` if set; otherwise one connection per worker and a few for the outbox relay,
     sweepers and probes. A pool smaller than ``max_workers`` makes workers open and close overflow
     connections to PostgreSQL (a backend fork each) under load."""
-    configured = int(config.get("DB_POOL_SIZE") or 0)
-    return configured if configured > 0 else int(config.get("max_workers", 10)) + 4
+    configured = SHARED.get(config, "DB_POOL_SIZE")
+    return configured if configured > 0 else SHARED.get(config, "max_workers") + 4
 
 
 def engine_from_config(config: dict, url_key: str = "DB_URL") -> Engine:

@@ -74,6 +74,8 @@ ORIGINAL_NO_INVALID = "ORIGINAL_NO_INVALID"
 ORIGINAL_NO_IN_USE = "ORIGINAL_NO_IN_USE"
 ORIGINAL_EXPIRED = "ORIGINAL_EXPIRED"
 PROFILE_CHANGED = "PROFILE_CHANGED"
+# free text anywhere (swms/text.py): a control, bidi, invisible, private-use or unassigned character, or an emoji
+TEXT_CHARACTERS_NOT_ALLOWED = "TEXT_CHARACTERS_NOT_ALLOWED"
 
 # HTTP gateway (services/gateway): a call the services did not answer in time, and what only HTTP has
 UPSTREAM_TIMEOUT = "UPSTREAM_TIMEOUT"                    # no reply within GATEWAY_RPC_TIMEOUT_SECONDS

@@ -35,6 +35,17 @@ class InvalidIdNumber(ValueError):
     """Raised with a short English reason; callers show ``MESSAGE`` to people."""
 
 
+# Full-width digits, Ｘ and the full-width space, as Chinese input methods type them, are the same
+# characters as their ASCII forms. Nothing else is mapped: NFKC would also turn circled ①,
+# superscript ¹ or mathematical 𝟏 into digits, quietly accepting what nobody types into an ID number.
+_FULL_WIDTH = str.maketrans({**{chr(0xFF10 + digit): str(digit) for digit in range(10)},
+                             "Ｘ": "X", "ｘ": "x", "\u3000": " "})
+
+
+def from_full_width(raw: str) -> str:
+    return raw.translate(_FULL_WIDTH)
+
+
 def check_character(first17: str) -> str:
     total = sum(int(digit) * weight for digit, weight in zip(first17, _WEIGHTS))
     return _CHECK_CHARS[total % 11]

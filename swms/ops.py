@@ -31,6 +31,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from sqlalchemy import text
 
 from swms import logs
+from swms.config import SHARED
 from swms.db import engine_for
 
 log = logging.getLogger(__name__)
@@ -62,7 +63,7 @@ class OpsEndpoint(DependencyProvider):
 
     def setup(self):
         config = self.container.config
-        self.port = int(config.get("OPS_PORT") or 0)
+        self.port = SHARED.get(config, "OPS_PORT")
         self.amqp_uri = config[AMQP_URI_CONFIG_KEY]
         self.db_url = config.get("DB_URL")
         self.service = self.container.service_name

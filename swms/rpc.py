@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import typing
 from typing import Any, Callable
 
 import eventlet

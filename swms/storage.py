@@ -20,7 +20,7 @@ from botocore.config import Config as BotoConfig
 from botocore.exceptions import ClientError
 from nameko.extensions import DependencyProvider
 
-from swms.config import required
+from swms.config import SHARED, required
 
 ENCRYPTIONS = ("AES256", "aws:kms", "none")
 
@@ -55,7 +55,7 @@ def make_s3_client(config: dict[str, Any], endpoint_key: str = "S3_ENDPOINT_URL"
         config=BotoConfig(
             s3={"addressing_style": "path"},
             signature_version="s3v4",
-            max_pool_connections=max(10, int(config.get("max_workers", 10))),
+            max_pool_connections=max(10, SHARED.get(config, "max_workers")),
             retries={"max_attempts": attempts, "mode": "standard"},
             connect_timeout=connect_timeout,
             read_timeout=30,

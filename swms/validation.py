@@ -5,9 +5,13 @@ No Nameko or eventlet import here: the gateway runs on asyncio.
 """
 from __future__ import annotations
 
+import typing
+from typing import Any
+
 from pydantic import BaseModel
 
-from swms.error_codes import VALIDATION_FAILED
+from swms import text
+from swms.error_codes import TEXT_CHARACTERS_NOT_ALLOWED, VALIDATION_FAILED
 
 _MESSAGES = {
     "missing": "为必填项",
@@ -40,9 +44,30 @@ def _field_info(model: type[BaseModel], loc: tuple):
     return model.model_fields.get(str(loc[0])) if loc else None
 
 
+def _nested_model(annotation: Any) -> type[BaseModel] | None:
+    """The model inside ``Model``, ``Model | None``, ``list[Model]``, or None."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in typing.get_args(annotation):
+        found = _nested_model(arg)
+        if found is not None:
+            return found
+    return None
+
+
 def _label(model: type[BaseModel], loc: tuple) -> str:
-    field = _field_info(model, loc)
-    return (field.title if field is not None and field.title else ".".join(map(str, loc))) or "请求"
+    """The field's title; inside lists and nested models, the titles along the way
+    (``线下学时第1项课程名称``); the field's name where it has no title."""
+    parts: list[str] = []
+    current: type[BaseModel] | None = model
+    for part in loc:
+        if isinstance(part, int):
+            parts.append(f"第{part + 1}项")
+            continue
+        field = current.model_fields.get(str(part)) if current is not None else None
+        parts.append(field.title if field is not None and field.title else str(part))
+        current = _nested_model(field.annotation) if field is not None else None
+    return "".join(parts) or "请求"
 
 
 def _code(model: type[BaseModel], loc: tuple) -> str:
@@ -59,7 +84,15 @@ def validation_problem(model: type[BaseModel], errors: list[dict]) -> tuple[str,
     for item in errors:
         loc = tuple(item.get("loc", ()))
         field = ".".join(str(part) for part in loc) or "payload"
-        ctx_message = (item.get("ctx") or {}).get("error")
+        ctx = item.get("ctx") or {}
+        ctx_message = ctx.get("error")
+        if item["type"] == text.ERROR_TYPE:
+            # One code for the text policy wherever the field is (swms/text.py), with where the
+            # refused character stands so that a form can point at it.
+            details.append({"field": field, "code": TEXT_CHARACTERS_NOT_ALLOWED,
+                            "message": f"{_label(model, loc)}{item['msg']}", "reason": item["type"],
+                            "position": ctx.get("position"), "code_point": ctx.get("code_point")})
+            continue
         if item["type"] == "value_error" and ctx_message is not None and str(ctx_message):
             message = f"{_label(model, loc)}：{ctx_message}"
         else:

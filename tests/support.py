@@ -59,6 +59,15 @@ def rpc_client(amqp_uri: str, auth_token: str | None = None, timeout: float = 20
         yield proxy
 
 
+def healthy(amqp_uri: str, service: str, timeout: float = 2) -> bool:
+    """Whether the service answers its health RPC with ``ok`` now (False while it does not answer)."""
+    try:
+        with rpc_client(amqp_uri, timeout=timeout) as client:
+            return getattr(client, service).health()["status"] == "ok"
+    except Exception:
+        return False
+
+
 def session_for(db_url: str):
     return sessionmaker(engine_for(db_url), expire_on_commit=False)()
 
@@ -110,3 +119,14 @@ def results_or_codes(replies) -> list:
         except SwmsError as exc:
             outcomes.append(exc.code)
     return outcomes
+
+
+def unless_profile_incomplete(call):
+    """The call's answer, or None while registration refuses it as PROFILE_INCOMPLETE (its copy of
+    the just-completed 个人信息表 follows profile_changed): callers retry with ``wait_until``."""
+    try:
+        return call()
+    except SwmsError as exc:
+        if exc.code == "PROFILE_INCOMPLETE":
+            return None
+        raise

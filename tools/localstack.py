@@ -4,9 +4,14 @@ Each of the six services runs alone under ``nameko run`` with its own config, da
 environment, exactly as in deployment; next to them an S3-compatible server (moto) and an SMTP
 sink on loopback. RabbitMQ is not started here: it must already answer on ``AMQP_URI``
 (bin/demo and bin/test make sure of that).
+
+Only ``python -m tools.localstack`` (local use) restarts a process that dies, as compose's
+``restart: unless-stopped`` would; the demo and the tests use :class:`LocalStack` directly, where a
+death stays a death (the fault tests kill processes on purpose and watch what follows).
 """
 from __future__ import annotations
 
+import argparse
 import os
 import shutil
 import signal
@@ -16,6 +21,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from swms.config import REPO_ROOT
 from swms.devkeys import SERVICES, ensure_dev_keys
@@ -62,6 +68,7 @@ class LocalStack:
     gateway_port: int = field(default_factory=free_port)
     smtp_port: int = field(default_factory=free_port)
     processes: dict[str, subprocess.Popen] = field(default_factory=dict)
+    commands: dict[str, tuple[list[str], dict[str, str]]] = field(default_factory=dict)   # to restart one
     mail_dir: Path = None
     log_dir: Path = None
 
@@ -98,7 +105,13 @@ class LocalStack:
         process = subprocess.Popen(argv, cwd=REPO_ROOT, env={**self.environment(), **(extra_env or {})}, stdout=log,
                                    stderr=subprocess.STDOUT, start_new_session=True)
         self.processes[name] = process
+        self.commands[name] = (argv, dict(extra_env or {}))
         return process
+
+    def restart(self, name: str) -> subprocess.Popen:
+        """Starts a process again with the command and environment it was first started with."""
+        argv, extra_env = self.commands[name]
+        return self._spawn(name, argv, extra_env)
 
     def start_infrastructure(self) -> None:
         ensure_dev_keys(self.keys_dir)
@@ -208,30 +221,88 @@ class LocalStack:
         shutil.rmtree(self.workdir, ignore_errors=True)
 
 
-def main() -> None:
-    """Run all six services together for local use until Ctrl-C: ``python -m tools.localstack``."""
+@dataclass
+class Restarter:
+    """``restart: unless-stopped`` for the local runner: a process that exits is started again,
+    and the log says so. Like Docker, the wait before a restart doubles while a process keeps
+    dying soon after its start (1 s up to 60 s), and is forgotten once it stays up a while."""
+    stack: LocalStack
+    say: Callable[[str], None] = print
+    first_delay: float = 1.0
+    max_delay: float = 60.0
+    stable_after: float = 30.0
+    clock: Callable[[], float] = time.monotonic
+    _delay: dict[str, float] = field(default_factory=dict)
+    _due: dict[str, float] = field(default_factory=dict)
+    _started: dict[str, float] = field(default_factory=dict)
+
+    def check(self) -> list[str]:
+        """Restarts what is due; returns the names restarted."""
+        now = self.clock()
+        restarted = []
+        for name, process in list(self.stack.processes.items()):
+            if process.poll() is None:
+                if now - self._started.get(name, now) >= self.stable_after:
+                    self._delay.pop(name, None)
+                continue
+            if name not in self._due:
+                delay = self._delay.get(name, 0.0)
+                self._delay[name] = min(self.max_delay, delay * 2 if delay else self.first_delay)
+                self._due[name] = now + self._delay[name]
+                self.say(f"{name} exited with {process.returncode} ({_exit_reason(process.returncode)}); "
+                         f"restarting it in {self._delay[name]:g} s (restart: unless-stopped); "
+                         f"last lines in {self.stack.log_dir / f'{name}.log'}")
+            if now >= self._due[name]:
+                del self._due[name]
+                process = self.stack.restart(name)
+                self._started[name] = now
+                restarted.append(name)
+                note = " (moto keeps objects in memory: files stored before are gone)" if name == "s3" else ""
+                self.say(f"{name} restarted, pid {process.pid}{note}")
+        return restarted
+
+
+def _exit_reason(returncode: int) -> str:
+    if returncode < 0:
+        try:
+            return f"killed by {signal.Signals(-returncode).name}"
+        except ValueError:
+            return f"killed by signal {-returncode}"
+    return "error" if returncode else "stopped"
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run all six services together for local use until Ctrl-C: ``python -m tools.localstack``.
+    A process that dies is restarted (``Restarter``), as compose's ``restart: unless-stopped`` does."""
     import eventlet
 
     eventlet.monkey_patch()
-    stack = LocalStack(workdir=REPO_ROOT / "var" / "local",
+    parser = argparse.ArgumentParser(prog="python -m tools.localstack", description=main.__doc__)
+    parser.add_argument("--workdir", type=Path, default=REPO_ROOT / "var" / "local",
+                        help="databases, keys, mail and logs (default: var/local)")
+    args = parser.parse_args(argv)
+    stack = LocalStack(workdir=args.workdir,
                        amqp_uri=os.environ.get("AMQP_URI", "pyamqp://guest:guest@127.0.0.1:5672/"))
     with stack:
         stack.start_infrastructure()
         stack.migrate()
         stack.start_services()
         environment = stack.environment()
+        pids = ", ".join(f"{name} {process.pid}" for name, process in stack.processes.items())
         print(f"six services up on {stack.amqp_uri}\n"
               f"  S3 (moto):   {environment['S3_ENDPOINT_URL']}\n"
               f"  SMTP sink:   127.0.0.1:{stack.smtp_port}, mail kept in {stack.mail_dir}\n"
               f"  databases:   {stack.workdir / 'data'}\n  logs:        {stack.log_dir}\n"
-              f"  keys:        {stack.keys_dir} (identity CLI: services.identity.cli)\nCtrl-C stops them all.")
+              f"  keys:        {stack.keys_dir} (identity CLI: services.identity.cli)\n"
+              f"  processes:   {pids}\n"
+              "A process that exits is restarted. Ctrl-C stops them all.", flush=True)
+        restarter = Restarter(stack, say=lambda line: print(line, flush=True))
         try:
             while True:
-                for name in list(stack.processes):
-                    stack.check_alive(name)
-                time.sleep(2)
+                restarter.check()
+                time.sleep(1)
         except KeyboardInterrupt:
-            print("stopping")
+            print("stopping", flush=True)
 
 
 if __name__ == "__main__":

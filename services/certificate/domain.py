@@ -8,6 +8,8 @@ row and its outbox event, so that the change and its announcement cannot disagre
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import hmac
 import re
 
 from sqlalchemy import select, update
@@ -32,10 +34,11 @@ from services.certificate.models import (
     audit,
     outbox,
 )
-from swms import errors, idcard
+from swms import errors, idcard, text
 from swms.auth import ADMIN, OFFICER, Caller
 from swms.contracts.certificate import VerificationResult, VerificationStatus
 from swms.contracts.common import ApplicationKind, Level
+from swms.contracts.identity import name_key
 from swms.contracts.events import (
     ApplicationApproved,
     CertificateExpired,
@@ -214,6 +217,9 @@ def check_issuance_data(data: IssuanceData, request: IssueRequest) -> None:
         raise IssueRefused(PERSON_MISMATCH, "签发数据中的人员与审核通过的申请人不一致", "snapshot.person_id")
     if data.kind.value != request.kind:
         raise IssueRefused(KIND_MISMATCH, "签发数据中的申请类型与审核通过的申请不一致", "kind")
+    found = text.problem(snapshot.name)
+    if found is not None:
+        raise IssueRefused(NAME_INVALID, found.message("姓名"), "snapshot.name")
     name = snapshot.name.strip()
     if not name or len(name) > 50 or _NAME_FORBIDDEN.search(name) or name != snapshot.name:
         raise IssueRefused(NAME_INVALID, "姓名为空、超过 50 个字或含有不允许的字符", "snapshot.name")
@@ -227,6 +233,9 @@ def check_issuance_data(data: IssuanceData, request: IssueRequest) -> None:
         raise IssueRefused(REGION_INVALID, "登记区域代码不正确", "snapshot.region_code")
     if len(snapshot.unit_name) > 100:
         raise IssueRefused(ISSUANCE_DATA_INVALID, "单位名称超过 100 个字", "snapshot.unit_name")
+    found = text.problem(snapshot.unit_name)     # printed: a U+202E would make the PDF read otherwise
+    if found is not None:
+        raise IssueRefused(errors.TEXT_CHARACTERS_NOT_ALLOWED, found.message("单位名称"), "snapshot.unit_name")
     if data.kind == ApplicationKind.REPLACEMENT:
         number = (data.original_certificate_no or "").strip()
         if not number:
@@ -482,10 +491,34 @@ def verification_status(certificate: Certificate, today: dt.date) -> Verificatio
     return VerificationStatus.CURRENT
 
 
-def verify(session: Session, number: str, today: dt.date, now: dt.datetime) -> VerificationResult:
+# One answer for "no such number", "not issued yet" and "number and name do not belong together",
+# so that a caller learns nothing from a wrong pair (not even that the number exists).
+NOT_FOUND_BY_NUMBER = "查无此证书：请核对证书编号与持证人姓名"
+NOT_FOUND_BY_TOKEN = "查无此证书：证书编号不存在或证书尚未签发"
+
+
+def name_digest(name: str) -> bytes:
+    """A fixed-length digest of the name's key (full-width/half-width, spaces and middle dots as
+    identity compares them), so comparing two takes the same time whatever they hold."""
+    return hashlib.sha256(name_key(name).encode("utf-8")).digest()
+
+
+_NO_NAME = name_digest("\x00")   # what an unknown number's name is compared with (same work either way)
+
+
+def verify(session: Session, number: str, holder_name: str | None, today: dt.date,
+           now: dt.datetime) -> VerificationResult:
+    """``holder_name`` None: the number came from a signed QR token. Otherwise the certificate
+    answers only if the name is its holder's; the comparison is constant-time, whole-name only."""
     certificate = session.get(Certificate, number)
-    if certificate is None or certificate.status == ISSUING:
-        raise errors.SwmsError(errors.NOT_FOUND, "查无此证书：证书编号不存在或证书尚未签发", "certificate_number")
+    if certificate is not None and certificate.status == ISSUING:
+        certificate = None
+    if holder_name is not None:
+        expected = name_digest(certificate.holder_name) if certificate is not None else _NO_NAME
+        if not hmac.compare_digest(name_digest(holder_name), expected) or certificate is None:
+            raise errors.SwmsError(errors.NOT_FOUND, NOT_FOUND_BY_NUMBER, "certificate_number")
+    elif certificate is None:
+        raise errors.SwmsError(errors.NOT_FOUND, NOT_FOUND_BY_TOKEN, "token")
     status = verification_status(certificate, today)
     reason = certificate.status_reason if status in (VerificationStatus.REVOKED, VerificationStatus.SUSPENDED,
                                                      VerificationStatus.SUPERSEDED) else None

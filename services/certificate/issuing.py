@@ -36,6 +36,7 @@ from services.certificate import domain, render, tokens
 from services.certificate.keys import KeyRing
 from services.certificate.models import DONE, ISSUING, IssueRequest
 from services.certificate.renderer import RenderError, RenderPool
+from services.certificate.settings import NUMBERS
 from swms import errors
 from swms import rpc as swms_rpc
 from swms.contracts.profile import PhotoLink
@@ -73,10 +74,10 @@ class Settings:
     @classmethod
     def from_config(cls, config: dict) -> Settings:
         return cls(authority=str(config.get("CERT_AUTHORITY_NAME") or "中华人民共和国民政部"),
-                   validity_years=int(config.get("CERT_VALIDITY_YEARS") or 3),
+                   validity_years=NUMBERS.get(config, "CERT_VALIDITY_YEARS"),
                    verify_base_url=str(config.get("VERIFY_BASE_URL") or ""),
-                   lease_seconds=float(config.get("CERT_ISSUE_LEASE_SECONDS") or 120),
-                   retry_ceiling_seconds=float(config.get("CERT_RETRY_MAX_SECONDS") or 900))
+                   lease_seconds=float(NUMBERS.get(config, "CERT_ISSUE_LEASE_SECONDS")),
+                   retry_ceiling_seconds=float(NUMBERS.get(config, "CERT_RETRY_MAX_SECONDS")))
 
 
 def verification_url(base: str, keys: KeyRing, number: str) -> str:

@@ -8,11 +8,16 @@ replica signs with the same development CA and checks the same QR tokens.
 """
 from __future__ import annotations
 
+import functools
+import hashlib
+import hmac
 import logging
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from nameko.extensions import DependencyProvider
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -36,6 +41,16 @@ class KeyRing:
     @property
     def qr_public_key(self):
         return tokens.public_key_of(self.qr_private_pem)
+
+    @functools.cached_property
+    def _pseudonym_key(self) -> bytes:
+        # Derived from the QR key, which never leaves the service (the ID-hash key goes to agencies).
+        return HKDF(algorithm=hashes.SHA256(), length=32, salt=None,
+                    info=b"swms-certificate pseudonyms v1").derive(self.qr_private_pem)
+
+    def keyed_hash(self, purpose: str, value: str) -> str:
+        """A stable pseudonym (HMAC-SHA256, hex) for throttle keys: a client address is never stored."""
+        return hmac.new(self._pseudonym_key, f"{purpose}\x00{value}".encode(), hashlib.sha256).hexdigest()
 
 
 def _truthy(value) -> bool:

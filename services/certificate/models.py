@@ -8,6 +8,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from swms.audit import AuditLog
 from swms.outbox import Inbox, Outbox
+from swms.throttle import Throttle
 
 metadata = MetaData()
 
@@ -112,3 +113,5 @@ class DevKeyMaterial(Base):
 outbox = Outbox(metadata)
 inbox = Inbox(metadata)
 audit = AuditLog(metadata)
+# Public verification's rate limits: key = '<scope>:<HMAC of the client address>' or a global one.
+throttle = Throttle(metadata)

@@ -15,6 +15,7 @@ import io
 from dataclasses import dataclass
 
 from services.certificate import fonts
+from swms import text
 
 PHOTO_MAX_BYTES = 500 * 1024          # 个人信息表: a 1-inch or 2-inch photo of at most 500 KB
 PHOTO_TYPES = {"JPEG": "image/jpeg", "PNG": "image/png"}
@@ -22,6 +23,16 @@ PHOTO_TYPES = {"JPEG": "image/jpeg", "PNG": "image/png"}
 
 class PhotoInvalid(ValueError):
     """The stored photo cannot go on a certificate (not an image, wrong type, too big or too small)."""
+
+
+class TextRefused(ValueError):
+    """A printed value holds a character the text policy refuses (swms/text.py): a bidi override
+    would make the PDF read otherwise than what was approved, a control character or an emoji
+    would print as nothing or as a box. The certificate is not made."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(message)
+        self.field, self.message = field, message
 
 
 @dataclass(frozen=True)
@@ -154,10 +165,27 @@ TEMPLATE = """<!doctype html>
 PHOTO_URL, QR_URL = "swms-image:photo", "swms-image:qr"
 
 
+# Every value printed as text, with the label the certificate shows for it.
+PRINTED = {"holder_name": "姓名", "gender": "性别", "id_number_shown": "身份证号", "level": "职业水平",
+           "unit_name": "工作单位", "certificate_number": "证书编号", "authority": "登记机关",
+           "original_certificate_no": "原证书编号", "supersedes": "换发的证书编号"}
+
+
+def check_text(face: CertificateFace) -> None:
+    """TextRefused for the first printed value the text policy refuses, whatever path it came by
+    (the issue checks refuse such data before a number is reserved; this is the last gate)."""
+    for field, label in PRINTED.items():
+        found = text.problem(getattr(face, field) or "")
+        if found is not None:
+            raise TextRefused(field, found.message(label))
+
+
 def certificate_html(face: CertificateFace, font_family: str = f'"{fonts.FALLBACK_FAMILY}"',
                      images_inline: bool = True) -> str:
     """The certificate page. ``images_inline``: photo and QR code as data URIs and the style inline
-    (a self-contained page); otherwise they are fetched by name through Renderer's url_fetcher."""
+    (a self-contained page); otherwise they are fetched by name through Renderer's url_fetcher.
+    TextRefused if a printed value breaks the text policy."""
+    check_text(face)
     esc = html.escape
     if face.photo:
         src = _data_uri(face.photo, face.photo_type or "image/jpeg") if images_inline else PHOTO_URL

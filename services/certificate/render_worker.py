@@ -9,7 +9,7 @@ Frames: 4-byte big-endian length + pickle. Both ends are this repository's own c
 carries no foreign input. First frame in: {"signing": (key_pem, cert_pem, chain_pem),
 "authority": str}; reply {"ok": True, "pid": int}. Then per job, in: {"face": CertificateFace};
 out: {"ok": True, "pdf": bytes, "render_s": float, "sign_s": float} or
-{"ok": False, "code": str, "message": str, "field": str | None}.
+{"ok": False, "code": str, "message": str, "field": str | None, "retryable": bool}.
 """
 from __future__ import annotations
 
@@ -20,6 +20,8 @@ import struct
 import sys
 import time
 import traceback
+
+from swms.errors import TEXT_CHARACTERS_NOT_ALLOWED
 
 
 def _read_exactly(stream, count: int) -> bytes | None:
@@ -87,11 +89,14 @@ def main() -> int:
             signed = time.perf_counter()
             reply = {"ok": True, "pdf": pdf, "render_s": rendered - started, "sign_s": signed - rendered}
         except render.PhotoInvalid as exc:
-            reply = {"ok": False, "code": "PHOTO_INVALID", "message": str(exc), "field": "photo"}
+            reply = {"ok": False, "code": "PHOTO_INVALID", "message": str(exc), "field": "photo", "retryable": False}
+        except render.TextRefused as exc:   # the same data gives the same answer: no retry
+            reply = {"ok": False, "code": TEXT_CHARACTERS_NOT_ALLOWED, "message": exc.message, "field": exc.field,
+                     "retryable": False}
         except Exception as exc:  # reported to the parent, which retries the issue later
             traceback.print_exc()
             reply = {"ok": False, "code": "RENDER_FAILED", "message": f"{type(exc).__name__}: {exc}",
-                     "field": None}
+                     "field": None, "retryable": True}
         write_frame(proto_out, reply)
 
 

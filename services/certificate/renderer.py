@@ -21,6 +21,7 @@ from nameko.extensions import DependencyProvider
 
 from services.certificate import render_worker
 from services.certificate.keys import KeyRing, load_keys
+from services.certificate.settings import NUMBERS
 from swms.config import REPO_ROOT
 
 log = logging.getLogger(__name__)
@@ -127,7 +128,7 @@ class RenderPool:
                     eventlet.spawn_n(self._add_worker)
         if not reply["ok"]:
             raise RenderError(reply["code"], reply["message"], reply.get("field"),
-                              retryable=reply["code"] != "PHOTO_INVALID")
+                              retryable=reply.get("retryable", True))
         return RenderResult(reply["pdf"], reply["render_s"], reply["sign_s"])
 
     def close(self) -> None:
@@ -138,7 +139,7 @@ class RenderPool:
 
 
 def pool_size(config: dict) -> int:
-    configured = int(config.get("CERT_RENDER_PROCESSES") or 0)
+    configured = NUMBERS.get(config, "CERT_RENDER_PROCESSES")
     return configured if configured > 0 else (os.cpu_count() or 1)
 
 

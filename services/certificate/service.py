@@ -8,6 +8,7 @@ import logging
 import eventlet
 from nameko.dependency_providers import Config
 from nameko.rpc import RpcProxy
+from nameko.timer import timer
 from pydantic import ValidationError
 
 from services.certificate import domain, issuing, tokens
@@ -19,9 +20,10 @@ from services.certificate.models import (
     IssueRequest,
     inbox,
     outbox,
+    throttle,
 )
 from services.certificate.renderer import RenderWorkers
-from services.certificate.timers import config_timer
+from services.certificate.settings import NUMBERS, verify_limits
 from swms import errors, health
 from swms.auth import Auth
 from swms.contracts.certificate import (
@@ -43,10 +45,13 @@ from swms.events import on_event
 from swms.ops import OpsEndpoint
 from swms.outbox import OutboxRelay, utcnow
 from swms.rpc import contract, rpc
+from swms.settings import CheckedNumbers, config_timer
 from swms.storage import ObjectStorage
+from swms.throttle import ClientAddress
 
 log = logging.getLogger(__name__)
 DOWNLOAD_LINK_SECONDS = 300
+UNKNOWN_ADDRESS = "unknown"   # callers that pass no client_ip share one bucket (docs/contracts.md)
 
 
 class CertificateDatabase(Database):
@@ -66,6 +71,7 @@ class CertificateService:
     name = "certificate"
 
     config = Config()
+    numbers = CheckedNumbers(NUMBERS)   # every numeric setting checked before anything starts
     db = CertificateDatabase()
     auth = Auth()
     storage = ObjectStorage("CERTIFICATE_S3_BUCKET")
@@ -75,6 +81,7 @@ class CertificateService:
     renderer = RenderWorkers()
     registration = RpcProxy("registration")
     profile = RpcProxy("profile")
+    client_ip = ClientAddress()
 
     def _issuer(self, db=None) -> issuing.Issuer:
         return issuing.Issuer(db or self.db, self.storage, self.renderer, self.keys, self.registration, self.profile,
@@ -112,7 +119,7 @@ class CertificateService:
         self.auth.act_as_service()
         self._issuer().process(event.application_id, claimed=True)
 
-    @config_timer("CERT_RETRY_POLL_SECONDS", default=10)
+    @config_timer(NUMBERS, "CERT_RETRY_POLL_SECONDS")
     def retry_pending_issues(self):
         """Takes up approvals whose issue failed for a passing reason (or whose worker died)."""
         with self.db.transaction() as session:
@@ -135,7 +142,7 @@ class CertificateService:
 
     # ---- lifecycle --------------------------------------------------------------------------------
 
-    @config_timer("CERT_EXPIRY_CHECK_SECONDS", default=3600, eager=True)
+    @config_timer(NUMBERS, "CERT_EXPIRY_CHECK_SECONDS", eager=True)
     def expire_certificates(self):
         """Certificates past their validity become expired (certificate_expired), in batches."""
         while True:
@@ -245,15 +252,31 @@ class CertificateService:
     @contract(VerifyRequest, VerificationResult)
     def verify_certificate(self, request: VerifyRequest):
         """Anyone: genuine or not, and current / suspended / revoked / expired / superseded, with the
-        reason; minimal data only. By certificate number or by the QR code's signed token."""
+        reason; minimal data only. By the QR code's signed token, or by certificate number together
+        with the holder's full name. Rate-limited per client address, and lookups by number also in
+        all (the QR token cannot be walked, so a flood of numbers never stops QR verification)."""
+        by_number = request.token is None
+        per_address, all_by_number = verify_limits(self.config)
+        limits = [(throttle.key(self.keys, per_address, self.client_ip or UNKNOWN_ADDRESS), per_address)]
+        if by_number:
+            limits.append((f"{all_by_number.scope}:all", all_by_number))
+        now = utcnow()
+        with self.db.transaction() as session:   # its own short transaction: the counters' row locks end here
+            throttle.take(session, limits, now, "certificate_number" if by_number else "token")
         number = request.certificate_number
-        if request.token is not None:
+        if not by_number:
             try:
                 number = tokens.read_token(self.keys.qr_public_key, request.token)
             except tokens.ForgedToken:
                 raise errors.SwmsError(errors.VERIFICATION_TOKEN_FORGED,
                                        "核验码无效：不是本系统签发的证书，或二维码内容被篡改", "token") from None
-        return domain.verify(self.db.session, number, _today(), utcnow())
+        return domain.verify(self.db.session, number, request.holder_name if by_number else None, _today(), now)
+
+    @timer(interval=3600)
+    def purge_throttles(self):
+        """Counters of addresses not seen for a day go (their window and lock ended long ago)."""
+        with self.db.transaction() as session:
+            throttle.purge(session, utcnow())
 
     @rpc(expected_exceptions=errors.SwmsError)
     @contract(None, SigningCertificates)

@@ -32,7 +32,8 @@ _BY_STATUS: dict[int, tuple[str, ...]] = {
           c.FILE_TYPE_NOT_ALLOWED, c.FILE_DAMAGED, c.PHOTO_DIMENSIONS_INVALID, c.UNIT_MUST_BE_CHOSEN,
           c.UNIT_NOT_IN_DIRECTORY, c.PROOF_REQUIRED, c.DATE_INVALID, c.REGION_CODE_INVALID,
           c.CREDIT_CODE_INVALID, c.ONLINE_HOURS_NOT_TYPED, c.CE_HOURS_SHORT, c.CE_COURSE_NOT_FINISHED,
-          c.CE_COURSE_OUTSIDE_PERIOD, c.ORIGINAL_NO_INVALID, c.VERIFICATION_TOKEN_FORGED),
+          c.CE_COURSE_OUTSIDE_PERIOD, c.ORIGINAL_NO_INVALID, c.VERIFICATION_TOKEN_FORGED,
+          c.TEXT_CHARACTERS_NOT_ALLOWED),
     429: (c.RATE_LIMITED,),
     # METHOD_NOT_FOUND reaching the gateway means it and a service disagree on a method: our fault,
     # and its message names an internal method, so the client gets the generic 500.

@@ -20,8 +20,17 @@ from sqlalchemy import and_, desc, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from services.identity import passwords, throttle
-from services.identity.models import Account, EmailConfirmation, Passer, PasswordReset, RefreshToken, audit, outbox
+from services.identity import passwords
+from services.identity.models import (
+    Account,
+    EmailConfirmation,
+    Passer,
+    PasswordReset,
+    RefreshToken,
+    audit,
+    outbox,
+    throttle,
+)
 from services.identity.registry import (  # noqa: F401  (re-exported: CLI, tests, bench)
     ImportReport,
     import_file,
@@ -29,7 +38,7 @@ from services.identity.registry import (  # noqa: F401  (re-exported: CLI, tests
     read_registry_file,
 )
 from services.identity.settings import Settings
-from swms import errors, idcard
+from swms import errors, idcard, text
 from swms.auth import ADMIN, CITY, COUNTY, OFFICER, OFFICER_LEVELS, PROVINCE, SOCIAL_WORKER
 from swms.contracts.events import EmailConfirmationRequested, PasswordResetRequested
 from swms.contracts.identity import name_key, name_problem
@@ -424,6 +433,7 @@ def check_region_for_level(region_code: str, level: str) -> None:
 
 def _create_staff(session: Session, role: str, name: str, email: str, password_hash: str, actor: str,
                   region_code: str | None = None, level: str | None = None) -> Account:
+    text.check(name, "name", "姓名")
     problem = name_problem(name)
     if problem:
         raise errors.validation_error("name", problem)
@@ -465,7 +475,7 @@ def disable_account(session: Session, login: str, reason: str, now: dt.datetime,
     Access tokens are verified locally by every service and cannot be recalled: the last one
     issued stays valid until it expires (TOKEN_TTL_MINUTES, 15 by default).
     Returns (account, changed); disabling a disabled account changes nothing."""
-    reason = (reason or "").strip()
+    reason = text.check(reason or "", "reason", "停用原因", multiline=True).strip()
     if not reason:
         raise errors.SwmsError(errors.REASON_REQUIRED, "请填写停用原因", "reason")
     if len(reason) > 200:

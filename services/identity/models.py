@@ -11,6 +11,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from swms.audit import AuditLog
 from swms.outbox import Inbox, Outbox
+from swms.throttle import Throttle
 
 metadata = MetaData()
 
@@ -128,15 +129,8 @@ class Feedback(Base):
     )
 
 
-class Throttle(Base):
-    """Failure counters for rate limits: key = '<scope>:<HMAC of the account, login or source>'."""
-    __tablename__ = "throttles"
-    key: Mapped[str] = mapped_column(String(100), primary_key=True)
-    failures: Mapped[int] = mapped_column(Integer, default=0)
-    window_started_at: Mapped[object] = mapped_column(DateTime)
-    locked_until: Mapped[object | None] = mapped_column(DateTime, nullable=True)
-
-
 outbox = Outbox(metadata)
 inbox = Inbox(metadata)
 audit = AuditLog(metadata)
+# Rate-limit counters: key = '<scope>:<HMAC of the account, login or source>'.
+throttle = Throttle(metadata)

@@ -14,7 +14,15 @@ Merging follows one rule per row, as if the rows were applied one after another 
   duplicate with conflicting data. Bad rows (ID number, level, missing field, ...) are rejected too.
 * A line identical to an earlier line of the same file: **repeated** (counted once, applied once).
 
-Each rejected row is reported with its line (the header is line 1) and reason.
+Each rejected row is reported with its line (the header is line 1; a record whose quoted field
+spans lines is reported at the line it starts on) and reason.
+
+Nothing is fixed up quietly: what is stored is what the file says, less the spaces around a value.
+A value with a character the text policy refuses (swms/text.py: a line break, tab, NUL, bidi
+control, emoji, ...), a row with more values than the header has columns, and an ID number written
+with anything but ASCII or full-width digits and X are rejected, never cleaned. Full-width digits
+become ASCII and a lower-case x upper-case (the same number); a province name or a six-digit code
+becomes its two-digit code.
 
 Scale: rows are checked in Python, then loaded into a temporary table (PostgreSQL: ``COPY``) and
 merged with a few set-based statements; only rows that differ from the registry go through the
@@ -29,7 +37,6 @@ import logging
 import operator
 import re
 import time
-import unicodedata
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator
 
@@ -56,6 +63,8 @@ from swms.contracts.common import Level
 from swms.contracts.events import PasserLevelRaised
 from swms.contracts.identity import key_problem, name_key
 from swms.outbox import utcnow
+from swms.text import SPACES
+from swms.text import problem as text_problem
 
 log = logging.getLogger(__name__)
 
@@ -137,24 +146,37 @@ def _header_map(header: list[str]) -> dict[str, int]:
     return positions
 
 
-def iter_file_rows(text_: str) -> Iterator[dict[str, str] | None]:
-    """Rows of the file as dicts keyed by the English column names (header = line 1)."""
+def _too_many_values(values: list[str], width: int) -> str | None:
+    """A row with values beyond the header's columns (an unquoted comma, a stray column): those
+    values would be dropped unseen, so the row is rejected."""
+    if len(values) > width and any(value.strip() for value in values[width:]):
+        return f"{len(values)} values, but the header has {width} columns"
+    return None
+
+
+def iter_file_rows(text_: str) -> Iterator[tuple[int, dict[str, str] | str | None]]:
+    """(line, row) for each record of the file: ``row`` a dict keyed by the English column names,
+    None for a blank line, or the reason it cannot be read as a row. ``line`` is the line the record
+    starts on (header = line 1), also after a quoted value that spans lines."""
     reader = csv.reader(io.StringIO(text_))
     header = next(reader, None)
     if header is None:
         raise errors.validation_error("file", "文件为空")
     positions = _header_map(header)
+    line = reader.line_num + 1
     for values in reader:
+        start, line = line, reader.line_num + 1
         if not values or all(not v.strip() for v in values):
-            yield None        # a blank line: skipped, but it still counts as a line
+            yield start, None        # a blank line: skipped, but it still counts as a line
             continue
-        yield {column: values[index] if index < len(values) else "" for column, index in positions.items()}
+        yield start, _too_many_values(values, len(header)) or {
+            column: values[index] if index < len(values) else "" for column, index in positions.items()}
 
 
-def read_registry_file(raw: bytes) -> list[dict[str, str] | None]:
-    """The whole file as a list of rows, None for blank lines (small files; large ones stream
-    through iter_file_rows)."""
-    return list(iter_file_rows(decode(raw)))
+def read_registry_file(raw: bytes) -> list[dict[str, str] | str | None]:
+    """The whole file as a list of rows (see iter_file_rows), for small files; large ones stream
+    through iter_file_rows."""
+    return [row for _, row in iter_file_rows(decode(raw))]
 
 
 def province_code(value: str) -> str | None:
@@ -195,7 +217,7 @@ def id_number(raw: str, today: dt.date) -> str:
     swms.idcard.parse (a test compares them), quicker for the millions of rows of an import:
     the check character summed over the ASCII bytes in C, each birth date checked once."""
     if not raw.isascii():
-        raw = unicodedata.normalize("NFKC", raw)   # full-width digits and Ｘ → ASCII
+        raw = idcard.from_full_width(raw)   # full-width digits and Ｘ → ASCII; other look-alikes stay and fail
         if not raw.isascii():
             raise idcard.InvalidIdNumber("only digits, with X allowed as the last character")
     number = raw.upper()
@@ -218,8 +240,15 @@ def check_row(line: int, row: dict[str, str], this_year: int, today: dt.date) ->
 def check_fields(line: int, raw_name: str, raw_number: str, level: str, management_number: str, year: str,
                  raw_province: str, this_year: int, today: dt.date) -> PasserRecord | str:
     """check_row for the six values in COLUMNS order."""
-    raw_name, raw_number, level = raw_name.strip(), raw_number.strip(), level.strip()
-    management_number, year, raw_province = management_number.strip(), year.strip(), raw_province.strip()
+    values = (raw_name, raw_number, level, management_number, year, raw_province)
+    if text_problem("".join(values)) is not None:    # one search for the whole row: millions of rows
+        column, found = next((c, f) for c, f in zip(COLUMNS, map(text_problem, values)) if f is not None)
+        return f"bad {column.replace('_', ' ')}: {found.english()} (line breaks, tabs, control, bidi, " \
+               "invisible and unassigned characters and emoji are refused, not removed)"
+    # Only the spaces around a value go: a line break or tab was refused above, not trimmed away.
+    raw_name, raw_number, level = raw_name.strip(SPACES), raw_number.strip(SPACES), level.strip(SPACES)
+    management_number, year = management_number.strip(SPACES), year.strip(SPACES)
+    raw_province = raw_province.strip(SPACES)
     if not (raw_name and raw_number and level and management_number and year and raw_province):
         missing = [column for column, value in zip(COLUMNS, (raw_name, raw_number, level, management_number,
                                                              year, raw_province)) if not value]
@@ -230,7 +259,7 @@ def check_fields(line: int, raw_name: str, raw_number: str, level: str, manageme
         return f"bad id number: {exc}"
     if level not in LEVEL_RANK:
         return f"unknown level {level!r}"
-    name = " ".join(raw_name.split())
+    name = raw_name       # as written: spaces inside a name are the file's (the key ignores them)
     key = name_key(name)
     if len(name) > 50 or key_problem(key):
         return "bad name: only letters, middle dots and spaces, at most 50 characters"
@@ -387,17 +416,18 @@ def _record(row) -> PasserRecord:
     return PasserRecord(*(getattr(row, name) for name in _STAGED))
 
 
-def import_passers(session: Session, rows: Iterable[dict[str, str] | None], actor: str = "admin-cli",
-                   id_hash=None, batch_size: int = 50_000) -> ImportReport:
+def import_passers(session: Session, rows: Iterable, actor: str = "admin-cli", id_hash=None,
+                   batch_size: int = 50_000, numbered: bool = False) -> ImportReport:
     """Merge rows (dicts with the English column names; the first is line 2; None for a blank
-    line) into the registry. Idempotent. Runs in the caller's transaction; the caller commits."""
+    line) into the registry. ``numbered``: the rows are iter_file_rows' (line, row) pairs.
+    Idempotent. Runs in the caller's transaction; the caller commits."""
     report, loader, started = _begin(session, batch_size)
     today = dt.date.today()
     try:
-        for line, row in enumerate(rows, start=2):
+        for line, row in (rows if numbered else enumerate(rows, start=2)):
             if row is None:
                 continue
-            checked = check_row(line, row, today.year, today)
+            checked = row if isinstance(row, str) else check_row(line, row, today.year, today)
             if isinstance(checked, str):
                 report.rejected.append((line, checked))
             else:
@@ -501,7 +531,7 @@ def import_file(session: Session, raw: bytes, actor: str = "admin-cli", id_hash=
     text_ = decode(raw)
     newline = text_.find("\n")
     if workers <= 1 or '"' in text_ or newline < 0:
-        return import_passers(session, iter_file_rows(text_), actor, id_hash)
+        return import_passers(session, iter_file_rows(text_), actor, id_hash, numbered=True)
     return _import_in_parallel(session, text_, newline, actor, id_hash, workers)
 
 
@@ -510,7 +540,8 @@ def _import_in_parallel(session: Session, text_: str, newline: int, actor: str, 
     from concurrent.futures import ProcessPoolExecutor
     from multiprocessing import get_context
 
-    positions = _header_map(next(csv.reader([text_[:newline]])))
+    header = next(csv.reader([text_[:newline]]))
+    positions = _header_map(header)
     report, loader, started = _begin(session, 50_000)
     today = dt.date.today()
     tasks, position, line = [], newline + 1, 2
@@ -519,7 +550,7 @@ def _import_in_parallel(session: Session, text_: str, newline: int, actor: str, 
         end = text_.find("\n", position + chunk_chars)
         end = len(text_) if end < 0 else end + 1
         chunk = text_[position:end]
-        tasks.append((line, chunk, positions, today, loader.postgres))
+        tasks.append((line, chunk, positions, len(header), today, loader.postgres))
         line += chunk.count("\n")
         position = end
     with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
@@ -532,7 +563,7 @@ def _import_in_parallel(session: Session, text_: str, newline: int, actor: str, 
 def _check_chunk(task) -> tuple[list[tuple[int, str]], object]:
     """In a worker process: check the rows of one piece of a file without quotes (so a line is a
     record and a comma always separates fields: str.split gives what the csv module would)."""
-    start_line, chunk, positions, today, postgres = task
+    start_line, chunk, positions, header_width, today, postgres = task
     indexes = [positions[column] for column in COLUMNS]
     width = max(indexes) + 1
     this_year = today.year
@@ -544,9 +575,13 @@ def _check_chunk(task) -> tuple[list[tuple[int, str]], object]:
         values = text_line.rstrip("\r").split(",")
         if not any(value.strip() for value in values):
             continue
+        line = start_line + offset
+        too_many = _too_many_values(values, header_width)
+        if too_many:
+            rejected.append((line, too_many))
+            continue
         if len(values) < width:
             values += [""] * (width - len(values))
-        line = start_line + offset
         checked = check_fields(line, *[values[index] for index in indexes], this_year, today)
         if isinstance(checked, str):
             rejected.append((line, checked))

@@ -7,7 +7,6 @@ a transaction held across it would hold SQLite's write lock for every other work
 from __future__ import annotations
 
 import datetime as dt
-import ipaddress
 import logging
 from pathlib import Path
 
@@ -17,10 +16,10 @@ from nameko.dependency_providers import Config
 from nameko.extensions import DependencyProvider
 from sqlalchemy.orm import sessionmaker
 
-from services.identity import domain, passwords, throttle
+from services.identity import domain, passwords
 from services.identity import feedback as feedback_rules
 from services.identity import settings as identity_settings
-from services.identity.models import Account, Feedback, Passer, outbox
+from services.identity.models import Account, Feedback, Passer, outbox, throttle
 from swms import errors, health, idcard
 from swms.auth import ADMIN, OFFICER, SERVICE, SOCIAL_WORKER, Auth, Caller, issue_token
 from swms.config import required
@@ -64,12 +63,13 @@ from swms.db import Database, engine_from_config
 from swms.ops import OpsEndpoint
 from swms.outbox import OutboxRelay, utcnow
 from swms.rpc import contract, rpc
+from swms.settings import CheckedNumbers
 from swms.storage import ObjectStorage, bucket_from_config, make_s3_client
+from swms.throttle import ClientAddress
 
 log = logging.getLogger(__name__)
 
 PROOF_LINK_SECONDS = 300
-CLIENT_IP_KEY = "client_ip"
 
 
 class TokenSigner(DependencyProvider):
@@ -78,7 +78,7 @@ class TokenSigner(DependencyProvider):
     def setup(self):
         config = self.container.config
         self.private_key = Path(required(config, "AUTH_PRIVATE_KEY_FILE")).read_bytes()
-        self.ttl = dt.timedelta(minutes=int(config.get("TOKEN_TTL_MINUTES", 15)))
+        self.ttl = dt.timedelta(minutes=identity_settings.NUMBERS.get(config, "TOKEN_TTL_MINUTES"))
 
     def get_dependency(self, worker_ctx):
         return lambda caller: issue_token(self.private_key, caller, self.ttl)
@@ -150,20 +150,6 @@ def put_proof(bucket, key: str, body: bytes, content_type: str, metadata: dict) 
         raise errors.SwmsError(errors.UPSTREAM_UNAVAILABLE, "文件存储暂不可用，请稍后重试", "proof") from None
 
 
-class ClientAddress(DependencyProvider):
-    """The end user's address as the gateway passes it (context data ``client_ip``), or None.
-    Used only for per-source rate limits, and only as a keyed hash."""
-
-    def get_dependency(self, worker_ctx):
-        value = worker_ctx.context_data.get(CLIENT_IP_KEY)
-        if not isinstance(value, str) or len(value) > 64:
-            return None
-        try:
-            return str(ipaddress.ip_address(value.strip()))
-        except ValueError:
-            return None
-
-
 def _caller_of(account: Account) -> Caller:
     return Caller(subject=account.person_id, role=account.role, region_code=account.region_code,
                   level=account.officer_level)
@@ -181,6 +167,7 @@ class IdentityService:
     name = "identity"
 
     config = Config()
+    numbers = CheckedNumbers(identity_settings.NUMBERS)   # every numeric setting checked before anything starts
     db = Database()
     auth = Auth()
     sign_token = TokenSigner()

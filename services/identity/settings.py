@@ -8,6 +8,7 @@ of its own so that neither use weakens the other.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import hmac
 from dataclasses import dataclass
@@ -17,22 +18,10 @@ from typing import Any
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from swms.config import required
+from swms.config import Number, Numbers, required
+from swms.throttle import Limit  # noqa: F401  (re-exported: identity's limits are declared here)
 
 _HKDF_INFO = b"swms-identity keyed hash v1"
-
-
-@dataclass(frozen=True)
-class Limit:
-    """At most ``max_failures`` failures per ``window``; reaching it locks the key for ``lock``."""
-    scope: str
-    max_failures: int
-    window: dt.timedelta
-    lock: dt.timedelta
-
-    @property
-    def lock_minutes(self) -> int:
-        return max(1, int(self.lock.total_seconds() // 60))
 
 
 @dataclass(frozen=True)
@@ -72,16 +61,28 @@ def derive_hash_key(material: bytes) -> bytes:
     return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=_HKDF_INFO).derive(material)
 
 
+NUMBERS = Numbers("identity", {
+    "TOKEN_TTL_MINUTES": Number(15, 1, 1440),
+    "REFRESH_TOKEN_TTL_HOURS": Number(12, 0.1, 24 * 90, whole=False),
+    "PASSWORD_MIN_LENGTH": Number(10, 8, 128),            # 128: the longest password the contract accepts
+    "LOGIN_MAX_FAILURES": Number(5, 1, 1000),
+    "LOGIN_SOURCE_MAX_FAILURES": Number(30, 1, 100_000),
+    "LOGIN_LOCK_MINUTES": Number(15, 1, 1440),
+    "RESET_CODE_TTL_MINUTES": Number(15, 1, 1440, whole=False),
+    "FEEDBACK_PROOF_MAX_BYTES": Number(5 * 1024 * 1024, 1024, 50 * 1024 * 1024),
+})
+
+
 def from_config(config: dict[str, Any]) -> Settings:
     key_file = config.get("ID_HASH_KEY_FILE") or required(config, "AUTH_PRIVATE_KEY_FILE")
-    lock = dt.timedelta(minutes=int(config.get("LOGIN_LOCK_MINUTES", 15)))
-    defaults = Settings(hash_key=b"")
+    number = functools.partial(NUMBERS.get, config)
+    lock = dt.timedelta(minutes=number("LOGIN_LOCK_MINUTES"))
     return Settings(
         hash_key=derive_hash_key(Path(key_file).read_bytes()),
-        password_min_length=max(8, int(config.get("PASSWORD_MIN_LENGTH", 10))),
-        refresh_ttl=dt.timedelta(hours=float(config.get("REFRESH_TOKEN_TTL_HOURS", 12))),
-        reset_ttl=dt.timedelta(minutes=float(config.get("RESET_CODE_TTL_MINUTES", 15))),
-        proof_max_bytes=int(config.get("FEEDBACK_PROOF_MAX_BYTES", defaults.proof_max_bytes)),
-        login_account=Limit("login", int(config.get("LOGIN_MAX_FAILURES", 5)), lock, lock),
-        login_source=Limit("login-src", int(config.get("LOGIN_SOURCE_MAX_FAILURES", 30)), lock, lock),
+        password_min_length=number("PASSWORD_MIN_LENGTH"),
+        refresh_ttl=dt.timedelta(hours=number("REFRESH_TOKEN_TTL_HOURS")),
+        reset_ttl=dt.timedelta(minutes=number("RESET_CODE_TTL_MINUTES")),
+        proof_max_bytes=number("FEEDBACK_PROOF_MAX_BYTES"),
+        login_account=Limit("login", number("LOGIN_MAX_FAILURES"), lock, lock),
+        login_source=Limit("login-src", number("LOGIN_SOURCE_MAX_FAILURES"), lock, lock),
     )

@@ -194,6 +194,7 @@ def _status_plan(kind: str):
         holder = lookups.person(event.person_id)
         return [_person(holder, kind, {"certificate_number": event.certificate_number, "reason": event.reason,
                                        "changed_time": event.changed_at.isoformat(),
+                                       "valid_until_date": event.valid_until.isoformat() if event.valid_until else None,
                                        "portal_url": settings.portal_url},
                         event.certificate_number, event.person_id)]
     return plan

@@ -45,6 +45,7 @@ from services.notification.templates import (
     Templates,
 )
 from swms import errors
+from swms.config import Number, Numbers
 from swms.outbox import utcnow
 
 ACTOR = "notification"
@@ -67,6 +68,16 @@ REDACTED = "[内容已在发送后删除 / removed after delivery]"
 MAX_BACKOFF_SECONDS = 600
 WINDOW_OPEN, ONE_MONTH = "reregistration_window_open", "reregistration_reminder"
 REMINDER_HOUR_BEIJING = 9
+# Notification's numeric settings, checked at start (swms.settings.CheckedNumbers in the service).
+NUMBERS = Numbers("notification", {
+    "SMTP_PORT": Number(8025, 1, 65535),
+    "SMTP_CONNECTIONS": Number(2, 1, 50),
+    "MAIL_GIVE_UP_HOURS": Number(48, 0.1, 24 * 30, whole=False),
+    "NOTIFICATION_POLL_SECONDS": Number(5, 0.1, 3600, whole=False),
+    "NOTIFICATION_LEASE_SECONDS": Number(60, 1, 3600, whole=False),
+    "REREGISTRATION_WINDOW_MONTHS": Number(3, 1, 24),
+    "REREGISTRATION_REMINDER_MONTHS": Number(1, 1, 24),
+})
 
 
 @dataclass

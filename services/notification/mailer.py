@@ -57,7 +57,7 @@ class SmtpSettings:
 
     @classmethod
     def from_config(cls, config: dict) -> "SmtpSettings":
-        return cls(host=required(config, "SMTP_HOST"), port=int(required(config, "SMTP_PORT")),
+        return cls(host=required(config, "SMTP_HOST"), port=domain.NUMBERS.get(config, "SMTP_PORT"),
                    sender=required(config, "MAIL_FROM"), user=config.get("SMTP_USER") or None,
                    password=config.get("SMTP_PASSWORD") or None, starttls=_flag(config.get("SMTP_STARTTLS")),
                    implicit_tls=_flag(config.get("SMTP_SSL")), ca_file=config.get("SMTP_CA_BUNDLE") or None,
@@ -165,12 +165,12 @@ class Mailer(BackgroundLoop):
 
     def setup(self):
         config = self.container.config
-        self.loops = max(1, int(config.get("SMTP_CONNECTIONS") or 2))
+        self.loops = domain.NUMBERS.get(config, "SMTP_CONNECTIONS")
         super().setup()
         self.sessions = sessionmaker(engine_from_config(config), expire_on_commit=False)
         self.smtp = SmtpSettings.from_config(config)
         self.transport = SmtpTransport(self.smtp)
-        self.lease = dt.timedelta(seconds=float(config.get("NOTIFICATION_LEASE_SECONDS") or LEASE.total_seconds()))
+        self.lease = dt.timedelta(seconds=domain.NUMBERS.get(config, "NOTIFICATION_LEASE_SECONDS"))
         self._failures_in_a_row = 0
         self._paused_until = 0.0
         if self.smtp.user and not (self.smtp.starttls or self.smtp.implicit_tls):

@@ -20,7 +20,6 @@ import yaml
 from nameko.dependency_providers import Config
 from nameko.extensions import DependencyProvider
 from nameko.rpc import RpcProxy
-from nameko.timer import Timer
 from pydantic import ValidationError
 from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError
@@ -70,6 +69,7 @@ from swms.deadletter import event_handler
 from swms.ops import OpsEndpoint
 from swms.outbox import OutboxRelay, utcnow
 from swms.rpc import contract, rpc
+from swms.settings import CheckedNumbers, config_timer
 
 log = logging.getLogger(__name__)
 
@@ -102,29 +102,17 @@ class NotificationSettings(DependencyProvider):
         self.settings = domain.Settings(
             portal_url=str(config.get("PORTAL_URL") or "https://swms.example.gov.cn"),
             languages=languages,
-            give_up_after=dt.timedelta(hours=float(config.get("MAIL_GIVE_UP_HOURS") or 48)),
-            window_months=int(config.get("REREGISTRATION_WINDOW_MONTHS") or 3),
-            reminder_months=int(config.get("REREGISTRATION_REMINDER_MONTHS") or 1),
+            give_up_after=dt.timedelta(hours=domain.NUMBERS.get(config, "MAIL_GIVE_UP_HOURS")),
+            window_months=domain.NUMBERS.get(config, "REREGISTRATION_WINDOW_MONTHS"),
+            reminder_months=domain.NUMBERS.get(config, "REREGISTRATION_REMINDER_MONTHS"),
             chains=chains, feedback_officer_level=level,
-            lease=dt.timedelta(seconds=float(config.get("NOTIFICATION_LEASE_SECONDS") or 60)),
+            lease=dt.timedelta(seconds=domain.NUMBERS.get(config, "NOTIFICATION_LEASE_SECONDS")),
             templates=Templates(_resolve(templates_dir) if templates_dir else None))
 
     def get_dependency(self, worker_ctx):
         return self.settings
 
 
-class PollTimer(Timer):
-    """nameko's Timer, eager, with its interval from config (``NOTIFICATION_POLL_SECONDS``)."""
-
-    def __init__(self, config_key: str = "NOTIFICATION_POLL_SECONDS", default: float = 5.0, **kwargs):
-        super().__init__(interval=default, eager=True, **kwargs)
-        self.config_key, self.default = config_key, default
-
-    def setup(self):
-        self.interval = float(self.container.config.get(self.config_key) or self.default)
-
-
-poll_timer = PollTimer.decorator
 
 
 class IdentityLookups:
@@ -214,6 +202,7 @@ class NotificationService:
     name = "notification"
 
     config = Config()
+    numbers = CheckedNumbers(domain.NUMBERS)   # every numeric setting checked before anything starts
     db = Database()
     auth = Auth()
     settings = NotificationSettings()
@@ -410,7 +399,7 @@ class NotificationService:
 
     # ---- timer: retries of lookups, due reminders ------------------------------------------------
 
-    @poll_timer()
+    @config_timer(domain.NUMBERS, "NOTIFICATION_POLL_SECONDS", eager=True)
     def tick(self):
         self.auth.act_as_service()
         deadline = time.monotonic() + TICK_BUDGET_SECONDS

@@ -15,7 +15,7 @@ records it against that one message, and other messages are unaffected.
 
 Some values are localised here, so that templates stay simple: ``application_kind`` gives
 ``kind_label``, ``stage`` gives ``stage_label``, ``previous_stage`` gives ``previous_stage_label``, ``level`` gives ``level_label``, an empty
-``reason`` reads "not given", a key ending in
+``reason`` (or ``valid_until_date``, from an event that did not carry it) reads "not given", a key ending in
 ``_date`` (ISO date) or ``_time`` (ISO date-time, UTC) is formatted for the language (times in
 Beijing time).
 """
@@ -46,7 +46,7 @@ LABELS = {
         "stage": {"initial": "初审", "intermediate": "复审", "final": "终审"},
         "level": {"助理社会工作师": "助理社会工作师", "社会工作师": "社会工作师",
                   "高级社会工作师": "高级社会工作师"},
-        "empty": {"reason": "（未注明）", "applicant_name_masked": "（请在审核队列中查看）"},
+        "empty": {"reason": "（未注明）", "applicant_name_masked": "（请在审核队列中查看）", "valid_until_date": "（未注明）"},
     },
     "en": {
         "application_kind": {"first_registration": "first registration", "re_registration": "re-registration",
@@ -54,7 +54,8 @@ LABELS = {
         "stage": {"initial": "initial review", "intermediate": "intermediate review", "final": "final review"},
         "level": {"助理社会工作师": "Assistant Social Worker", "社会工作师": "Social Worker",
                   "高级社会工作师": "Senior Social Worker"},
-        "empty": {"reason": "(not given)", "applicant_name_masked": "(see your queue)"},
+        "empty": {"reason": "(not given)", "applicant_name_masked": "(see your queue)",
+                  "valid_until_date": "(not given)"},
     },
 }
 # value key -> (label table, key of the localised label)

@@ -37,6 +37,8 @@ from services.profile.models import (
     outbox,
 )
 from swms import errors, idcard
+from swms.text import SPACES
+from swms.text import problem as text_problem
 from swms.contracts.common import UnitCategory
 from swms.contracts.events import ProfileChanged
 from swms.contracts.identity import PersonResponse
@@ -686,7 +688,8 @@ def read_directory_file(data: bytes) -> list[dict[str, str]]:
     for key in ("credit_code", "name"):
         if key not in mapping:
             raise errors.validation_error("file", f"CSV缺少列：{'/'.join(_COLUMNS[key])}")
-    return [{key: (row.get(column) or "").strip() for key, column in mapping.items()} for row in reader]
+    # Only spaces are trimmed: a line break or tab in a value is refused by the text policy, not cut.
+    return [{key: (row.get(column) or "").strip(SPACES) for key, column in mapping.items()} for row in reader]
 
 
 def import_organisations(session: Session, rows: list[dict[str, str]], actor: str = "cli") -> ImportReport:
@@ -701,8 +704,9 @@ def import_organisations(session: Session, rows: list[dict[str, str]], actor: st
             report.rejected.append((line, str(exc)))
             continue
         name = row.get("name", "")
-        if not name or len(name) > 100 or any(ch in name for ch in "<>\x00"):
-            report.rejected.append((line, "机构名称为空、过长或含有不允许的字符"))
+        found = text_problem(name)      # the name is printed on certificates as the work unit
+        if not name or len(name) > 100 or found is not None:
+            report.rejected.append((line, found.message("机构名称") if found else "机构名称为空或过长"))
             continue
         region_code = row.get("region_code") or code[2:8]
         if len(region_code) != 6 or not region_code.isdigit() or region_code[:2] not in codes.MAINLAND_PROVINCES:

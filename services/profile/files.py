@@ -22,6 +22,7 @@ How a file arrives, without its bytes crossing the message bus:
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import logging
 from dataclasses import dataclass
@@ -34,11 +35,25 @@ from sqlalchemy.orm import sessionmaker
 from services.profile import domain
 from services.profile.models import StoredFile, Upload
 from swms.background import BackgroundLoop
+from swms.config import Number, Numbers
 from swms.db import engine_from_config
 from swms.outbox import utcnow
 from swms.storage import Bucket, bucket_from_config, is_missing
 
 log = logging.getLogger(__name__)
+
+
+NUMBERS = Numbers("profile", {
+    "PHOTO_MAX_BYTES": Number(500 * 1024, 1024, 10 * 1024 * 1024),
+    "PHOTO_TOLERANCE_PERCENT": Number(3, 0, 50, whole=False),
+    "PROOF_MAX_BYTES": Number(5 * 1024 * 1024, 1024, 50 * 1024 * 1024),
+    "UPLOAD_TTL_SECONDS": Number(900, 60, 7 * 86400),       # S3 signs a POST for at most 7 days
+    "FILE_LINK_TTL_SECONDS": Number(300, 10, 7 * 86400),
+    "MAX_OPEN_UPLOADS": Number(20, 1, 1000),
+    "HOUSEKEEPING_SECONDS": Number(60, 1, 86400, whole=False),
+    # at least registration's copy age (a day) plus a day of delivery delay: see Settings
+    "FILE_GRACE_HOURS": Number(48, 48, 24 * 365, whole=False),
+})
 
 
 @dataclass(frozen=True)
@@ -57,18 +72,16 @@ class Settings:
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> Settings:
-        def number(key: str, default, kind=int):
-            value = config.get(key)
-            return default if value in (None, "") else kind(value)
+        number = functools.partial(NUMBERS.get, config)
         return cls(
-            photo_max_bytes=number("PHOTO_MAX_BYTES", cls.photo_max_bytes),
-            proof_max_bytes=number("PROOF_MAX_BYTES", cls.proof_max_bytes),
-            photo_tolerance_percent=number("PHOTO_TOLERANCE_PERCENT", cls.photo_tolerance_percent, float),
-            upload_ttl_seconds=number("UPLOAD_TTL_SECONDS", cls.upload_ttl_seconds),
-            link_ttl_seconds=number("FILE_LINK_TTL_SECONDS", cls.link_ttl_seconds),
-            max_open_uploads=number("MAX_OPEN_UPLOADS", cls.max_open_uploads),
-            housekeeping_seconds=number("HOUSEKEEPING_SECONDS", cls.housekeeping_seconds, float),
-            file_grace_hours=number("FILE_GRACE_HOURS", cls.file_grace_hours, float),
+            photo_max_bytes=number("PHOTO_MAX_BYTES"),
+            proof_max_bytes=number("PROOF_MAX_BYTES"),
+            photo_tolerance_percent=float(number("PHOTO_TOLERANCE_PERCENT")),
+            upload_ttl_seconds=number("UPLOAD_TTL_SECONDS"),
+            link_ttl_seconds=number("FILE_LINK_TTL_SECONDS"),
+            max_open_uploads=number("MAX_OPEN_UPLOADS"),
+            housekeeping_seconds=float(number("HOUSEKEEPING_SECONDS")),
+            file_grace_hours=float(number("FILE_GRACE_HOURS")),
         )
 
     @property

@@ -16,8 +16,8 @@ from nameko.rpc import RpcProxy
 from sqlalchemy import func, select
 
 from services.profile import domain, media
-from services.profile.files import FileStore, Housekeeping, Settings
-from services.profile.models import PHOTO, PROOF, Organisation, Profile, Upload, inbox, outbox
+from services.profile.files import NUMBERS, FileStore, Housekeeping, Settings
+from services.profile.models import PHOTO, PROOF, Organisation, Profile, Upload, audit, inbox, outbox
 from swms import errors, health, idcard, images
 from swms import rpc as swms_rpc
 from swms.auth import ADMIN, SERVICE, SOCIAL_WORKER, Auth
@@ -35,6 +35,7 @@ from swms.contracts.profile import (
     HonourResponse,
     OrganisationPage,
     OrganisationSearchRequest,
+    PersonReadRequest,
     PersonRef,
     PhotoLink,
     PhotoRef,
@@ -55,6 +56,7 @@ from swms.events import on_event
 from swms.ops import OpsEndpoint
 from swms.outbox import OutboxRelay, utcnow
 from swms.rpc import contract, rpc
+from swms.settings import CheckedNumbers
 from swms.storage import ObjectStorage
 
 log = logging.getLogger(__name__)
@@ -72,6 +74,7 @@ class ProfileService:
     name = "profile"
 
     config = Config()
+    numbers = CheckedNumbers(NUMBERS)   # every numeric setting checked before anything starts
     db = Database()
     auth = Auth()
     bucket = ObjectStorage("PROFILE_S3_BUCKET")
@@ -109,10 +112,14 @@ class ProfileService:
                 swms_rpc.call(self.identity.get_person, {"person_id": caller.subject}))
         return caller.subject, person, profile
 
-    def _readable_profile(self, person_id: str) -> Profile | None:
-        """The person's form, if the caller may read it (themself, officers of their region, services)."""
+    def _readable_profile(self, person_id: str, access_reason: str | None, method: str, **detail) -> Profile | None:
+        """The person's form, if the caller may read it (themself, officers of their region,
+        services, an administrator naming why: that read is audited before anything is answered)."""
         profile = self.db.session.get(Profile, person_id)
-        self.auth.require_person(person_id, officer_region=profile.region_code if profile else None)
+        caller = self.auth.require_reader(person_id, profile.region_code if profile else None, access_reason)
+        if caller.role == ADMIN and profile is not None:
+            with self.db.transaction() as session:
+                audit.read_by_admin(session, caller.subject, method, "profile", person_id, access_reason, **detail)
         return profile
 
     def _stage(self, person_id: str, upload_id: str, purpose: UploadPurpose, field: str) -> domain.StagedFile:
@@ -322,17 +329,18 @@ class ProfileService:
     # ---- reading ------------------------------------------------------------------------------
 
     @rpc(expected_exceptions=errors.SwmsError)
-    @contract(PersonRef, ProfileResponse)
-    def get_profile(self, request: PersonRef):
-        profile = self._readable_profile(request.person_id)
+    @contract(PersonReadRequest, ProfileResponse)
+    def get_profile(self, request: PersonReadRequest):
+        profile = self._readable_profile(request.person_id, request.access_reason, "get_profile")
         if profile is None:
             raise errors.not_found("个人信息表", "person_id")
         return self._response(profile)
 
     @rpc(expected_exceptions=errors.SwmsError)
-    @contract(PersonRef, CompletenessResponse)
-    def check_completeness(self, request: PersonRef):
-        items = domain.check_items(self.db.session, self._readable_profile(request.person_id))
+    @contract(PersonReadRequest, CompletenessResponse)
+    def check_completeness(self, request: PersonReadRequest):
+        profile = self._readable_profile(request.person_id, request.access_reason, "check_completeness")
+        items = domain.check_items(self.db.session, profile)
         return CompletenessResponse(complete=not items, missing=[item.label for item in items], items=items)
 
     @rpc(expected_exceptions=errors.SwmsError)
@@ -353,7 +361,7 @@ class ProfileService:
     def get_photo_link(self, request: PhotoRef):
         """A short-lived GET link to a photo a snapshot named (services: certificate rendering).
         Signed for the internal storage address: the calling service fetches it, not a browser."""
-        self.auth.require(SERVICE, ADMIN)
+        self.auth.require(SERVICE)
         row = domain.file_for_reading(self.db.session, request.person_id, request.photo_key)
         if row.kind != PHOTO:
             raise errors.not_found("照片", "photo_key")
@@ -365,8 +373,9 @@ class ProfileService:
     @contract(FileRef, FileLink)
     def get_file_link(self, request: FileRef):
         """A short-lived link to the person's photo or a proof file, for a browser: the person,
-        officers of the person's region (reviewers look at proof material), services."""
-        self._readable_profile(request.person_id)
+        officers of the person's region (reviewers look at proof material), services, an
+        administrator naming why (audited)."""
+        self._readable_profile(request.person_id, request.access_reason, "get_file_link", file_key=request.file_key)
         row = domain.file_for_reading(self.db.session, request.person_id, request.file_key)
         ttl = self.settings.link_ttl_seconds
         kind = PHOTO if row.kind == PHOTO else PROOF

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from sqlalchemy.orm import Session
 
 from services.registration import domain
-from swms import idcard
+from swms import idcard, text
 from swms.contracts.registration import _hours
 
 COLUMNS = ("record_id", "id_number", "name", "course", "provider", "hours", "completed_on")
@@ -55,7 +55,7 @@ def read_file(data: bytes) -> list[dict[str, str]]:
 
 
 def _row_problem(row: dict[str, str], today: dt.date) -> tuple[str | None, dict]:
-    values = {k: (row.get(k) or "").strip() for k in COLUMNS}
+    values = {k: (row.get(k) or "").strip(text.SPACES) for k in COLUMNS}   # spaces only: see below
     if not values["record_id"] or len(values["record_id"]) > 64:
         return "record_id is required (at most 64 characters)", {}
     try:
@@ -65,6 +65,9 @@ def _row_problem(row: dict[str, str], today: dt.date) -> tuple[str | None, dict]
     for name in ("course", "provider"):
         if not values[name] or len(values[name]) > 200:
             return f"{name} is required (at most 200 characters)", {}
+        found = text.problem(values[name])     # shown to reviewers: refused, never cleaned
+        if found is not None:
+            return f"{name} invalid: {found.english()}", {}
     try:
         hours = _hours(float(values["hours"]))
     except ValueError as exc:

@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
                 writer.writerows(report.rejected)
         return 0
     if args.command == "sweep-proofs":
-        hours = args.older_than_hours if args.older_than_hours is not None else float(config["PROOF_ORPHAN_HOURS"])
+        hours = args.older_than_hours if args.older_than_hours is not None else proofs.NUMBERS.get(config, "PROOF_ORPHAN_HOURS")
         bucket = bucket_from_config(config, "REGISTRATION_S3_BUCKET")
         total = 0
         while True:

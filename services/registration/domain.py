@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from sqlalchemy import func, or_, select, true, update
 from sqlalchemy.orm import Session
 
+from services.registration import progress
 from services.registration.models import (
     EXPIRED,
     PROOF_VERIFIED,
@@ -37,6 +38,7 @@ from swms.contracts.common import ApplicationKind as K
 from swms.contracts.common import ApplicationStatus as S
 from swms.contracts.common import Level
 from swms.contracts.events import (
+    ApplicationAccepted,
     ApplicationApproved,
     ApplicationRejected,
     ApplicationReturned,
@@ -534,14 +536,17 @@ def stored_replacement(application: Application) -> ReplacementDetails:
 
 # ---- saving the applicant's part --------------------------------------------------------------
 
-def save_re_registration(session: Session, application: Application | None, courses: list[OfflineCourse],
+def save_re_registration(session: Session, application: Application | None, courses: list[OfflineCourse] | None,
                          snapshot: ProfileSnapshot, policy: ProvincePolicy, today: dt.date, actor: str) -> Application:
+    """``courses`` None: keep the saved ones (a save names only what it changes)."""
     state = standing(session, snapshot.person_id, policy, today)
     if application is None:
         application = open_draft(session, K.RE_REGISTRATION, snapshot, policy, today, actor)
     else:
         check_eligible(K.RE_REGISTRATION, state, snapshot, policy, today, submitting=False)
         refresh_draft(session, application, snapshot, actor)
+    if courses is None:
+        courses = stored_courses(application)
     certificate = state.certificate
     check_courses(session, courses, snapshot.person_id, application.application_id, certificate, today)
     summary = ce_summary(session, snapshot, certificate, courses, policy)
@@ -554,20 +559,26 @@ def save_re_registration(session: Session, application: Application | None, cour
     return application
 
 
-def save_replacement(session: Session, application: Application | None, details: ReplacementDetails,
+def save_replacement(session: Session, application: Application | None, changes: dict,
                      snapshot: ProfileSnapshot, policy: ProvincePolicy, today: dt.date, actor: str) -> Application:
+    """``changes``: the fields the applicant sent; the others keep their saved values."""
     if application is None:
         application = open_draft(session, K.REPLACEMENT, snapshot, policy, today, actor)
     else:
         check_eligible(K.REPLACEMENT, standing(session, snapshot.person_id, policy, today), snapshot, policy,
                        today, submitting=False)
         refresh_draft(session, application, snapshot, actor)
+    details = stored_replacement(application).model_copy(update=changes)
+    if details.valid_from and details.valid_until and details.valid_until <= details.valid_from:
+        field = "valid_until" if "valid_until" in changes else "valid_from"
+        raise errors.validation_error(field, f"登记有效期止（{details.valid_until.isoformat()}）须晚于有效期起"
+                                             f"（{details.valid_from.isoformat()}），请按纸质证书核对")
     application.form = json.dumps({"replacement": details.model_dump(mode="json")}, ensure_ascii=False)
     application.original_no_key = (snapshot.region_code[:2] + details.original_certificate_no
                                    if details.original_certificate_no else None)
     application.updated_at = utcnow()
     audit.record(session, actor, "application.form_saved", "application", application.application_id,
-                 {"original_certificate_no": details.original_certificate_no})
+                 {"fields": sorted(changes), "original_certificate_no": details.original_certificate_no})
     return application
 
 
@@ -715,6 +726,7 @@ def submit(session: Session, request: Submit) -> Application:
     application.committed_at = application.submitted_at = application.updated_at = now
     application.rejection_reason = None
     application.round = (application.round or 0) + 1
+    progress.restart(application)
     session.flush()
     session.add(Submission(application_id=application.application_id, round=application.round, submitted_at=now,
                            actor=request.actor, snapshot=application.snapshot, form=application.form))
@@ -827,10 +839,34 @@ def _try_move(session: Session, application: Application, target: S, actor: str,
     return False
 
 
+def _earlier_round(session: Session, application: Application,
+                   event: ApplicationApproved | ApplicationRejected | ApplicationReturned) -> bool:
+    """A decision on an earlier submission round, arriving late (after the resubmission), says
+    nothing about the round under review now: recorded and ignored."""
+    if event.round is None or event.round >= (application.round or 0):
+        return False
+    audit.record(session, event.decided_by, "application.event_ignored", "application", application.application_id,
+                 {"event": event.event_type, "event_id": event.event_id, "round": event.round,
+                  "current_round": application.round})
+    return True
+
+
+def apply_acceptance(session: Session, event: ApplicationAccepted) -> None:
+    application = _application(session, event.application_id)
+    if application is not None:
+        progress.record(session, application, event.round, event.level, event.stage, progress.PENDING, "review")
+
+
 def apply_approval(session: Session, event: ApplicationApproved) -> None:
     application = _application(session, event.application_id)
-    if application is None:
+    if application is None or _earlier_round(session, application, event):
         return
+    if event.final:
+        progress.record(session, application, event.round, event.level, event.stage, progress.APPROVED,
+                        event.decided_by)
+    else:   # it waits at the next level now
+        progress.record(session, application, event.round, event.next_level, event.next_stage, progress.PENDING,
+                        event.decided_by)
     if event.final:
         # Approved at the last level: the status becomes 已出证 when the certificate is issued.
         audit.record(session, event.decided_by, "application.final_approved", "application",
@@ -844,7 +880,7 @@ def apply_approval(session: Session, event: ApplicationApproved) -> None:
 
 def apply_rejection(session: Session, event: ApplicationRejected | ApplicationReturned) -> None:
     application = _application(session, event.application_id)
-    if application is None:
+    if application is None or _earlier_round(session, application, event):
         return
     returned = isinstance(event, ApplicationReturned)
     status = S(application.status)
@@ -855,6 +891,8 @@ def apply_rejection(session: Session, event: ApplicationRejected | ApplicationRe
     reason = f"退回修改：{event.reason}" if returned else event.reason
     if _try_move(session, application, target, event.decided_by, reason, event.event_type, event.event_id):
         application.rejection_reason = reason
+        progress.record(session, application, event.round, event.level, event.stage,
+                        progress.RETURNED if returned else progress.REJECTED, event.decided_by)
 
 
 def _record_certificate(session: Session, event: CertificateIssued) -> HeldCertificate:

@@ -59,6 +59,12 @@ class Application(Base):
     previous_certificate_number: Mapped[str | None] = mapped_column(String(20), nullable=True)
     # replacement: province (2 digits) + the paper certificate's 8-digit NO
     original_no_key: Mapped[str | None] = mapped_column(String(10), nullable=True, index=True)
+    # Where review has it (from review's events; services/registration/progress.py): the round,
+    # the officer level (county/city/province), that level's stage and what it decided so far.
+    review_round: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    review_level: Mapped[str | None] = mapped_column(String(10), nullable=True)
+    review_stage: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    review_outcome: Mapped[str | None] = mapped_column(String(10), nullable=True)
     history: Mapped[list["StatusChange"]] = relationship(order_by="StatusChange.id", lazy="selectin")
 
 

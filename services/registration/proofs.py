@@ -30,12 +30,22 @@ from services.registration.models import (
 )
 from swms import errors, images
 from swms.background import BackgroundLoop
+from swms.config import Number, Numbers
 from swms.contracts.registration import ProofContentType, ProofUploadTicket
 from swms.db import engine_from_config
 from swms.outbox import utcnow
 from swms.storage import Bucket, bucket_from_config, is_missing
 
 log = logging.getLogger(__name__)
+
+# Registration's numeric settings, checked at start (swms.settings.CheckedNumbers in the service).
+NUMBERS = Numbers("registration", {
+    "PROOF_MAX_BYTES": Number(5 * 1024 * 1024, 1024, 50 * 1024 * 1024),
+    "PROOF_ORPHAN_HOURS": Number(24, 1, 24 * 90, whole=False),
+    "PROOF_SWEEP_SECONDS": Number(600, 1, 86400, whole=False),
+    # read by domain.retention_years (docs/operations.md, 文件保留); declared here to be checked at start
+    "RECORD_RETENTION_YEARS": Number(RECORD_RETENTION_YEARS, 1, 100),
+})
 
 UPLOAD_SECONDS = 900
 LINK_SECONDS = 300
@@ -203,8 +213,8 @@ class ProofSweeper(BackgroundLoop):
         config = self.container.config
         self.engine = engine_from_config(config)
         self.bucket = bucket_from_config(config, "REGISTRATION_S3_BUCKET")
-        self.poll_seconds = float(config.get("PROOF_SWEEP_SECONDS", 600))
-        self.older_than = dt.timedelta(hours=float(config.get("PROOF_ORPHAN_HOURS", 24)))
+        self.poll_seconds = float(NUMBERS.get(config, "PROOF_SWEEP_SECONDS"))
+        self.older_than = dt.timedelta(hours=NUMBERS.get(config, "PROOF_ORPHAN_HOURS"))
         self.retention_years = retention_years(config)
 
     def run_once(self) -> int:

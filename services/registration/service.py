@@ -14,7 +14,7 @@ from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from services.registration import domain, proofs
+from services.registration import domain, progress, proofs
 from services.registration.models import (
     EXPIRED,
     REVOKED,
@@ -32,6 +32,7 @@ from swms.config import REPO_ROOT, required
 from swms.contracts.common import ApplicationKind as K
 from swms.contracts.common import HealthResponse
 from swms.contracts.events import (
+    ApplicationAccepted,
     ApplicationApproved,
     ApplicationRejected,
     ApplicationReturned,
@@ -47,6 +48,7 @@ from swms.contracts.events import (
 from swms.contracts.profile import CompletenessResponse, ProfileSnapshot
 from swms.contracts.registration import (
     ApplicationList,
+    ApplicationReadRequest,
     ApplicationRef,
     ApplicationResponse,
     ContinuingEducationRecorded,
@@ -78,6 +80,7 @@ from swms.events import on_event
 from swms.ops import OpsEndpoint
 from swms.outbox import OutboxRelay
 from swms.rpc import contract, rpc
+from swms.settings import CheckedNumbers
 from swms.storage import ObjectStorage
 
 log = logging.getLogger(__name__)
@@ -97,6 +100,7 @@ class RegistrationPolicy(DependencyProvider):
 
 
 def _response(application: Application, form=None) -> ApplicationResponse:
+    review_level, status_text = progress.view(application)
     return ApplicationResponse(
         application_id=application.application_id, person_id=application.person_id,
         kind=application.kind, status=application.status, submitted_at=application.submitted_at,
@@ -104,7 +108,7 @@ def _response(application: Application, form=None) -> ApplicationResponse:
         history=[StatusChangeOut(status=c.status, at=c.at, actor=c.actor, reason=c.reason)
                  for c in application.history],
         created_at=application.created_at, updated_at=application.updated_at, level=application.level,
-        round=application.round or 0, form=form)
+        round=application.round or 0, form=form, review_level=review_level, status_text=status_text)
 
 
 def _replacement_details(request: ReplacementDraftRequest) -> ReplacementDetails:
@@ -113,10 +117,16 @@ def _replacement_details(request: ReplacementDraftRequest) -> ReplacementDetails
                               valid_until=request.valid_until)
 
 
+def _sent(request, *names: str) -> dict:
+    """The draft fields the request names (PATCH): left out = keep the saved value, null = empty."""
+    return {name: getattr(request, name) for name in names if name in request.model_fields_set}
+
+
 class RegistrationService:
     name = "registration"
 
     config = Config()
+    numbers = CheckedNumbers(proofs.NUMBERS)   # every numeric setting checked before anything starts
     db = Database()
     auth = Auth()
     policy = RegistrationPolicy()
@@ -211,6 +221,20 @@ class RegistrationService:
         application = self._write(work)
         return _response(application, domain.form_view(self.db.session, application, policy, today))
 
+    def _reader(self, application: Application | None, access_reason: str | None):
+        """The caller, if they may read the application: the applicant, services, officers of its
+        region, administrators naming why. Officers and administrators never see drafts (round 0)."""
+        caller = self.auth.require_reader(application.person_id if application else "",
+                                          application.region_code if application else None, access_reason)
+        return caller, application is not None and (caller.role not in (OFFICER, ADMIN) or application.round > 0)
+
+    def _audit_admin_read(self, caller, application: Application, method: str, reason: str | None, **detail) -> None:
+        """An administrator's read is audited (who, why, what) before anything is answered."""
+        if caller.role == ADMIN:
+            with self.db.transaction() as session:
+                audit.read_by_admin(session, caller.subject, method, "application", application.application_id,
+                                    reason, person_id=application.person_id, **detail)
+
     # ---- RPC: the applicant -------------------------------------------------------------------
 
     @rpc(expected_exceptions=errors.SwmsError)
@@ -277,19 +301,22 @@ class RegistrationService:
     @rpc(expected_exceptions=errors.SwmsError)
     @contract(ReRegistrationDraftRequest, ApplicationResponse)
     def save_re_registration_draft(self, request: ReRegistrationDraftRequest):
-        """Saves the offline courses of the caller's re-registration draft (or rejected form)."""
+        """Saves the offline courses of the caller's re-registration draft (or rejected form);
+        left out, the saved courses are kept."""
+        courses = (request.offline_courses or []) if "offline_courses" in request.model_fields_set else None
         return self._save(K.RE_REGISTRATION, request,
                           lambda session, application, snapshot, policy, today, actor: domain.save_re_registration(
-                              session, application, request.offline_courses, snapshot, policy, today, actor))
+                              session, application, courses, snapshot, policy, today, actor))
 
     @rpc(expected_exceptions=errors.SwmsError)
     @contract(ReplacementDraftRequest, ApplicationResponse)
     def save_replacement_draft(self, request: ReplacementDraftRequest):
-        """Saves the paper certificate's details in the caller's replacement draft (or rejected form)."""
-        details = _replacement_details(request)
+        """Saves the paper certificate's details in the caller's replacement draft (or rejected
+        form): only the fields sent change."""
+        changes = _sent(request, *ReplacementDetails.model_fields)
         return self._save(K.REPLACEMENT, request,
                           lambda session, application, snapshot, policy, today, actor: domain.save_replacement(
-                              session, application, details, snapshot, policy, today, actor))
+                              session, application, changes, snapshot, policy, today, actor))
 
     @rpc(expected_exceptions=errors.SwmsError)
     @contract(ApplicationRef, DraftDiscarded)
@@ -301,14 +328,14 @@ class RegistrationService:
         return DraftDiscarded(application_id=request.application_id)
 
     @rpc(expected_exceptions=errors.SwmsError)
-    @contract(ApplicationRef, ApplicationResponse)
-    def get_application(self, request: ApplicationRef):
+    @contract(ApplicationReadRequest, ApplicationResponse)
+    def get_application(self, request: ApplicationReadRequest):
         """Status, reason, certificate number, history and the form (ID number masked)."""
         application = self.db.session.get(Application, request.application_id)
-        caller = self.auth.require_person(application.person_id if application else "",
-                                          officer_region=application.region_code if application else None)
-        if application is None or (caller.role == OFFICER and application.round == 0):
-            raise errors.not_found("申请", "application_id")   # officers never see drafts
+        caller, visible = self._reader(application, request.access_reason)
+        if not visible:
+            raise errors.not_found("申请", "application_id")
+        self._audit_admin_read(caller, application, "get_application", request.access_reason)
         policy = self.policy.for_region(application.region_code)
         return _response(application, domain.form_view(self.db.session, application, policy, self._today()))
 
@@ -340,7 +367,7 @@ class RegistrationService:
         caller = self.auth.require(SOCIAL_WORKER)
         with self.db.transaction() as session:
             return proofs.request_upload(session, self.storage, caller.subject, request.filename,
-                                         request.content_type, int(self.config["PROOF_MAX_BYTES"]))
+                                         request.content_type, proofs.NUMBERS.get(self.config, "PROOF_MAX_BYTES"))
 
     @rpc(expected_exceptions=errors.SwmsError)
     @contract(ProofRef, ProofFile)
@@ -356,7 +383,7 @@ class RegistrationService:
         if row.status != proofs.PROOF_PENDING:
             raise errors.SwmsError(errors.UPLOAD_NOT_FOUND, "这份证明材料已失效，请重新上传", "proof_key")
         self.db.session.rollback()
-        outcome = proofs.inspect(self.storage, row.proof_key, content_type, int(self.config["PROOF_MAX_BYTES"]))
+        outcome = proofs.inspect(self.storage, row.proof_key, content_type, proofs.NUMBERS.get(self.config, "PROOF_MAX_BYTES"))
         if isinstance(outcome, errors.SwmsError):
             if outcome.code != errors.UPLOAD_MISSING:
                 self.storage.delete(proofs.upload_key(row.proof_key))
@@ -374,14 +401,15 @@ class RegistrationService:
     @rpc(expected_exceptions=errors.SwmsError)
     @contract(ProofLinkRequest, ProofLink)
     def get_proof_link(self, request: ProofLinkRequest):
-        """A short-lived link to a proof on a form: the applicant, officers of the region, services."""
+        """A short-lived link to a proof on a form: the applicant, officers of the region, services,
+        an administrator naming why (audited)."""
         application = self.db.session.get(Application, request.application_id)
-        caller = self.auth.require_person(application.person_id if application else "",
-                                          officer_region=application.region_code if application else None)
-        on_form = application is not None and any(
-            course.proof_key == request.proof_key for course in domain.stored_courses(application))
-        if not on_form or (caller.role not in (SOCIAL_WORKER, SERVICE, ADMIN) and application.round == 0):
+        caller, visible = self._reader(application, request.access_reason)
+        if not visible or not any(course.proof_key == request.proof_key
+                                  for course in domain.stored_courses(application)):
             raise errors.not_found("证明材料", "proof_key")
+        self._audit_admin_read(caller, application, "get_proof_link", request.access_reason,
+                               proof_key=request.proof_key)
         url = self.storage.download_url(request.proof_key, proofs.LINK_SECONDS)
         return ProofLink(url=url, expires_in_seconds=proofs.LINK_SECONDS)
 
@@ -398,6 +426,10 @@ class RegistrationService:
         return domain.issuance_data(self.db.session, application)
 
     # ---- events -------------------------------------------------------------------------------
+
+    @on_event(ApplicationAccepted, inbox)
+    def on_application_accepted(self, session, event: ApplicationAccepted):
+        domain.apply_acceptance(session, event)
 
     @on_event(ApplicationApproved, inbox)
     def on_application_approved(self, session, event: ApplicationApproved):

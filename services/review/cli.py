@@ -19,21 +19,12 @@ import sys
 from sqlalchemy.orm import sessionmaker
 
 from services.review import domain
-from services.review.workcalendar import CalendarError, WorkCalendar, local_date
-from swms.config import load_config, service_config_path
-from swms.contracts.common import ApplicationKind
+from services.review.workcalendar import CalendarError, local_date
+from swms.config import ConfigError, load_config, service_config_path
 from swms.db import engine_for
 from swms.outbox import utcnow
 
-KINDS = [kind.value for kind in ApplicationKind]
-
-
-def load_rules(config: dict, chains: str | None = None, calendar: str | None = None) -> domain.Rules:
-    return domain.Rules(
-        chains=domain.load_chains(chains or config["REVIEW_CHAINS_FILE"], kinds=KINDS),
-        calendar=WorkCalendar.load(calendar or config["REVIEW_CALENDAR_FILE"]),
-        working_days=int(config.get("REVIEW_DEADLINE_WORKING_DAYS", domain.REVIEW_WORKING_DAYS)),
-        near_due_working_days=int(config.get("REVIEW_NEAR_DUE_WORKING_DAYS", domain.NEAR_DUE_WORKING_DAYS)))
+load_rules = domain.Rules.from_config   # the same loading and checks as the service at start
 
 
 def check_config(rules: domain.Rules, out=print) -> None:
@@ -71,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
             factory = sessionmaker(engine_for(config["DB_URL"]), expire_on_commit=False)
             changed = domain.recompute_deadlines(factory.begin, rules)
             print(f"{changed} pending item(s) got a new deadline ({dt.datetime.now():%Y-%m-%d %H:%M})")
-    except (domain.ChainsError, CalendarError, ValueError) as exc:
+    except (domain.ChainsError, CalendarError, ConfigError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0

@@ -39,8 +39,10 @@ from services.review.workcalendar import (
 )
 from swms import errors, idcard
 from swms.auth import ADMIN, CITY, COUNTY, OFFICER, OFFICER_LEVELS, PROVINCE, Caller
+from swms.config import Number, Numbers, required
 from swms.contracts.common import ApplicationKind
 from swms.contracts.events import (
+    ApplicationAccepted,
     ApplicationApproved,
     ApplicationRejected,
     ApplicationReturned,
@@ -74,6 +76,10 @@ PREFIX_LENGTH = {PROVINCE: 2, CITY: 4, COUNTY: 6}
 LEVEL_RANK = {COUNTY: 0, CITY: 1, PROVINCE: 2}
 REVIEW_WORKING_DAYS = 30
 NEAR_DUE_WORKING_DAYS = 5
+NUMBERS = Numbers("review", {
+    "REVIEW_DEADLINE_WORKING_DAYS": Number(REVIEW_WORKING_DAYS, 1, 365),
+    "REVIEW_NEAR_DUE_WORKING_DAYS": Number(NEAR_DUE_WORKING_DAYS, 1, 365),
+})
 BATCH_CHUNK = 200
 COUNT_LIMIT = 10_000
 STATUS_OF = {Decision.APPROVE: APPROVED, Decision.REJECT: REJECTED, Decision.RETURN: RETURNED}
@@ -166,6 +172,16 @@ class Rules:
     calendar: WorkCalendar
     working_days: int = REVIEW_WORKING_DAYS
     near_due_working_days: int = NEAR_DUE_WORKING_DAYS
+
+    @classmethod
+    def from_config(cls, config: dict, chains: str | None = None, calendar: str | None = None) -> Rules:
+        """The service's rules (the CLI may name other files to check): a broken file or setting
+        raises, naming it, so that the service stops instead of misrouting work."""
+        return cls(chains=load_chains(chains or required(config, "REVIEW_CHAINS_FILE"),
+                                      kinds=[kind.value for kind in ApplicationKind]),
+                   calendar=WorkCalendar.load(calendar or required(config, "REVIEW_CALENDAR_FILE")),
+                   working_days=NUMBERS.get(config, "REVIEW_DEADLINE_WORKING_DAYS"),
+                   near_due_working_days=NUMBERS.get(config, "REVIEW_NEAR_DUE_WORKING_DAYS"))
 
     def due_at(self, accepted_at: dt.datetime) -> dt.datetime:
         return self.calendar.due_at(accepted_at, self.working_days)
@@ -291,6 +307,9 @@ def accept_submission(session: Session, event: ApplicationSubmitted, rules: Rule
                      submitted_at=to_utc_naive(event.submitted_at), round_=round_, step=0,
                      chain=chain_for(rules.chains, event.kind.value, event.region_code),
                      accepted_at=now, due_at=rules.due_at(now), now=now)
+    writes.events.append(ApplicationAccepted(
+        application_id=item.application_id, person_id=item.person_id, kind=event.kind, region_code=item.region_code,
+        round=round_, level=item.level, stage=stage_of(item.step, item.chain_length), accepted_at=now))
     writes.flush(session)
     return item
 
@@ -429,8 +448,9 @@ def _after_decided(writes: Writes, officer: Caller, item: ReviewItem, decision: 
                               submitted_at=item.submitted_at, round_=item.round, step=item.step + 1,
                               chain=_chain_of(item, rules), accepted_at=item.accepted_at, due_at=item.due_at,
                               now=now, actor=officer.subject)
-    writes.events.append(ApplicationApproved(final=final, next_level=next_item.level if next_item else None,
-                                             **common))
+    writes.events.append(ApplicationApproved(
+        final=final, next_level=next_item.level if next_item else None,
+        next_stage=stage_of(next_item.step, next_item.chain_length) if next_item else None, **common))
     return next_item
 
 

@@ -12,12 +12,11 @@ from sqlalchemy.orm import sessionmaker
 
 from services.review import domain
 from services.review.models import audit, inbox, outbox
-from services.review.workcalendar import WorkCalendar
 from swms import errors, health
 from swms import rpc as swms_rpc
 from swms.auth import ADMIN, OFFICER, Auth
 from swms.config import required
-from swms.contracts.common import ApplicationKind, HealthResponse
+from swms.contracts.common import HealthResponse
 from swms.contracts.events import ApplicationSubmitted
 from swms.contracts.registration import IssuanceData
 from swms.contracts.review import (
@@ -40,21 +39,11 @@ from swms.events import on_event
 from swms.ops import OpsEndpoint
 from swms.outbox import OutboxRelay, utcnow
 from swms.rpc import contract, rpc
+from swms.settings import CheckedNumbers
 
 log = logging.getLogger(__name__)
 
 FILE_LINK_TIMEOUT = 5.0
-
-
-def _positive_int(config: dict, key: str, default: int, upper: int) -> int:
-    raw = config.get(key, default)
-    try:
-        value = int(raw)
-    except (TypeError, ValueError):
-        raise RuntimeError(f"config key {key} must be a whole number, not {raw!r}") from None
-    if not 1 <= value <= upper:
-        raise RuntimeError(f"config key {key} must be between 1 and {upper}, not {value}")
-    return value
 
 
 class ReviewRules(DependencyProvider):
@@ -64,13 +53,7 @@ class ReviewRules(DependencyProvider):
 
     def setup(self):
         config = self.container.config
-        self.rules = domain.Rules(
-            chains=domain.load_chains(required(config, "REVIEW_CHAINS_FILE"),
-                                      kinds=[kind.value for kind in ApplicationKind]),
-            calendar=WorkCalendar.load(required(config, "REVIEW_CALENDAR_FILE")),
-            working_days=_positive_int(config, "REVIEW_DEADLINE_WORKING_DAYS", domain.REVIEW_WORKING_DAYS, 365),
-            near_due_working_days=_positive_int(config, "REVIEW_NEAR_DUE_WORKING_DAYS",
-                                                domain.NEAR_DUE_WORKING_DAYS, 365))
+        self.rules = domain.Rules.from_config(config)
         self.db_url = required(config, "DB_URL")
         this_year = utcnow().year
         for year in (this_year, this_year + 1):
@@ -117,6 +100,7 @@ class ReviewService:
     name = "review"
 
     config = Config()
+    numbers = CheckedNumbers(domain.NUMBERS)   # every numeric setting checked before anything starts
     db = Database()
     auth = Auth()
     rules = ReviewRules()

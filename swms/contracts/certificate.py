@@ -2,10 +2,13 @@ from __future__ import annotations
 
 import datetime as dt
 from enum import Enum
+from typing import Annotated
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from swms.contracts.common import ApplicationKind, Contract, Level, Uuid
+from swms.text import MultiLine
 
 CertificateNumber = Field(title="证书编号", pattern=r"^\d{13}$")
 
@@ -45,7 +48,7 @@ class StatusChangeRequest(Contract):
     certificate_number: str = CertificateNumber
     # Optional here so that a missing or blank reason gets its own code (REASON_REQUIRED), not a
     # generic validation failure: the service refuses it before touching anything.
-    reason: str | None = Field(default=None, title="理由", max_length=500)
+    reason: Annotated[str, Field(max_length=500), MultiLine] | None = Field(default=None, title="理由")
 
 
 class CertificateStatus(Contract):
@@ -57,14 +60,28 @@ class CertificateStatus(Contract):
 
 
 class VerifyRequest(Contract):
-    """Public verification: by the number printed on the certificate, or by the QR code's token."""
+    """Public verification: by the QR code's token, or by the number printed on the certificate
+    together with the holder's full name (as licence look-ups ask for name and number). A number
+    with the wrong name answers exactly like an unknown number."""
     certificate_number: str | None = Field(default=None, title="证书编号", pattern=r"^\d{13}$")
+    holder_name: str | None = Field(default=None, title="持证人姓名", min_length=1, max_length=50,
+                                    validate_default=True)
     token: str | None = Field(default=None, title="核验码", min_length=1, max_length=300)
+
+    @field_validator("holder_name")
+    @classmethod
+    def _name_goes_with_the_number(cls, value: str | None, info: ValidationInfo):
+        # A field validator (not the model's), so that the refusal names holder_name.
+        if info.data.get("certificate_number") is not None and (value is None or not value.strip()):
+            raise PydanticCustomError("missing", "按证书编号核验须同时填写持证人姓名")
+        return value
 
     @model_validator(mode="after")
     def _exactly_one(self):
         if (self.certificate_number is None) == (self.token is None):
-            raise ValueError("请提供证书编号或二维码核验码（二者选一）")
+            raise ValueError("请提供二维码核验码，或证书编号与持证人姓名（二者选一）")
+        if self.token is not None and self.holder_name is not None:
+            raise ValueError("使用二维码核验码时无需填写持证人姓名")
         return self
 
 

@@ -5,13 +5,13 @@ on the forms); error codes and identifiers stay English.
 """
 from __future__ import annotations
 
-import re
 from enum import Enum
 from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from swms import idcard
+from swms.text import OneLine
 
 
 class Contract(BaseModel):
@@ -63,23 +63,22 @@ def _id_number(value: str) -> str:
         raise ValueError(idcard.MESSAGE) from None
 
 
-def _person_name(value: str) -> str:
-    # Chinese names include middle dots (·) for ethnic-minority and transliterated names and may
-    # use characters outside the BMP (𠮷); refuse control characters and markup, nothing more.
-    if re.search(r"[\x00-\x1f\x7f<>]", value):
-        raise ValueError("姓名含有不允许的字符")
-    return value
-
-
 IdNumber = Annotated[str, Field(title="身份证号", min_length=1, max_length=32,
                                  json_schema_extra={"error_code": "ID_NUMBER_INVALID"}),
                      AfterValidator(_id_number)]
-PersonName = Annotated[str, Field(title="姓名", min_length=1, max_length=50),
-                       AfterValidator(_person_name)]
+# Chinese names include middle dots (·) for ethnic-minority and transliterated names and may use
+# characters outside the BMP (𠮷): the text policy refuses controls, bidi, emoji, markup, no letters.
+PersonName = Annotated[str, Field(title="姓名", min_length=1, max_length=50), OneLine]
 RegionCode = Annotated[str, Field(title="行政区划代码", pattern=r"^\d{6}$")]
 Email = Annotated[str, Field(title="电子邮箱", max_length=254,
-                             pattern=r"^[^@\s<>]+@[^@\s<>]+\.[^@\s<>]+$")]
+                             pattern=r"^[^@\s<>]+@[^@\s<>]+\.[^@\s<>]+$"), OneLine]
 Uuid = Annotated[str, Field(pattern=r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")]
+# Reads of a person's 个人信息表 and applications by an administrator (support, read-only) must say
+# why: a ticket number or the request being answered. Each such read is audited with who and why.
+AccessReason = Annotated[str | None, Field(
+    default=None, title="查询事由", min_length=2, max_length=200,
+    description="管理员必填：查看他人个人信息的事由（如工单号），每次查看均记入审计日志；其他调用方无需填写"),
+    OneLine]   # written to the audit log and read by people: the text policy
 
 
 class HealthResponse(Contract):

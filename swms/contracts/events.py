@@ -72,6 +72,7 @@ class ApplicationApproved(Event):
     level: str | None = None          # the officer level that decided: county / city / province
     next_level: str | None = None     # where the application waits now (None when final)
     round: int | None = None          # the submission round decided (ApplicationSubmitted.round)
+    next_stage: Stage | None = None   # the stage of next_level (intermediate or final; None when final)
 
 
 class ReviewRefusal(Event):
@@ -189,6 +190,21 @@ class ApplicationReturned(ReviewRefusal):
     """Returned for correction (退回修改): the applicant edits and resubmits."""
     source: ClassVar[str] = "review"
     event_type: ClassVar[str] = "application_returned"
+
+
+class ApplicationAccepted(Event):
+    """Review accepted a submission round: it waits at the first level of its chain (the chain is
+    review's configuration; registration shows the applicant where the application is)."""
+    source: ClassVar[str] = "review"
+    event_type: ClassVar[str] = "application_accepted"
+    application_id: str
+    person_id: str
+    kind: ApplicationKind
+    region_code: str
+    round: int                        # the submission round (ApplicationSubmitted.round)
+    level: str                        # the officer level reviewing it now: county / city / province
+    stage: Stage                      # initial
+    accepted_at: dt.datetime
 
 
 # ---- certificate lifecycle (also for other agencies) ------------------------------------------

@@ -12,9 +12,10 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BeforeValidator, Field, ValidationInfo, field_validator
 
-from swms import idcard
+from swms import idcard, text
 from swms.contracts.common import Contract, Email, Level, PersonName, RegionCode, Uuid
 from swms.contracts.common import IdNumber as CommonIdNumber
+from swms.text import MultiLine, OneLine
 
 # Separators people type inside names: the middle dot of minority and transliterated names
 # (·, its look-alikes from other keyboards and encodings, and a full stop typed instead) and spaces.
@@ -37,8 +38,12 @@ def name_problem(name: str) -> str | None:
 
     Letters of any script (汉字 including the supplementary planes, e.g. 𠮷; Latin; Tibetan,
     Uyghur, Mongolian scripts) with middle dots and spaces between them. Refused: digits,
-    punctuation, symbols and emoji, markup, control characters.
+    punctuation, symbols and emoji, markup, and every character the text policy refuses (a line
+    break or a bidi control would vanish from the key, not from the name).
     """
+    found = text.problem(name)
+    if found is not None:
+        return found.message("姓名")
     return key_problem(name_key(name))
 
 
@@ -67,7 +72,7 @@ def _ascii_id_number(value):
     """Full-width digits and Ｘ (as Chinese input methods type them) become ASCII; any other
     non-ASCII character is refused (swms.idcard's pattern would take other scripts' digits)."""
     if isinstance(value, str):
-        value = unicodedata.normalize("NFKC", value)
+        value = idcard.from_full_width(value)
         if not value.isascii():
             raise ValueError(idcard.MESSAGE)
     return value
@@ -204,14 +209,14 @@ PROOF_TYPES = ("application/pdf", "image/jpeg", "image/png")
 
 
 def _filename(value: str) -> str:
-    if any(ch in value for ch in "/\\") or any(unicodedata.category(ch).startswith("C") for ch in value):
-        raise ValueError("文件名不能含路径或控制字符")
+    if any(ch in value for ch in "/\\"):
+        raise ValueError("文件名不能含路径")
     return value
 
 
 class ProofFile(Contract):
     """证明材料: PDF, JPEG or PNG, base64 in the JSON body (size limit: FEEDBACK_PROOF_MAX_BYTES)."""
-    filename: Annotated[str, Field(title="文件名", min_length=1, max_length=100), AfterValidator(_filename)]
+    filename: Annotated[str, Field(title="文件名", min_length=1, max_length=100), OneLine, AfterValidator(_filename)]
     content_type: Literal["application/pdf", "image/jpeg", "image/png"] = Field(title="文件类型")
     content_base64: str = Field(title="文件内容", min_length=1, max_length=14_000_000)
 
@@ -225,7 +230,7 @@ class FeedbackRequest(Contract):
     level: Level = Field(title="职业水平")
     exam_year: ExamYear
     management_number: ManagementNumber | None = None
-    note: str = Field(default="", title="说明", max_length=500)
+    note: Annotated[str, Field(title="说明", max_length=500), MultiLine] = ""
     region_code: RegionCode | None = None
     proof: ProofFile | None = Field(default=None, title="证明材料")
 
@@ -293,7 +298,8 @@ class FeedbackDecisionRequest(Contract):
     person gave it) or reject with a ``reason`` the person reads in the email."""
     feedback_id: Uuid = Field(title="反馈编号")
     decision: FeedbackDecision = Field(title="处理结论")
-    reason: str | None = Field(default=None, title="理由", max_length=500, validate_default=True)
+    reason: Annotated[str, Field(max_length=500), MultiLine] | None = Field(default=None, title="理由",
+                                                                             validate_default=True)
     management_number: ManagementNumber | None = None
 
     @field_validator("reason")

@@ -9,7 +9,8 @@ from typing import Annotated
 
 from pydantic import AfterValidator, Field, field_validator, model_validator
 
-from swms.contracts.common import Contract, Email, Level, RegionCode, UnitCategory, Uuid
+from swms.contracts.common import AccessReason, Contract, Email, Level, RegionCode, UnitCategory, Uuid
+from swms.text import MultiLine, OneLine
 
 # ---- vocabularies ------------------------------------------------------------------------------
 
@@ -61,16 +62,6 @@ def _ethnicity(value: str) -> str:
 Ethnicity = Annotated[str, Field(title="民族", min_length=1, max_length=20), AfterValidator(_ethnicity)]
 
 
-def _plain_text(value: str) -> str:
-    # Free text shown to officers and printed: no control characters or markup.
-    if any(ord(ch) < 32 and ch not in "\n\t" for ch in value) or "<" in value or ">" in value:
-        raise ValueError("含有不允许的字符")
-    return value
-
-
-Text = AfterValidator(_plain_text)
-
-
 # ---- basic information -------------------------------------------------------------------------
 
 class BasicInfoRequest(Contract):
@@ -86,17 +77,17 @@ class BasicInfoRequest(Contract):
     ethnicity: Ethnicity
     political_status: PoliticalStatus = Field(title="政治面貌")
     education: Education = Field(title="学历")
-    major: Annotated[str, Field(title="所学专业", min_length=1, max_length=50), Text]
+    major: Annotated[str, Field(title="所学专业", min_length=1, max_length=50), OneLine]
     mobile: str = Field(title="手机号码", pattern=r"^1[3-9]\d{9}$")
     email: Email | None = Field(default=None, title="电子邮箱")
-    address: Annotated[str, Field(title="通讯地址", min_length=1, max_length=200), Text]
+    address: Annotated[str, Field(title="通讯地址", min_length=1, max_length=200), OneLine]
     province_code: RegionCode | None = Field(default=None, title="登记区域（省级代码）")
     city_code: RegionCode | None = Field(default=None, title="登记区域（地市代码）")
     region_code: RegionCode = Field(title="登记区域（区县代码）")
     unit_category: UnitCategory = Field(title="单位类别")
     unit_directory_id: Uuid | None = Field(default=None, title="单位（从社会工作服务机构目录选择）")
-    unit_name: Annotated[str, Field(title="单位名称", min_length=1, max_length=100), Text] | None = None
-    position: Annotated[str, Field(title="职务", min_length=1, max_length=50), Text]
+    unit_name: Annotated[str, Field(min_length=1, max_length=100), OneLine] | None = Field(default=None, title="单位名称")
+    position: Annotated[str, Field(title="职务", min_length=1, max_length=50), OneLine]
     truth_commitment: bool = Field(title="如实填写承诺", json_schema_extra={"error_code": "COMMITMENT_REQUIRED"})
 
     @field_validator("truth_commitment")
@@ -190,6 +181,12 @@ class PersonRef(Contract):
     person_id: Uuid = Field(title="人员编号")
 
 
+class PersonReadRequest(PersonRef):
+    """Reading a person's form: the person, officers of their region, services, or an
+    administrator with ``access_reason`` (audited)."""
+    access_reason: AccessReason = None
+
+
 class CompletenessItem(Contract):
     """One missing or invalid item of the form."""
     field: str                        # e.g. ethnicity, photo, work_experiences.<id>.proof_keys
@@ -250,6 +247,7 @@ class PhotoLink(Contract):
 class FileRef(Contract):
     person_id: Uuid = Field(title="人员编号")
     file_key: str = Field(title="文件", min_length=1, max_length=200)
+    access_reason: AccessReason = None
 
 
 class FileLink(Contract):
@@ -278,11 +276,11 @@ class WorkExperienceRequest(Contract):
     experience_id: Uuid | None = Field(default=None, title="工作经历编号")
     unit_category: UnitCategory = Field(title="单位类别")
     unit_directory_id: Uuid | None = Field(default=None, title="单位（从社会工作服务机构目录选择）")
-    unit_name: Annotated[str, Field(title="单位名称", min_length=1, max_length=100), Text] | None = None
-    position: Annotated[str, Field(title="职务", min_length=1, max_length=50), Text]
+    unit_name: Annotated[str, Field(min_length=1, max_length=100), OneLine] | None = Field(default=None, title="单位名称")
+    position: Annotated[str, Field(title="职务", min_length=1, max_length=50), OneLine]
     start_date: PastDate = Field(title="开始日期", json_schema_extra=_DATE_RULE)
     end_date: PastDate | None = Field(default=None, title="结束日期", json_schema_extra=_DATE_RULE)
-    description: Annotated[str, Field(title="工作描述", max_length=1000), Text] = ""
+    description: Annotated[str, Field(title="工作描述", max_length=1000), MultiLine] = ""
     sanqu_programme: bool = Field(default=False, title="是否参与三区计划")
     qianshou_programme: bool = Field(default=False, title="是否参与牵手计划")
     proof_keys: list[Annotated[str, Field(min_length=1, max_length=200)]] = Field(
@@ -298,9 +296,9 @@ class HonourRequest(Contract):
     """Adds a 个人荣誉 (no ``honour_id``) or replaces one; the proof is optional: keep the stored one
     (``proof_key``) or send a new upload (``proof_upload_id``), not both."""
     honour_id: Uuid | None = Field(default=None, title="荣誉编号")
-    title: Annotated[str, Field(title="荣誉名称", min_length=1, max_length=100), Text]
+    title: Annotated[str, Field(title="荣誉名称", min_length=1, max_length=100), OneLine]
     level: HonourLevel = Field(title="荣誉等级")
-    awarding_body: Annotated[str, Field(title="授予单位", min_length=1, max_length=100), Text]
+    awarding_body: Annotated[str, Field(title="授予单位", min_length=1, max_length=100), OneLine]
     awarded_on: PastDate = Field(title="获得日期", json_schema_extra=_DATE_RULE)
     proof_key: str | None = Field(default=None, title="证明材料", min_length=1, max_length=200)
     proof_upload_id: Uuid | None = Field(default=None, title="新上传的证明材料")

@@ -15,9 +15,19 @@ from typing import Annotated, Any, ClassVar
 
 from pydantic import BeforeValidator, Field, StrictBool, field_validator
 
-from swms.contracts.common import ApplicationKind, ApplicationStatus, Contract, Level, UnitCategory, Uuid
+from swms.contracts.common import (
+    AccessReason,
+    ApplicationKind,
+    ApplicationStatus,
+    Contract,
+    Level,
+    UnitCategory,
+    Uuid,
+)
 from swms.contracts.events import Event
 from swms.contracts.profile import Honour, ProfileSnapshot, WorkExperience
+from swms.contracts.review import OfficerLevel
+from swms.text import OneLine
 
 # ---- field types ------------------------------------------------------------------------------
 
@@ -85,6 +95,12 @@ class ApplicationRef(Contract):
     application_id: Uuid = Field(title="申请编号")
 
 
+class ApplicationReadRequest(ApplicationRef):
+    """Reading an application: the applicant, officers of its region, or an administrator with
+    ``access_reason`` (audited)."""
+    access_reason: AccessReason = None
+
+
 class OpenDraftRequest(Contract):
     """Opens (or returns) the caller's unsubmitted form of this kind, filled from the profile."""
     kind: ApplicationKind = Field(title="申请类型")
@@ -108,12 +124,25 @@ class OfflineCourse(Contract):
         return value
 
 
+class TypedOfflineCourse(OfflineCourse):
+    """An offline course as the applicant types it: the text policy on its free text (courses
+    already stored are read back as OfflineCourse, without it)."""
+    institution: Annotated[str, Field(title="培训机构", min_length=1, max_length=100), OneLine]
+    course: Annotated[str, Field(title="课程名称", min_length=1, max_length=100), OneLine]
+
+
+# Saving a draft changes only what the request names (PATCH): a field left out keeps what the
+# draft holds, ``null`` empties it, a value replaces it (a list as a whole). A form is filled over
+# several visits, one part at a time. Submitting (``submit_*``) sends the whole form instead.
+
+
 class ReRegistrationDraftRequest(Contract):
     """《社会工作者再登记信息表》, the applicant's part: offline courses. Registration information,
     work experience and honours are copied from the profile; online hours come from the
-    continuing-education records and cannot be typed."""
+    continuing-education records and cannot be typed. Saving: ``offline_courses`` left out keeps
+    the saved courses; ``[]`` or ``null`` removes them all; a list replaces them."""
     application_id: Uuid | None = Field(default=None, title="申请编号")
-    offline_courses: list[OfflineCourse] = Field(default=[], title="线下学时", max_length=MAX_COURSES)
+    offline_courses: list[TypedOfflineCourse] | None = Field(default=None, title="线下学时", max_length=MAX_COURSES)
     # Declared only to refuse it with its own code: online hours are filled in by the system.
     online_hours: Any = Field(default=None, title="线上学时",
                               json_schema_extra={"error_code": "ONLINE_HOURS_NOT_TYPED"})
@@ -127,13 +156,16 @@ class ReRegistrationDraftRequest(Contract):
 
 
 class SubmitReRegistrationRequest(ReRegistrationDraftRequest):
+    """The whole form: the courses sent are the courses submitted (none if left out)."""
+    offline_courses: list[TypedOfflineCourse] = Field(default=[], title="线下学时", max_length=MAX_COURSES)
     commitment: StrictBool = Field(title="承诺声明")
     profile_revision: ProfileRevision = None
 
 
 class ReplacementDraftRequest(Contract):
     """《社会工作者更换电子证书信息表》, typed exactly as on the paper certificate. Every field may be
-    left empty in a draft; all are required to submit."""
+    left empty in a draft; all are required to submit. Saving a draft changes only the fields sent
+    (a field left out keeps its saved value, ``null`` empties it)."""
     application_id: Uuid | None = Field(default=None, title="申请编号")
     original_certificate_no: OriginalNo | None = Field(
         default=None, title="原证书编号（NO）", json_schema_extra={"error_code": "ORIGINAL_NO_INVALID"})
@@ -151,6 +183,8 @@ class ReplacementDraftRequest(Contract):
 
 
 class SubmitReplacementRequest(ReplacementDraftRequest):
+    """The whole form: every field of the paper certificate is required (a saved draft is not
+    merged in; ``submit_draft`` submits the draft as saved)."""
     commitment: StrictBool = Field(title="承诺声明")
     profile_revision: ProfileRevision = None
 
@@ -178,7 +212,7 @@ class ProofContentType(str, Enum):
 
 
 class ProofUploadRequest(Contract):
-    filename: str = Field(title="文件名", min_length=1, max_length=200)
+    filename: Annotated[str, Field(title="文件名", min_length=1, max_length=200), OneLine]
     content_type: ProofContentType = Field(title="文件类型")
 
 
@@ -207,6 +241,7 @@ class ProofFile(Contract):
 class ProofLinkRequest(Contract):
     application_id: Uuid = Field(title="申请编号")
     proof_key: str = Field(title="证明材料", min_length=1, max_length=200)
+    access_reason: AccessReason = None
 
 
 class ProofLink(Contract):
@@ -289,6 +324,11 @@ class ApplicationResponse(Contract):
     level: Level | None = None
     round: int = 0                               # how many times it was submitted
     form: FormView | None = None
+    # Where review has it: the officer level reviewing it now (in review) or that decided it (not
+    # passed, returned for correction); None for drafts and issued applications, and until review
+    # has accepted the submission. The status stays the seed's; ``status_text`` words both.
+    review_level: OfficerLevel | None = None
+    status_text: str = Field(description="状态说明：状态及当前审核层级，如“审核中（市级）”“终审中（省级）”“退回修改（区县级）”")
 
 
 class ApplicationList(Contract):
@@ -351,8 +391,8 @@ class ContinuingEducationRecorded(Event):
     event_type: ClassVar[str] = "course_completed"
     record_id: str = Field(min_length=1, max_length=64)
     person_id: Uuid
-    course: str = Field(min_length=1, max_length=200)
-    provider: str = Field(min_length=1, max_length=200)
+    course: Annotated[str, Field(min_length=1, max_length=200), OneLine]      # shown to reviewers
+    provider: Annotated[str, Field(min_length=1, max_length=200), OneLine]
     hours: Hours
     completed_on: dt.date
     withdrawn: bool = False

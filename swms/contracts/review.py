@@ -2,10 +2,12 @@ from __future__ import annotations
 
 import datetime as dt
 from enum import Enum
+from typing import Annotated
 
 from pydantic import Field, ValidationInfo, field_validator
 
 from swms.contracts.common import ApplicationKind, Contract, Level, UnitCategory, Uuid
+from swms.text import MultiLine
 
 MAX_PAGE_SIZE = 200
 MAX_OFFSET = 10_000        # page × page_size beyond this: use the cursor (keyset pagination)
@@ -120,7 +122,8 @@ class DecideRequest(Contract):
     item_id: Uuid = Field(title="审核事项编号")
     decision: Decision = Field(title="审核结论")
     # validate_default: the rule must run when the reason is left out, and name this field.
-    reason: str | None = Field(default=None, title="理由", max_length=500, validate_default=True)
+    reason: Annotated[str, Field(max_length=500), MultiLine] | None = Field(default=None, title="理由",
+                                                                             validate_default=True)
 
     @field_validator("reason")
     @classmethod
@@ -144,7 +147,7 @@ class DecisionResponse(Contract):
 class BatchApproveRequest(Contract):
     """批量审核通过: each item is decided, audited and announced on its own."""
     item_ids: list[Uuid] = Field(title="审核事项编号列表", min_length=1, max_length=MAX_BATCH)
-    reason: str | None = Field(default=None, title="审核意见", max_length=500)
+    reason: Annotated[str, Field(max_length=500), MultiLine] | None = Field(default=None, title="审核意见")
 
     @field_validator("item_ids")
     @classmethod

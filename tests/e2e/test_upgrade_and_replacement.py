@@ -17,6 +17,7 @@ from nameko.standalone.rpc import ClusterRpcProxy
 
 from swms.idcard import check_character
 from tests.faults.workload import complete_profile
+from tests.support import unless_profile_incomplete
 from tools.localstack import wait_until
 from tools.walkthrough import (COUNTY_OFFICER_PASSWORD, HOLDER_ID, HOLDER_NAME, HOLDER_PASSWORD,
                                PROVINCE_OFFICER_PASSWORD, approve_in_queue, identity_cli, walk)
@@ -86,8 +87,9 @@ def test_upgrade_and_replacement_through_the_six_services(stack, tmp_path):
     assert (new_view["level"], new_view["kind"], new_view["supersedes"]) == (
         "高级社会工作师", "upgrade", first.certificate_number)
     with ClusterRpcProxy(config, timeout=30) as anyone:
-        old = anyone.certificate.verify_certificate({"certificate_number": first.certificate_number})
-        new = anyone.certificate.verify_certificate({"certificate_number": new_number})
+        old = anyone.certificate.verify_certificate({"certificate_number": first.certificate_number,
+                                                     "holder_name": HOLDER_NAME})
+        new = anyone.certificate.verify_certificate({"certificate_number": new_number, "holder_name": HOLDER_NAME})
     assert (old["status"], old["superseded_by"], old["level"]) == ("superseded", new_number, "社会工作师")
     assert (new["status"], new["level"], new["holder_name_masked"]) == ("current", "高级社会工作师", "李**")
 
@@ -98,7 +100,7 @@ def test_upgrade_and_replacement_through_the_six_services(stack, tmp_path):
     paper_holder = login(config, PAPER_HOLDER_EMAIL, HOLDER_PASSWORD)
     with as_user(config, paper_holder) as me:
         complete_profile(me)
-        replacement = wait_until(lambda: _quietly(lambda: me.registration.submit_replacement(
+        replacement = wait_until(lambda: unless_profile_incomplete(lambda: me.registration.submit_replacement(
             {**PAPER_CERTIFICATE, "commitment": True})), timeout=60, interval=0.5,
             what="the replacement accepted (registration holds the complete profile)")
     assert (replacement["kind"], replacement["status"]) == ("replacement", "初审中")
@@ -112,13 +114,3 @@ def test_upgrade_and_replacement_through_the_six_services(stack, tmp_path):
         assert all(item["application_id"] != replacement["application_id"]
                    for item in officer.review.list_queue({})["items"])
 
-
-def _quietly(call):
-    """The call's answer, or None while it is refused (the caller retries)."""
-    from swms.errors import SwmsError
-    try:
-        return call()
-    except SwmsError as exc:
-        if exc.code == "PROFILE_INCOMPLETE":
-            return None
-        raise

@@ -17,15 +17,20 @@ import uuid
 
 import pytest
 from pypdf import PdfReader
-from sqlalchemy import update
+from nameko.standalone.rpc import ClusterRpcProxy
+from sqlalchemy import select, update
 
+from services.certificate import domain as certificate_domain
 from services.certificate import signing, tokens
-from services.certificate.models import Certificate
+from services.certificate.models import Certificate, throttle
 from swms import idcard
 from swms.auth import ADMIN, SERVICE, Caller
 from swms.contracts.common import ApplicationKind, Level
-from swms.contracts.events import PasserLevelRaised
+from swms.contracts.events import ApplicationApproved, PasserLevelRaised
+from swms.contracts.registration import IssuanceData
+from swms.contracts.review import Stage
 from swms.errors import SwmsError
+from swms.outbox import utcnow
 from swms.storage import make_s3_client
 from tests.integration.test_certificate_support import (
     HOLDER_ID,
@@ -41,6 +46,7 @@ from tests.integration.test_certificate_support import (
     jpeg,
     objects,
     outbox_rows,
+    raw_reply,
     running_certificate,
     settle,
     snapshot,
@@ -83,6 +89,7 @@ def test_issue_view_and_public_verification(stack, amqp_uri, keys_dir):
 def test_exactly_once_and_what_is_refused_or_retried(stack, amqp_uri, keys_dir):
     check_repeated_duplicate_and_non_final_approvals_issue_one_certificate(stack, amqp_uri)
     check_bad_issuance_data_is_refused_with_code_and_field_and_changes_nothing(stack, amqp_uri, keys_dir)
+    check_the_renderer_refuses_text_that_came_by_another_path(stack, amqp_uri, keys_dir)
     check_an_unavailable_photo_is_retried_until_it_can_be_had(stack, amqp_uri, keys_dir)
 
 
@@ -94,6 +101,57 @@ def test_lifecycle_and_expiry(stack, amqp_uri, keys_dir):
 def test_reissue_on_upgrade_and_replacement_of_a_paper_certificate(stack, amqp_uri, keys_dir):
     check_upgrade_marks_pending_then_reissues_and_supersedes(stack, amqp_uri, keys_dir)
     check_replacement_records_the_paper_certificates_no(stack, amqp_uri)
+
+
+def test_public_verification_cannot_be_walked(service_config, container_factory, amqp_uri):
+    """Per client address (context data client_ip) and, for lookups by number, in all: the walk of
+    the hardening issue (40 sequential numbers from one address) gets 5 answers, none with holder
+    data, then RATE_LIMITED; QR tokens still answer when numbers are exhausted in all."""
+    limits = {"CERT_VERIFY_MAX_PER_ADDRESS": 5, "CERT_VERIFY_MAX_BY_NUMBER": 8, "CERT_VERIFY_WINDOW_SECONDS": 600}
+    with running_certificate(service_config, container_factory, **limits) as config:
+        _, event = issue(amqp_uri, snapshot())
+        number = event["certificate_number"]
+        prefix = number[:7]
+        walked = []
+        with verifier(amqp_uri, "203.0.113.7") as walker:
+            for serial in range(1, 41):
+                try:
+                    walked.append(walker.certificate.verify_certificate(by_number(f"{prefix}{serial:06d}", "张伟")))
+                except SwmsError as exc:
+                    walked.append(exc)
+        assert [e.code for e in walked[:5]] == ["NOT_FOUND"] * 5     # the real number too: wrong name
+        assert {(e.code, e.field) for e in walked[5:]} == {("RATE_LIMITED", "certificate_number")}
+        assert 540 <= int(walked[-1].details[0]["retry_after_seconds"]) <= 600   # error details travel as text
+        # another address is not held back by that one; the real holder's name answers in full
+        with verifier(amqp_uri, "198.51.100.1") as neighbour:
+            assert neighbour.certificate.verify_certificate(by_number(number))["status"] == "current"
+            for serial in (2, 3):
+                with pytest.raises(SwmsError):
+                    neighbour.certificate.verify_certificate(by_number(f"{prefix}{serial:06d}"))
+        # 5 + 3 lookups by number: the limit in all is reached, for every address
+        with verifier(amqp_uri, "192.0.2.44") as third:
+            with pytest.raises(SwmsError) as caught:
+                third.certificate.verify_certificate(by_number(number))
+            assert (caught.value.code, caught.value.field) == ("RATE_LIMITED", "certificate_number")
+            token = tokens.make_token(dev_key(config, "qr_token_key"), number)
+            assert third.certificate.verify_certificate({"token": token})["status"] == "current"
+        # callers that pass no address share one bucket
+        with verifier(amqp_uri) as anonymous:
+            for _ in range(5):
+                assert anonymous.certificate.verify_certificate({"token": token})["holder_name_masked"] == "李**"
+            with pytest.raises(SwmsError) as caught:
+                anonymous.certificate.verify_certificate({"token": token})
+            assert (caught.value.code, caught.value.field) == ("RATE_LIMITED", "token")
+        with session_for(config["DB_URL"]) as session:
+            keys = [row.key for row in session.execute(select(throttle.table)).all()]
+        assert len(keys) == 5 and not any(address in key for key in keys
+                                          for address in ("203.0.113.7", "198.51.100.1", "192.0.2.44"))
+
+
+def verifier(amqp_uri: str, address: str | None = None):
+    """A caller as the gateway makes it: the end user's address in context data client_ip."""
+    return ClusterRpcProxy({"AMQP_URI": amqp_uri}, timeout=20,
+                           context_data={"client_ip": address} if address else {})
 
 
 def issue(amqp_uri, snap, kind=ApplicationKind.FIRST_REGISTRATION, timeout=40, **extra) -> tuple[str, dict]:
@@ -127,6 +185,11 @@ def error(amqp_uri, auth_token, method, payload) -> SwmsError:
     with pytest.raises(SwmsError) as caught:
         call(amqp_uri, auth_token, method, payload)
     return caught.value
+
+
+def by_number(number: str, name: str = "李明华") -> dict:
+    """Verification by number: only with the holder's full name (snapshot()'s default holder)."""
+    return {"certificate_number": number, "holder_name": name}
 
 
 def admin(keys_dir) -> str:
@@ -192,7 +255,7 @@ def check_final_approval_issues_a_signed_pdf_with_photo_and_a_masked_event(confi
     assert set(verified) == {"genuine", "status", "status_label", "reason", "certificate_number", "holder_name_masked",
                              "level", "authority", "valid_from", "valid_until", "issued_on", "superseded_by",
                              "checked_at"}
-    assert call(amqp_uri, None, "verify_certificate", {"certificate_number": number})["status_label"] == "有效"
+    assert call(amqp_uri, None, "verify_certificate", by_number(number))["status_label"] == "有效"
 
     status = call(amqp_uri, admin(keys_dir), "get_issuance_status", {"application_id": application_id})
     assert (status["status"], status["certificate_number"], status["last_error_code"]) == ("done", number, None)
@@ -340,7 +403,7 @@ def check_lifecycle_by_officers_with_reasons_and_the_refusals(config, amqp_uri, 
         suspended = call(amqp_uri, county, "suspend_certificate", {"certificate_number": number,
                                                                    "reason": "涉嫌违规执业，调查期间暂停"})
         assert (suspended["status"], suspended["changed_by"]) == ("suspended", "officer-chaoyang")
-        verified = call(amqp_uri, None, "verify_certificate", {"certificate_number": number})
+        verified = call(amqp_uri, None, "verify_certificate", by_number(number))
         assert (verified["status"], verified["reason"], verified["status_label"]) == (
             "suspended", "涉嫌违规执业，调查期间暂停", "已暂停")
         again = error(amqp_uri, county, "suspend_certificate", {"certificate_number": number, "reason": "再次"})
@@ -348,11 +411,11 @@ def check_lifecycle_by_officers_with_reasons_and_the_refusals(config, amqp_uri, 
         reinstated = call(amqp_uri, officer_token(keys_dir, "110000", "province"), "reinstate_certificate",
                           {"certificate_number": number, "reason": "调查结束，未发现违规"})
         assert reinstated["status"] == "issued"
-        assert call(amqp_uri, None, "verify_certificate", {"certificate_number": number})["status"] == "current"
+        assert call(amqp_uri, None, "verify_certificate", by_number(number))["status"] == "current"
         revoked = call(amqp_uri, admin(keys_dir), "revoke_certificate",
                        {"certificate_number": number, "reason": "以欺骗手段取得登记"})
         assert revoked["status"] == "revoked"
-        verified = call(amqp_uri, None, "verify_certificate", {"certificate_number": number})
+        verified = call(amqp_uri, None, "verify_certificate", by_number(number))
         assert (verified["status"], verified["reason"]) == ("revoked", "以欺骗手段取得登记")
         final = error(amqp_uri, county, "reinstate_certificate", {"certificate_number": number, "reason": "恢复"})
         assert final.code == "INVALID_STATE"
@@ -381,7 +444,7 @@ def check_expiry_after_the_validity_period(config, amqp_uri):
                         .values(valid_until=dt.date.today() - dt.timedelta(days=1)))
         session.commit()
     # verification already answers "expired" before the timer has run
-    assert call(amqp_uri, None, "verify_certificate", {"certificate_number": number})["status"] == "expired"
+    assert call(amqp_uri, None, "verify_certificate", by_number(number))["status"] == "expired"
     tap = EventTap(amqp_uri, "certificate", "certificate_expired")
     try:
         [expired] = tap.collect(1, timeout=20)
@@ -389,7 +452,7 @@ def check_expiry_after_the_validity_period(config, amqp_uri):
         tap.close()
     assert (expired["certificate_number"], expired["status"], expired["changed_by"]) == (number, "expired", "system")
     assert certificate(config, number).status == "expired"
-    verified = call(amqp_uri, None, "verify_certificate", {"certificate_number": number})
+    verified = call(amqp_uri, None, "verify_certificate", by_number(number))
     assert (verified["status"], verified["status_label"]) == ("expired", "已过期")
     settle(2.5)  # two more timer runs: nothing is expired twice
     assert len(outbox_rows(config, "certificate_expired")) == 1
@@ -425,9 +488,9 @@ def check_upgrade_marks_pending_then_reissues_and_supersedes(config, amqp_uri, k
     assert reissued["status"] == "superseded" and "社会工作师" in reissued["reason"]
     old = certificate(config, old_number)
     assert (old.status, old.superseded_by, old.pending_upgrade_level) == ("superseded", new_number, None)
-    verified = call(amqp_uri, None, "verify_certificate", {"certificate_number": old_number})
+    verified = call(amqp_uri, None, "verify_certificate", by_number(old_number))
     assert (verified["status"], verified["superseded_by"]) == ("superseded", new_number)
-    assert call(amqp_uri, None, "verify_certificate", {"certificate_number": new_number})["status"] == "current"
+    assert call(amqp_uri, None, "verify_certificate", by_number(new_number))["status"] == "current"
     assert f"本证书换发并取代证书{old_number}" in page_text(stored_pdf(config, new_number))
     view = call(amqp_uri, holder, "view_certificate", {"application_id": upgrade_id})
     assert (view["level"], view["supersedes"], view["pending_upgrade_level"]) == ("社会工作师", old_number, None)
@@ -468,6 +531,13 @@ def check_bad_issuance_data_is_refused_with_code_and_field_and_changes_nothing(c
         "markup in the name": (dict(snap=dict(name="<b>李明华</b>")), "NAME_INVALID", "snapshot.name"),
         "a 51-character name": (dict(snap=dict(name="李" * 51)), "NAME_INVALID", "snapshot.name"),
         "control character in the name": (dict(snap=dict(name="李\x00明华")), "NAME_INVALID", "snapshot.name"),
+        "bidi override in the name": (dict(snap=dict(name="李\u202e华明")), "NAME_INVALID", "snapshot.name"),
+        "bidi override in the unit name": (dict(snap=dict(unit_name="阳光社会工作服务中心\u202e心中务服")),
+                                           "TEXT_CHARACTERS_NOT_ALLOWED", "snapshot.unit_name"),
+        "emoji ZWJ sequence in the unit name": (dict(snap=dict(unit_name="阳光👨\u200d👩\u200d👧社工站")),
+                                                "TEXT_CHARACTERS_NOT_ALLOWED", "snapshot.unit_name"),
+        "line break in the unit name": (dict(snap=dict(unit_name="阳光社工站\n（已注销）")),
+                                        "TEXT_CHARACTERS_NOT_ALLOWED", "snapshot.unit_name"),
         "wrong ID check digit": (dict(snap=dict(id_number="360426199101010072")), "ID_NUMBER_INVALID",
                                  "snapshot.id_number"),
         "gender against the ID number": (dict(snap=dict(gender="女")), "GENDER_MISMATCH", "snapshot.gender"),
@@ -509,6 +579,40 @@ def check_bad_issuance_data_is_refused_with_code_and_field_and_changes_nothing(c
     status = call(amqp_uri, holder, "get_issuance_status", {"application_id": refused_id})
     assert (status["status"], status["last_error_code"], status["last_error_field"]) == ("failed", "PHOTO_INVALID",
                                                                                         "photo")
+
+
+def check_the_renderer_refuses_text_that_came_by_another_path(config, amqp_uri, keys_dir):
+    """A certificate reserved while the checks looked only at the unit name's length, and left
+    issuing: on the next attempt the renderer itself refuses the U+202E (it would make the PDF read
+    otherwise than what was approved). Nothing is printed or stored, no event, and the refusal is
+    recorded like any other, not retried."""
+    snap = snapshot()
+    application_id = application(snap)
+    event = ApplicationApproved(application_id=application_id, person_id=snap.person_id,
+                                kind=ApplicationKind.FIRST_REGISTRATION, region_code=snap.region_code,
+                                stage=Stage.FINAL, final=True, decided_by="officer-province",
+                                decided_at=dt.datetime.now(dt.timezone.utc))
+    with session_for(config["DB_URL"]) as session:   # one transaction: the sweep sees all of it or none
+        request = certificate_domain.record_approval(session, event, utcnow())
+        reserved = certificate_domain.reserve(
+            session, request, IssuanceData(application_id=application_id, kind=ApplicationKind.FIRST_REGISTRATION,
+                                           snapshot=snap),
+            authority="中华人民共和国民政部", validity_years=3, today=dt.date.today(), photo_missing=True)
+        reserved.unit_name = "北京市朝阳区阳光社会工作服务中心\u202e心中务服"
+        number = reserved.certificate_number
+        session.commit()
+    before = state(config)
+    approve(amqp_uri, application_id)   # the approval delivered again (or the sweep): the issue is resumed
+    request = wait_request(config, application_id, "failed")
+    assert (request.last_error_code, request.last_error_field) == ("TEXT_CHARACTERS_NOT_ALLOWED", "unit_name")
+    assert "U+202E" in request.last_error and request.attempts == 1
+    after = state(config)
+    assert f"certificates/{number}.pdf" not in after["objects"] and after["objects"] == before["objects"]
+    assert after["outbox"] == before["outbox"]   # no certificate_issued
+    assert certificate(config, number).status == "issuing"   # the number stays unused
+    refused = error(amqp_uri, worker_token(keys_dir, snap.person_id), "view_certificate",
+                    {"application_id": application_id})
+    assert (refused.code, refused.details[0]["code"]) == ("CERTIFICATE_NOT_ISSUED", "TEXT_CHARACTERS_NOT_ALLOWED")
 
 
 def check_an_unavailable_photo_is_retried_until_it_can_be_had(config, amqp_uri, keys_dir):
@@ -565,15 +669,26 @@ def check_public_verification_refuses_forged_tokens_and_unknown_numbers(config, 
         assert (refused.code, refused.field) == ("VERIFICATION_TOKEN_FORGED", "token"), label
     assert call(amqp_uri, None, "verify_certificate", {"token": real})["status"] == "current"
     invalid_requests = [
-        ({"certificate_number": "1120269999999"}, "NOT_FOUND", "certificate_number"),
-        ({"certificate_number": "112026"}, "VALIDATION_FAILED", "certificate_number"),
-        ({"certificate_number": number, "token": real}, "VALIDATION_FAILED", "payload"),
+        (by_number("1120269999999"), "NOT_FOUND", "certificate_number"),
+        ({"certificate_number": number}, "VALIDATION_FAILED", "holder_name"),    # a number alone tells nothing
+        ({"certificate_number": number, "holder_name": " "}, "VALIDATION_FAILED", "holder_name"),
+        ({"certificate_number": "112026", "holder_name": "李明华"}, "VALIDATION_FAILED", "certificate_number"),
+        ({"certificate_number": number, "holder_name": "李明华", "token": real}, "VALIDATION_FAILED", "payload"),
+        ({"token": real, "holder_name": "李明华"}, "VALIDATION_FAILED", "payload"),
         ({}, "VALIDATION_FAILED", "payload"),
         ({"token": "x" * 301}, "VALIDATION_FAILED", "token"),
+        ({"certificate_number": number, "holder_name": "李" * 51}, "VALIDATION_FAILED", "holder_name"),
     ]
     for payload, code, field in invalid_requests:
         refused = error(amqp_uri, None, "verify_certificate", payload)
         assert (refused.code, refused.field) == (code, field), payload
+    # A wrong name answers byte for byte like a number never issued: nothing tells that the number
+    # exists, nor how much of the name was right.
+    unknown = raw_reply(amqp_uri, "verify_certificate", by_number("1120269999999"))
+    assert json.loads(unknown)["error"]["exc_args"][0] == "NOT_FOUND"
+    for wrong in ("李明", "李明华华", "李明辉", "王明华", "李"):
+        assert raw_reply(amqp_uri, "verify_certificate", by_number(number, wrong)) == unknown, wrong
+    assert json.loads(raw_reply(amqp_uri, "verify_certificate", by_number(number, "李 明华")))["error"] is None
     # a well-formed token for a number this system never issued (as if the key had leaked): unknown
     never = tokens.make_token(dev_key(config, "qr_token_key"), "1120269999999")
     assert error(amqp_uri, None, "verify_certificate", {"token": never}).code == "NOT_FOUND"

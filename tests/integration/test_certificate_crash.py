@@ -31,7 +31,7 @@ from tests.integration.test_certificate_support import (
     start_stand_ins,
     stored_pdf,
 )
-from tests.support import EventTap, rpc_client, wait_until
+from tests.support import EventTap, healthy, rpc_client, wait_until
 from tools.localstack import NAMEKO
 
 pytestmark = pytest.mark.integration
@@ -54,15 +54,11 @@ class ServiceProcess:
                 cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
     def wait_healthy(self, amqp_uri: str) -> None:
-        def healthy():
+        def up():
             if self.process.poll() is not None:
                 raise AssertionError(f"certificate exited: {self.log.read_text(errors='replace')[-3000:]}")
-            try:
-                with rpc_client(amqp_uri, timeout=2) as client:
-                    return client.certificate.health()["status"] == "ok"
-            except Exception:
-                return False
-        wait_until(healthy, timeout=60, interval=0.5, what="the certificate process to answer")
+            return healthy(amqp_uri, "certificate")
+        wait_until(up, timeout=60, interval=0.5, what="the certificate process to answer")
 
     def kill(self) -> None:
         os.killpg(self.process.pid, signal.SIGKILL)  # no clean-up of any kind, render workers included

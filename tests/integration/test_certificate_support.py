@@ -112,6 +112,30 @@ def running_certificate(service_config, container_factory, **overrides):
             container.stop()
 
 
+def raw_reply(amqp_uri: str, method: str, payload: dict, context: dict | None = None) -> bytes:
+    """The reply body exactly as the broker carries it, for comparing two answers byte for byte
+    (a Python client would turn both into equal-looking exceptions)."""
+    from kombu import Connection, Exchange, Producer, Queue
+
+    exchange = Exchange("nameko-rpc", type="topic", durable=True)
+    reply_to = f"test-reply-{uuid.uuid4().hex}"
+    headers = {f"nameko.{key}": value for key, value in (context or {}).items()}
+    with Connection(amqp_uri) as connection:
+        channel = connection.channel()
+        queue = Queue(reply_to, exchange=exchange, routing_key=reply_to, exclusive=True, auto_delete=True)
+        queue(channel).declare()
+        Producer(channel).publish({"args": [payload], "kwargs": {}}, exchange=exchange,
+                                  routing_key=f"certificate.{method}", reply_to=reply_to,
+                                  correlation_id=str(uuid.uuid4()), headers=headers, serializer="json")
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            message = queue(channel).get(no_ack=True)
+            if message is not None:
+                return message.body
+            time.sleep(0.05)
+    raise AssertionError(f"no reply to certificate.{method}")
+
+
 def certificate_overrides(**extra) -> dict:
     """Fast timers and short leases for tests, a bucket of the test's own."""
     values = {"CERTIFICATE_S3_BUCKET": f"certs-{uuid.uuid4().hex[:12]}", "CERT_RETRY_POLL_SECONDS": 1,

@@ -33,6 +33,7 @@ from swms.contracts.events import (
     ApplicationRejected,
     ApplicationReturned,
     ApplicationSubmitted,
+    CertificateExpired,
     CertificateIssued,
     CertificateReinstated,
     CertificateRevoked,
@@ -227,14 +228,18 @@ def test_every_event_of_a_person_and_their_officers_gives_one_email(identity, st
     # Suspension holds them, reinstatement releases them, revocation cancels them; each is emailed.
     for event, state in ((CertificateSuspended(reason="正在核查投诉", **status_change(holder, certificate.certificate_number)),
                           "held"),
-                         (CertificateReinstated(**status_change(holder, certificate.certificate_number)), "scheduled"),
+                         (CertificateReinstated(reason="调查结束，未发现违规",
+                                                **status_change(holder, certificate.certificate_number)), "scheduled"),
                          (CertificateRevoked(reason="以欺骗手段取得登记", **status_change(holder, certificate.certificate_number)),
-                          "cancelled")):
+                          "cancelled"),
+                         # (as the certificate service sends it for an expiry; notification mails what it is told)
+                         (CertificateExpired(reason="登记有效期届满", status="expired", valid_until=certificate.valid_until,
+                                             **status_change(holder, certificate.certificate_number)), "cancelled")):
         dispatch(amqp_uri, event)
         wait_until(lambda: {r.status for r in _reminders(config, holder)} == {state}, timeout=15,
                    what=f"reminders {state} after {event.event_type}")
     expected |= {("li@example.cn", kind) for kind in ("certificate_suspended", "certificate_reinstated",
-                                                      "certificate_revoked")}
+                                                      "certificate_revoked", "certificate_expired")}
     wait_until(lambda: set(by_kind(smtp_sink)) == expected, timeout=20, what="the certificate status emails")
     # Nothing more arrives (a second email for the duplicate would come within a mailer poll).
     stays(lambda: all(len(mails) == 1 for mails in by_kind(smtp_sink).values()) and set(by_kind(smtp_sink)) == expected,
@@ -252,6 +257,10 @@ def test_every_event_of_a_person_and_their_officers_gives_one_email(identity, st
     assert "终审" in plain_text(mails["application_rejected"])
     assert "请补充二寸证件照" in plain_text(mails["application_returned"])
     assert "以欺骗手段取得登记" in plain_text(mails["certificate_revoked"])
+    assert "理由：调查结束，未发现违规" in plain_text(mails["certificate_reinstated"])
+    expired_text = plain_text(mails["certificate_expired"])
+    assert "不能再申请再登记" in expired_text and "《社会工作者首次登记信息表》" in expired_text
+    assert f"有效期至 {certificate.valid_until.year}年{certificate.valid_until.month}月" in expired_text
     officer_text = plain_text(mails["officer_review_item"])
     assert "李**" in officer_text and "李明华" not in officer_text and "初审" in officer_text
     assert "终审" in plain_text(mails["officer_review_item_forwarded"])
@@ -259,7 +268,7 @@ def test_every_event_of_a_person_and_their_officers_gives_one_email(identity, st
     # The person sees their messages (address masked); others do not.
     items = wait_until(lambda: (lambda i: i if i and all(m["status"] == "sent" for m in i) else None)(
         messages_of(amqp_uri, keys_dir, holder)), timeout=10, what="list_messages to show every message sent")
-    assert len(items) == 10 and {m["to_masked"] for m in items} == {"l***@example.cn"}
+    assert len(items) == 11 and {m["to_masked"] for m in items} == {"l***@example.cn"}
     assert all(m["attempts"] == 1 and m["sent_at"] and m["error_code"] is None for m in items)
     assert "li@example.cn" not in str(items)
     with rpc_client(amqp_uri, worker_token(keys_dir, str(uuid.uuid4()))) as stranger:

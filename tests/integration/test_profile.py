@@ -621,7 +621,8 @@ def _basic_cases(env: Env) -> list[tuple[str, dict, str, str]]:
         ("city code disagrees", dict(good, city_code="110200"), "REGION_CODE_INVALID", "city_code"),
         ("truth commitment not given", dict(good, truth_commitment=False), "COMMITMENT_REQUIRED", "truth_commitment"),
         ("major missing", {k: v for k, v in good.items() if k != "major"}, "VALIDATION_FAILED", "major"),
-        ("markup in the address", dict(good, address="<script>alert(1)</script>"), "VALIDATION_FAILED", "address"),
+        ("markup in the address", dict(good, address="<script>alert(1)</script>"), "TEXT_CHARACTERS_NOT_ALLOWED",
+         "address"),
         ("name sent (it comes from identity)", dict(good, name="王五"), "VALIDATION_FAILED", "name"),
     ]
 
@@ -637,6 +638,51 @@ def test_bad_basic_info_is_refused(env, amqp_uri, subtests):
                 assert (caught.value.code, caught.value.field) == (code, field), caught.value
                 assert caught.value.message
                 assert env.state() == before
+
+
+UNIT_HOSTILE = {
+    "emoji": ("北京市阳光社工协会😀", "U+1F600"),
+    "ZWJ sequence": ("北京市👨\u200d👩\u200d👧社工协会", "U+1F468"),
+    "right-to-left override": ("北京市社工协会\u202e会协", "U+202E"),
+    "isolate": ("北京市\u2066社工协会\u2069", "U+2066"),
+    "newline": ("北京市社工协会\n第二行", "U+000A"),
+    "trailing newline": ("北京市社工协会\n", "U+000A"),
+    "C1 control": ("北京市\u0085社工协会", "U+0085"),
+    "private use": ("北京市\ue000社工协会", "U+E000"),
+    "unassigned": ("北京市\u0378社工协会", "U+0378"),
+}
+
+
+def test_the_typed_unit_name_follows_the_text_policy(env, amqp_uri, subtests):
+    """The unit name is printed on the e-certificate: with 单位类别 社会团体 it is typed, and held to the
+    same policy as the address, position and honour title (refused naming the field, nothing stored);
+    rare CJK and the middle dot are stored and returned as typed."""
+    typed = {k: v for k, v in basic_info(env.sunshine).items() if k != "unit_directory_id"}
+    with rpc_client(amqp_uri, env.token) as me:
+        me.profile.save_basic_info(basic_info(env.sunshine))
+        before = env.state()
+        for name, (unit, code_point) in UNIT_HOSTILE.items():
+            for field, request in (("unit_name", dict(typed, unit_category="社会团体", unit_name=unit)),
+                                   ("address", dict(typed, unit_category="社会团体", unit_name="北京市社工协会",
+                                                    address=unit)),
+                                   ("position", dict(basic_info(env.sunshine), position=unit))):
+                with subtests.test(f"{name} in {field}"):
+                    with pytest.raises(SwmsError) as caught:
+                        me.profile.save_basic_info(request)
+                    assert (caught.value.code, caught.value.field) == ("TEXT_CHARACTERS_NOT_ALLOWED", field)
+                    assert code_point in caught.value.message and caught.value.details[0]["code_point"] == code_point
+                    assert env.state() == before
+        with subtests.test("honour title"):
+            with pytest.raises(SwmsError) as caught:
+                me.profile.save_honour({"title": "优秀社工\u202e", "level": "省", "awarding_body": "北京市民政局",
+                                        "awarded_on": "2022-01-01"})
+            assert (caught.value.code, caught.value.field) == ("TEXT_CHARACTERS_NOT_ALLOWED", "title")
+            assert env.state() == before
+
+        rare = "𠮷䶮·阿沛·阿旺晋美社会工作者协会"
+        saved = me.profile.save_basic_info(dict(typed, unit_category="社会团体", unit_name=rare))
+        assert saved["unit_name"] == rare
+        assert me.profile.get_snapshot({"person_id": env.person})["unit_name"] == rare
 
 
 def test_bad_work_experience_and_honours_are_refused(env, amqp_uri, subtests):
@@ -763,3 +809,46 @@ def test_access_is_the_person_and_their_region(env, amqp_uri, keys_dir, subtests
             assert env.state() == before
     with rpc_client(amqp_uri, officer_token(keys_dir, COUNTY, "county")) as officer:
         assert officer.profile.check_completeness(ref)["missing"] == ["照片"]
+
+
+def test_an_administrator_reads_only_with_a_reason_and_every_read_is_audited(env, amqp_uri, keys_dir):
+    """Support, read-only: an administrator names why (``access_reason``); the read is audited with
+    who, what and why before the answer. Without a reason, or for the full-ID snapshot, or a write,
+    the administrator is refused and nothing is recorded."""
+    with rpc_client(amqp_uri, env.token) as me:
+        me.profile.save_basic_info(basic_info(env.sunshine))
+        photo_key = me.profile.confirm_photo({"upload_id": upload(me, "photo", make_photo(), "photo.jpg")})["photo"]["photo_key"]
+    admin = token(keys_dir, Caller(subject="admin-7", role="admin"))
+    ref = {"person_id": env.person}
+    before = env.state()
+    with rpc_client(amqp_uri, admin) as client:
+        for method, payload, code, field in [
+                ("get_profile", ref, "VALIDATION_FAILED", "access_reason"),
+                ("check_completeness", {**ref, "access_reason": "  "}, "VALIDATION_FAILED", "access_reason"),
+                ("get_file_link", {**ref, "file_key": photo_key}, "VALIDATION_FAILED", "access_reason"),
+                ("get_snapshot", ref, "FORBIDDEN", None),
+                ("get_photo_link", {**ref, "photo_key": photo_key}, "FORBIDDEN", None),
+                ("save_basic_info", basic_info(env.sunshine), "FORBIDDEN", None)]:
+            with pytest.raises(SwmsError) as caught:
+                getattr(client.profile, method)(payload)
+            assert caught.value.code == code, (method, caught.value)
+            if field:
+                assert caught.value.field == field and "事由" in caught.value.message
+        assert env.state() == before
+
+        reason = "工单 2026-0412：申请人称照片无法显示"
+        seen = client.profile.get_profile({**ref, "access_reason": reason})
+        assert seen["person_id"] == env.person and seen["id_number_masked"] != HOLDER["id_number"]
+        assert client.profile.check_completeness({**ref, "access_reason": reason})["complete"] is True
+        assert client.profile.get_file_link({**ref, "file_key": photo_key, "access_reason": reason})["url"]
+    reads = [row for row in env.audit_rows() if row["action"] == "personal_data.read_by_admin"]
+    assert [(row["actor"], row["entity_type"], row["detail"]["method"], row["detail"]["reason"]) for row in reads] == [
+        ("admin-7", "profile", "get_profile", reason), ("admin-7", "profile", "check_completeness", reason),
+        ("admin-7", "profile", "get_file_link", reason)]
+    assert reads[2]["detail"]["file_key"] == photo_key
+    # The person and officers of the region read as before, with no reason and no admin-read entry.
+    with rpc_client(amqp_uri, officer_token(keys_dir, COUNTY, "county")) as officer:
+        assert officer.profile.get_profile(ref)["person_id"] == env.person
+    with rpc_client(amqp_uri, env.token) as me:
+        assert me.profile.get_profile(ref)["person_id"] == env.person
+    assert len([row for row in env.audit_rows() if row["action"] == "personal_data.read_by_admin"]) == 3

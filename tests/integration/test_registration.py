@@ -49,6 +49,7 @@ from services.registration.models import (
     inbox,
     outbox,
 )
+from swms.auth import ADMIN, Caller
 from swms.contracts.common import ApplicationKind
 from swms.contracts.events import (
     ApplicationApproved,
@@ -65,6 +66,7 @@ from swms.migrations import upgrade
 from tests.conftest import PG_ADMIN_URL
 from tests.support import (
     EventTap,
+    token,
     dispatch,
     officer_token,
     results_or_codes,
@@ -504,6 +506,48 @@ def test_applications_are_private_and_issuance_data_is_for_services(env):
     assert data["previous_certificate_number"] is None and data["original_certificate_no"] is None
 
 
+def test_an_administrator_reads_applications_only_with_a_reason_and_is_audited(env):
+    """Support, read-only: an administrator names why (``access_reason``) and each read is audited
+    with who, what and why; drafts stay the applicant's own, as for officers."""
+    me = env.person()
+    env.holds(me, valid_until=TODAY + dt.timedelta(days=30))
+    proof = env.upload_proof(me.token)
+    with env.client(me.token) as client:
+        draft = client.registration.save_re_registration_draft({"offline_courses": [course(proof, 90)]})
+    admin = token(env.keys_dir, Caller(subject="admin-7", role=ADMIN))
+    ref = {"application_id": draft["application_id"]}
+    reason = "工单 2026-0413：申请人询问办理进度"
+    before = env.state()
+    with env.client(admin) as client:
+        refused(lambda: client.registration.get_application(ref), "VALIDATION_FAILED", "access_reason")
+        refused(lambda: client.registration.get_proof_link({**ref, "proof_key": proof}), "VALIDATION_FAILED",
+                "access_reason")
+        refused(lambda: client.registration.get_application({**ref, "access_reason": reason}), "NOT_FOUND")   # a draft
+        refused(lambda: client.registration.get_proof_link({**ref, "proof_key": proof, "access_reason": reason}),
+                "NOT_FOUND")
+        refused(lambda: client.registration.submit_draft({**ref, "commitment": True}), "FORBIDDEN")
+        refused(lambda: client.registration.get_issuance_data(ref), "FORBIDDEN")
+    assert env.state() == before
+
+    with env.client(me.token) as client:
+        client.registration.submit_draft({**ref, "commitment": True})
+    with env.client(admin) as client:
+        seen = client.registration.get_application({**ref, "access_reason": reason})
+        link = client.registration.get_proof_link({**ref, "proof_key": proof, "access_reason": reason})
+    assert (seen["status"], seen["person_id"]) == ("初审中", me.person_id)
+    assert seen["form"]["id_number_masked"] != me.id_number and link["url"]
+    reads = [a for a in env.audit_for(draft["application_id"]) if a["action"] == "personal_data.read_by_admin"]
+    assert [(a["actor"], a["detail"]["method"], a["detail"]["reason"], a["detail"]["person_id"]) for a in reads] == [
+        ("admin-7", "get_application", reason, me.person_id), ("admin-7", "get_proof_link", reason, me.person_id)]
+    assert reads[1]["detail"]["proof_key"] == proof
+    # The applicant and the region's officers read as before, without a reason and without an entry.
+    for reader in (me.token, officer_token(env.keys_dir, COUNTY, "county")):
+        with env.client(reader) as client:
+            assert client.registration.get_application(ref)["status"] == "初审中"
+    assert len([a for a in env.audit_for(draft["application_id"])
+                if a["action"] == "personal_data.read_by_admin"]) == 2
+
+
 def test_first_registration_window_is_set_per_province(env):
     late = env.person(level="助理社会工作师", exam_year=THIS_YEAR - 3)       # Beijing: 1 year after the exam
     before = env.state()
@@ -715,6 +759,52 @@ def test_replacement_e_certificate_is_reviewed_by_the_county_only(env):
     with env.client(env.service_token()) as service:
         data = service.registration.get_issuance_data({"application_id": submitted["application_id"]})
     assert data["original_certificate_no"] == "20190813"     # the version the county approved
+
+
+def test_saving_a_draft_changes_only_the_fields_sent(env):
+    """PATCH: a field left out keeps its saved value, null empties it; a refused save stores nothing.
+    The same rule for the re-registration draft's offline courses."""
+    me = env.person()
+    valid_from, valid_until = (TODAY - dt.timedelta(days=400)).isoformat(), (TODAY + dt.timedelta(days=600)).isoformat()
+    with env.client(me.token) as client:
+        draft = client.registration.save_replacement_draft({"original_certificate_no": "20190815"})
+        ref = {"application_id": draft["application_id"]}
+        saved = client.registration.save_replacement_draft({**ref, "valid_from": valid_from})
+        saved = client.registration.save_replacement_draft({"registration_type": "再登记", "valid_until": valid_until})
+        assert saved["application_id"] == draft["application_id"]
+        assert saved["form"]["replacement"] == {"original_certificate_no": "20190815", "registration_type": "再登记",
+                                                "valid_from": valid_from, "valid_until": valid_until}
+        # The merged period must still be in order; the refusal names the field sent, and keeps all.
+        before = env.state(me.person_id)
+        error = refused(lambda: client.registration.save_replacement_draft(
+            {"valid_until": (TODAY - dt.timedelta(days=500)).isoformat()}), "VALIDATION_FAILED", "valid_until")
+        assert valid_from in error.message
+        assert env.state(me.person_id) == before
+        emptied = client.registration.save_replacement_draft({"registration_type": None})
+        assert emptied["form"]["replacement"] == {**saved["form"]["replacement"], "registration_type": None}
+        # An empty save keeps everything; the draft, as saved, is what submit_draft submits.
+        assert client.registration.save_replacement_draft({})["form"]["replacement"] == emptied["form"]["replacement"]
+        client.registration.save_replacement_draft({"registration_type": "首次登记"})
+        submitted = client.registration.submit_draft({**ref, "commitment": True})
+    assert (submitted["status"], submitted["form"]["replacement"]["original_certificate_no"]) == ("初审中", "20190815")
+    saves = [a for a in env.audit_for(draft["application_id"]) if a["action"] == "application.form_saved"]
+    assert [a["detail"]["fields"] for a in saves] == [
+        ["original_certificate_no"], ["valid_from"], ["registration_type", "valid_until"], ["registration_type"], [],
+        ["registration_type"]]
+
+    holder = env.person()
+    env.holds(holder, valid_until=TODAY + dt.timedelta(days=30))
+    proofs = [env.upload_proof(holder.token), env.upload_proof(holder.token)]
+    with env.client(holder.token) as client:
+        saved = client.registration.save_re_registration_draft({"offline_courses": [course(p, 20) for p in proofs]})
+        ref = {"application_id": saved["application_id"]}
+        kept = client.registration.save_re_registration_draft(ref)
+        assert [c["proof_key"] for c in kept["form"]["continuing_education"]["offline_courses"]] == proofs
+        assert kept["form"]["continuing_education"]["offline_hours"] == 40
+        emptied = client.registration.save_re_registration_draft({**ref, "offline_courses": []})
+        assert emptied["form"]["continuing_education"]["offline_courses"] == []
+    with session_for(env.config["DB_URL"]) as session:
+        assert all(session.get(ProofFileRow, p).application_id is None for p in proofs)   # released
 
 
 # ---- upgrade --------------------------------------------------------------------------------------

@@ -157,6 +157,8 @@ def test_re_registration_refusals(env, subtests):
         check(subtests, env, "course before the period", send({"start_date": "2019-05-01", "end_date": "2019-05-02"}),
               "CE_COURSE_OUTSIDE_PERIOD", f"{where}.start_date")
         check(subtests, env, "institution empty", send({"institution": ""}), "VALIDATION_FAILED", f"{where}.institution")
+        check(subtests, env, "course name with a bidi override", send({"course": "个案\u202e管理"}),
+              "TEXT_CHARACTERS_NOT_ALLOWED", f"{where}.course")
         check(subtests, env, "date malformed", send({"start_date": "2025/01/01"}), "VALIDATION_FAILED",
               f"{where}.start_date")
         error = check(subtests, env, "hours short of the requirement", send({"hours": 30}), "CE_HOURS_SHORT",

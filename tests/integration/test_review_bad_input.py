@@ -83,8 +83,17 @@ def cases(items: dict[str, str]) -> list[Case]:
         # decide: the reason rule
         Case("reject without reason", "decide", {"item_id": pending, "decision": "reject"},
              "VALIDATION_FAILED", "reason"),
-        Case("reject with a blank reason", "decide", {"item_id": pending, "decision": "reject", "reason": " \t "},
+        Case("reject with a blank reason", "decide", {"item_id": pending, "decision": "reject", "reason": " \u3000 "},
              "VALIDATION_FAILED", "reason"),
+        # decide: the text policy (swms/text.py) on the reason the applicant reads
+        Case("reject with a right-to-left override", "decide",
+             {"item_id": pending, "decision": "reject", "reason": "材料不全\u202e请补充"}, "TEXT_CHARACTERS_NOT_ALLOWED", "reason"),
+        Case("return with an emoji", "decide", {"item_id": pending, "decision": "return", "reason": "请补充材料🙏"},
+             "TEXT_CHARACTERS_NOT_ALLOWED", "reason"),
+        Case("return with a tab", "decide", {"item_id": pending, "decision": "return", "reason": "照片\t模糊"},
+             "TEXT_CHARACTERS_NOT_ALLOWED", "reason"),
+        Case("batch opinion with a NUL", "approve_batch", {"item_ids": [pending], "reason": "同意\x00"},
+             "TEXT_CHARACTERS_NOT_ALLOWED", "reason"),
         Case("return without reason", "decide", {"item_id": pending, "decision": "return"},
              "VALIDATION_FAILED", "reason"),
         Case("reason of 501 characters", "decide", {"item_id": pending, "decision": "reject", "reason": "理" * 501},
@@ -183,6 +192,16 @@ def test_bad_input_is_refused_with_its_code_and_field_and_changes_nothing(world)
             assert (caught.value.code, caught.value.field) == (case.code, case.field), case.name
             assert caught.value.message and not caught.value.message.isascii(), f"{case.name}: a Chinese message"
             assert db_state(config) == before, f"{case.name} changed something"
+
+
+def test_a_reason_may_run_over_several_lines(world):
+    """Reasons are multi-line text: line feeds are kept as typed, and the applicant reads them so."""
+    config, tokens, items = world
+    reason = "请修改以下内容：\n1. 照片模糊\n2. 缺少工作证明"
+    with rpc_client(config["AMQP_URI"], tokens["county"]) as officer:
+        officer.review.decide({"item_id": items["pending"], "decision": "return", "reason": reason})
+    with session_for(config["DB_URL"]) as session:
+        assert session.get(ReviewItem, items["pending"]).reason == reason
 
 
 def test_a_batch_with_refused_items_changes_only_the_approved_ones(world):

@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from PIL import Image
 from pypdf import PdfReader
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import sessionmaker
 
 from services.certificate import domain, fonts, keys, render, signing, tokens
@@ -304,9 +304,25 @@ def test_a_thirty_character_name_and_a_long_unit_stay_on_one_page():
     assert name in text and "20250301" in text and "1120262000001" in text
 
 
-def test_markup_in_printed_fields_is_shown_as_text_and_the_renderer_fetches_nothing_else():
-    html = render.certificate_html(face(unit_name='<img src="file:///etc/passwd">&'))
-    assert "<img src=\"file:///etc/passwd\">" not in html and "&lt;img" in html
+@pytest.mark.parametrize("field, value, label", [
+    ("unit_name", "北京市朝阳区阳光社会工作服务中心\u202e心中务服", "工作单位"),
+    ("unit_name", "阳光👨\u200d👩\u200d👧社工站", "工作单位"),
+    ("holder_name", "李\u2066明华\u2069", "姓名"),
+    ("authority", "中华人民共和国民政部\n（测试）", "登记机关"),
+    ("supersedes", "1120262000001\x00", "换发的证书编号"),
+])
+def test_the_renderer_refuses_to_print_what_the_text_policy_refuses(field, value, label):
+    with pytest.raises(render.TextRefused) as refused:
+        render.render_pdf(face(**{field: value}))
+    assert refused.value.field == field and refused.value.message.startswith(f"{label}含有不允许的")
+
+
+def test_markup_in_printed_fields_is_refused_the_rest_escaped_and_the_renderer_fetches_nothing_else():
+    with pytest.raises(render.TextRefused) as refused:        # the text policy: < > are never printed
+        render.certificate_html(face(unit_name='<img src="file:///etc/passwd">&'))
+    assert refused.value.field == "unit_name" and "工作单位" in refused.value.message
+    html = render.certificate_html(face(unit_name='阳光"社工"&服务中心'))
+    assert "阳光&quot;社工&quot;&amp;服务中心" in html      # quotes and ampersands stay text
     renderer = render.Renderer()
     for url in ("file:///etc/passwd", "http://127.0.0.1:9/x.png", render.PHOTO_URL):
         with pytest.raises(ValueError):
@@ -452,11 +468,42 @@ def test_expiry_and_what_verification_answers(session):
     assert domain.expire_due(session, dt.date(2029, 11, 26), utcnow(), b"k" * 32) == [current.certificate_number]
     assert domain.expire_due(session, dt.date(2029, 11, 27), utcnow(), b"k" * 32) == []  # not twice
     session.commit()
-    result = domain.verify(session, current.certificate_number, dt.date(2029, 12, 1), utcnow())
+    result = domain.verify(session, current.certificate_number, "李明华", dt.date(2029, 12, 1), utcnow())
     assert (result.status, result.status_label, result.holder_name_masked) == (VerificationStatus.EXPIRED, "已过期", "李**")
     with pytest.raises(errors.SwmsError) as unknown:
-        domain.verify(session, "1120269999999", TODAY, utcnow())
+        domain.verify(session, "1120269999999", "李明华", TODAY, utcnow())
     assert (unknown.value.code, unknown.value.field) == ("NOT_FOUND", "certificate_number")
+
+
+def test_by_number_only_the_holders_whole_name_answers_and_a_wrong_pair_is_an_unknown_number(session):
+    current = issue(session, name="欧阳·娜仁")
+    number = current.certificate_number
+    session.commit()
+    for spelling in ("欧阳·娜仁", "欧阳・娜仁", "欧阳 娜仁", "欧阳娜仁", "欧阳．娜仁"):   # as identity compares names
+        assert domain.verify(session, number, spelling, TODAY, utcnow()).certificate_number == number, spelling
+    refusals = []
+    for number_, name in ((number, "欧阳"), (number, "欧阳·娜"), (number, "欧阳·娜仁仁"), (number, "李明华"),
+                          ("1120269999999", "欧阳·娜仁"), ("1120269999999", "李明华")):
+        with pytest.raises(errors.SwmsError) as refused:
+            domain.verify(session, number_, name, TODAY, utcnow())
+        refusals.append(refused.value.args)
+    # the same four values (code, message, field, details) on the wire, whatever was wrong
+    assert refusals == [("NOT_FOUND", domain.NOT_FOUND_BY_NUMBER, "certificate_number", [])] * 6
+    # a signed QR token needs no name
+    assert domain.verify(session, number, None, TODAY, utcnow()).holder_name_masked == "欧****"
+    with pytest.raises(errors.SwmsError) as unknown:
+        domain.verify(session, "1120269999999", None, TODAY, utcnow())
+    assert (unknown.value.code, unknown.value.field) == ("NOT_FOUND", "token")
+
+
+def test_a_certificate_being_issued_is_unknown_to_verification(session):
+    current = issue(session)
+    session.execute(update(Certificate).where(Certificate.certificate_number == current.certificate_number)
+                    .values(status="issuing"))
+    session.commit()
+    with pytest.raises(errors.SwmsError) as refused:
+        domain.verify(session, current.certificate_number, "李明华", TODAY, utcnow())
+    assert refused.value.args == ("NOT_FOUND", domain.NOT_FOUND_BY_NUMBER, "certificate_number", [])
 
 
 def test_level_raised_marks_the_current_certificate_pending_upgrade(session):

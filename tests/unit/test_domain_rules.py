@@ -1,4 +1,5 @@
 """Domain rules of the services, in plain Python on an in-memory SQLite database (no broker)."""
+import dataclasses
 import datetime as dt
 
 import pytest
@@ -123,7 +124,7 @@ def test_stage_names():
 # ---- certificate ------------------------------------------------------------------------------
 from services.certificate import domain as certificate_domain  # noqa: E402
 from services.certificate import models as certificate_models
-from services.certificate.render import CertificateFace, certificate_html  # noqa: E402
+from services.certificate.render import CertificateFace, TextRefused, certificate_html  # noqa: E402
 
 
 def test_numbers_are_sequential_per_scope_and_never_reused():
@@ -138,10 +139,12 @@ def test_validity_handles_29_february():
     assert certificate_domain.add_years(dt.date(2028, 2, 29), 3) == dt.date(2031, 2, 28)
 
 
-def test_certificate_html_escapes_what_people_typed():
-    face = CertificateFace("1120262000001", "<b>李</b>", "男", "110105199003071239", "社会工作师",
+def test_certificate_html_escapes_what_people_typed_and_refuses_markup():
+    face = CertificateFace("1120262000001", "李明华", "男", "110105199003071239", "社会工作师",
                            "A & B 社工站", "民政部", dt.date(2026, 1, 1), dt.date(2028, 12, 31),
                            dt.date(2026, 1, 1), "https://verify.example/1120262000001")
     page = certificate_html(face)
-    assert "&lt;b&gt;李&lt;/b&gt;" in page and "A &amp; B 社工站" in page
+    assert "A &amp; B 社工站" in page
+    with pytest.raises(TextRefused):
+        certificate_html(dataclasses.replace(face, holder_name="<b>李</b>"))
     assert "<svg" in page  # the QR code

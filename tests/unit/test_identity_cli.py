@@ -57,6 +57,41 @@ def test_import_prints_the_report_and_writes_the_rejected_rows(config_path, tmp_
         assert session.execute(select(Passer.province_code).order_by(Passer.id)).scalars().all() == ["11", "44"]
 
 
+def test_import_fixes_nothing_up_quietly(config_path, tmp_path, capsys):
+    """A name with a line break inside quotes is rejected like the NUL, emoji and bidi rows, each
+    reported at the line its record starts on; so are values beyond the header's columns and ID
+    numbers written with circled digits. Only the spaces around a value are trimmed."""
+    ids = ["44030519950612" + str(400 + n) for n in range(8)]
+    ids = [first17 + check_character(first17) for first17 in (n[:17] for n in ids)]
+    registry = tmp_path / "hostile.csv"
+    registry.write_bytes((
+        "姓名,身份证号,级别,管理号,考试年度,省份\n"                               # line 1
+        f"李明华,{HOLDER_ID},社会工作师,1,{THIS_YEAR},北京\n"                     # line 2: added
+        f'"张\n三",{ids[0]},社会工作师,2,{THIS_YEAR},11\n'                        # lines 3-4: one record
+        f"王\x00芳,{ids[1]},社会工作师,3,{THIS_YEAR},11\n"                        # line 5
+        f"赵😀,{ids[2]},社会工作师,4,{THIS_YEAR},11\n"                            # line 6
+        f"钱\u202e孙,{ids[3]},社会工作师,5,{THIS_YEAR},11\n"                      # line 7
+        f"孙丽,{ids[4]},社会工作师,6,{THIS_YEAR},11,备注\n"                        # line 8: a stray column
+        f"周杰,①{ids[5][1:]},社会工作师,7,{THIS_YEAR},11\n"                       # line 9: a circled digit
+        f"  吴  敏\u3000,{ids[6]},社会工作师,8,{THIS_YEAR},11\n"                  # line 10: added, as written
+        f"郑\t强,{ids[7]},社会工作师,9,{THIS_YEAR},11\n").encode("utf-8"))        # line 11
+    report = tmp_path / "rejected.csv"
+    assert run(config_path, "import-passers", str(registry), "--report", str(report)) == 0
+    assert "added 2, unchanged 0, level raised 0, superseded 0, repeated 0, rejected 7" in capsys.readouterr().out
+    with open(report, encoding="utf-8") as handle:
+        rejected = {int(line): reason for line, reason in list(csv.reader(handle))[1:]}
+    assert sorted(rejected) == [3, 5, 6, 7, 8, 9, 11]
+    assert rejected[3].startswith("bad name: line break U+000A at character 2")
+    assert rejected[5].startswith("bad name: control character U+0000 at character 2")
+    assert rejected[6].startswith("bad name: emoji U+1F600 at character 2")
+    assert rejected[7].startswith("bad name: bidi control U+202E at character 2")
+    assert rejected[8] == "7 values, but the header has 6 columns"
+    assert rejected[9].startswith("bad id number")
+    assert rejected[11].startswith("bad name: tab U+0009 at character 2")
+    with session_for(yaml.safe_load(config_path.read_text())["DB_URL"]) as session:
+        assert session.execute(select(Passer.name).order_by(Passer.id)).scalars().all() == ["李明华", "吴  敏"]
+
+
 def test_a_file_without_the_columns_is_refused(config_path, tmp_path, capsys):
     registry = tmp_path / "bad.csv"
     registry.write_text("who,what\n李明华,1\n", encoding="utf-8")
@@ -76,6 +111,9 @@ def test_officers_and_admins(config_path, capsys, monkeypatch):
     assert run(config_path, "create-officer", "--name", "某审核员", "--email", "COUNTY@example.gov.cn",
                "--password", "County-officer-1", "--region", "110000", "--level", "province") == 2
     assert "ALREADY_REGISTERED" in capsys.readouterr().err
+    assert run(config_path, "create-officer", "--name", "某审核员\u202e", "--email", "z@example.gov.cn",
+               "--password", "County-officer-1", "--region", "110105", "--level", "county") == 2
+    assert "TEXT_CHARACTERS_NOT_ALLOWED [name]" in capsys.readouterr().err
     monkeypatch.setenv("SWMS_ADMIN_PASSWORD", "Admin-secret-2026")
     assert run(config_path, "create-admin", "--name", "系统管理员", "--email", "admin@example.gov.cn",
                "--password-env", "SWMS_ADMIN_PASSWORD") == 0
@@ -102,6 +140,8 @@ def test_disable_and_enable_an_account(config_path, capsys):
     assert "REASON_REQUIRED" in capsys.readouterr().err
     assert run(config_path, "disable-account", "county@example.gov.cn", "--reason", "调" * 201) == 2
     assert "VALIDATION_FAILED" in (err := capsys.readouterr().err) and "reason" in err
+    assert run(config_path, "disable-account", "county@example.gov.cn", "--reason", "调离\u202e岗位") == 2
+    assert "TEXT_CHARACTERS_NOT_ALLOWED [reason]: 停用原因含有不允许的文字方向控制符" in capsys.readouterr().err
     assert run(config_path, "disable-account", "nobody@example.gov.cn", "--reason", "调离岗位") == 2
     assert "NOT_FOUND" in capsys.readouterr().err
     with session_for(url) as session:   # the refusals stored nothing
@@ -145,6 +185,10 @@ def test_rows_checked_in_several_processes_give_the_same_result(config_path, tmp
         rows.append(f"测试{'甲乙丙丁'[index % 4]},{number},社会工作师,{index},{THIS_YEAR},11")
         if index % 1000 == 3:
             rows.append("")                                                  # blank lines still count
+        if index % 1000 == 5:
+            rows[-1] = rows[-1].replace("测试", "测试😀", 1)                  # refused, never cleaned
+        if index % 1000 == 9:
+            rows[-1] += ",备注"                                               # a value beyond the header
     rows.append(rows[2])                                                     # a repeated line
     registry = tmp_path / "many.csv"
     registry.write_bytes(("\r\n".join(rows) + "\r\n").encode("utf-8"))   # Windows line ends, as exported
@@ -162,5 +206,6 @@ def test_rows_checked_in_several_processes_give_the_same_result(config_path, tmp
         assert result.returncode == 0, result.stderr
         outputs.append((result.stdout.splitlines()[0], report.read_text(encoding="utf-8")))
     assert outputs[0] == outputs[1]
-    assert outputs[0][0] == "added 2994, unchanged 0, level raised 0, superseded 0, repeated 1, rejected 6"
+    assert outputs[0][0] == "added 2988, unchanged 0, level raised 0, superseded 0, repeated 1, rejected 12"
     assert outputs[0][1].count("wrong check character") == 6
+    assert outputs[0][1].count("emoji U+1F600") == 3 and outputs[0][1].count("header has 6 columns") == 3

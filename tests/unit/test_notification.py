@@ -186,6 +186,43 @@ def test_certificate_email_says_how_to_view_it_and_carries_only_the_masked_id():
     assert "https://swms.example.gov.cn" in rendered.text
 
 
+def status_mail(event, languages=("zh-CN",)):
+    [task] = compose.tasks_for(event)
+    [item] = compose.plan(job_for(task.name, compose.payload_of(event)), FakeLookups(), settings())
+    return Templates().render(item.kind, item.values, languages)
+
+
+def status_change(**extra) -> dict:
+    return dict(certificate_number="2026110000001", person_id=PERSON, holder_name_masked="李**",
+                id_number_masked="110***********1239", level=Level.SOCIAL_WORKER, region_code="110105",
+                changed_by="officer-1", changed_at=UTC_NOW, **extra)
+
+
+def test_reinstatement_email_gives_the_officers_reason_like_suspension_and_revocation():
+    for event_cls, reason in ((CertificateReinstated, "调查结束，未发现违规"), (CertificateSuspended, "涉嫌违规执业"),
+                              (CertificateRevoked, "以欺骗手段取得登记")):
+        rendered = status_mail(event_cls(reason=reason, **status_change()), ("zh-CN", "en"))
+        assert f"理由：{reason}" in rendered.text and f"Reason: {reason}" in rendered.text, event_cls
+        assert reason in rendered.html
+    assert "理由：（未注明）" in status_mail(CertificateReinstated(**status_change())).text
+
+
+def test_expiry_email_says_what_the_holder_can_do_now_re_registration_being_refused():
+    rendered = status_mail(CertificateExpired(reason="登记有效期届满", status="expired",
+                                              valid_until=dt.date(2029, 11, 25), **status_change()), ("zh-CN", "en"))
+    text = rendered.text
+    assert "有效期至 2029年11月25日" in text and "2026110000001" in text
+    # what registration answers (REGISTRATION_LAPSED) and allows after a lapse: 首次登记 again,
+    # without the exam-year window; a re-registration submitted in time still goes through
+    assert "不能再申请再登记" in text and "了解再登记办理要求" not in text
+    assert "重新申请登记" in text and "《社会工作者首次登记信息表》" in text and "不受考试年度期限限制" in text
+    assert "https://swms.example.gov.cn" in text and "登记所在地民政部门" in text
+    assert "已提交再登记申请且仍在审核中，无需重复申请" in text
+    assert "valid until 25 November 2029" in text and "cannot be re-registered" in text
+    assert "register again at https://swms.example.gov.cn" in text
+    assert "（未注明）" in status_mail(CertificateExpired(**status_change())).text   # an event without the date
+
+
 def test_officer_emails_carry_the_masked_name_only():
     officer = [i for i in planned_all() if i.audience == m.OFFICER]
     assert {i.kind for i in officer} == {"officer_review_item", "officer_review_item_forwarded", "officer_feedback"}

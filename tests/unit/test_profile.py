@@ -182,7 +182,7 @@ GOOD = {"ethnicity": "汉族", "political_status": "群众", "education": "本�
     ({"truth_commitment": False}, "COMMITMENT_REQUIRED", "truth_commitment"),
     ({"region_code": "11010"}, "VALIDATION_FAILED", "region_code"),
     ({"unit_directory_id": "not-a-uuid"}, "VALIDATION_FAILED", "unit_directory_id"),
-    ({"position": "\x07"}, "VALIDATION_FAILED", "position"),
+    ({"position": "\x07"}, "TEXT_CHARACTERS_NOT_ALLOWED", "position"),
 ])
 def test_basic_info_contract(change, code, field):
     with pytest.raises(errors.SwmsError) as caught:
@@ -258,11 +258,15 @@ def test_directory_import_reports_each_bad_line(session):
         f"{credit_code('52110105MJ0000005')},,,\n"
         f"{credit_code('52110105MJ0000006')},地区错,120,\n"
         f"{credit_code('52110105MJ0000007')},状态错,,歇业\n"
-        f"{good},重复,,\n").encode("utf-8-sig"))
+        f"{good},重复,,\n"
+        f"{credit_code('52110105MJ0000008')},阳光社工\u202e所务事,,\n"      # printed on certificates as the unit
+        f'{credit_code("52110105MJ0000010")},"阳光社工事务所\n",,\n').encode("utf-8-sig"))
     report = domain.import_organisations(session, rows)
     assert (report.added, report.updated, report.unchanged) == (1, 0, 0)
-    assert [line for line, _ in report.rejected] == [3, 4, 5, 6, 7]
-    assert "校验位" in report.rejected[0][1] and "重复" in report.rejected[-1][1]
+    assert [line for line, _ in report.rejected] == [3, 4, 5, 6, 7, 8, 9]
+    assert "校验位" in report.rejected[0][1] and "重复" in report.rejected[4][1]
+    assert report.rejected[5][1] == "机构名称含有不允许的文字方向控制符（第5个字符，U+202E）"
+    assert report.rejected[6][1] == "机构名称含有不允许的换行符（第8个字符，U+000A）"   # refused, not trimmed
     again = domain.import_organisations(session, rows[:1])
     assert (again.added, again.unchanged) == (0, 1)
     [org] = domain.search_organisations(session, "新星", None, 1, 20)[0]

@@ -443,14 +443,18 @@ def test_file_import_reports_each_bad_row_and_is_idempotent(session):
             f"A6,{good_id},李明华,伦理,平台,2,2999-01-01\n"
             f"A1,{good_id},李明华,伦理,平台,2.5,2026-01-01\n"
             f",{good_id},李明华,伦理,平台,2,2026-01-01\n"
-            f"A9,{good_id},李明华,伦理,平台,1.25,2026-01-01\n")
+            f"A9,{good_id},李明华,伦理,平台,1.25,2026-01-01\n"
+            f"A10,{good_id},李明华,伦理\u202e,平台,2,2026-01-01\n"
+            f"A11,{good_id},李明华,伦理,平台😀,2,2026-01-01\n")
     rows = ce_import.read_file(text.encode("gb18030"))
     report = ce_import.import_records(session, rows, "learning", "t", today=TODAY)
     assert report.added == 1
-    assert [line for line, _ in report.rejected] == [3, 4, 5, 6, 7, 8, 9, 10]
+    assert [line for line, _ in report.rejected] == [3, 4, 5, 6, 7, 8, 9, 10, 11, 12]
     reasons = dict(report.rejected)
     assert "id_number" in reasons[3] and "大于0" in reasons[4] and "abc" in reasons[5]
     assert "date" in reasons[6] and "future" in reasons[7] and "twice" in reasons[8] and "一位小数" in reasons[10]
+    assert reasons[11] == "course invalid: bidi control U+202E at character 3"
+    assert reasons[12] == "provider invalid: emoji U+1F600 at character 3"
     again = ce_import.import_records(session, ce_import.read_file(text.encode("utf-8")), "learning", "t", today=TODAY)
     assert (again.added, again.unchanged) == (0, 1)
     with pytest.raises(ValueError, match="missing columns"):

@@ -83,6 +83,28 @@ def test_a_submission_opens_a_county_item_with_its_chain_and_deadline(session):
     assert [row["action"] for row in audit.for_entity(session, item.item_id)] == ["item.opened"]
 
 
+def test_events_say_which_level_has_the_application_in_a_three_level_chain(session):
+    """application_accepted names the first level; each approval names the next level and its stage,
+    so registration can show 审核中（市级） while the status is 终审中."""
+    three = domain.Rules(chains=domain.check_chains({"default": {"first_registration": ["county", "city", "province"]}}),
+                         calendar=CALENDAR)
+    item = accept(session, rules=three)
+    [accepted] = events(session, "application_accepted")
+    assert (accepted["application_id"], accepted["round"], accepted["level"], accepted["stage"]) == (
+        item.application_id, 1, "county", "initial")
+    assert accepted["kind"] == "first_registration" and accepted["region_code"] == "110105"
+    city = Caller("city-1", OFFICER, "110100", "city")
+    _, at_city = domain.decide(session, COUNTY, item.item_id, Decision.APPROVE, None, three)
+    _, at_province = domain.decide(session, city, at_city.item_id, Decision.APPROVE, None, three)
+    domain.decide(session, PROVINCE, at_province.item_id, Decision.APPROVE, None, three)
+    session.commit()
+    assert [(e["level"], e["stage"], e["next_level"], e["next_stage"], e["final"])
+            for e in events(session, "application_approved")] == [
+        ("county", "initial", "city", "intermediate", False), ("city", "intermediate", "province", "final", False),
+        ("province", "final", None, None, True)]
+    assert len(events(session, "application_accepted")) == 1      # only a submission is accepted
+
+
 def test_the_next_level_keeps_the_acceptance_and_deadline_and_follows_the_stored_chain(session):
     item = accept(session)
     # The operator shortens the chain after this application started: it still reaches the province.
