@@ -127,6 +127,30 @@ def test_an_altered_token_is_refused_on_the_page_and_in_json(edge, issued):
     assert (as_json.status_code, as_json.json()["code"]) == (422, "VERIFICATION_TOKEN_FORGED")
 
 
+def test_by_number_and_name_and_a_wrong_pair_answers_like_an_unknown_number(edge, issued):
+    number = issued["certificate_number"]
+    unknown = str(int(number) + 500)
+    with httpx.Client(base_url=edge.urls["main"], timeout=30) as client:
+        right = client.post("/api/v1/public/verifications", json={"certificate_number": number,
+                                                                    "holder_name": HOLDER_NAME})
+        wrong = client.post("/api/v1/public/verifications", json={"certificate_number": number,
+                                                                    "holder_name": "李明"})
+        nobody = client.post("/api/v1/public/verifications", json={"certificate_number": unknown,
+                                                                     "holder_name": HOLDER_NAME})
+        pages = [client.post("/verify", data={"certificate_number": n, "holder_name": name}) for n, name in (
+            (number, HOLDER_NAME), (number, "李明"), (unknown, HOLDER_NAME))]
+    assert (right.status_code, right.json()["status_label"]) == (200, "有效")
+
+    def without_request_id(answer):
+        return {key: value for key, value in answer.json().items() if key != "request_id"}
+
+    assert wrong.status_code == nobody.status_code == 404
+    assert without_request_id(wrong) == without_request_id(nobody) and wrong.json()["code"] == "NOT_FOUND"
+    assert pages[0].status_code == 200 and '<p class="verdict">有效</p>' in pages[0].text
+    assert pages[1].status_code == pages[2].status_code == 404 and pages[1].text == pages[2].text
+    assert "未找到该证书" in pages[1].text
+
+
 # -- rate limits and X-Forwarded-For --------------------------------------------------------------------
 
 def statuses(base_url: str, count: int, forwarded_for: str | None = None) -> list[httpx.Response]:

@@ -303,7 +303,18 @@ def test_page_refusals(code, status, title):
     assert as_json.status_code == status and as_json.json()["code"] == code
 
 
+def test_form_posts_number_and_name_and_the_json_twin_takes_the_same():
+    with gateway() as client:
+        page = client.post("/verify", data={"certificate_number": " 11 2026 2 000001 ", "holder_name": " 李明华 "})
+        as_json = client.post("/api/v1/public/verifications",
+                              json={"certificate_number": NUMBER, "holder_name": "李明华"})
+    assert page.status_code == 200 and as_json.status_code == 200 and as_json.json() == RESULT
+    sent = [(rpc, payload) for rpc, payload, _ in client.rpc.calls]
+    assert sent == [("certificate.verify_certificate", {"certificate_number": NUMBER, "holder_name": "李明华"})] * 2
+
+
 @pytest.mark.parametrize("body,field", [
+    ({"certificate_number": NUMBER}, "holder_name"),
     ({"certificate_number": "12345", "holder_name": "李明华"}, "certificate_number"),
     ({"token": "x", "holder_name": "李明华"}, None),
     ({"token": "x", "extra": 1}, "extra"),
