@@ -45,7 +45,7 @@ from sqlalchemy import create_engine, func, select, text  # noqa: E402
 from sqlalchemy.orm import sessionmaker  # noqa: E402
 
 from bench._measure import cpu_seconds  # noqa: E402
-from bench.rpc import generated_passers as _generated  # noqa: E402
+from bench._people import generated_passers as _generated  # noqa: E402
 from swms.config import load_config, service_config_path  # noqa: E402
 from swms.db import engine_for  # noqa: E402
 from swms.devkeys import SERVICES, ensure_dev_keys  # noqa: E402

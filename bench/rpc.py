@@ -25,23 +25,8 @@ from pathlib import Path  # noqa: E402
 from nameko.standalone.rpc import ClusterRpcProxy  # noqa: E402
 
 from bench._measure import percentile  # noqa: E402
-from bench._people import chinese_name  # noqa: E402
-from swms.idcard import check_character  # noqa: E402
+from bench._people import generated_passers  # noqa: E402
 from tools.localstack import NAMEKO, LocalStack  # noqa: E402
-
-
-def generated_passers(count: int, seed: int = 7) -> list[dict[str, str]]:
-    rng = random.Random(seed)
-    rows, seen = [], set()
-    while len(rows) < count:
-        first17 = f"110105{rng.randint(1960, 2000)}{rng.randint(1, 12):02d}{rng.randint(1, 28):02d}{rng.randint(0, 999):03d}"
-        if first17 in seen:
-            continue
-        seen.add(first17)
-        rows.append({"name": chinese_name(len(rows)), "id_number": first17 + check_character(first17),
-                     "level": "社会工作师", "management_number": f"{len(rows):018d}", "exam_year": "2026",
-                     "province": "11"})
-    return rows
 
 
 def measure(call, calls: int, concurrency: int, make_args) -> dict[str, float]:

@@ -91,6 +91,8 @@ class LocalStack:
             "S3_ENDPOINT_URL": f"http://127.0.0.1:{self.s3_port}",
             "S3_ACCESS_KEY": "swms-dev", "S3_SECRET_KEY": "swms-dev-secret",
             "SMTP_HOST": "127.0.0.1", "SMTP_PORT": str(self.smtp_port),
+            # The QR code on each certificate leads to this stack's gateway (services/gateway/public.py).
+            "VERIFY_BASE_URL": f"http://127.0.0.1:{self.gateway_port}/verify",
         })
         for name in SERVICES:
             env[f"{name.upper()}_DB_URL"] = self.db_urls[name]
@@ -134,17 +136,20 @@ class LocalStack:
             self.start_service(name)
         self.wait_healthy()
 
-    def start_gateway(self, extra_env: dict[str, str] | None = None, timeout: float = 30.0) -> str:
+    def start_gateway(self, extra_env: dict[str, str] | None = None, timeout: float = 30.0,
+                      name: str = "gateway", port: int | None = None) -> str:
         """Starts the HTTP gateway (``python -m services.gateway``) on loopback and waits until its
-        /readyz answers (AMQP connected, reply queue consumed). Returns its base URL."""
+        /readyz answers (AMQP connected, reply queue consumed). Returns its base URL. More gateways
+        (another ``name`` and ``port``, other settings) can run in front of the same services."""
         import urllib.request
 
-        env = {"GATEWAY_HOST": "127.0.0.1", "GATEWAY_PORT": str(self.gateway_port), **(extra_env or {})}
-        self._spawn("gateway", [PYTHON, "-m", "services.gateway"], env)
-        base_url = f"http://127.0.0.1:{self.gateway_port}"
+        port = port or self.gateway_port
+        env = {"GATEWAY_HOST": "127.0.0.1", "GATEWAY_PORT": str(port), **(extra_env or {})}
+        self._spawn(name, [PYTHON, "-m", "services.gateway"], env)
+        base_url = f"http://127.0.0.1:{port}"
 
         def ready():
-            self.check_alive("gateway")
+            self.check_alive(name)
             try:
                 with urllib.request.urlopen(f"{base_url}/readyz", timeout=2) as response:
                     return response.status == 200

@@ -1,4 +1,5 @@
-"""Writes the Kubernetes manifests under deploy/k8s/ from the services' own config.yaml files.
+"""Writes the Kubernetes manifests under deploy/k8s/ from the services' own config.yaml files (and
+the gateway's settings, services/gateway/config.py).
 
   python -m tools.render_k8s
 
@@ -186,8 +187,8 @@ def migration_job(service: str) -> dict:
     }
 
 
-def autoscaler(service: str) -> dict:
-    low, high = SCALED[service]
+def autoscaler(service: str, scale: tuple[int, int] | None = None) -> dict:
+    low, high = scale or SCALED[service]
     return {
         "apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
         "metadata": {"name": service, "namespace": NAMESPACE, "labels": labels(service)},
@@ -211,6 +212,9 @@ def config_map() -> dict:
                 continue  # set on each Deployment, next to the probes that use it
             if secret_ref(service, variable) is None and file_path(service, variable) is None:
                 data[variable] = CLUSTER_VALUES.get(variable, default)
+    for variable, value in gateway_variables().items():
+        if secret_ref(GATEWAY, variable) is None and variable not in GATEWAY_FIXED:
+            data[variable] = value
     return {"apiVersion": "v1", "kind": "ConfigMap",
             "metadata": {"name": "swms-config", "namespace": NAMESPACE}, "data": dict(sorted(data.items()))}
 
@@ -244,6 +248,108 @@ def secret_templates() -> list[dict]:
     return secrets
 
 
+# ---- the HTTP gateway: same image, its own command, no database -------------------------------------
+
+GATEWAY = "gateway"
+GATEWAY_PORT = 8080
+GATEWAY_SCALE = (2, 10)
+PUBLIC_HOST = "swms.example.gov.cn"
+# The ingress controller's pods: the only peers whose X-Forwarded-For the gateway believes. Narrow
+# it to your cluster's pod CIDR (or the controller's own addresses).
+GATEWAY_CLUSTER_VALUES = {"GATEWAY_TRUSTED_PROXIES": "10.0.0.0/8"}
+GATEWAY_FIXED = {"GATEWAY_HOST": "0.0.0.0", "GATEWAY_PORT": str(GATEWAY_PORT)}   # next to the probes that use them
+
+
+def gateway_variables() -> dict[str, str]:
+    """Every variable the gateway reads (services/gateway/config.py), with its value here."""
+    from services.gateway.config import variables
+
+    return {variable: GATEWAY_CLUSTER_VALUES.get(variable, default) for variable, default in variables().items()}
+
+
+def gateway_env() -> list[dict]:
+    env = []
+    for variable in gateway_variables():
+        secret = secret_ref(GATEWAY, variable)
+        if variable in GATEWAY_FIXED:
+            env.append({"name": variable, "value": GATEWAY_FIXED[variable]})
+        else:
+            env.append({"name": variable, "valueFrom": {"secretKeyRef": secret} if secret else
+                        {"configMapKeyRef": {"name": "swms-config", "key": variable}}})
+    return env
+
+
+def http_probe(path: str, period: int, failures: int) -> dict:
+    return {"httpGet": {"path": path, "port": "http"}, "periodSeconds": period, "timeoutSeconds": 5,
+            "failureThreshold": failures}
+
+
+def gateway_deployment() -> dict:
+    return {
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": GATEWAY, "namespace": NAMESPACE, "labels": labels(GATEWAY)},
+        "spec": {
+            "replicas": GATEWAY_SCALE[0],
+            "selector": {"matchLabels": labels(GATEWAY)},
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
+            "template": {
+                "metadata": {"labels": labels(GATEWAY),
+                             "annotations": {"prometheus.io/scrape": "true", "prometheus.io/port": str(GATEWAY_PORT),
+                                             "prometheus.io/path": "/metrics"}},
+                "spec": {
+                    # uvicorn stops taking connections on SIGTERM and lets requests in flight end (20 s).
+                    "terminationGracePeriodSeconds": 30,
+                    "containers": [{
+                        "name": GATEWAY, "image": IMAGE,
+                        "command": ["python", "-m", "services.gateway"],
+                        "env": gateway_env(),
+                        "ports": [{"name": "http", "containerPort": GATEWAY_PORT}],
+                        "resources": DEFAULT_RESOURCES,
+                        "startupProbe": http_probe("/healthz", 2, 30),
+                        # Ready = AMQP connected and the reply queue consumed: a pod that lost the
+                        # broker leaves the Service until it is back, and is not restarted for it.
+                        "readinessProbe": http_probe("/readyz", 5, 2),
+                        "livenessProbe": http_probe("/healthz", 20, 3),
+                        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+                        "securityContext": security_context(),
+                    }],
+                    "volumes": [{"name": "tmp", "emptyDir": {}}],
+                },
+            },
+        },
+    }
+
+
+def gateway_service() -> dict:
+    return {"apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": GATEWAY, "namespace": NAMESPACE, "labels": labels(GATEWAY)},
+            "spec": {"selector": labels(GATEWAY),
+                     "ports": [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}]}}
+
+
+def gateway_ingress() -> dict:
+    """An example for ingress-nginx: TLS ends here, the gateway gets plain HTTP with the client's
+    address in X-Forwarded-For (the controller's Service needs ``externalTrafficPolicy: Local``, or
+    the PROXY protocol from the load balancer, to know it: docs/http-api.md)."""
+    return {
+        "apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+        "metadata": {"name": GATEWAY, "namespace": NAMESPACE, "labels": labels(GATEWAY), "annotations": {
+            "nginx.ingress.kubernetes.io/force-ssl-redirect": "true",
+            "nginx.ingress.kubernetes.io/proxy-body-size": "8m",          # 反馈 with its proof inline
+            "nginx.ingress.kubernetes.io/proxy-read-timeout": "30",
+            "nginx.ingress.kubernetes.io/client-header-timeout": "10",  # slow clients end at the edge
+            "nginx.ingress.kubernetes.io/client-body-timeout": "10",
+        }},
+        "spec": {
+            "ingressClassName": "nginx",
+            "tls": [{"hosts": [PUBLIC_HOST], "secretName": "swms-gateway-tls"}],
+            "rules": [{"host": PUBLIC_HOST, "http": {"paths": [
+                {"path": "/", "pathType": "Prefix",
+                 "backend": {"service": {"name": GATEWAY, "port": {"name": "http"}}}}]}}],
+        },
+    }
+
+
 def documents() -> dict[str, list[dict]]:
     files = {"namespace.yaml": [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}}],
              "config.yaml": [config_map()],
@@ -253,13 +359,16 @@ def documents() -> dict[str, list[dict]]:
         if service in SCALED:
             docs.append(autoscaler(service))
         files[f"{service}.yaml"] = docs
+    files["gateway.yaml"] = [gateway_deployment(), gateway_service(), autoscaler(GATEWAY, GATEWAY_SCALE)]
+    files["ingress.example.yaml"] = [gateway_ingress()]
     files["kustomization.yaml"] = [{"apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
                                     "namespace": NAMESPACE, "resources": sorted(f for f in files if f != "kustomization.yaml")}]
     return files
 
 
 def rendered() -> dict[Path, str]:
-    header = "# Generated by `python -m tools.render_k8s` from services/*/config.yaml. Do not edit by hand.\n"
+    header = ("# Generated by `python -m tools.render_k8s` from services/*/config.yaml and "
+              "services/gateway/config.py. Do not edit by hand.\n")
     return {OUT / name: header + "---\n".join(yaml.safe_dump(d, sort_keys=False, allow_unicode=True) for d in docs)
             for name, docs in documents().items()}
 

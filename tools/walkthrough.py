@@ -1,7 +1,9 @@
 """Walks one social worker from sign-up to a downloaded certificate, printing each step.
 
-Used by ``bin/demo`` (prints) and by the end-to-end test (asserts on the returned result).
-Every step goes over RabbitMQ to the six services running as separate processes.
+``walk`` goes over RabbitMQ to the six services running as separate processes (the end-to-end test
+asserts on its result). ``bin/demo`` runs ``main``: the same journey through the HTTP gateway
+(tools/http_walkthrough.py), then the certificate email, the URL its QR code holds and what the
+public verification page at that URL says.
 """
 from __future__ import annotations
 
@@ -87,6 +89,18 @@ def approve_in_queue(config: dict, officer_token: str, application_id: str) -> d
     return item
 
 
+def holder_mail(stack: LocalStack, subject_part: str, what: str) -> tuple[Path, email.message.EmailMessage]:
+    """The first mail to the holder whose subject holds ``subject_part`` (the holder also hears
+    of the submission and of each approval), once it has arrived."""
+    def find():
+        for path in sorted(stack.mail_dir.glob("*.eml")):
+            message = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
+            if message["To"] == HOLDER_EMAIL and subject_part in (message["Subject"] or ""):
+                return path, message
+        return None
+    return wait_until(find, timeout=60, interval=0.3, what=what)
+
+
 def walk(stack: LocalStack, out_dir: Path, say=print) -> WalkResult:
     config = {"AMQP_URI": stack.amqp_uri}
     step = iter(range(1, 100))
@@ -119,18 +133,7 @@ def walk(stack: LocalStack, out_dir: Path, say=print) -> WalkResult:
                                                 "password": PROVINCE_OFFICER_PASSWORD})["access_token"]
         show("logged in (signed token, verified by each service locally)")
 
-    def holder_mail(subject_part: str, what: str) -> tuple[Path, email.message.EmailMessage]:
-        """The first mail to the holder whose subject holds ``subject_part`` (the holder also hears
-        of the submission and of each approval), once it has arrived."""
-        def find():
-            for path in sorted(stack.mail_dir.glob("*.eml")):
-                message = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
-                if message["To"] == HOLDER_EMAIL and subject_part in (message["Subject"] or ""):
-                    return path, message
-            return None
-        return wait_until(find, timeout=60, interval=0.3, what=what)
-
-    _, mail = holder_mail("邮箱验证码", "the email confirmation code")
+    _, mail = holder_mail(stack, "邮箱验证码", "the email confirmation code")
     code = next(word for word in mail.get_body(preferencelist=("plain",)).get_content().split()
                 if word.isdigit() and len(word) == 6)
     with ClusterRpcProxy(config, timeout=30, context_data={"auth_token": token}) as worker:
@@ -176,12 +179,56 @@ def walk(stack: LocalStack, out_dir: Path, say=print) -> WalkResult:
             pdf_path.write_bytes(response.read())
         show(f"certificate PDF downloaded: {pdf_path} ({pdf_path.stat().st_size} bytes)")
 
-    mail_path, mail = holder_mail("电子登记证书已签发", "the certificate email")
+    mail_path, mail = holder_mail(stack, "电子登记证书已签发", "the certificate email")
     show(f"email to {HOLDER_EMAIL} arrived: “{mail['Subject']}” → {mail_path}")
     return WalkResult(person_id=account["person_id"], application_id=application_id,
                       certificate_number=view["certificate_number"],
                       object_key=f"certificates/{view['certificate_number']}.pdf",
                       pdf_path=pdf_path, mail_path=mail_path)
+
+
+def verification_page_says(page: str) -> str:
+    """What the verification page says, as one line: the verdict, then each fact."""
+    import html
+    import re
+
+    section = re.search(r'<section class="result[^"]*" id="result">(.*?)</section>', page, re.S)
+    if section is None:
+        return "(no result on the page)"
+    verdict = re.search(r'<p class="verdict">(.*?)</p>', section.group(1)).group(1)
+    facts = re.findall(r"<dt>(.*?)</dt><dd>(.*?)</dd>", section.group(1))
+    return html.unescape(f"{verdict} — " + "，".join(f"{name} {value}" for name, value in facts))
+
+
+def walk_through_gateway(stack: LocalStack, base_url: str, out_dir: Path, say=print):
+    """The demo: the journey over HTTP (tools/http_walkthrough.py), then the certificate email,
+    the certificate's verification URL (what its QR code holds) and what that page says."""
+    import httpx
+
+    from tools.http_walkthrough import walk_http
+
+    lines = []
+
+    def counted(line: str) -> None:
+        lines.append(line)
+        say(line)
+
+    result = walk_http(stack, base_url, out_dir, say=counted)
+
+    def show(text: str) -> None:
+        counted(f"[{len(lines) + 1:2d}] {text}")
+
+    mail_path, mail = holder_mail(stack, "电子登记证书已签发", "the certificate email")
+    show(f"email to {HOLDER_EMAIL} arrived: “{mail['Subject']}” → {mail_path}")
+    with httpx.Client(base_url=base_url, timeout=30) as client:
+        token = client.post("/api/v1/sessions", json={"login": HOLDER_ID, "password": HOLDER_PASSWORD}).json()
+        view = client.get(f"/api/v1/applications/{result.application_id}/certificate",
+                          headers={"Authorization": f"Bearer {token['access_token']}"}).json()
+        url = view["verification_url"]
+        show(f"the certificate's QR code opens {url}")
+        page = client.get(url)
+    show(f"GET that page ({page.status_code}, no login): {verification_page_says(page.text)}")
+    return result, mail_path, url
 
 
 def main() -> int:
@@ -190,14 +237,16 @@ def main() -> int:
     workdir = REPO_ROOT / "var" / "demo"
     stack = LocalStack(workdir=workdir, amqp_uri=os.environ.get("AMQP_URI", "pyamqp://guest:guest@127.0.0.1:5672/"))
     stack.reset()
-    print("starting: S3-compatible server and SMTP sink on loopback, migrations, six services …")
+    print("starting: S3-compatible server and SMTP sink on loopback, migrations, six services, the HTTP gateway …")
     with stack:
         stack.start_infrastructure()
         stack.migrate()
         stack.start_services()
-        print(f"all six services healthy (logs in {stack.log_dir})\n")
-        result = walk(stack, workdir / "out")
-    print(f"\ncertificate PDF: {result.pdf_path}\nemail:           {result.mail_path}")
+        base_url = stack.start_gateway()
+        print(f"all six services healthy, the HTTP gateway at {base_url} (logs in {stack.log_dir}); "
+              f"every step below goes through it\n")
+        result, mail_path, url = walk_through_gateway(stack, base_url, workdir / "out")
+    print(f"\ncertificate PDF: {result.pdf_path}\nemail:           {mail_path}\nverify URL:      {url}")
     return 0
 
 

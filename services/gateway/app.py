@@ -25,7 +25,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from starlette.staticfiles import StaticFiles
 
-from services.gateway import inputs, openapi
+from services.gateway import edge, inputs, openapi, public
 from services.gateway.responses import with_zones
 from services.gateway.config import Settings
 from services.gateway.operations import OPERATIONS, Operation
@@ -182,27 +182,17 @@ def create_app(settings: Settings | None = None, rpc: Any = None) -> FastAPI:
         field = ".".join(str(part) for part in first.get("loc", ())[1:]) or "body"
         return problem_response(validation(field, "请求格式不正确", first.get("type", "invalid")), request)
 
+    # -- the edge (edge.py): rate limits and CORS preflights inside the request id's middleware,
+    # the real client address and the response headers around it; public routes (public.py) -----
+
+    edge.install_inner(app, settings, lambda problem, scope: problem_response(problem, Request(scope)))
+    public.install(app, settings, rpc)
+
     # -- request id, access log, metrics, last-resort 500 -------------------------------------
 
-    @app.middleware("http")
-    async def around(request: Request, call_next):
-        sent = request.headers.getlist("x-request-id")
-        request.state.request_id = sent[0] if len(sent) == 1 and REQUEST_ID.match(sent[0]) else uuid.uuid4().hex
-        started = time.perf_counter()
-        try:
-            response = await call_next(request)
-        except Exception:
-            log.exception("unhandled error in %s %s [request %s]", request.method,
-                          _route_template(request), request.state.request_id)
-            response = problem_response(internal_error(), request)
-        elapsed = time.perf_counter() - started
-        route = _route_template(request)
-        response.headers["X-Request-ID"] = request.state.request_id
-        metrics.requests.labels(request.method, route, str(response.status_code)).inc()
-        metrics.duration.labels(route).observe(elapsed)
-        access_log.info("%s %s %d %.1f ms request_id=%s", request.method, mask_id_numbers(route),
-                        response.status_code, elapsed * 1000, request.state.request_id)
-        return response
+    app.add_middleware(RequestLog, metrics=metrics)
+
+    edge.install_outer(app, settings)
 
     # -- operations endpoints and the contract ------------------------------------------------
 
@@ -241,6 +231,48 @@ def _route_template(request: Request) -> str:
     if route is None and request.url.path.startswith("/api/docs/assets/"):
         return "/api/docs/assets"
     return getattr(route, "path", None) or "unmatched"
+
+
+class RequestLog:
+    """Request id, access log, metrics and the last-resort 500, as plain ASGI middleware
+    (Starlette's ``BaseHTTPMiddleware`` cost ~1.4 ms of CPU per request in task groups and memory
+    streams: most of the gateway's own share; bench/gateway.py)."""
+
+    def __init__(self, app, metrics: Metrics):
+        self.app, self.metrics = app, metrics
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        sent = [value.decode("latin-1") for name, value in scope["headers"] if name == b"x-request-id"]
+        request_id = sent[0] if len(sent) == 1 and REQUEST_ID.match(sent[0]) else uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id
+        request = Request(scope)
+        started = time.perf_counter()
+        status = None
+
+        async def send_with_id(message):
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message = {**message, "headers": [*message.get("headers", []),
+                                                  (b"x-request-id", request_id.encode("ascii"))]}
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        except Exception:
+            log.exception("unhandled error in %s %s [request %s]", scope["method"], _route_template(request),
+                          request_id)
+            if status is not None:   # the answer has begun: nothing better to send
+                raise
+            await problem_response(internal_error(), request)(scope, receive, send_with_id)
+        elapsed = time.perf_counter() - started
+        route = _route_template(request)
+        self.metrics.requests.labels(scope["method"], route, str(status)).inc()
+        self.metrics.duration.labels(route).observe(elapsed)
+        access_log.info("%s %s %d %.1f ms request_id=%s", scope["method"], mask_id_numbers(route), status,
+                        elapsed * 1000, request_id)
 
 
 def swagger_ui_assets() -> Path | None:

@@ -14,6 +14,7 @@ from typing import Any
 
 from pydantic.json_schema import models_json_schema
 
+from services.gateway import public
 from services.gateway.operations import OPERATIONS, Operation
 from swms.contracts.problem import Problem
 
@@ -86,6 +87,7 @@ def build() -> dict[str, Any]:
             models.append((operation.request, "validation"))
         models.append((operation.response, "serialization"))
     models.append((Problem, "serialization"))
+    models += public.OPENAPI_MODELS
     refs, top = models_json_schema(list(dict.fromkeys(models)), ref_template=REF)
     components: dict[str, Any] = dict(sorted(top.get("$defs", {}).items()))
 
@@ -121,11 +123,13 @@ def build() -> dict[str, Any]:
         entry["parameters"] = parameters
         entry["responses"] = _responses(operation, refs[(operation.response, "serialization")])
         paths.setdefault(operation.route, {})[operation.method.lower()] = entry
+    for path, method, entry in public.openapi_entries(refs, _responses):
+        paths.setdefault(path, {})[method] = entry
 
     return {
         "openapi": "3.1.0",
         "info": {"title": "SWMS HTTP API", "version": "1", "description": API_DESCRIPTION},
-        "tags": [{"name": name} for name in dict.fromkeys(operation.tag for operation in OPERATIONS)],
+        "tags": [{"name": name} for name in dict.fromkeys([*(operation.tag for operation in OPERATIONS), "public"])],
         "paths": paths,
         "components": {
             "schemas": dict(sorted(components.items())),
@@ -155,6 +159,11 @@ def query_schemas(document: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 def response_schemas(document: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """{operationId: schema of its 200 answer}."""
-    return {entry["operationId"]: entry["responses"]["200"]["content"]["application/json"]["schema"]
-            for methods in document["paths"].values() for entry in methods.values()}
+    """{operationId: schema of its 200 answer}, for the JSON ones (the trust anchor's PEM and JWK are not)."""
+    found = {}
+    for methods in document["paths"].values():
+        for entry in methods.values():
+            content = entry["responses"]["200"]["content"]
+            if "application/json" in content:
+                found[entry["operationId"]] = content["application/json"]["schema"]
+    return found

@@ -7,9 +7,9 @@ Path fields (``{item_id}``) and, for GET/DELETE, query fields fill the RPC's req
 POST/PUT the rest comes from the JSON body. Internal service-to-service methods (get_snapshot,
 get_issuance_data, get_photo_link, contact and message lookups, health) have no route.
 
-Public verification (``certificate.verify_certificate``, ``get_signing_certificates``) is still to
-come: as entries here with ``auth=False`` under ``/public/...`` (JSON), and as plain routes added in
-``app.create_app`` for the HTML page and /.well-known.
+Public verification (``certificate.verify_certificate``, ``get_signing_certificates``) is served by
+``public.py``: the HTML page, its JSON twin under ``/public/...`` and /.well-known (the page, a form
+post, ETags and the cache do not fit a one-route-one-RPC table).
 """
 from __future__ import annotations
 

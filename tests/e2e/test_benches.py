@@ -39,6 +39,10 @@ BENCHES = {
                      ["approved 1,000, refused 0", "(1,000 distinct applications)"]),
     "profile": (["--people", "3", "--photos", "1", "--calls", "50"],
                 ["empty RPC (baseline)", "profile.check_completeness", "photo uploads in parallel: 3 in"]),
+    "gateway": (["--calls", "100", "--concurrency", "20", "--passers", "200", "--rounds", "1"],
+                ["direct = the gateway's own aio-pika RPC client", "identity.check_passer: HTTP/direct p50",
+                 "public verification (QR token): HTTP/direct p50",
+                 "checks: every answer right (status 200, the passer's management number, the certificate current): OK"]),
     "rpc": (["--calls", "200", "--passers", "500"],
             ["empty RPC (baseline)", "identity.check_passer", "ratio check_passer/empty"]),
 }

@@ -662,3 +662,61 @@ def test_healthcheck_without_a_service_is_a_usage_error(tmp_path):
     result, call = run_healthcheck(tmp_path, "ok")
     assert result.returncode == 2
     assert call is None
+
+
+# ---- the HTTP gateway: a seventh deployable, same image, its own command -------------------------
+
+def test_gateway_container_runs_the_gateway_from_the_app_image():
+    gateway = load_compose()["services"]["gateway"]
+    assert uses_app_image(gateway) and "SWMS_SERVICE" not in env_of(gateway)
+    assert gateway["command"] == ["python", "-m", "services.gateway"] and module_exists("services.gateway")
+    assert gateway["restart"] == "unless-stopped"
+
+
+def test_gateway_container_sets_every_variable_the_gateway_reads():
+    from services.gateway.config import Settings, variables
+
+    env = env_of(load_compose()["services"]["gateway"])
+    assert sorted(set(variables()) - set(env)) == []
+    assert sorted(set(env) - set(variables())) == [], "compose sets variables the gateway does not read"
+    Settings.from_env(env)   # and every value is one the gateway accepts
+
+
+def test_gateway_waits_for_the_broker_is_checked_on_readyz_and_publishes_its_port():
+    compose = load_compose()
+    gateway = compose["services"]["gateway"]
+    env = env_of(gateway)
+    assert urlsplit(env["AMQP_URI"]).hostname == "rabbitmq"
+    assert gateway["depends_on"] == {"rabbitmq": {"condition": "service_healthy"}}
+    assert gateway["healthcheck"]["test"] == ["CMD", "python", "-m", "services.gateway.healthcheck"]
+    assert "/readyz" in (REPO / "services" / "gateway" / "healthcheck.py").read_text(encoding="utf-8")
+    published = [port.rsplit(":", 2) for port in gateway["ports"]]
+    assert [container for *_, container in published] == [env["GATEWAY_PORT"]]
+
+
+def test_gateway_healthcheck_follows_readyz(tmp_path):
+    import http.server
+    import threading
+
+    statuses = {"/readyz": 200}
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(statuses.get(self.path, 404))
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    env = {**os.environ, "PYTHONPATH": str(REPO), "GATEWAY_PORT": str(server.server_address[1])}
+    try:
+        check = [sys.executable, "-m", "services.gateway.healthcheck"]
+        assert subprocess.run(check, env=env, cwd=REPO, capture_output=True, timeout=30).returncode == 0
+        statuses["/readyz"] = 503
+        assert subprocess.run(check, env=env, cwd=REPO, capture_output=True, timeout=30).returncode == 1
+    finally:
+        server.shutdown()
+    env["GATEWAY_PORT"] = str(server.server_address[1])   # nothing listens any more
+    assert subprocess.run(check, env=env, cwd=REPO, capture_output=True, timeout=30).returncode == 1

@@ -9,6 +9,7 @@ import yaml
 
 from swms.config import REPO_ROOT
 from swms.devkeys import SERVICES
+from services.gateway import config as gateway_config
 from tools.render_k8s import OUT, config_variables, documents, rendered
 
 K8S_VERSION = "1.30.0"
@@ -46,7 +47,7 @@ def test_the_schema_check_rejects_a_broken_deployment():
 
 
 def test_one_deployment_and_migration_job_per_service():
-    assert set(by_kind("Deployment")) == set(SERVICES)
+    assert set(by_kind("Deployment")) == set(SERVICES) | {"gateway"}   # the gateway has no database
     assert set(by_kind("Job")) == {f"{s}-migrate" for s in SERVICES}
     for service, job in by_kind("Job").items():
         assert job["spec"]["template"]["spec"]["containers"][0]["command"] == \
@@ -55,7 +56,7 @@ def test_one_deployment_and_migration_job_per_service():
 
 def test_autoscaled_services():
     hpas = by_kind("HorizontalPodAutoscaler")
-    assert set(hpas) == {"certificate", "registration", "review"}
+    assert set(hpas) == {"certificate", "registration", "review", "gateway"}
     for name, hpa in hpas.items():
         assert hpa["spec"]["scaleTargetRef"]["name"] == name and hpa["spec"]["maxReplicas"] > hpa["spec"]["minReplicas"]
 
@@ -67,8 +68,11 @@ def test_every_config_variable_is_provided_and_every_reference_resolves():
         pod = deployment["spec"]["template"]["spec"]
         container = pod["containers"][0]
         env = {e["name"]: e for e in container["env"]}
-        assert set(config_variables(service)) <= set(env), service
-        assert env["SWMS_SERVICE"]["value"] == service
+        if service == "gateway":
+            assert set(env) == set(gateway_config.variables())
+        else:
+            assert set(config_variables(service)) <= set(env), service
+            assert env["SWMS_SERVICE"]["value"] == service
         for entry in env.values():
             ref = entry.get("valueFrom", {})
             if "configMapKeyRef" in ref:
@@ -84,7 +88,7 @@ def test_every_config_variable_is_provided_and_every_reference_resolves():
 def test_probes_and_security():
     for service, deployment in by_kind("Deployment").items():
         container = deployment["spec"]["template"]["spec"]["containers"][0]
-        assert {p["name"] for p in container["ports"]} == {"ops"}
+        assert {p["name"] for p in container["ports"]} == ({"http"} if service == "gateway" else {"ops"})
         assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
         assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
         assert container["securityContext"]["runAsNonRoot"] is True
@@ -96,3 +100,27 @@ def test_kustomization_lists_every_file():
     assert sorted(kustomization["resources"]) == sorted(p.name for p in OUT.glob("*.yaml") if p.name != "kustomization.yaml")
     assert set(documents()) == {p.name for p in OUT.glob("*.yaml")}
     assert (REPO_ROOT / "docs" / "operations.md").exists()
+
+
+def test_gateway_is_served_behind_an_ingress_with_tls_and_the_real_client_address():
+    deployment = by_kind("Deployment")["gateway"]
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e for e in container["env"]}
+    assert container["command"] == ["python", "-m", "services.gateway"]
+    port = container["ports"][0]["containerPort"]
+    assert env["GATEWAY_PORT"]["value"] == str(port) and env["GATEWAY_HOST"]["value"] == "0.0.0.0"
+    assert env["AMQP_URI"]["valueFrom"]["secretKeyRef"]["name"] == "swms-broker"
+    assert container["startupProbe"]["httpGet"]["port"] == container["readinessProbe"]["httpGet"]["port"] == "http"
+    # X-Forwarded-For is believed from the ingress controller's pods only, and the setting is valid.
+    config_map = by_kind("ConfigMap")["swms-config"]["data"]
+    settings = gateway_config.Settings.from_env({name: config_map[name] for name in config_map
+                                                 if name in gateway_config.variables()})
+    assert settings.trusted_proxies and settings.cors_origins == ()
+    service = by_kind("Service")["gateway"]
+    assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
+    assert service["spec"]["ports"][0]["targetPort"] == "http"
+    ingress = by_kind("Ingress")["gateway"]
+    backend = ingress["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]
+    assert backend == {"name": "gateway", "port": {"name": "http"}}
+    assert ingress["spec"]["tls"][0]["hosts"] == [ingress["spec"]["rules"][0]["host"]]
+    assert ingress["metadata"]["annotations"]["nginx.ingress.kubernetes.io/force-ssl-redirect"] == "true"
