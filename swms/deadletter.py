@@ -13,6 +13,10 @@ message loops and blocks the queue). This handler instead:
 
 Headers on dead letters: ``x-swms-reason``, ``x-swms-queue``, ``x-swms-attempts``, plus the original
 headers and body, so an operator can inspect, fix and re-publish.
+
+The handler's queue, its ``.retry`` queue and ``swms.dead-letter`` are of the type ``AMQP_QUEUE_TYPE``
+names (swms.queues); with quorum queues the broker also dead-letters, to the same queue, a message
+that was never acked after ``DELIVERY_LIMIT`` more deliveries (a process that dies on it).
 """
 from __future__ import annotations
 
@@ -22,14 +26,14 @@ from functools import partial
 from kombu import Exchange, Queue
 from nameko.amqp.publish import Publisher
 from nameko.constants import AMQP_URI_CONFIG_KEY
-from nameko.events import EventHandler
-from nameko.messaging import QueueConsumer
 from pydantic import ValidationError
+
+from swms.queues import DEAD_LETTER_QUEUE  # noqa: F401  (the classic declaration; tests read it from here)
+from swms.queues import DEAD_LETTER_EXCHANGE, QueueConsumer, TypedEventHandler, durable_queue
+from swms.queues import dead_letter_queue as typed_dead_letter_queue
 
 log = logging.getLogger(__name__)
 
-DEAD_LETTER_EXCHANGE = Exchange("swms.dead-letter", type="fanout", durable=True)
-DEAD_LETTER_QUEUE = Queue("swms.dead-letter", exchange=DEAD_LETTER_EXCHANGE, durable=True)
 ATTEMPTS_HEADER = "x-swms-attempts"
 
 
@@ -52,7 +56,7 @@ class DeadLetteringQueueConsumer(QueueConsumer):
         self.ack_message(message)
 
 
-class RetryingEventHandler(EventHandler):
+class RetryingEventHandler(TypedEventHandler):
     queue_consumer = DeadLetteringQueueConsumer()
 
     def setup(self):
@@ -61,8 +65,9 @@ class RetryingEventHandler(EventHandler):
         self.max_attempts = int(config.get("EVENT_MAX_ATTEMPTS", 5))
         self.retry_base = float(config.get("EVENT_RETRY_BASE_SECONDS", 1.0))
         self.publisher = Publisher(config[AMQP_URI_CONFIG_KEY], use_confirms=True, delivery_mode=2)
-        self.retry_queue = Queue(f"{self.queue.name}.retry", durable=True, queue_arguments={
-            "x-dead-letter-exchange": "", "x-dead-letter-routing-key": self.queue.name})
+        self.retry_queue = durable_queue(Queue(f"{self.queue.name}.retry", durable=True, queue_arguments={
+            "x-dead-letter-exchange": "", "x-dead-letter-routing-key": self.queue.name}), config, dead_letter=False)
+        self.dead_letter_queue = typed_dead_letter_queue(config)
 
     def handle_message_processed(self, message, result=None, exc_info=None):
         if exc_info is not None:
@@ -92,7 +97,7 @@ class RetryingEventHandler(EventHandler):
     def dead_letter(self, message, reason: str, attempts: int) -> None:
         log.error("event from %s dead-lettered after %d attempt(s): %s", self.queue.name, attempts, reason)
         self._republish(message, exchange=DEAD_LETTER_EXCHANGE, routing_key=self.queue.name,
-                        declare=[DEAD_LETTER_EXCHANGE, DEAD_LETTER_QUEUE],
+                        declare=[DEAD_LETTER_EXCHANGE, self.dead_letter_queue],
                         headers={**(message.headers or {}), ATTEMPTS_HEADER: attempts, "x-swms-reason": reason[:2000],
                                  "x-swms-queue": self.queue.name})
 

@@ -14,10 +14,11 @@ import eventlet
 from nameko.amqp.publish import Publisher
 from nameko.constants import (AMQP_SSL_CONFIG_KEY, AMQP_URI_CONFIG_KEY, DEFAULT_SERIALIZER,
                               LOGIN_METHOD_CONFIG_KEY, SERIALIZER_CONFIG_KEY)
-from nameko.rpc import Responder, Rpc, RpcConsumer, get_rpc_exchange
+from nameko.rpc import Responder, Rpc, get_rpc_exchange
 from pydantic import BaseModel, ValidationError
 
 from swms import errors
+from swms.queues import TypedRpcConsumer
 
 log = logging.getLogger(__name__)
 
@@ -164,7 +165,7 @@ class _PatientResponder(Responder):
     publisher_cls = _PatientReplyPublisher
 
 
-class PatientRpcConsumer(RpcConsumer):
+class PatientRpcConsumer(TypedRpcConsumer):   # rpc-<service> of the AMQP_QUEUE_TYPE (swms.queues)
     def handle_result(self, message, result, exc_info):
         config = self.container.config
         responder = _PatientResponder(

@@ -58,6 +58,7 @@ class LocalStack:
     workdir: Path
     amqp_uri: str
     db_urls: dict[str, str] | None = None   # default: one SQLite file per service under workdir
+    queue_type: str | None = None           # AMQP_QUEUE_TYPE; None: the config.yaml default (classic)
     s3_port: int = field(default_factory=free_port)
     smtp_port: int = field(default_factory=free_port)
     processes: dict[str, subprocess.Popen] = field(default_factory=dict)
@@ -84,6 +85,8 @@ class LocalStack:
             "S3_ACCESS_KEY": "swms-dev", "S3_SECRET_KEY": "swms-dev-secret",
             "SMTP_HOST": "127.0.0.1", "SMTP_PORT": str(self.smtp_port),
         })
+        if self.queue_type:
+            env["AMQP_QUEUE_TYPE"] = self.queue_type
         for name in SERVICES:
             env[f"{name.upper()}_DB_URL"] = self.db_urls[name]
             env[f"{name.upper()}_SERVICE_TOKEN_FILE"] = str(self.keys_dir / f"{name}.service-token")

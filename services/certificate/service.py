@@ -7,8 +7,6 @@ import logging
 
 import eventlet
 from nameko.dependency_providers import Config
-from nameko.events import event_handler
-from nameko.rpc import RpcProxy
 from pydantic import ValidationError
 
 from services.certificate import domain, issuing, tokens
@@ -42,11 +40,13 @@ from swms.db import Database, DatabaseAccess
 from swms.events import on_event
 from swms.ops import OpsEndpoint
 from swms.outbox import OutboxRelay, utcnow
+from swms.queues import RequeuePause, RpcProxy, event_handler
 from swms.rpc import contract, rpc
 from swms.storage import ObjectStorage
 
 log = logging.getLogger(__name__)
 DOWNLOAD_LINK_SECONDS = 300
+_requeue_pause = RequeuePause()
 
 
 class CertificateDatabase(Database):
@@ -103,8 +103,11 @@ class CertificateService:
                 domain.record_approval(session, event, utcnow())
                 claimed = domain.claim(session, event.application_id, utcnow(), settings.lease_seconds)
         except Exception:
-            eventlet.sleep(1)  # the database is away: the broker redelivers, not in a hot loop
+            # The database is away: the broker redelivers, not in a hot loop, and (quorum queues)
+            # not so often that an outage spends the delivery limit (swms.queues.RequeuePause).
+            eventlet.sleep(_requeue_pause.failed())
             raise
+        _requeue_pause.succeeded()
         if not claimed:
             return  # issued already, refused, or another worker holds it (the sweep covers a dead one)
         self.auth.act_as_service()

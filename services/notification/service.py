@@ -19,7 +19,6 @@ import eventlet
 import yaml
 from nameko.dependency_providers import Config
 from nameko.extensions import DependencyProvider
-from nameko.rpc import RpcProxy
 from nameko.timer import Timer
 from pydantic import ValidationError
 from sqlalchemy import insert, select
@@ -69,6 +68,7 @@ from swms.db import Database
 from swms.deadletter import event_handler
 from swms.ops import OpsEndpoint
 from swms.outbox import OutboxRelay, utcnow
+from swms.queues import RpcProxy
 from swms.rpc import contract, rpc
 
 log = logging.getLogger(__name__)

@@ -12,7 +12,6 @@ import uuid
 from eventlet import tpool
 from nameko.dependency_providers import Config
 from nameko.extensions import DependencyProvider
-from nameko.rpc import RpcProxy
 from sqlalchemy import func, select
 
 from services.profile import domain, media
@@ -52,6 +51,7 @@ from swms.contracts.profile import Organisation as OrganisationOut
 from swms.db import Database
 from swms.ops import OpsEndpoint
 from swms.outbox import OutboxRelay, utcnow
+from swms.queues import RpcProxy
 from swms.rpc import contract, rpc
 from swms.storage import ObjectStorage
 
