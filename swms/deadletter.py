@@ -41,6 +41,13 @@ def backoff_seconds(attempt: int, base: float = 1.0) -> float:
     return base * 4 ** (attempt - 1)  # 1, 4, 16, 64 … × base
 
 
+def retry_queue(queue_name: str, config: dict) -> Queue:
+    """``<queue>.retry``: holds each message for its own backoff (per-message TTL), then the broker
+    dead-letters it back to ``queue_name``."""
+    return durable_queue(Queue(f"{queue_name}.retry", durable=True, queue_arguments={
+        "x-dead-letter-exchange": "", "x-dead-letter-routing-key": queue_name}), config, dead_letter=False)
+
+
 class DeadLetteringQueueConsumer(QueueConsumer):
     """Nameko's consumer, but a body that cannot even be decoded goes to the dead-letter queue
     (kombu would otherwise raise in the consumer thread)."""
@@ -65,8 +72,7 @@ class RetryingEventHandler(TypedEventHandler):
         self.max_attempts = int(config.get("EVENT_MAX_ATTEMPTS", 5))
         self.retry_base = float(config.get("EVENT_RETRY_BASE_SECONDS", 1.0))
         self.publisher = Publisher(config[AMQP_URI_CONFIG_KEY], use_confirms=True, delivery_mode=2)
-        self.retry_queue = durable_queue(Queue(f"{self.queue.name}.retry", durable=True, queue_arguments={
-            "x-dead-letter-exchange": "", "x-dead-letter-routing-key": self.queue.name}), config, dead_letter=False)
+        self.retry_queue = retry_queue(self.queue.name, config)
         self.dead_letter_queue = typed_dead_letter_queue(config)
 
     def handle_message_processed(self, message, result=None, exc_info=None):
