@@ -97,6 +97,16 @@ class LoopbackCluster:
         path = "/" if vhost == "/" else f"/{vhost}"
         return ";".join(f"pyamqp://guest:guest@127.0.0.1:{self.port(i)}{path}" for i in range(1, NODES + 1))
 
+    def beam_pids(self) -> list[int]:
+        """The Erlang VM of each node that runs (for CPU accounting)."""
+        pids = []
+        for node in range(1, NODES + 1):
+            try:
+                pids.append(int((self.scratch / f"n{node}" / "beam.pid").read_text().strip()))
+            except (OSError, ValueError):
+                pass
+        return pids
+
     def listening(self, node: int) -> bool:
         try:
             with socket.create_connection(("127.0.0.1", self.port(node)), timeout=1):
