@@ -30,21 +30,22 @@ def cut_every_connection(db_url: str) -> int:
         admin.dispose()
 
 
+def works(config, amqp_uri: str, tap: EventTap, index: int = 0) -> None:
+    """An event committed to the outbox is relayed, and the health RPC finds the database."""
+    event = submitted(index)
+    write(config, event)
+    assert [b["application_id"] for b in tap.collect(1, timeout=15)] == [event.application_id]
+    with rpc_client(amqp_uri) as client:
+        assert client.registration.health()["checks"]["database"] == "ok"
+
+
 def test_a_service_whose_connections_are_cut_answers_and_relays_on_new_ones(start_service, amqp_uri):
     config = start_service("registration")
     tap = EventTap(amqp_uri, "registration", "application_submitted")
     try:
-        first = submitted()
-        write(config, first)
-        assert [b["application_id"] for b in tap.collect(1, timeout=15)] == [first.application_id]
-        with rpc_client(amqp_uri) as client:
-            assert client.registration.health()["checks"]["database"] == "ok"   # the pool holds connections now
+        works(config, amqp_uri, tap)   # the relay and the health check now hold pooled connections
         assert cut_every_connection(config["DB_URL"]) >= 1
-        second = submitted(1)
-        write(config, second)
-        assert [b["application_id"] for b in tap.collect(1, timeout=15)] == [second.application_id]
-        with rpc_client(amqp_uri) as client:
-            assert client.registration.health()["checks"]["database"] == "ok"
+        works(config, amqp_uri, tap, 1)
     finally:
         tap.close()
 
@@ -53,14 +54,9 @@ def test_a_database_url_may_list_hosts_and_the_writable_one_is_used(service_conf
     url = urllib.parse.urlsplit(service_config("registration")["DB_URL"])
     # nothing listens on the first host: libpq goes on to the next, and keeps one that takes writes
     hosts = f"host=127.0.0.1:{free_port()}&host={url.hostname}:{url.port or 5432}&target_session_attrs=read-write"
-    listed = f"{url.scheme}://{url.username}:{url.password}@{url.path}?{hosts}"
-    config = start_service("registration", DB_URL=listed)
+    config = start_service("registration", DB_URL=f"{url.scheme}://{url.username}:{url.password}@{url.path}?{hosts}")
     tap = EventTap(amqp_uri, "registration", "application_submitted")
     try:
-        event = submitted()
-        write(config, event)
-        assert [b["application_id"] for b in tap.collect(1, timeout=15)] == [event.application_id]
-        with rpc_client(amqp_uri) as client:
-            assert client.registration.health()["checks"]["database"] == "ok"
+        works(config, amqp_uri, tap)
     finally:
         tap.close()
