@@ -27,8 +27,8 @@ each call with the person's own token) first call the empty RPC, then submit one
 saw, one 30-hour offline course with its proof: 60 + 30 = 90 hours, the 社会工作师 requirement). Each
 submission is the real path: token check, the profile copy of that revision with its completeness,
 the window, the hours and the proof checked, the application, its history, the submitted version and
-the audit row written and the ``application_submitted`` event put in the outbox, in one transaction;
-the relay publishes it. (A submission naming no revision, or one the copy does not hold, asks profile:
+the audit row written and the ``application_submitted`` and ``files_held`` events put in the outbox,
+in one transaction; the relay publishes them and profile records the hold on the person's photo. (A submission naming no revision, or one the copy does not hold, asks profile:
 two more RPCs.)
 
 Three floors run with the same clients before the submissions (bench/floor_service.py, as many
@@ -490,7 +490,11 @@ def main() -> None:
                 rows = session.execute(select(func.count()).select_from(Application).where(
                     Application.kind == "re_registration", Application.status == "初审中")).scalar_one()
                 versions = session.execute(select(func.count()).select_from(Submission)).scalar_one()
-                in_outbox = session.execute(select(func.count()).select_from(outbox.table)).scalar_one()
+                in_outbox = session.execute(select(func.count()).select_from(outbox.table).where(
+                    outbox.table.c.event_type == "application_submitted")).scalar_one()
+                # Each submission also asks profile to hold its files (files_held): published too.
+                holds = session.execute(select(func.count()).select_from(outbox.table).where(
+                    outbox.table.c.event_type == "files_held")).scalar_one()
                 unpublished = session.execute(select(func.count()).select_from(outbox.table).where(
                     outbox.table.c.published_at.is_(None))).scalar_one()
             published = queue(connection.default_channel).queue_declare(passive=True).message_count
@@ -530,9 +534,10 @@ def main() -> None:
           f"guarded floor refusals: {dict(guarded['failures']) or 'none'}, events relayed {guarded_published} of "
           f"{guarded_accepted}")
     print_cpu(empty, floor, batched, guarded, submitted, os.cpu_count() or 1)
-    consistent = ok == rows == versions == in_outbox == published and unpublished == 0
+    consistent = ok == rows == versions == in_outbox == published == holds and unpublished == 0
     print(f"nothing lost: {ok} accepted = {rows} application rows = {versions} submitted versions = "
-          f"{in_outbox} outbox events, {published} published ({unpublished} not yet): "
+          f"{in_outbox} application_submitted events, {published} published = {holds} files_held events "
+          f"({unpublished} events not yet published): "
           f"{'OK' if consistent else 'MISMATCH'}")
     # A failed call or a lost row or event is a finding, not a figure: the run fails.
     if not consistent or submitted["failures"] or empty["failures"] or guarded["failures"] \

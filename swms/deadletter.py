@@ -14,22 +14,29 @@ message loops and blocks the queue). This handler instead:
 Headers on dead letters: ``x-swms-reason``, ``x-swms-queue``, ``x-swms-attempts``, plus the original
 headers and body, so an operator can inspect, fix and re-publish.
 
+``DeadLetteringEventHandler`` (``guarded_event_handler``) keeps Nameko's own choice for failures
+(``requeue_on_error``) for handlers that manage their retries themselves, and only dead-letters a
+body that cannot be decoded. Both log such a body in one bounded line (swms.wire) and count it
+(``swms_unreadable_messages``, kind ``event``).
+
 The handler's queue, its ``.retry`` queue and ``swms.dead-letter`` are of the type ``AMQP_QUEUE_TYPE``
 names (swms.queues); with quorum queues the broker also dead-letters, to the same queue, a message
-that was never acked after ``DELIVERY_LIMIT`` more deliveries (a process that dies on it).
+that was never acked after ``DELIVERY_LIMIT`` more deliveries (a handler that requeues on every
+failure, a process that dies on it).
 """
 from __future__ import annotations
 
 import logging
-from functools import partial
 
 from kombu import Exchange, Queue
 from nameko.amqp.publish import Publisher
 from nameko.constants import AMQP_URI_CONFIG_KEY
 from pydantic import ValidationError
 
+from swms import wire
+from swms.ops import count_unreadable
 from swms.queues import DEAD_LETTER_QUEUE  # noqa: F401  (the classic declaration; tests read it from here)
-from swms.queues import DEAD_LETTER_EXCHANGE, QueueConsumer, TypedEventHandler, durable_queue
+from swms.queues import DEAD_LETTER_EXCHANGE, TypedEventHandler, durable_queue
 from swms.queues import dead_letter_queue as typed_dead_letter_queue
 
 log = logging.getLogger(__name__)
@@ -48,32 +55,51 @@ def retry_queue(queue_name: str, config: dict) -> Queue:
         "x-dead-letter-exchange": "", "x-dead-letter-routing-key": queue_name}), config, dead_letter=False)
 
 
-class DeadLetteringQueueConsumer(QueueConsumer):
-    """Nameko's consumer, but a body that cannot even be decoded goes to the dead-letter queue
-    (kombu would otherwise raise in the consumer thread)."""
-
-    def get_consumers(self, consumer_cls, channel):
-        consumers = super().get_consumers(consumer_cls, channel)
-        for provider, consumer in self._consumers.items():
-            consumer.on_decode_error = partial(self._on_decode_error, provider)
-        return consumers
-
-    def _on_decode_error(self, provider, message, exc):
-        provider.dead_letter(message, f"malformed message: {type(exc).__name__}: {exc}", attempts=1)
-        self.ack_message(message)
+class DeadLetteringQueueConsumer(wire.GuardedQueueConsumer):
+    """The event queues' consumer (a connection of its own): a body that cannot even be decoded
+    goes to the handler's ``handle_undecodable``, which dead-letters it."""
 
 
-class RetryingEventHandler(TypedEventHandler):
+class DeadLetteringEventHandler(TypedEventHandler):
+    """Nameko's event handler (``requeue_on_error`` as Nameko has it), on the guarded consumer, its
+    queue of the ``AMQP_QUEUE_TYPE`` (quorum: a delivery limit ends a requeue loop)."""
+
     queue_consumer = DeadLetteringQueueConsumer()
+
+    def setup(self):
+        super().setup()
+        config = self.container.config
+        self.publisher = Publisher(config[AMQP_URI_CONFIG_KEY], use_confirms=True, delivery_mode=2)
+        self.dead_letter_queue = typed_dead_letter_queue(config)
+
+    def handle_undecodable(self, message, exc):
+        count_unreadable(self.container, "event", "undecodable")
+        self.dead_letter(message, f"malformed message: {wire.describe(exc)}", attempts=1,
+                         excerpt=wire.excerpt(message.body))
+        self.queue_consumer.ack_message(message)
+
+    def _republish(self, message, **kwargs) -> None:
+        self.publisher.publish(message.body, content_type=message.content_type or "application/octet-stream",
+                               content_encoding=message.content_encoding or "binary", **kwargs)
+
+    def dead_letter(self, message, reason: str, attempts: int, excerpt: str | None = None) -> None:
+        log.error("event from %s dead-lettered after %d attempt(s): %s%s", self.queue.name, attempts, reason[:500],
+                  f"; body: {excerpt}" if excerpt is not None else "")
+        self._republish(message, exchange=DEAD_LETTER_EXCHANGE, routing_key=self.queue.name,
+                        declare=[DEAD_LETTER_EXCHANGE, self.dead_letter_queue],
+                        headers={**(message.headers or {}), ATTEMPTS_HEADER: attempts, "x-swms-reason": reason[:2000],
+                                 "x-swms-queue": self.queue.name})
+
+
+class RetryingEventHandler(DeadLetteringEventHandler):
+    """Retries with backoff and dead-letters what cannot succeed (see the module's docstring)."""
 
     def setup(self):
         super().setup()
         config = self.container.config
         self.max_attempts = int(config.get("EVENT_MAX_ATTEMPTS", 5))
         self.retry_base = float(config.get("EVENT_RETRY_BASE_SECONDS", 1.0))
-        self.publisher = Publisher(config[AMQP_URI_CONFIG_KEY], use_confirms=True, delivery_mode=2)
         self.retry_queue = retry_queue(self.queue.name, config)
-        self.dead_letter_queue = typed_dead_letter_queue(config)
 
     def handle_message_processed(self, message, result=None, exc_info=None):
         if exc_info is not None:
@@ -88,24 +114,14 @@ class RetryingEventHandler(TypedEventHandler):
                 self.retry_later(message, attempts, reason)
         self.queue_consumer.ack_message(message)
 
-    def _republish(self, message, **kwargs) -> None:
-        self.publisher.publish(message.body, content_type=message.content_type or "application/octet-stream",
-                               content_encoding=message.content_encoding or "binary", **kwargs)
-
     def retry_later(self, message, attempts: int, reason: str) -> None:
         delay = backoff_seconds(attempts, self.retry_base)
         log.warning("event from %s failed (attempt %d), retrying in %.0f s: %s",
-                    self.queue.name, attempts, delay, reason)
+                    self.queue.name, attempts, delay, reason[:500])
         self._republish(message, exchange=Exchange(""), routing_key=self.retry_queue.name,
                         declare=[self.retry_queue], expiration=delay,
                         headers={**(message.headers or {}), ATTEMPTS_HEADER: attempts, "x-swms-last-error": reason[:500]})
 
-    def dead_letter(self, message, reason: str, attempts: int) -> None:
-        log.error("event from %s dead-lettered after %d attempt(s): %s", self.queue.name, attempts, reason)
-        self._republish(message, exchange=DEAD_LETTER_EXCHANGE, routing_key=self.queue.name,
-                        declare=[DEAD_LETTER_EXCHANGE, self.dead_letter_queue],
-                        headers={**(message.headers or {}), ATTEMPTS_HEADER: attempts, "x-swms-reason": reason[:2000],
-                                 "x-swms-queue": self.queue.name})
-
 
 event_handler = RetryingEventHandler.decorator
+guarded_event_handler = DeadLetteringEventHandler.decorator

@@ -8,7 +8,8 @@ answered by any replica):
 - ``/healthz``  200 while the process's event loop runs (a blocked hub cannot answer): liveness.
 - ``/readyz``   200 when the database and the broker answer and every queue consumer of this
   process consumes: readiness.
-- ``/metrics``  requests, errors and latency per entrypoint, outbox backlog, RPC queue depth.
+- ``/metrics``  requests, errors and latency per entrypoint, outbox backlog, RPC queue depth, and
+  messages refused before any entrypoint ran (``count_unreadable``).
 
 It also sets the correlation id of each worker for the JSON log formatter (swms.logs).
 """
@@ -46,6 +47,14 @@ def consumers_not_yet_consuming(container) -> list[str]:
                   if isinstance(extension, QueueConsumer) and not extension._consumers_ready.ready())
 
 
+def count_unreadable(container, kind: str, reason: str) -> None:
+    """One more message refused before any entrypoint ran (``kind`` rpc or event; ``reason``
+    undecodable, malformed, signature, method_not_found): swms.rpc and swms.deadletter call this."""
+    for dependency in container.dependencies:
+        if isinstance(dependency, OpsEndpoint):
+            dependency.unreadable.labels(dependency.service, kind, reason).inc()
+
+
 class OpsEndpoint(DependencyProvider):
     def __init__(self, outbox=None):
         self.outbox = outbox
@@ -67,6 +76,9 @@ class OpsEndpoint(DependencyProvider):
                              registry=self.registry)
         self.queue_depth = Gauge("swms_rpc_queue_depth", "Messages waiting in the service's RPC queue",
                                  ["service"], registry=self.registry)
+        self.unreadable = Counter("swms_unreadable_messages",
+                                  "Messages refused before any entrypoint ran, by kind (rpc, event) and reason",
+                                  ["service", "kind", "reason"], registry=self.registry)
         self.server = None
 
     def start(self):

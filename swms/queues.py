@@ -120,18 +120,15 @@ class TypedRpcConsumer(RpcConsumer):
 
 
 class TypedEventHandler(EventHandler):
-    """An event handler whose durable queue is of the configured type. Handlers without reliable
-    delivery and broadcast handlers keep nameko's auto-delete or exclusive queue (classic: a quorum
-    queue can be neither); none of SWMS's handlers is one."""
+    """An event handler whose durable queue is of the configured type (swms.deadletter's handlers
+    build on it). Handlers without reliable delivery and broadcast handlers keep nameko's
+    auto-delete or exclusive queue (classic: a quorum queue can be neither); none of SWMS's is one."""
     queue_consumer = QueueConsumer()
 
     def setup(self):
         super().setup()
         if self.reliable_delivery and self.handler_type is not BROADCAST:
             self.queue = durable_queue(self.queue, self.container.config)
-
-
-event_handler = TypedEventHandler.decorator
 
 
 class _TransientReplyQueue:

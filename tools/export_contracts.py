@@ -1,5 +1,6 @@
-"""Writes the JSON Schemas of every RPC method and event into docs/schemas/ (from the pydantic
-contracts, so they cannot drift: tests/unit/test_docs.py fails when a file is out of date).
+"""Writes the JSON Schemas of every RPC method and event into docs/schemas/, and the HTTP gateway's
+OpenAPI document into docs/openapi.json (all from the pydantic contracts, so they cannot drift:
+tests/unit/test_docs.py fails when a file is out of date).
 
   python -m tools.export_contracts
 """
@@ -15,6 +16,7 @@ from swms.contracts import events as event_contracts
 from swms.devkeys import SERVICES
 
 SCHEMA_DIR = REPO_ROOT / "docs" / "schemas"
+OPENAPI_FILE = REPO_ROOT / "docs" / "openapi.json"
 
 
 def rpc_methods() -> dict[str, dict]:
@@ -49,7 +51,14 @@ def schema_files() -> dict[Path, str]:
         schema["x-exchange"] = f"{model.source}.events"
         schema["x-routing-key"] = model.event_type
         files[SCHEMA_DIR / "events" / f"{name}.json"] = json.dumps(schema, ensure_ascii=False, indent=2) + "\n"
+    files[OPENAPI_FILE] = openapi_text()
     return files
+
+
+def openapi_text() -> str:
+    from services.gateway.openapi import build
+
+    return json.dumps(build(), ensure_ascii=False, indent=2) + "\n"
 
 
 def main() -> None:
@@ -59,7 +68,8 @@ def main() -> None:
     for path, text in schema_files().items():
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text, encoding="utf-8")
-    print(f"wrote {len(schema_files())} schemas under {SCHEMA_DIR.relative_to(REPO_ROOT)}")
+    print(f"wrote {len(schema_files()) - 1} schemas under {SCHEMA_DIR.relative_to(REPO_ROOT)} "
+          f"and {OPENAPI_FILE.relative_to(REPO_ROOT)}")
 
 
 if __name__ == "__main__":

@@ -60,6 +60,7 @@ class LocalStack:
     db_urls: dict[str, str] | None = None   # default: one SQLite file per service under workdir
     queue_type: str | None = None           # AMQP_QUEUE_TYPE; None: the config.yaml default (classic)
     s3_port: int = field(default_factory=free_port)
+    gateway_port: int = field(default_factory=free_port)
     smtp_port: int = field(default_factory=free_port)
     processes: dict[str, subprocess.Popen] = field(default_factory=dict)
     mail_dir: Path = None
@@ -122,6 +123,25 @@ class LocalStack:
         for name in SERVICES:
             self.start_service(name)
         self.wait_healthy()
+
+    def start_gateway(self, extra_env: dict[str, str] | None = None, timeout: float = 30.0) -> str:
+        """Starts the HTTP gateway (``python -m services.gateway``) on loopback and waits until its
+        /readyz answers (AMQP connected, reply queue consumed). Returns its base URL."""
+        import urllib.request
+
+        env = {"GATEWAY_HOST": "127.0.0.1", "GATEWAY_PORT": str(self.gateway_port), **(extra_env or {})}
+        self._spawn("gateway", [PYTHON, "-m", "services.gateway"], env)
+        base_url = f"http://127.0.0.1:{self.gateway_port}"
+
+        def ready():
+            self.check_alive("gateway")
+            try:
+                with urllib.request.urlopen(f"{base_url}/readyz", timeout=2) as response:
+                    return response.status == 200
+            except OSError:
+                return False
+        wait_until(ready, timeout=timeout, interval=0.2, what="the gateway's /readyz")
+        return base_url
 
     def wait_healthy(self, timeout: float = 90.0) -> None:
         """Every service answers its health RPC (so its queues, event bindings included, exist)."""

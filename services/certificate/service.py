@@ -37,10 +37,11 @@ from swms.contracts.certificate import (
 from swms.contracts.common import HealthResponse
 from swms.contracts.events import ApplicationApproved, PasserLevelRaised
 from swms.db import Database, DatabaseAccess
+from swms.deadletter import guarded_event_handler
 from swms.events import on_event
 from swms.ops import OpsEndpoint
 from swms.outbox import OutboxRelay, utcnow
-from swms.queues import RequeuePause, RpcProxy, event_handler
+from swms.queues import RequeuePause, RpcProxy
 from swms.rpc import contract, rpc
 from swms.storage import ObjectStorage
 
@@ -87,7 +88,9 @@ class CertificateService:
 
     # ---- issue ----------------------------------------------------------------------------------
 
-    @event_handler(ApplicationApproved.source, ApplicationApproved.event_type, requeue_on_error=True)
+    # Nameko's requeue on error (issue requests carry their own retries); an undecodable body is
+    # dead-lettered with a bounded log line instead of being logged whole and dropped.
+    @guarded_event_handler(ApplicationApproved.source, ApplicationApproved.event_type, requeue_on_error=True)
     def on_application_approved(self, payload):
         """Record the final approval first (so nothing after it can lose it), then issue."""
         try:

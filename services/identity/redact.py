@@ -7,15 +7,9 @@ Configured on the handler in config.yaml (``filters: [redact_id_numbers]``).
 from __future__ import annotations
 
 import logging
-import re
 import traceback
 
-# 18 characters: 17 digits and a digit or X, not inside a longer run of digits or letters.
-_ID_NUMBER = re.compile(r"(?<![0-9A-Za-z])([1-9]\d{2})\d{11}(\d{3}[0-9Xx])(?![0-9A-Za-z])")
-
-
-def mask_id_numbers(text: str) -> str:
-    return _ID_NUMBER.sub(lambda m: m.group(1) + "*" * 11 + m.group(2), text)
+from swms.logs import mask_id_numbers  # one pattern for every log line the system writes
 
 
 class RedactIdNumbers(logging.Filter):

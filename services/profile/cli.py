@@ -6,6 +6,12 @@
       credit_code (统一社会信用代码, required), name (机构名称, required), region_code (所在地区代码,
       optional: defaults to characters 3–8 of the credit code), status (状态, optional: 正常/存续 or
       注销/撤销). Idempotent: adds new codes, updates changed rows, reports each rejected line.
+
+  python -m services.profile.cli release-legacy-holds
+      Ends the "legacy" holds the upgrade to file holds (migration 0004) gave every file a snapshot
+      had named. Run it once registration's ``announce-file-holds`` has been taken (profile has
+      handled every files_held event): files no submitted version or certificate holds are then
+      deleted by housekeeping (docs/operations.md, 文件保留).
 """
 from __future__ import annotations
 
@@ -27,8 +33,15 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     imp = sub.add_parser("import-organisations", help="load the directory of 社会工作服务机构 from a CSV")
     imp.add_argument("file")
+    sub.add_parser("release-legacy-holds", help="end the holds migration 0004 gave files snapshotted before")
     args = parser.parse_args(argv)
     config = load_config(args.config)
+
+    if args.command == "release-legacy-holds":
+        with sessionmaker(engine_for(config["DB_URL"]))() as session, session.begin():
+            count = domain.release_legacy_holds(session, actor="cli")
+        print(f"released {count} legacy holds")
+        return 0
 
     with sessionmaker(engine_for(config["DB_URL"]))() as session:
         try:

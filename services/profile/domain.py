@@ -13,7 +13,7 @@ import io
 import uuid
 from dataclasses import dataclass, field
 
-from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
@@ -21,9 +21,12 @@ from sqlalchemy.orm.attributes import set_committed_value
 from services.profile import codes
 from services.profile.models import (
     ACTIVE,
+    DELETING,
+    LEGACY_HOLDER,
     PHOTO,
     PROOF,
     RETIRED,
+    FileHold,
     HonourRow,
     Organisation,
     Profile,
@@ -87,8 +90,8 @@ class StagedFile:
 
 @dataclass
 class Change:
-    """The outcome of a change: the new revision and the files retired by it (to purge after the
-    commit when no snapshot refers to them)."""
+    """The outcome of a change: the new revision and the files retired by it (deleted after the
+    commit if no snapshot ever named them; otherwise by housekeeping once nothing needs them)."""
     revision: int
     retired: list[str] = field(default_factory=list)
 
@@ -228,15 +231,96 @@ def _retire(session: Session, keys: list[str]) -> list[str]:
     return list(keys)
 
 
-def purgeable(session: Session, key: str) -> bool:
-    """Whether a retired file may be deleted now: never in a snapshot (so on no certificate)."""
-    row = session.get(StoredFile, key)
-    return row is not None and row.status == RETIRED and row.referenced_at is None
+# ---- keeping and deleting files (the retention rule, docs/operations.md) ----------------------------
+#
+# A file is kept while the form has it (active), while a hold has not ended (a submitted application
+# version, an issued certificate: FileHold), and, once a snapshot has named it, for the grace period
+# after it left the form (a submission in flight may still name it and announce its hold). Anything
+# else is deleted by housekeeping, object first, then the row, audited.
+
+def _needed(now: dt.datetime, grace: dt.timedelta):
+    """SQL condition: something besides the form still needs the file (a hold, or the grace period)."""
+    held = select(FileHold.file_key).where(FileHold.file_key == StoredFile.file_key,
+                                           or_(FileHold.held_until.is_(None), FileHold.held_until > now)).exists()
+    in_grace = and_(StoredFile.referenced_at.is_not(None), StoredFile.retired_at > now - grace)
+    return or_(held, in_grace)
 
 
-def forget_file(session: Session, key: str) -> None:
-    session.execute(delete(StoredFile).where(StoredFile.file_key == key, StoredFile.status == RETIRED,
-                                             StoredFile.referenced_at.is_(None)))
+def unneeded_files(session: Session, now: dt.datetime, grace: dt.timedelta, limit: int) -> list[str]:
+    """Retired files nothing needs any more, and files whose deletion was begun and not finished."""
+    return list(session.execute(
+        select(StoredFile.file_key).where(or_(StoredFile.status == DELETING,
+                                              and_(StoredFile.status == RETIRED, ~_needed(now, grace))))
+        .order_by(StoredFile.retired_at).limit(limit)).scalars())
+
+
+def claim_for_deletion(session: Session, key: str, now: dt.datetime, grace: dt.timedelta) -> bool:
+    """Marks a retired file ``deleting`` if nothing needs it; False (the caller rolls back) if
+    something does. The claim is written first and the rule checked after it, in the same
+    transaction: the write takes the row lock (PostgreSQL) or the database's write lock (SQLite), so a
+    hold recorded concurrently (:func:`hold_files` locks the row too) is either seen here or finds
+    the file ``deleting``: never a hold on a deleted file."""
+    row = session.get(StoredFile, key, populate_existing=True)
+    if row is None or row.status not in (RETIRED, DELETING):
+        return False
+    if row.status == DELETING:          # claimed by an earlier pass that did not finish
+        return True
+    claimed = session.execute(update(StoredFile).where(StoredFile.file_key == key, StoredFile.status == RETIRED)
+                              .values(status=DELETING)).rowcount == 1
+    return claimed and session.execute(select(StoredFile.file_key).where(
+        StoredFile.file_key == key, _needed(now, grace))).first() is None
+
+
+def forget_file(session: Session, key: str, actor: str = "housekeeping") -> None:
+    """After its object is deleted: the row and its (ended) holds go, and the deletion is audited."""
+    row = session.get(StoredFile, key, populate_existing=True)
+    if row is None or row.status != DELETING:
+        return
+    holders = list(session.execute(select(FileHold.holder).where(FileHold.file_key == key)).scalars())
+    session.execute(delete(FileHold).where(FileHold.file_key == key))
+    session.delete(row)
+    audit.record(session, actor, "profile.file_deleted", "profile", row.person_id,
+                 {"file_key": key, "kind": row.kind, "retired_at": row.retired_at,
+                  "snapshotted": row.referenced_at is not None, "holds_ended": sorted(holders)})
+
+
+def _naive_utc(moment: dt.datetime | None) -> dt.datetime | None:
+    if moment is None or moment.tzinfo is None:
+        return moment
+    return moment.astimezone(dt.timezone.utc).replace(tzinfo=None)
+
+
+def hold_files(session: Session, person_id: str, holder: str, keys: list[str], until: dt.datetime | None,
+               actor: str) -> list[str]:
+    """``holder`` needs these files of the person until ``until`` (a later end extends a hold, an
+    earlier one never shortens it). Returns the keys that are gone already (deleted, being
+    deleted, or not the person's): those cannot be held."""
+    now, until = utcnow(), _naive_utc(until)
+    held, missing = [], []
+    for key in sorted(set(keys)):       # one lock order for every holder
+        row = session.get(StoredFile, key, with_for_update=True, populate_existing=True)
+        if row is None or row.person_id != person_id or row.status == DELETING:
+            missing.append(key)
+            continue
+        hold = session.get(FileHold, (key, holder))
+        if hold is None:
+            session.add(FileHold(file_key=key, holder=holder, person_id=person_id, held_until=until,
+                                 created_at=now, updated_at=now))
+        elif hold.held_until is not None and (until is None or until > hold.held_until):
+            hold.held_until, hold.updated_at = until, now
+        held.append(key)
+    session.flush()
+    audit.record(session, actor, "profile.files_held", "profile", person_id,
+                 {"holder": holder, "file_keys": held, "held_until": until, "missing": missing})
+    return missing
+
+
+def release_legacy_holds(session: Session, actor: str) -> int:
+    """Ends the holds the upgrade to file holds gave every file a snapshot had named (migration
+    0004), once registration has announced the holds of every submitted version."""
+    count = session.execute(delete(FileHold).where(FileHold.holder == LEGACY_HOLDER)).rowcount
+    audit.record(session, actor, "profile.legacy_holds_released", "holds", LEGACY_HOLDER, {"released": count})
+    return count
 
 
 def set_photo(session: Session, profile: Profile, staged: StagedFile, actor: str) -> Change:
@@ -271,7 +355,7 @@ def active_proofs(session: Session, owner_id: str) -> list[str]:
 
 def file_for_reading(session: Session, person_id: str, key: str) -> StoredFile:
     row = session.get(StoredFile, key)
-    if row is None or row.person_id != person_id:
+    if row is None or row.person_id != person_id or row.status == DELETING:
         raise errors.not_found("文件", "file_key")
     return row
 
@@ -540,8 +624,10 @@ def _invalid_basic_value(session: Session, profile: Profile, name: str) -> str |
 
 
 def snapshot(session: Session, profile: Profile) -> ProfileSnapshot:
-    """What a registration form copies. Marks the files it names as referenced (kept when later
-    replaced), under the row lock that changes of this form take, so no change slips between."""
+    """What a registration form copies, under the row lock that changes of this form take, so no
+    change slips between. Files it names for the first time get ``referenced_at``: a submission may
+    now name them, so they are kept for the grace period after they leave the form. This pins
+    nothing for longer (a draft or a preview asks too): a submission announces its own hold."""
     session.execute(select(Profile.person_id).where(Profile.person_id == profile.person_id).with_for_update())
     session.refresh(profile)
     if not all((profile.region_code, profile.unit_category, profile.unit_name, profile.position)):

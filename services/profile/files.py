@@ -15,8 +15,9 @@ How a file arrives, without its bytes crossing the message bus:
 4. Housekeeping (:class:`Housekeeping`) deletes whatever is left under ``incoming/`` once tickets
    have expired (confirmed or not), a checked copy whose form transaction never committed (its key
    is written on the ticket before the copy is made, so even a crash in between leaves a trace),
-   and retired files that no snapshot refers to. Nothing outlives its ticket or its form entry, so
-   there are no orphan objects.
+   and retired files nothing needs any more (the retention rule in :mod:`services.profile.domain`:
+   no hold of a submitted application version or an issued certificate left, grace period over).
+   Nothing outlives its ticket, its form entry or its last hold, so there are no orphan objects.
 """
 from __future__ import annotations
 
@@ -30,7 +31,8 @@ from botocore.exceptions import ClientError
 from sqlalchemy import delete, select
 from sqlalchemy.orm import sessionmaker
 
-from services.profile.models import RETIRED, StoredFile, Upload
+from services.profile import domain
+from services.profile.models import StoredFile, Upload
 from swms.background import BackgroundLoop
 from swms.db import engine_from_config
 from swms.outbox import utcnow
@@ -48,6 +50,10 @@ class Settings:
     link_ttl_seconds: int = 300
     max_open_uploads: int = 20
     housekeeping_seconds: float = 60.0
+    # A file a snapshot named is kept this long after it leaves the form: registration may submit
+    # from its copy of the form (up to a day old, registration COPY_MAX_AGE) and announce the
+    # submission's hold after the commit. Longer than that copy's age plus a day of delivery delay.
+    file_grace_hours: float = 48.0
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> Settings:
@@ -62,7 +68,12 @@ class Settings:
             link_ttl_seconds=number("FILE_LINK_TTL_SECONDS", cls.link_ttl_seconds),
             max_open_uploads=number("MAX_OPEN_UPLOADS", cls.max_open_uploads),
             housekeeping_seconds=number("HOUSEKEEPING_SECONDS", cls.housekeeping_seconds, float),
+            file_grace_hours=number("FILE_GRACE_HOURS", cls.file_grace_hours, float),
         )
+
+    @property
+    def file_grace(self) -> dt.timedelta:
+        return dt.timedelta(hours=self.file_grace_hours)
 
 
 class FileStore:
@@ -112,7 +123,9 @@ def sha256(data: bytes) -> str:
 
 
 class Housekeeping(BackgroundLoop):
-    """Deletes incoming objects of expired tickets and retired files no snapshot refers to."""
+    """Every ``PROFILE_HOUSEKEEPING_SECONDS``: deletes incoming objects of expired tickets and the
+    files nothing needs any more. Also the service's way to delete retired files at once
+    (:meth:`purge`, after a change commits)."""
 
     GRACE = dt.timedelta(seconds=60)   # clock skew between this host and object storage
 
@@ -127,11 +140,36 @@ class Housekeeping(BackgroundLoop):
         self.sessions = sessionmaker(engine_from_config(config), expire_on_commit=False)
         self.store = FileStore(bucket_from_config(config, self.bucket_key))
 
+    def get_dependency(self, worker_ctx):
+        return self
+
     def run_once(self) -> int:
-        return sweep(self.sessions, self.store, self.batch_size)
+        return sweep(self.sessions, self.store, self.batch_size, grace=self.settings.file_grace)
+
+    def purge(self, keys: list[str]) -> None:
+        """Retired just now: those no snapshot ever named go at once (the rest wait for the rule)."""
+        now = utcnow()
+        for key in keys:
+            delete_if_unneeded(self.sessions, self.store, key, now, self.settings.file_grace)
 
 
-def sweep(sessions, store: FileStore, batch_size: int = 100, now: dt.datetime | None = None) -> int:
+def delete_if_unneeded(sessions, store: FileStore, key: str, now: dt.datetime, grace: dt.timedelta) -> bool:
+    """Claim (re-checking the rule in the claim's transaction), delete the object, then forget the
+    row, audited. A failed delete leaves the row ``deleting``: the next pass finishes it."""
+    with sessions() as session:
+        if not domain.claim_for_deletion(session, key, now, grace):
+            session.rollback()
+            return False
+        session.commit()
+    if not store.delete(key):
+        return False
+    with sessions.begin() as session:
+        domain.forget_file(session, key)
+    return True
+
+
+def sweep(sessions, store: FileStore, batch_size: int = 100, now: dt.datetime | None = None,
+          grace: dt.timedelta = Settings().file_grace) -> int:
     """One pass; returns how many rows it handled. Storage first, then the row: a failed delete
     leaves the row, so the next pass tries again."""
     now = now or utcnow()
@@ -139,9 +177,7 @@ def sweep(sessions, store: FileStore, batch_size: int = 100, now: dt.datetime | 
         tickets = session.execute(select(Upload.upload_id, Upload.object_key, Upload.staged_key, Upload.consumed_as)
                                   .where(Upload.expires_at < now - Housekeeping.GRACE)
                                   .order_by(Upload.expires_at).limit(batch_size)).all()
-        retired = session.execute(select(StoredFile.file_key)
-                                  .where(StoredFile.status == RETIRED, StoredFile.referenced_at.is_(None))
-                                  .limit(batch_size)).scalars().all()
+        unneeded = domain.unneeded_files(session, now, grace, batch_size)
     for upload_id, key, staged_key, consumed_as in tickets:
         if staged_key and staged_key != consumed_as:
             # A checked copy whose form transaction never committed (a crash between the two).
@@ -152,9 +188,6 @@ def sweep(sessions, store: FileStore, batch_size: int = 100, now: dt.datetime | 
         if store.delete(key):
             with sessions.begin() as session:
                 session.execute(delete(Upload).where(Upload.upload_id == upload_id))
-    for key in retired:
-        if store.delete(key):
-            with sessions.begin() as session:
-                session.execute(delete(StoredFile).where(StoredFile.file_key == key, StoredFile.status == RETIRED,
-                                                         StoredFile.referenced_at.is_(None)))
-    return len(tickets) + len(retired)
+    for key in unneeded:
+        delete_if_unneeded(sessions, store, key, now, grace)
+    return len(tickets) + len(unneeded)

@@ -106,16 +106,18 @@ class HonourRow(Base):
 
 
 # StoredFile.status
-ACTIVE, RETIRED = "active", "retired"
+ACTIVE, RETIRED, DELETING = "active", "retired", "deleting"
 PHOTO, PROOF = "photo", "proof"
 
 
 class StoredFile(Base):
     """A checked file in object storage (photo or proof), under a key the person cannot write to.
 
-    ``status`` active: part of the form now; retired: replaced or removed. ``referenced_at`` is set
-    when the file first goes into a snapshot (a registration form, hence possibly a certificate):
-    such a file is kept after it is retired; one never referenced is deleted when retired.
+    ``status`` active: part of the form now; retired: replaced or removed, kept only while a hold
+    (:class:`FileHold`) or the grace period needs it; deleting: claimed by housekeeping, the object
+    is being deleted (the row goes with it). ``referenced_at``: when a snapshot first named the
+    file. From then on a registration submission in flight may name it, so once retired it is kept
+    for the grace period; a file no snapshot ever named is deleted as soon as it is retired.
     """
     __tablename__ = "stored_files"
     file_key: Mapped[str] = mapped_column(String(200), primary_key=True)
@@ -131,6 +133,24 @@ class StoredFile(Base):
     created_at: Mapped[dt.datetime] = mapped_column(DateTime)
     retired_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
     referenced_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
+
+
+LEGACY_HOLDER = "legacy"
+
+
+class FileHold(Base):
+    """Something besides the form needs a file until ``held_until``: a submitted application
+    version (``submission:<application_id>:<round>``, for the retention period of that record) or an
+    issued certificate (``certificate:<number>``, while it is valid). Registration announces holds
+    (event ``registration.files_held``). ``held_until`` NULL: until released (``legacy``: files
+    snapshotted before holds existed, see docs/operations.md)."""
+    __tablename__ = "file_holds"
+    file_key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(80), primary_key=True)
+    person_id: Mapped[str] = mapped_column(String(36), index=True)
+    held_until: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime)
+    updated_at: Mapped[dt.datetime] = mapped_column(DateTime)
 
 
 class Upload(Base):

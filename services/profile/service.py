@@ -16,11 +16,12 @@ from sqlalchemy import func, select
 
 from services.profile import domain, media
 from services.profile.files import FileStore, Housekeeping, Settings
-from services.profile.models import PHOTO, PROOF, Organisation, Profile, Upload, outbox
+from services.profile.models import PHOTO, PROOF, Organisation, Profile, Upload, inbox, outbox
 from swms import errors, health, idcard, images
 from swms import rpc as swms_rpc
 from swms.auth import ADMIN, SERVICE, SOCIAL_WORKER, Auth
 from swms.contracts.common import HealthResponse
+from swms.contracts.events import FilesHeld
 from swms.contracts.identity import PersonResponse
 from swms.contracts.profile import (
     BasicInfoRequest,
@@ -49,6 +50,7 @@ from swms.contracts.profile import (
 )
 from swms.contracts.profile import Organisation as OrganisationOut
 from swms.db import Database
+from swms.events import on_event
 from swms.ops import OpsEndpoint
 from swms.outbox import OutboxRelay, utcnow
 from swms.queues import RpcProxy
@@ -170,12 +172,7 @@ class ProfileService:
     def _after_commit(self, staged: list[domain.StagedFile], retired: list[str]) -> None:
         for file in staged:
             self.files.delete(file.incoming_key)
-        for key in retired:
-            with self.db.transaction() as session:
-                purge = domain.purgeable(session, key)
-            if purge and self.files.delete(key):
-                with self.db.transaction() as session:
-                    domain.forget_file(session, key)
+        self.housekeeping.purge(retired)
 
     def _response(self, profile: Profile) -> ProfileResponse:
         session = self.db.session
@@ -376,6 +373,17 @@ class ProfileService:
         log.info("file link for person %s (%s) issued", request.person_id, kind)
         return FileLink(url=self.files.link(row.file_key, row.content_type, ttl, public=True),
                         content_type=row.content_type, expires_in_seconds=ttl)
+
+    # ---- events -------------------------------------------------------------------------------
+
+    @on_event(FilesHeld, inbox)
+    def on_files_held(self, session, event: FilesHeld):
+        """Registration needs these files until ``held_until`` (a submitted version, a certificate)."""
+        missing = domain.hold_files(session, event.person_id, event.holder, event.file_keys, event.held_until,
+                                    actor=event.source)
+        if missing:
+            # Only if the hold came later than the grace period allows (docs/operations.md).
+            log.error("files_held %s (%s): %d file(s) already deleted", event.event_id, event.holder, len(missing))
 
     # ---- directory of social-work service organisations ---------------------------------------
 

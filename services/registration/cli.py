@@ -2,11 +2,17 @@
 
   python -m services.registration.cli import-ce-records FILE.csv [--source learning] [--report REJECTED.csv]
   python -m services.registration.cli sweep-proofs [--older-than-hours 24]
+  python -m services.registration.cli announce-file-holds
   python -m services.registration.cli export-event-schema [DIR]
 
 ``import-ce-records`` loads continuing-education records (线上学时) from a platform's export; the
 columns are described in services/registration/ce_import.py. Use the same ``--source`` as the
 platform's events (default ``learning``) so a record that arrives both ways is counted once.
+
+``announce-file-holds`` tells profile again which photos and proofs each submitted version (within
+its retention period) and each valid certificate needs (events ``files_held``, sent by the
+running service's outbox): once after upgrading to file holds, and after profile's database is
+restored to an earlier point (docs/operations.md, 文件保留).
 
 Exit status: 0 done, 2 refused (the reason on stderr).
 """
@@ -21,7 +27,8 @@ from pathlib import Path
 
 from sqlalchemy.orm import sessionmaker
 
-from services.registration import ce_import, proofs
+from services.registration import ce_import, domain, proofs
+from services.registration.models import audit
 from swms.config import REPO_ROOT, load_config, service_config_path
 from swms.contracts.registration import ContinuingEducationRecorded
 from swms.db import engine_for
@@ -53,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     imp.add_argument("--report", help="write the rejected rows (line, reason) to this CSV file")
     sweep = sub.add_parser("sweep-proofs", help="delete proof files left unattached (also runs in the service)")
     sweep.add_argument("--older-than-hours", type=float, default=None)
+    sub.add_parser("announce-file-holds", help="send profile the file holds of every submitted version and certificate")
     schema = sub.add_parser("export-event-schema", help="write the JSON Schema of learning.course_completed")
     schema.add_argument("directory", nargs="?", default=str(INBOUND_SCHEMA_DIR))
     args = parser.parse_args(argv)
@@ -91,11 +99,30 @@ def main(argv: list[str] | None = None) -> int:
         bucket = bucket_from_config(config, "REGISTRATION_S3_BUCKET")
         total = 0
         while True:
-            count = proofs.sweep_orphans(engine, bucket, dt.timedelta(hours=hours))
+            count = proofs.sweep_orphans(engine, bucket, dt.timedelta(hours=hours),
+                                         retention_years=domain.retention_years(config))
             total += count
             if count < 100:
                 break
-        print(f"{total} orphan proof files deleted")
+        print(f"{total} proof files deleted (on no form, or past their retention)")
+        return 0
+    if args.command == "announce-file-holds":
+        sessions, years = sessionmaker(engine), domain.retention_years(config)
+        versions = certificates = 0
+        after_id: int | None = 0
+        while after_id is not None:
+            with sessions() as session, session.begin():
+                count, after_id = domain.announce_version_holds(session, years, after_id)
+            versions += count
+        after_number: str | None = ""
+        while after_number is not None:
+            with sessions() as session, session.begin():
+                count, after_number = domain.announce_certificate_holds(session, after_number)
+            certificates += count
+        with sessions() as session, session.begin():
+            audit.record(session, "cli", "files.holds_announced", "file_holds", "all",
+                         {"versions": versions, "certificates": certificates})
+        print(f"holds announced: {versions} submitted versions, {certificates} certificates")
         return 0
     return 2
 

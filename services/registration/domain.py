@@ -43,6 +43,7 @@ from swms.contracts.events import (
     ApplicationSubmitted,
     CertificateIssued,
     CertificateReissued,
+    FilesHeld,
     PasserLevelRaised,
 )
 from swms.contracts.profile import CompletenessResponse, ProfileSnapshot
@@ -120,6 +121,10 @@ def add_months(day: dt.date, months: int) -> dt.date:
 
 def add_years(day: dt.date, years: int) -> dt.date:
     return add_months(day, 12 * years)
+
+
+def years_after(moment: dt.datetime, years: int) -> dt.datetime:
+    return dt.datetime.combine(add_years(moment.date(), years), moment.time())
 
 
 def check_exam_window(exam_year: int, window_years: int, today: dt.date) -> None:
@@ -235,7 +240,10 @@ def effective_snapshot(kind: K, snapshot: ProfileSnapshot, state: Standing) -> P
 
 # ---- the profile copy -------------------------------------------------------------------------
 
-COPY_MAX_AGE = dt.timedelta(days=1)   # beyond this a copy is fetched again, named revision or not
+# Beyond this a copy is fetched again, named revision or not. Profile keeps a file it has named in
+# a snapshot for its grace period (PROFILE_FILE_GRACE_HOURS, 48 h) after the file left the form: a
+# submission from a copy up to this old still finds, and holds, every file the copy names.
+COPY_MAX_AGE = dt.timedelta(days=1)
 
 
 @dataclass
@@ -593,6 +601,61 @@ def check_replacement(session: Session, person_id: str, details: ReplacementDeta
                                "original_certificate_no")
 
 
+# ---- keeping the files a submitted version names (docs/operations.md, 文件保留) ------------------
+
+RECORD_RETENTION_YEARS = 5
+
+
+def retention_years(config: dict) -> int:
+    """``REGISTRATION_RECORD_RETENTION_YEARS``: how long a submitted version's files are kept."""
+    value = config.get("RECORD_RETENTION_YEARS")
+    return RECORD_RETENTION_YEARS if value in (None, "") else int(value)
+
+
+def hold_files(session: Session, person_id: str, holder: str, keys: list[str], until: dt.datetime) -> None:
+    """Asks profile (event, through the outbox: sent once this transaction commits) to keep these
+    files of the person's form until ``until``, even after they leave the form."""
+    if keys:
+        outbox.add(session, FilesHeld(person_id=person_id, holder=holder, file_keys=sorted(set(keys)),
+                                      held_until=until.replace(tzinfo=dt.timezone.utc)))
+
+
+def submission_holder(application_id: str, round_: int) -> str:
+    return f"submission:{application_id}:{round_}"
+
+
+def announce_version_holds(session: Session, retention_years: int, after_id: int,
+                           limit: int = 500) -> tuple[int, int | None]:
+    """Announces again the holds of submitted versions still within their retention period, one
+    batch (ids above ``after_id``): after the upgrade to file holds, or after profile's database
+    was restored to an earlier point. Profile takes a hold it has already as a no-op. Returns (how
+    many announced, the last id looked at, None when no rows are left)."""
+    rows = session.execute(select(Submission).where(Submission.id > after_id).order_by(Submission.id)
+                           .limit(limit)).scalars().all()
+    now, count = utcnow(), 0
+    for row in rows:
+        until = years_after(row.submitted_at, retention_years)
+        if until > now:
+            snapshot = ProfileSnapshot.model_validate_json(row.snapshot)
+            hold_files(session, snapshot.person_id, submission_holder(row.application_id, row.round),
+                       snapshot.file_keys(), until)
+            count += 1
+    return count, rows[-1].id if rows else None
+
+
+def announce_certificate_holds(session: Session, after_number: str, limit: int = 500) -> tuple[int, str | None]:
+    """As :func:`announce_version_holds`, for the photos of certificates still valid."""
+    rows = session.execute(select(HeldCertificate).where(
+        HeldCertificate.certificate_number > after_number, HeldCertificate.application_id.is_not(None))
+        .order_by(HeldCertificate.certificate_number).limit(limit)).scalars().all()
+    today, count = utcnow().date(), 0
+    for row in rows:
+        if row.valid_until >= today and _hold_certificate_photo(session, row.person_id, row.certificate_number,
+                                                                row.application_id, row.valid_until):
+            count += 1
+    return count, rows[-1].certificate_number if rows else None
+
+
 # ---- submitting -------------------------------------------------------------------------------
 
 @dataclass
@@ -606,6 +669,7 @@ class Submit:
     application_id: str | None = None
     courses: list[OfflineCourse] | None = None          # re-registration: None = keep the saved ones
     replacement: ReplacementDetails | None = None       # replacement: None = keep the saved details
+    retention_years: int = RECORD_RETENTION_YEARS       # how long this version's files are kept
 
 
 def submit(session: Session, request: Submit) -> Application:
@@ -656,6 +720,8 @@ def submit(session: Session, request: Submit) -> Application:
                            actor=request.actor, snapshot=application.snapshot, form=application.form))
     if request.kind == K.RE_REGISTRATION:
         _attach_proofs(session, application.application_id, courses, submitted=True, new=new)
+    hold_files(session, person_id, submission_holder(application.application_id, application.round),
+               snapshot.file_keys(), years_after(now, request.retention_years))
     audit.record(session, request.actor, "application.submitted", "application", application.application_id,
                  {"kind": request.kind.value, "round": application.round, "profile_revision": snapshot.revision})
     outbox.add(session, ApplicationSubmitted(
@@ -687,9 +753,13 @@ def form_view(session: Session, application: Application, policy: ProvincePolicy
                     replacement=ReplacementDetails.model_validate(form["replacement"]) if form.get("replacement") else None)
 
 
+def _latest_submission(session: Session, application_id: str) -> Submission | None:
+    return session.execute(select(Submission).where(Submission.application_id == application_id)
+                           .order_by(Submission.round.desc()).limit(1)).scalar_one_or_none()
+
+
 def issuance_data(session: Session, application: Application) -> IssuanceData:
-    latest = session.execute(select(Submission).where(Submission.application_id == application.application_id)
-                             .order_by(Submission.round.desc()).limit(1)).scalar_one_or_none()
+    latest = _latest_submission(session, application.application_id)
     if latest is None:
         raise errors.SwmsError(errors.INVALID_STATE, "该申请尚未提交", "application_id")
     form = json.loads(latest.form) if latest.form else {}
@@ -815,6 +885,8 @@ def apply_issue(session: Session, event: CertificateIssued) -> None:
     application = _application(session, event.application_id)
     if application is None:
         return
+    _hold_certificate_photo(session, event.person_id, event.certificate_number, event.application_id,
+                            event.valid_until)
     application.certificate_number = event.certificate_number
     if not _try_move(session, application, S.ISSUED, "certificate", None, event.event_type, event.event_id):
         return
@@ -832,6 +904,18 @@ def apply_issue(session: Session, event: CertificateIssued) -> None:
             move(session, old, S.ISSUED, "certificate", f"已按新等级换发证书{event.certificate_number}")
     else:   # issued at the old level while a raise was already known: pending upgrade at once
         move(session, application, S.ISSUED_PENDING_UPGRADE, "identity", f"职业水平已提升为{raise_.new_level}")
+
+
+def _hold_certificate_photo(session: Session, person_id: str, number: str, application_id: str,
+                            valid_until: dt.date) -> bool:
+    """The photo printed on the certificate (that of the version it was issued from) is kept until
+    the end of the certificate's validity, even if its submission's retention ends first."""
+    latest = _latest_submission(session, application_id)
+    photo_key = ProfileSnapshot.model_validate_json(latest.snapshot).photo_key if latest else None
+    if photo_key:
+        until = dt.datetime.combine(valid_until + dt.timedelta(days=1), dt.time())
+        hold_files(session, person_id, f"certificate:{number}", [photo_key], until)
+    return bool(photo_key)
 
 
 def apply_certificate_status(session: Session, number: str, status: str, actor: str, reason: str | None) -> None:

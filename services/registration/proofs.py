@@ -1,7 +1,9 @@
 """Proof files (offline-course certificates): presigned upload straight to object storage, then a
 check of what arrived (size, and the content really is PDF, JPEG or PNG: by its bytes, not its
 name), then attachment to a form. Files never submitted and left unattached are deleted after
-``REGISTRATION_PROOF_ORPHAN_HOURS`` by :class:`ProofSweeper`, object and row together.
+``REGISTRATION_PROOF_ORPHAN_HOURS`` by :class:`ProofSweeper`, object and row together; submitted
+ones once ``REGISTRATION_RECORD_RETENTION_YEARS`` have passed since their application's last
+submission.
 
 The upload ticket writes to ``incoming/<proof key>``, never to the proof key itself: the checked
 bytes are stored under the proof key by the service, so a second POST with a ticket that is still
@@ -17,10 +19,12 @@ from botocore.exceptions import ClientError
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session
 
+from services.registration.domain import RECORD_RETENTION_YEARS, retention_years, years_after
 from services.registration.models import (
     PROOF_DELETED,
     PROOF_PENDING,
     PROOF_VERIFIED,
+    Application,
     ProofFileRow,
     audit,
 )
@@ -139,39 +143,47 @@ def delete_upload(bucket: Bucket, key: str) -> None:
         log.warning("could not delete the uploaded copy of proof %s; the sweeper will", key[-36:], exc_info=True)
 
 
-def sweep_orphans(engine, bucket: Bucket, older_than: dt.timedelta, batch_size: int = 100) -> int:
+def sweep_orphans(engine, bucket: Bucket, older_than: dt.timedelta, batch_size: int = 100,
+                  retention_years: int = RECORD_RETENTION_YEARS, now: dt.datetime | None = None) -> int:
     """Delete proofs never submitted that no form holds, and uploads never confirmed, once older
-    than ``older_than``. Rows are claimed first (``deleting``), objects deleted outside any
-    transaction, then rows marked ``deleted``; a crash in between is picked up on the next pass."""
-    cutoff = utcnow() - older_than
+    than ``older_than``; and submitted proofs whose application was last submitted more than
+    ``retention_years`` ago (the record's retention period is over). Rows are claimed first
+    (``deleting``), objects deleted outside any transaction, then rows marked ``deleted``, audited
+    with the reason; a crash in between is picked up on the next pass."""
+    now = now or utcnow()
+    cutoff = now - older_than
+    ended = select(Application.application_id).where(Application.submitted_at < years_after(now, -retention_years))
     orphan = or_(
         and_(ProofFileRow.status == PROOF_PENDING, ProofFileRow.created_at < cutoff),
         and_(ProofFileRow.status == PROOF_VERIFIED, ProofFileRow.application_id.is_(None),
              ProofFileRow.submitted.is_(False),
              or_(ProofFileRow.released_at < cutoff,
                  and_(ProofFileRow.released_at.is_(None), ProofFileRow.verified_at < cutoff))),
+        and_(ProofFileRow.status == PROOF_VERIFIED, ProofFileRow.submitted.is_(True),
+             ProofFileRow.application_id.in_(ended)),
         and_(ProofFileRow.status == DELETING, ProofFileRow.created_at < cutoff),
     )
     with Session(engine) as session, session.begin():
-        keys = list(session.execute(select(ProofFileRow.proof_key).where(orphan).limit(batch_size)
-                                    .with_for_update(skip_locked=True)).scalars())
-        if keys:
-            session.execute(update(ProofFileRow).where(ProofFileRow.proof_key.in_(keys)).values(status=DELETING))
+        claimed = dict(session.execute(select(ProofFileRow.proof_key, ProofFileRow.submitted).where(orphan)
+                                       .limit(batch_size).with_for_update(skip_locked=True)).all())
+        if claimed:
+            session.execute(update(ProofFileRow).where(ProofFileRow.proof_key.in_(list(claimed))).values(status=DELETING))
     deleted = []
-    for key in keys:
+    for key in claimed:
         try:
             bucket.delete(upload_key(key))
             bucket.delete(key)
             deleted.append(key)
         except Exception:
-            log.exception("could not delete orphan proof %s; will retry", key)
+            log.exception("could not delete proof %s; will retry", key)
     if deleted:
         with Session(engine) as session, session.begin():
             session.execute(update(ProofFileRow).where(ProofFileRow.proof_key.in_(deleted))
                             .values(status=PROOF_DELETED))
             for key in deleted:
-                audit.record(session, "registration", "proof.deleted", "proof", key[-36:], {"reason": "orphan"})
-    return len(keys)
+                audit.record(session, "registration", "proof.deleted", "proof", key[-36:],
+                             {"reason": "retention_ended" if claimed[key] else "orphan"})
+    return len(claimed)
 
 
 def sweep_stale_uploads(bucket: Bucket, older_than: dt.timedelta, limit: int = 1000) -> int:
@@ -193,7 +205,8 @@ class ProofSweeper(BackgroundLoop):
         self.bucket = bucket_from_config(config, "REGISTRATION_S3_BUCKET")
         self.poll_seconds = float(config.get("PROOF_SWEEP_SECONDS", 600))
         self.older_than = dt.timedelta(hours=float(config.get("PROOF_ORPHAN_HOURS", 24)))
+        self.retention_years = retention_years(config)
 
     def run_once(self) -> int:
-        return (sweep_orphans(self.engine, self.bucket, self.older_than, self.batch_size)
+        return (sweep_orphans(self.engine, self.bucket, self.older_than, self.batch_size, self.retention_years)
                 + sweep_stale_uploads(self.bucket, self.older_than))

@@ -184,7 +184,7 @@ class RegistrationService:
         work = domain.Submit(kind=kind, snapshot=snapshot, policy=self._policy_for(snapshot), today=self._today(),
                              actor=caller.subject, applicant_name_masked=idcard.mask_name(snapshot.name),
                              application_id=getattr(request, "application_id", None), courses=courses,
-                             replacement=replacement)
+                             replacement=replacement, retention_years=domain.retention_years(self.config))
 
         def work_(session):
             if fetched.live:

@@ -44,6 +44,20 @@ class ApplicationSubmitted(Event):
     level: Level | None = None        # the level applied for (an upgrade: the new level)
 
 
+class FilesHeld(Event):
+    """Registration needs these files of a person's 个人信息表 (photo, proofs) until ``held_until``:
+    profile keeps them, even after they leave the form, and deletes them once no hold lasts
+    (docs/operations.md, 文件保留). Sent after a submission commits (``holder``
+    ``submission:<application_id>:<round>``, the retention period of that version) and when a
+    certificate is issued (``certificate:<number>``, its photo until the end of its validity)."""
+    source: ClassVar[str] = "registration"
+    event_type: ClassVar[str] = "files_held"
+    person_id: str
+    holder: str = Field(max_length=80)
+    file_keys: list[str]
+    held_until: dt.datetime
+
+
 class ApplicationApproved(Event):
     source: ClassVar[str] = "review"
     event_type: ClassVar[str] = "application_approved"

@@ -377,3 +377,10 @@ class ProfileSnapshot(Contract):
     work_experiences: list[WorkExperience] = []
     honours: list[Honour] = []
     revision: int = 0                         # the profile revision this snapshot was taken at
+
+    def file_keys(self) -> list[str]:
+        """Every stored file this copy names (photo, proofs of work experience and honours): what a
+        submission of it holds in profile."""
+        keys = [self.photo_key] + [key for job in self.work_experiences for key in job.proof_keys] + [
+            honour.proof_key for honour in self.honours]
+        return sorted({key for key in keys if key})

@@ -19,9 +19,10 @@ from PIL import Image
 from sqlalchemy import func, select
 
 from services.identity import domain as identity_domain
-from services.profile import cli
+from services.profile import cli, domain
 from services.profile.files import FileStore, sweep
 from services.profile.models import (
+    FileHold,
     HonourRow,
     Profile,
     StoredFile,
@@ -43,15 +44,18 @@ from services.profile.testing import (
 )
 from swms import images
 from swms.auth import Caller
+from swms.contracts.events import FilesHeld
 from swms.errors import SwmsError
 from swms.storage import Bucket, make_s3_client
 from tests.support import (
     EventTap,
+    dispatch,
     officer_token,
     rpc_client,
     session_for,
     token,
     valid_id,
+    wait_until,
     worker_token,
 )
 
@@ -191,7 +195,8 @@ def test_basic_info_and_photo_make_the_form_complete(env, amqp_uri, keys_dir, ch
 
         snapshot = me.profile.get_snapshot({"person_id": env.person})
         assert (snapshot["photo_key"], snapshot["revision"]) == (second_key, 3)
-        # Once a snapshot (a registration form, perhaps a certificate) names it, it is kept.
+        # Once a snapshot (a registration form being submitted) names it, it is kept for the grace
+        # period (test_replaced_files_are_deleted_once_nothing_needs_them: and then deleted).
         third = me.profile.confirm_photo({"upload_id": upload(me, "photo", make_photo(300, 410, "JPEG"))})
         assert env.keys() == sorted([second_key, third["photo"]["photo_key"]])
 
@@ -214,8 +219,11 @@ def test_basic_info_and_photo_make_the_form_complete(env, amqp_uri, keys_dir, ch
 
     trail = env.audit_rows()
     assert [row["action"] for row in trail] == ["profile.basic_info_saved", "profile.photo_added",
-                                                 "profile.photo_replaced", "profile.photo_replaced"]
-    assert all(row["actor"] == env.person and row["at"] for row in trail)
+                                                 "profile.photo_replaced", "profile.file_deleted",
+                                                 "profile.photo_replaced"]
+    assert [row["actor"] for row in trail] == [env.person] * 3 + ["housekeeping", env.person]
+    assert all(row["at"] for row in trail)
+    assert trail[3]["detail"]["file_key"] == first_key and not trail[3]["detail"]["snapshotted"]
     assert "mobile" in trail[0]["detail"]["changed_fields"]
     assert "13800138000" not in json.dumps([row["detail"] for row in trail], ensure_ascii=False)
 
@@ -267,7 +275,7 @@ def test_work_experience_and_honours_sync_into_snapshots(env, amqp_uri, keys_dir
         assert [h["title"] for h in snapshot["honours"]] == ["优秀社会工作者"]
         assert snapshot["honours"][0]["level"] == "地市"
 
-        # After the snapshot, removing a proof keeps the object (a registration form refers to it).
+        # After the snapshot, a removed proof is kept for the grace period (a submission may name it).
         me.profile.save_work_experience(experience(env, experience_id=job["experience_id"], sanqu_programme=False))
         assert kept in env.keys()
 
@@ -374,6 +382,128 @@ def test_housekeeping_deletes_what_was_never_confirmed(env, amqp_uri):
     assert env.keys() == [photo_key]
     with session_for(env.profile["DB_URL"]) as session:
         assert session.execute(select(func.count()).select_from(Upload)).scalar_one() == 0
+
+
+def _sessions(env: Env):
+    from sqlalchemy.orm import sessionmaker
+
+    from swms.db import engine_for
+    return sessionmaker(engine_for(env.profile["DB_URL"]), expire_on_commit=False)
+
+
+def test_replaced_files_are_deleted_once_nothing_needs_them(env, amqp_uri, keys_dir):
+    """The retention rule (docs/operations.md, 文件保留): a file is kept while the form has it,
+    while a hold lasts (a submitted application version, an issued certificate) and, if a snapshot
+    named it, for the grace period after it left the form. Then housekeeping deletes it (object and
+    row, audited) and no link is given for it any more."""
+    with rpc_client(amqp_uri, env.token) as me:
+        me.profile.save_basic_info(basic_info(env.sunshine))
+        photo_a = me.profile.confirm_photo({"upload_id": upload(me, "photo", make_photo())})["photo"]["photo_key"]
+        job = me.profile.save_work_experience(experience(
+            env, sanqu_programme=True, proof_upload_ids=[upload(me, "proof", make_pdf(), "三区.pdf")]))["experience"]
+        [proof_1] = job["proof_keys"]
+        honour = me.profile.save_honour({"title": "优秀社会工作者", "level": "地市", "awarding_body": "北京市民政局",
+                                         "awarded_on": "2022-12-01",
+                                         "proof_upload_id": upload(me, "proof", make_pdf())})["honour"]
+        honour_proof_1 = honour["proof_key"]
+        # Registration copies the form after every change (a draft, a preview): that pins nothing.
+        me.profile.get_snapshot({"person_id": env.person})
+        photo_b = me.profile.confirm_photo({"upload_id": upload(me, "photo", make_photo(413, 579, "PNG"))})["photo"]["photo_key"]
+        proof_2 = me.profile.save_work_experience(experience(
+            env, experience_id=job["experience_id"], sanqu_programme=True,
+            proof_upload_ids=[upload(me, "proof", make_pdf(2))]))["experience"]["proof_keys"][0]
+        honour_proof_2 = me.profile.save_honour({
+            "honour_id": honour["honour_id"], "title": "优秀社会工作者", "level": "地市", "awarding_body": "北京市民政局",
+            "awarded_on": "2022-12-01", "proof_upload_id": upload(me, "proof", make_pdf())})["honour"]["proof_key"]
+
+    # A submitted application version named the first honour proof: registration holds it for a year.
+    held_until = dt.datetime.now(dt.UTC) + dt.timedelta(days=365)
+    holder = f"submission:{uuid.uuid4()}:1"
+    dispatch(amqp_uri, FilesHeld(person_id=env.person, holder=holder, file_keys=[honour_proof_1],
+                                 held_until=held_until))
+    with session_for(env.profile["DB_URL"]) as session:
+        def recorded():
+            session.rollback()  # a new snapshot each poll
+            return session.get(FileHold, (honour_proof_1, holder))
+        wait_until(recorded, timeout=60, what="the hold recorded")
+
+    replaced = [photo_a, proof_1, honour_proof_1]
+    current = [photo_b, proof_2, honour_proof_2]
+    store, sessions = FileStore(Bucket(env.s3, env.bucket)), _sessions(env)
+    now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    sweep(sessions, store, now=now)                       # within the grace period: all kept
+    assert set(replaced + current) <= set(env.keys())
+
+    after_grace = now + dt.timedelta(hours=48, minutes=1)
+    sweep(sessions, store, now=after_grace)
+    assert env.keys() == sorted(current + [honour_proof_1])   # the bucket: A and the old proof are gone
+    with rpc_client(amqp_uri, env.token) as me:
+        for gone in (photo_a, proof_1):
+            with pytest.raises(SwmsError) as caught:
+                me.profile.get_file_link({"person_id": env.person, "file_key": gone})
+            assert (caught.value.code, caught.value.field) == ("NOT_FOUND", "file_key")
+        link = me.profile.get_file_link({"person_id": env.person, "file_key": honour_proof_1})   # held
+        with urllib.request.urlopen(link["url"], timeout=10) as response:
+            assert response.read().startswith(b"%PDF")
+    service = (keys_dir / "certificate.service-token").read_text().strip()
+    with rpc_client(amqp_uri, service) as certificate, pytest.raises(SwmsError) as caught:
+        certificate.profile.get_photo_link({"person_id": env.person, "photo_key": photo_a})
+    assert caught.value.code == "NOT_FOUND"
+
+    # The hold ends: the file goes at the next pass.
+    sweep(sessions, store, now=held_until.replace(tzinfo=None) + dt.timedelta(minutes=1))
+    assert env.keys() == sorted(current)
+    with session_for(env.profile["DB_URL"]) as session:
+        assert session.execute(select(func.count()).select_from(FileHold)).scalar_one() == 0
+        assert {row.file_key for row in session.execute(select(StoredFile)).scalars()} == set(current)
+
+    deleted = {row["detail"]["file_key"]: row for row in env.audit_rows() if row["action"] == "profile.file_deleted"}
+    assert set(deleted) == set(replaced)
+    assert all(row["actor"] == "housekeeping" and row["detail"]["snapshotted"] for row in deleted.values())
+    assert deleted[honour_proof_1]["detail"]["holds_ended"] == [holder]
+    assert (deleted[photo_a]["detail"]["kind"], deleted[photo_a]["detail"]["holds_ended"]) == ("photo", [])
+    [held] = [row for row in env.audit_rows() if row["action"] == "profile.files_held"]
+    assert (held["actor"], held["detail"]["holder"], held["detail"]["file_keys"]) == (
+        "registration", holder, [honour_proof_1])
+
+
+def test_a_hold_and_a_deletion_never_cross(env, amqp_uri):
+    """A hold that comes for a file being deleted finds it gone (reported, not recorded); a file
+    that got a hold is not deleted by a pass that started before the hold."""
+    with rpc_client(amqp_uri, env.token) as me:
+        me.profile.save_basic_info(basic_info(env.sunshine))
+        old = me.profile.confirm_photo({"upload_id": upload(me, "photo", make_photo())})["photo"]["photo_key"]
+        me.profile.get_snapshot({"person_id": env.person})
+        me.profile.confirm_photo({"upload_id": upload(me, "photo", make_photo(413, 579, "PNG"))})
+    sessions = _sessions(env)
+    now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    after_grace = now + dt.timedelta(hours=49)
+    with sessions() as session:
+        assert domain.unneeded_files(session, after_grace, dt.timedelta(hours=48), 10) == [old]
+    # The pass listed it; before it claims the file, a submission's hold is recorded: the claim
+    # re-checks in its own transaction and leaves the file alone.
+    with sessions.begin() as session:
+        assert domain.hold_files(session, env.person, "submission:a:1", [old], after_grace + dt.timedelta(days=1),
+                                 "registration") == []
+    with sessions() as session:
+        assert not domain.claim_for_deletion(session, old, after_grace, dt.timedelta(hours=48))
+        session.rollback()
+    assert old in env.keys()
+    # Once claimed, a hold finds the file gone.
+    later = after_grace + dt.timedelta(days=2)
+    with sessions() as session:
+        assert domain.claim_for_deletion(session, old, later, dt.timedelta(hours=48))
+        session.commit()
+    with sessions.begin() as session:
+        assert domain.hold_files(session, env.person, "certificate:1", [old], None, "registration") == [old]
+        assert session.get(FileHold, (old, "certificate:1")) is None
+    with rpc_client(amqp_uri, env.token) as me, pytest.raises(SwmsError) as caught:
+        me.profile.get_file_link({"person_id": env.person, "file_key": old})    # being deleted: no link
+    assert caught.value.code == "NOT_FOUND"
+    sweep(sessions, FileStore(Bucket(env.s3, env.bucket)), now=later)    # finishes the claimed deletion
+    assert old not in env.keys()
+    with sessions() as session:
+        assert session.get(StoredFile, old) is None
 
 
 # ---- bad input: each a clear error, nothing stored, no orphan files ------------------------------

@@ -12,8 +12,8 @@ from kombu import Connection, Exchange
 
 from swms import queues
 from swms.deadletter import event_handler as retrying_event_handler
+from swms.deadletter import guarded_event_handler as requeueing_event_handler
 from swms.queues import ClusterRpcProxy, RpcProxy
-from swms.queues import event_handler as requeueing_event_handler
 from swms.rpc import rpc
 from tests.support import wait_until
 

@@ -474,3 +474,71 @@ def test_the_copy_keeps_the_newest_revision_and_serves_only_that_revision(sessio
     domain.store_copy(session, domain.Fetched(snapshot(person_id=person, revision=6), incomplete))
     error = domain.incomplete_error(domain.stored_copy(session, person, 6).completeness)
     assert (error.code, error.field, error.details[0]["label"]) == ("PROFILE_INCOMPLETE", "profile", "照片")
+
+
+# ---- file retention: what a submission and a certificate ask profile to keep ---------------------
+
+def _holds(session) -> list[dict]:
+    rows = session.execute(select(m.outbox.table.c.payload).where(
+        m.outbox.table.c.event_type == "files_held").order_by(m.outbox.table.c.id)).scalars()
+    return [json.loads(row) for row in rows]
+
+
+def test_each_submitted_version_and_certificate_holds_the_files_it_names(session):
+    job = {"experience_id": "job-1", "unit_name": "某公司", "position": "职员", "start_date": dt.date(2020, 1, 1),
+           "sanqu_programme": True, "proof_keys": ["proofs/p/2.pdf", "proofs/p/1.pdf"]}
+    honour = {"honour_id": "h-1", "title": "先进个人", "level": "省", "awarding_body": "省民政厅",
+              "awarded_on": dt.date(2021, 1, 1), "proof_key": "proofs/p/3.pdf"}
+    snap = snapshot(exam_year=2026, photo_key="photos/p/a.jpg", work_experiences=[job], honours=[honour])
+    application = submit(session, K.FIRST_REGISTRATION, snap, retention_years=5)
+    session.flush()
+    [first] = _holds(session)
+    assert first["holder"] == f"submission:{application.application_id}:1"
+    assert first["file_keys"] == ["photos/p/a.jpg", "proofs/p/1.pdf", "proofs/p/2.pdf", "proofs/p/3.pdf"]
+    submitted_at = application.submitted_at
+    assert dt.datetime.fromisoformat(first["held_until"]).replace(tzinfo=None) == submitted_at.replace(
+        year=submitted_at.year + 5)
+
+    # Returned and resubmitted with another photo: round 2 holds its own files; round 1's hold stays.
+    domain.apply_rejection(session, ApplicationReturned(
+        application_id=application.application_id, person_id=snap.person_id, kind=K.FIRST_REGISTRATION,
+        region_code=snap.region_code, stage=Stage.INITIAL, reason="照片不清晰", decided_by="officer",
+        decided_at=dt.datetime(2027, 3, 16, tzinfo=dt.UTC)))
+    again = snap.model_copy(update={"photo_key": "photos/p/b.jpg", "work_experiences": [], "honours": [],
+                                    "revision": 2})
+    submit(session, K.FIRST_REGISTRATION, again, application_id=application.application_id, retention_years=1)
+    session.flush()
+    second = _holds(session)[1]
+    assert (second["holder"], second["file_keys"]) == (f"submission:{application.application_id}:2", ["photos/p/b.jpg"])
+
+    # The certificate holds the photo of the version it was issued from, until its validity ends.
+    issue(session, again, application.application_id, "1120272000001", dt.date(2027, 4, 1), dt.date(2030, 3, 31))
+    third = _holds(session)[2]
+    assert (third["holder"], third["file_keys"], third["held_until"][:19]) == (
+        "certificate:1120272000001", ["photos/p/b.jpg"], "2030-04-01T00:00:00")
+
+
+def test_a_snapshot_without_files_asks_for_no_hold(session):
+    submit(session, K.FIRST_REGISTRATION, snapshot(exam_year=2026))
+    session.flush()
+    assert _holds(session) == []
+
+
+def test_retention_years_from_config():
+    assert domain.retention_years({}) == domain.RECORD_RETENTION_YEARS == 5
+    assert domain.retention_years({"RECORD_RETENTION_YEARS": "10"}) == 10
+    assert domain.retention_years({"RECORD_RETENTION_YEARS": ""}) == 5
+
+
+def test_the_grace_period_outlasts_registrations_copy_of_the_form():
+    """A submission may use registration's copy of the form (at most COPY_MAX_AGE old) and announce
+    its hold after its commit: profile must keep a file a snapshot named at least that long, plus
+    a day for the event, after the file left the form (config.yaml default and the code's)."""
+    import re
+
+    from services.profile.files import Settings
+    from swms.config import REPO_ROOT
+    text = (REPO_ROOT / "services" / "profile" / "config.yaml").read_text(encoding="utf-8")
+    configured = float(re.search(r"\$\{PROFILE_FILE_GRACE_HOURS:([0-9.]+)\}", text).group(1))
+    for hours in (configured, Settings().file_grace_hours, Settings.from_config({}).file_grace_hours):
+        assert dt.timedelta(hours=hours) >= domain.COPY_MAX_AGE + dt.timedelta(days=1)

@@ -73,12 +73,25 @@ class Echo:
     def sign_up(self, request):
         return request
 
+    @contract(None)
+    def ping(self):
+        return "pong"
+
 
 def test_contract_accepts_one_object_or_keywords_not_both():
     assert Echo().sign_up(GOOD)["email"] == "li@example.cn"
     assert Echo().sign_up(**GOOD)["name"] == "李明华"
     with pytest.raises(errors.SwmsError):
         Echo().sign_up(GOOD, name="x")
+
+
+def test_a_method_without_arguments_takes_an_empty_object_or_nothing():
+    """docs/contracts.md: every method takes one JSON object; for these it is {}."""
+    assert Echo().ping() == Echo().ping(None) == Echo().ping({}) == "pong"
+    for payload, fields in (({"x": 1}, {}), (None, {"x": 1}), ([], {})):
+        with pytest.raises(errors.SwmsError) as caught:
+            Echo().ping(payload, **fields)
+        assert (caught.value.code, caught.value.field) == ("VALIDATION_FAILED", "payload")
 
 
 def test_errors_survive_nameko_serialisation():
