@@ -26,7 +26,6 @@ connects to the first that answers and, when its connection drops, moves to the 
 from __future__ import annotations
 
 import logging
-import re
 import uuid
 
 from kombu import Exchange, Queue
@@ -36,6 +35,8 @@ from nameko.rpc import RPC_REPLY_QUEUE_TEMPLATE, RPC_REPLY_QUEUE_TTL, ReplyListe
 from nameko.rpc import RpcProxy as NamekoRpcProxy
 from nameko.standalone.rpc import ClusterRpcProxy as NamekoClusterRpcProxy
 from nameko.standalone.rpc import SingleThreadedReplyListener
+
+from swms.brokers import broker_urls, redact  # noqa: F401  (broker_urls: read from here too)
 
 log = logging.getLogger(__name__)
 
@@ -78,19 +79,6 @@ def durable_queue(queue: Queue, config: dict, dead_letter: bool = True) -> Queue
 
 def dead_letter_queue(config: dict) -> Queue:
     return durable_queue(DEAD_LETTER_QUEUE, config, dead_letter=False)
-
-
-def broker_urls(amqp_uri: str) -> list[str]:
-    """The brokers of an ``AMQP_URI`` (one, or several separated by ``;``)."""
-    return [url.strip() for url in amqp_uri.split(";") if url.strip()]
-
-
-_PASSWORD = re.compile(r"(://[^:/@;]*:)[^@;]*@")
-
-
-def redact(amqp_uri: str) -> str:
-    """Every password of a broker list masked (nameko's own sanitize_url masks only the first)."""
-    return _PASSWORD.sub(r"\1********@", amqp_uri)
 
 
 class QueueConsumer(messaging.QueueConsumer):
