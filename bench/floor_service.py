@@ -29,7 +29,6 @@ import os
 import uuid
 
 from nameko.events import EventDispatcher
-from nameko.rpc import rpc
 from sqlalchemy import (Column, DateTime, Integer, MetaData, String, Table, Text, and_, bindparam, func, insert,
                         select, update)
 
@@ -41,6 +40,7 @@ from swms.contracts.registration import SubmitReRegistrationRequest
 from swms.db import engine_for
 from swms.errors import SwmsError
 from swms.outbox import OutboxRelay
+from swms.rpc import rpc   # queues of the run's AMQP_QUEUE_TYPE, as the services'
 
 metadata = MetaData()
 applications = Table("floor_application", metadata, Column("application_id", String(36), primary_key=True),

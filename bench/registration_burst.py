@@ -3,10 +3,15 @@ PostgreSQL, against an empty RPC measured in the same run.
 
   .venv/bin/python -m bench.registration_burst [--submissions 20000] [--clients 50]
       [--registration-processes 2] [--workers 30] [--pg-url postgresql+psycopg2://postgres:postgres@127.0.0.1:5432/postgres]
+      [--amqp-uri "pyamqp://…:5701/;pyamqp://…:5702/;…"] [--queue-type classic|quorum] [--management-url URL|""]
 
 What runs: profile and registration as separate ``nameko run`` processes (registration possibly
 several, as a deployment scales it), each on its own fresh PostgreSQL database, moto's S3 server on
-loopback, and the empty service of bench/rpc.py, all on a RabbitMQ virtual host of this run's own.
+loopback, and the empty service of bench/rpc.py, all on a RabbitMQ virtual host of this run's own
+(created through --management-url; with ``--management-url ""`` the virtual host of --amqp-uri is
+used as it is). --amqp-uri (default $AMQP_URI) may list a cluster's nodes; every queue the services
+(and the floors) declare is of --queue-type. bench/cluster_compare.py runs it on a three-node
+cluster with each queue type.
 Seeded before the clock starts: N people with a complete 个人信息表 (basic information and an ID photo
 record; the first through profile's domain code, the rest as copies of its rows), a certificate
 expiring in 30 days, 60 online continuing-education hours in the period, and one confirmed proof
@@ -59,8 +64,10 @@ from pathlib import Path  # noqa: E402
 
 from nameko.standalone.rpc import ClusterRpcProxy  # noqa: E402
 
+from bench import empty_service  # noqa: E402
 from bench._measure import CpuLedger, percentile  # noqa: E402
 from bench._people import chinese_name  # noqa: E402
+from swms.queues import QUEUE_TYPES, broker_urls  # noqa: E402
 
 COUNTY = "110105"
 
@@ -240,7 +247,8 @@ def own_vhost(amqp_uri: str, management_url: str) -> tuple[str, callable]:
 
     import requests
     vhost = f"bench-registration-{uuid.uuid4().hex[:8]}"
-    parts = urllib.parse.urlsplit(amqp_uri)
+    brokers = [urllib.parse.urlsplit(url) for url in broker_urls(amqp_uri)]
+    parts = brokers[0]
     auth = (urllib.parse.unquote(parts.username or "guest"), urllib.parse.unquote(parts.password or "guest"))
     api = management_url.rstrip("/") + "/api"
     requests.put(f"{api}/vhosts/{vhost}", auth=auth, timeout=10).raise_for_status()
@@ -249,7 +257,7 @@ def own_vhost(amqp_uri: str, management_url: str) -> tuple[str, callable]:
 
     def remove():
         requests.delete(f"{api}/vhosts/{vhost}", auth=auth, timeout=30)
-    return f"{parts.scheme}://{parts.netloc}/{vhost}", remove
+    return ";".join(f"{each.scheme}://{each.netloc}/{vhost}" for each in brokers), remove
 
 
 def burst(amqp_uri: str, clients: int, jobs: list, call) -> dict:
@@ -307,10 +315,16 @@ def main() -> None:
                         help="build registration's profile copies through profile_changed (one fetch per person: "
                              "slow at 20,000) instead of seeding them")
     parser.add_argument("--management-url", default="http://127.0.0.1:15672",
-                        help="RabbitMQ management API, to create this run's own virtual host")
+                        help="RabbitMQ management API, to create this run's own virtual host "
+                             "(empty: use the one of --amqp-uri)")
+    parser.add_argument("--amqp-uri", default=os.environ.get("AMQP_URI", "pyamqp://guest:guest@127.0.0.1:5672/"),
+                        help="one broker, or a cluster's brokers separated by ';'")
+    parser.add_argument("--queue-type", choices=QUEUE_TYPES, default="classic")
     args = parser.parse_args()
-    amqp_uri, remove_vhost = own_vhost(os.environ.get("AMQP_URI", "pyamqp://guest:guest@127.0.0.1:5672/"),
-                                       args.management_url)
+    if args.management_url:
+        amqp_uri, remove_vhost = own_vhost(args.amqp_uri, args.management_url)
+    else:
+        amqp_uri, remove_vhost = args.amqp_uri, lambda: None
 
     from kombu import Connection, Exchange, Queue
     from sqlalchemy import func, select
@@ -329,7 +343,7 @@ def main() -> None:
             "registration": create_database(args.pg_url, "registration")}
     floor_url = create_database(args.pg_url, "floor")
     os.environ.update({"REGISTRATION_MAX_WORKERS": str(args.workers), "PROFILE_MAX_WORKERS": str(args.workers)})
-    stack = LocalStack(workdir=workdir, amqp_uri=amqp_uri, db_urls={
+    stack = LocalStack(workdir=workdir, amqp_uri=amqp_uri, queue_type=args.queue_type, db_urls={
         name: urls.get(name, f"sqlite:///{workdir / f'{name}.db'}")
         for name in ("identity", "profile", "registration", "review", "certificate", "notification")})
     events_queue = f"bench-registration-events-{uuid.uuid4().hex[:8]}"
@@ -362,9 +376,10 @@ def main() -> None:
         stack.start_service("profile")
         for index in range(args.registration_processes):
             stack.start_service("registration", instance=f"registration-{index + 1}")
-        stack._spawn("bench_empty", [NAMEKO, "run", "--broker", amqp_uri, "bench.empty_service"])
+        stack._spawn("bench_empty", empty_service.command(NAMEKO, workdir, amqp_uri, args.queue_type))
         floor_config = workdir / "floor.yaml"
-        floor_config.write_text(json.dumps({"AMQP_URI": amqp_uri, "serializer": "json", "max_workers": args.workers,
+        floor_config.write_text(json.dumps({"AMQP_URI": amqp_uri, "AMQP_QUEUE_TYPE": args.queue_type,
+                                            "serializer": "json", "max_workers": args.workers,
                                             "AUTH_PUBLIC_KEY_FILE": str(keys / "token-signing.pub.pem"),
                                             "DB_URL": floor_url}))   # the guarded floor's outbox relay
         for index in range(args.registration_processes):   # as many processes and workers as registration
@@ -499,7 +514,8 @@ def main() -> None:
 
     ok = submitted["calls"] - sum(submitted["failures"].values())
     print(f"\nRegistration burst: {args.submissions} re-registrations, {args.clients} concurrent clients, "
-          f"{args.registration_processes} registration process(es) × {args.workers} workers, PostgreSQL")
+          f"{args.registration_processes} registration process(es) × {args.workers} workers, PostgreSQL, "
+          f"{args.queue_type} queues on {len(broker_urls(amqp_uri))} broker node(s)")
     print(f"{'call':40} {'calls':>7} {'calls/s':>9} {'p50 ms':>8} {'p99 ms':>8}")
     for label, figures in (("empty RPC (baseline, same clients)", empty), ("floor: bench_floor.submit", floor),
                            ("floor, group commit", batched), ("floor, grouped, token + rule reads", guarded),

@@ -1,11 +1,14 @@
 """RPC latency and throughput: an empty Nameko RPC vs identity's sign-up lookup, in one run.
 
   .venv/bin/python -m bench.rpc [--calls 2000] [--concurrency 50] [--passers 20000]
+      [--amqp-uri "pyamqp://…:5701/;pyamqp://…:5702/;…"] [--queue-type classic|quorum]
 
-Both services run as separate ``nameko run`` processes on the local RabbitMQ; identity uses a
-SQLite file seeded with generated passers (PostgreSQL with --db-url). The client runs here.
-Prints p50/p99 of sequential calls, calls/s with ``call_async`` keeping --concurrency in flight,
-and the ratio of the real call to the empty one.
+Both services run as separate ``nameko run`` processes on the local RabbitMQ (or the brokers of
+--amqp-uri, default $AMQP_URI; a ;-list names a cluster's nodes), their RPC queues of --queue-type;
+identity uses a SQLite file seeded with generated passers (PostgreSQL with --db-url). The client
+runs here. Prints p50/p99 of sequential calls, calls/s with ``call_async`` keeping --concurrency in
+flight, and the ratio of the real call to the empty one. bench/cluster_compare.py runs it on a
+three-node cluster with each queue type.
 """
 from __future__ import annotations
 
@@ -24,8 +27,10 @@ from pathlib import Path  # noqa: E402
 
 from nameko.standalone.rpc import ClusterRpcProxy  # noqa: E402
 
+from bench import empty_service  # noqa: E402
 from bench._measure import percentile  # noqa: E402
 from bench._people import generated_passers  # noqa: E402
+from swms.queues import QUEUE_TYPES, broker_urls  # noqa: E402
 from tools.localstack import NAMEKO, LocalStack  # noqa: E402
 
 
@@ -57,8 +62,11 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=50)
     parser.add_argument("--passers", type=int, default=20000)
     parser.add_argument("--db-url", help="identity database (default: a fresh SQLite file)")
+    parser.add_argument("--amqp-uri", default=os.environ.get("AMQP_URI", "pyamqp://guest:guest@127.0.0.1:5672/"),
+                        help="one broker, or a cluster's brokers separated by ';'")
+    parser.add_argument("--queue-type", choices=QUEUE_TYPES, default="classic")
     args = parser.parse_args()
-    amqp_uri = os.environ.get("AMQP_URI", "pyamqp://guest:guest@127.0.0.1:5672/")
+    amqp_uri = args.amqp_uri
 
     from sqlalchemy.orm import sessionmaker
 
@@ -68,7 +76,7 @@ def main() -> None:
 
     workdir = Path(tempfile.mkdtemp(prefix="swms-bench-"))
     db_url = args.db_url or f"sqlite:///{workdir / 'identity.db'}"
-    stack = LocalStack(workdir=workdir, amqp_uri=amqp_uri,
+    stack = LocalStack(workdir=workdir, amqp_uri=amqp_uri, queue_type=args.queue_type,
                        db_urls={name: db_url for name in ("identity", "profile", "registration", "review",
                                                           "certificate", "notification")})
     upgrade("identity", db_url)
@@ -79,7 +87,7 @@ def main() -> None:
     from swms.devkeys import ensure_dev_keys
     ensure_dev_keys(stack.keys_dir)
     stack.start_service("identity")
-    stack._spawn("bench_empty", [NAMEKO, "run", "--broker", amqp_uri, "bench.empty_service"])
+    stack._spawn("bench_empty", empty_service.command(NAMEKO, workdir, amqp_uri, args.queue_type))
     try:
         with ClusterRpcProxy({"AMQP_URI": amqp_uri}, timeout=30) as cluster:
             deadline = time.monotonic() + 60
@@ -104,7 +112,8 @@ def main() -> None:
         subprocess.run(["rm", "-rf", str(workdir)], check=False)
 
     print(f"RPC benchmark: {args.calls} calls each, {args.concurrency} in flight for throughput, "
-          f"{args.passers} passers in identity ({db_url.split(':')[0]})")
+          f"{args.passers} passers in identity ({db_url.split(':')[0]}), {args.queue_type} queues on "
+          f"{len(broker_urls(amqp_uri))} broker node(s)")
     print(f"{'call':32} {'p50 ms':>8} {'p99 ms':>8} {'calls/s':>9}")
     for name, figures in (("empty RPC (baseline)", empty), ("identity.check_passer", lookup)):
         print(f"{name:32} {figures['p50_ms']:8.2f} {figures['p99_ms']:8.2f} {figures['calls_per_s']:9.0f}")

@@ -18,6 +18,11 @@ headers and body, so an operator can inspect, fix and re-publish.
 (``requeue_on_error``) for handlers that manage their retries themselves, and only dead-letters a
 body that cannot be decoded. Both log such a body in one bounded line (swms.wire) and count it
 (``swms_unreadable_messages``, kind ``event``).
+
+The handler's queue, its ``.retry`` queue and ``swms.dead-letter`` are of the type ``AMQP_QUEUE_TYPE``
+names (swms.queues); with quorum queues the broker also dead-letters, to the same queue, a message
+that was never acked after ``DELIVERY_LIMIT`` more deliveries (a handler that requeues on every
+failure, a process that dies on it).
 """
 from __future__ import annotations
 
@@ -26,16 +31,16 @@ import logging
 from kombu import Exchange, Queue
 from nameko.amqp.publish import Publisher
 from nameko.constants import AMQP_URI_CONFIG_KEY
-from nameko.events import EventHandler
 from pydantic import ValidationError
 
 from swms import wire
 from swms.ops import count_unreadable
+from swms.queues import DEAD_LETTER_QUEUE  # noqa: F401  (the classic declaration; tests read it from here)
+from swms.queues import DEAD_LETTER_EXCHANGE, TypedEventHandler, durable_queue
+from swms.queues import dead_letter_queue as typed_dead_letter_queue
 
 log = logging.getLogger(__name__)
 
-DEAD_LETTER_EXCHANGE = Exchange("swms.dead-letter", type="fanout", durable=True)
-DEAD_LETTER_QUEUE = Queue("swms.dead-letter", exchange=DEAD_LETTER_EXCHANGE, durable=True)
 ATTEMPTS_HEADER = "x-swms-attempts"
 
 
@@ -43,13 +48,21 @@ def backoff_seconds(attempt: int, base: float = 1.0) -> float:
     return base * 4 ** (attempt - 1)  # 1, 4, 16, 64 … × base
 
 
+def retry_queue(queue_name: str, config: dict) -> Queue:
+    """``<queue>.retry``: holds each message for its own backoff (per-message TTL), then the broker
+    dead-letters it back to ``queue_name``."""
+    return durable_queue(Queue(f"{queue_name}.retry", durable=True, queue_arguments={
+        "x-dead-letter-exchange": "", "x-dead-letter-routing-key": queue_name}), config, dead_letter=False)
+
+
 class DeadLetteringQueueConsumer(wire.GuardedQueueConsumer):
     """The event queues' consumer (a connection of its own): a body that cannot even be decoded
     goes to the handler's ``handle_undecodable``, which dead-letters it."""
 
 
-class DeadLetteringEventHandler(EventHandler):
-    """Nameko's event handler (``requeue_on_error`` as Nameko has it), on the guarded consumer."""
+class DeadLetteringEventHandler(TypedEventHandler):
+    """Nameko's event handler (``requeue_on_error`` as Nameko has it), on the guarded consumer, its
+    queue of the ``AMQP_QUEUE_TYPE`` (quorum: a delivery limit ends a requeue loop)."""
 
     queue_consumer = DeadLetteringQueueConsumer()
 
@@ -57,6 +70,7 @@ class DeadLetteringEventHandler(EventHandler):
         super().setup()
         config = self.container.config
         self.publisher = Publisher(config[AMQP_URI_CONFIG_KEY], use_confirms=True, delivery_mode=2)
+        self.dead_letter_queue = typed_dead_letter_queue(config)
 
     def handle_undecodable(self, message, exc):
         count_unreadable(self.container, "event", "undecodable")
@@ -72,7 +86,7 @@ class DeadLetteringEventHandler(EventHandler):
         log.error("event from %s dead-lettered after %d attempt(s): %s%s", self.queue.name, attempts, reason[:500],
                   f"; body: {excerpt}" if excerpt is not None else "")
         self._republish(message, exchange=DEAD_LETTER_EXCHANGE, routing_key=self.queue.name,
-                        declare=[DEAD_LETTER_EXCHANGE, DEAD_LETTER_QUEUE],
+                        declare=[DEAD_LETTER_EXCHANGE, self.dead_letter_queue],
                         headers={**(message.headers or {}), ATTEMPTS_HEADER: attempts, "x-swms-reason": reason[:2000],
                                  "x-swms-queue": self.queue.name})
 
@@ -85,8 +99,7 @@ class RetryingEventHandler(DeadLetteringEventHandler):
         config = self.container.config
         self.max_attempts = int(config.get("EVENT_MAX_ATTEMPTS", 5))
         self.retry_base = float(config.get("EVENT_RETRY_BASE_SECONDS", 1.0))
-        self.retry_queue = Queue(f"{self.queue.name}.retry", durable=True, queue_arguments={
-            "x-dead-letter-exchange": "", "x-dead-letter-routing-key": self.queue.name})
+        self.retry_queue = retry_queue(self.queue.name, config)
 
     def handle_message_processed(self, message, result=None, exc_info=None):
         if exc_info is not None:

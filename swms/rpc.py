@@ -16,11 +16,12 @@ from kombu.serialization import registry as serializers
 from nameko.amqp.publish import Publisher
 from nameko.constants import AMQP_SSL_CONFIG_KEY, AMQP_URI_CONFIG_KEY, LOGIN_METHOD_CONFIG_KEY
 from nameko.exceptions import IncorrectSignature, MethodNotFound
-from nameko.rpc import Responder, Rpc, RpcConsumer, get_rpc_exchange
+from nameko.rpc import Responder, Rpc, get_rpc_exchange
 from pydantic import BaseModel, ValidationError
 
 from swms import errors, wire
 from swms.ops import count_unreadable
+from swms.queues import TypedRpcConsumer
 from swms.validation import validation_problem
 
 log = logging.getLogger(__name__)
@@ -146,7 +147,7 @@ class RpcQueueConsumer(wire.GuardedQueueConsumer):
     """The RPC queue's consumer (a connection of its own, like swms.deadletter's for events)."""
 
 
-class PatientRpcConsumer(RpcConsumer):
+class PatientRpcConsumer(TypedRpcConsumer):   # rpc-<service> of the AMQP_QUEUE_TYPE (swms.queues)
     queue_consumer = RpcQueueConsumer()
 
     def handle_result(self, message, result, exc_info):

@@ -17,9 +17,9 @@ import logging
 from functools import partial
 
 from kombu.exceptions import DecodeError
-from nameko.messaging import QueueConsumer
 
 from swms.logs import mask_id_numbers
+from swms.queues import QueueConsumer   # declares swms.dead-letter when needed; broker lists logged masked
 
 log = logging.getLogger(__name__)
 

@@ -64,6 +64,7 @@ class LocalStack:
     workdir: Path
     amqp_uri: str
     db_urls: dict[str, str] | None = None   # default: one SQLite file per service under workdir
+    queue_type: str | None = None           # AMQP_QUEUE_TYPE; None: the config.yaml default (classic)
     s3_port: int = field(default_factory=free_port)
     gateway_port: int = field(default_factory=free_port)
     smtp_port: int = field(default_factory=free_port)
@@ -94,6 +95,8 @@ class LocalStack:
             # The QR code on each certificate leads to this stack's gateway (services/gateway/public.py).
             "VERIFY_BASE_URL": f"http://127.0.0.1:{self.gateway_port}/verify",
         })
+        if self.queue_type:
+            env["AMQP_QUEUE_TYPE"] = self.queue_type
         for name in SERVICES:
             env[f"{name.upper()}_DB_URL"] = self.db_urls[name]
             env[f"{name.upper()}_SERVICE_TOKEN_FILE"] = str(self.keys_dir / f"{name}.service-token")

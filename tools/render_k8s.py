@@ -5,8 +5,10 @@ the gateway's settings, services/gateway/config.py).
 
 Every ``${VAR:default}`` a service reads becomes an environment variable of its Deployment:
 secrets (database URLs, broker URI, credentials) from Secrets, everything else from the ConfigMap
-``swms-config`` (seeded with the config defaults, overridden below for a cluster). Regenerate after
-changing a config.yaml; tests/static/test_k8s.py fails when the files are out of date or invalid.
+``swms-config`` (seeded with the config defaults, overridden below for a cluster). Also the broker:
+a three-node RabbitmqCluster for the RabbitMQ Cluster Operator, with a PodDisruptionBudget.
+Regenerate after changing a config.yaml; tests/static/test_k8s.py fails when the files are out of
+date or invalid.
 """
 from __future__ import annotations
 
@@ -38,7 +40,10 @@ CLUSTER_VALUES = {
     "AUTH_PRIVATE_KEY_FILE": "/signing/token-signing.pem",
     "REVIEW_CHAINS_FILE": "services/review/chains.yaml",
     "CERT_ALLOW_DEV_KEYS": "false",   # a cluster signs with the authority's keys, mounted from a Secret
+    "AMQP_QUEUE_TYPE": "quorum",      # replicated on the RabbitmqCluster's three nodes (rabbitmq.yaml)
 }
+RABBITMQ = "rabbitmq"   # the RabbitmqCluster; the Cluster Operator names its client Service the same
+RABBITMQ_LABELS = {"app.kubernetes.io/name": RABBITMQ}   # on the pods the operator creates
 SECRET_SUFFIXES = ("_DB_URL", "_PASSWORD", "_SECRET_KEY", "_ACCESS_KEY", "SMTP_USER")
 
 
@@ -204,6 +209,40 @@ def autoscaler(service: str, scale: tuple[int, int] | None = None) -> dict:
     }
 
 
+def rabbitmq_cluster() -> dict:
+    """Three RabbitMQ nodes run by the RabbitMQ Cluster Operator (rabbitmq.com/v1beta1), one per
+    Kubernetes node: quorum queues keep a copy on each and stay available while two run."""
+    return {
+        "apiVersion": "rabbitmq.com/v1beta1", "kind": "RabbitmqCluster",
+        "metadata": {"name": RABBITMQ, "namespace": NAMESPACE, "labels": {"app.kubernetes.io/part-of": "swms"}},
+        "spec": {
+            "replicas": 3,
+            "image": "rabbitmq:3.13-management",
+            "resources": {"requests": {"cpu": "1", "memory": "2Gi"}, "limits": {"cpu": "2", "memory": "2Gi"}},
+            "persistence": {"storage": "20Gi"},
+            "rabbitmq": {"additionalConfig": "\n".join([
+                "default_vhost = swms",
+                # new quorum queues' leaders spread over the nodes, not all where the declaring client is
+                "queue_leader_locator = balanced",
+                # a node cut off from the other two stops serving instead of accepting writes it may lose
+                "cluster_partition_handling = pause_minority",
+                "vm_memory_high_watermark.relative = 0.6",
+                "disk_free_limit.absolute = 2GB",
+            ]) + "\n"},
+            "affinity": {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [{
+                "labelSelector": {"matchLabels": RABBITMQ_LABELS}, "topologyKey": "kubernetes.io/hostname"}]}},
+        },
+    }
+
+
+def rabbitmq_disruption_budget() -> dict:
+    """Voluntary evictions (node drains, upgrades) take one RabbitMQ node at a time: two of three
+    keep every quorum queue available."""
+    return {"apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
+            "metadata": {"name": RABBITMQ, "namespace": NAMESPACE, "labels": {"app.kubernetes.io/part-of": "swms"}},
+            "spec": {"maxUnavailable": 1, "selector": {"matchLabels": RABBITMQ_LABELS}}}
+
+
 def config_map() -> dict:
     data = {}
     for service in SERVICES:
@@ -233,7 +272,9 @@ def secret_templates() -> list[dict]:
             ref = secret_ref(service, variable)
             if ref and ref["name"] == "swms-credentials":
                 credentials[ref["key"]] = "CHANGE-ME"
-    secrets = [secret("swms-broker", {"amqp-uri": "pyamqp://swms:CHANGE-ME@rabbitmq.swms-infra.svc:5672/swms"}),
+    # The RabbitmqCluster's client Service: each (re)connection lands on a ready node. A list of
+    # addresses separated by ";" works as well (docs/configuration.md, AMQP_URI).
+    secrets = [secret("swms-broker", {"amqp-uri": f"pyamqp://swms:CHANGE-ME@{RABBITMQ}.{NAMESPACE}.svc:5672/swms"}),
                secret("swms-credentials", dict(sorted(credentials.items()))),
                secret("swms-token-public-key", {"token-signing.pub.pem": "CHANGE-ME"}),
                secret("swms-token-signing-key", {"token-signing.pem": "CHANGE-ME"})]
@@ -353,7 +394,8 @@ def gateway_ingress() -> dict:
 def documents() -> dict[str, list[dict]]:
     files = {"namespace.yaml": [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}}],
              "config.yaml": [config_map()],
-             "secrets.example.yaml": secret_templates()}
+             "secrets.example.yaml": secret_templates(),
+             "rabbitmq.yaml": [rabbitmq_cluster(), rabbitmq_disruption_budget()]}
     for service in SERVICES:
         docs = [deployment(service), migration_job(service)]
         if service in SCALED:
@@ -366,10 +408,19 @@ def documents() -> dict[str, list[dict]]:
     return files
 
 
+class _Dumper(yaml.SafeDumper):
+    """Multi-line strings (RabbitMQ's configuration) as literal blocks, readable as written."""
+
+
+_Dumper.add_representer(str, lambda dumper, value: dumper.represent_scalar(
+    "tag:yaml.org,2002:str", value, style="|" if "\n" in value else None))
+
+
 def rendered() -> dict[Path, str]:
     header = ("# Generated by `python -m tools.render_k8s` from services/*/config.yaml and "
               "services/gateway/config.py. Do not edit by hand.\n")
-    return {OUT / name: header + "---\n".join(yaml.safe_dump(d, sort_keys=False, allow_unicode=True) for d in docs)
+    return {OUT / name: header + "---\n".join(yaml.dump(d, Dumper=_Dumper, sort_keys=False, allow_unicode=True)
+                                             for d in docs)
             for name, docs in documents().items()}
 
 

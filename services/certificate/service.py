@@ -7,7 +7,6 @@ import logging
 
 import eventlet
 from nameko.dependency_providers import Config
-from nameko.rpc import RpcProxy
 from nameko.timer import timer
 from pydantic import ValidationError
 
@@ -44,6 +43,7 @@ from swms.deadletter import guarded_event_handler
 from swms.events import on_event
 from swms.ops import OpsEndpoint
 from swms.outbox import OutboxRelay, utcnow
+from swms.queues import RequeuePause, RpcProxy
 from swms.rpc import contract, rpc
 from swms.settings import CheckedNumbers, config_timer
 from swms.storage import ObjectStorage
@@ -52,6 +52,7 @@ from swms.throttle import ClientAddress
 log = logging.getLogger(__name__)
 DOWNLOAD_LINK_SECONDS = 300
 UNKNOWN_ADDRESS = "unknown"   # callers that pass no client_ip share one bucket (docs/contracts.md)
+_requeue_pause = RequeuePause()
 
 
 class CertificateDatabase(Database):
@@ -112,8 +113,11 @@ class CertificateService:
                 domain.record_approval(session, event, utcnow())
                 claimed = domain.claim(session, event.application_id, utcnow(), settings.lease_seconds)
         except Exception:
-            eventlet.sleep(1)  # the database is away: the broker redelivers, not in a hot loop
+            # The database is away: the broker redelivers, not in a hot loop, and (quorum queues)
+            # not so often that an outage spends the delivery limit (swms.queues.RequeuePause).
+            eventlet.sleep(_requeue_pause.failed())
             raise
+        _requeue_pause.succeeded()
         if not claimed:
             return  # issued already, refused, or another worker holds it (the sweep covers a dead one)
         self.auth.act_as_service()

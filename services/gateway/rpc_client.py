@@ -10,7 +10,10 @@ routing key). Each call gets a fresh AMQP ``correlation_id`` and a future keyed 
 - Per-call timeout: 504 UPSTREAM_TIMEOUT. The request carries the same ``expiration``, so the
   broker drops it if no service took it by then (nobody waits for the answer any more).
 - Connection lost: every call in flight fails at once with 503 (its reply would have gone to the
-  queue that died with the connection); the robust connection reconnects and re-declares the queue.
+  queue that died with the connection); the client connects again, to the first broker of
+  ``AMQP_URI`` that answers (one broker, or a cluster's nodes separated by ``;``: a node that is
+  gone is passed over), with a reply queue of a new name (the broker may not have noticed yet that
+  the old connection died, and would refuse its exclusive queue to the new one).
 - Context data rides in ``nameko.<key>`` headers: ``auth_token``, ``client_ip``, and
   ``call_id_stack`` = [X-Request-ID], which services log as the correlation id (swms.logs).
 """
@@ -29,6 +32,7 @@ import aio_pika.exceptions
 
 from services.gateway.problems import Problem, internal_error
 from swms import error_codes as c
+from swms.brokers import broker_urls
 
 log = logging.getLogger(__name__)
 
@@ -94,13 +98,13 @@ class RpcClient:
     def __init__(self, amqp_uri: str, timeout: float = 10.0,
                  observe: Callable[[str, str, float], None] | None = None,
                  reconnect_interval: float = 2.0):
-        self.url = amqp_url(amqp_uri)
+        self.urls = [amqp_url(url) for url in broker_urls(amqp_uri)]
         self.timeout = timeout
         self.observe = observe or (lambda rpc, outcome, seconds: None)
         self.reconnect_interval = reconnect_interval
-        self.reply_queue_name = f"rpc.reply-gateway-{uuid.uuid4().hex}"
+        self.reply_queue_name = ""   # one per connection (_connect)
         self._pending: dict[str, asyncio.Future] = {}
-        self._connection: aio_pika.abc.AbstractRobustConnection | None = None
+        self._connection: aio_pika.abc.AbstractConnection | None = None
         self._exchange: aio_pika.abc.AbstractExchange | None = None
         self._consuming = False
         self._starter: asyncio.Task | None = None
@@ -123,20 +127,31 @@ class RpcClient:
                             self.reconnect_interval)
                 await asyncio.sleep(self.reconnect_interval)
 
+    async def _open(self) -> aio_pika.abc.AbstractConnection:
+        """A connection to the first broker that answers."""
+        failure: Exception = RuntimeError("AMQP_URI names no broker")
+        for url in self.urls:
+            try:
+                return await aio_pika.connect(url, client_properties={"connection_name": "swms-gateway"})
+            except Exception as exc:   # that node is away: the next one
+                failure = exc
+        raise failure
+
     async def _connect(self) -> None:
-        connection = await aio_pika.connect_robust(self.url, client_properties={"connection_name": "swms-gateway"})
+        connection = await self._open()
+        reply_queue_name = f"rpc.reply-gateway-{uuid.uuid4().hex}"
         try:
             channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
             exchange = await channel.declare_exchange(RPC_EXCHANGE, aio_pika.ExchangeType.TOPIC, durable=True)
-            queue = await channel.declare_queue(self.reply_queue_name, exclusive=True, auto_delete=True)
-            await queue.bind(exchange, routing_key=self.reply_queue_name)
+            queue = await channel.declare_queue(reply_queue_name, exclusive=True, auto_delete=True)
+            await queue.bind(exchange, routing_key=reply_queue_name)
             await queue.consume(self._on_reply, no_ack=True)
         except BaseException:
             await connection.close()
             raise
         connection.close_callbacks.add(self._on_connection_lost)
-        connection.reconnect_callbacks.add(self._on_reconnected)
-        self._connection, self._exchange, self._consuming = connection, exchange, True
+        self._connection, self._exchange, self.reply_queue_name = connection, exchange, reply_queue_name
+        self._consuming = True
         log.info("AMQP connected; replies on %s", self.reply_queue_name)
 
     def _on_connection_lost(self, _connection: Any, exc: BaseException | None = None) -> None:
@@ -144,10 +159,7 @@ class RpcClient:
         self._fail_pending()
         if not self._closing:
             log.warning("AMQP connection lost (%s); reconnecting", type(exc).__name__ if exc else "closed")
-
-    def _on_reconnected(self, _connection: Any) -> None:
-        self._consuming = True   # the robust channel re-declared, re-bound and re-consumed the queue
-        log.info("AMQP reconnected")
+            self._starter = asyncio.get_running_loop().create_task(self._connect_until_done())
 
     def _fail_pending(self) -> None:
         for future in self._pending.values():

@@ -19,7 +19,6 @@ import eventlet
 import yaml
 from nameko.dependency_providers import Config
 from nameko.extensions import DependencyProvider
-from nameko.rpc import RpcProxy
 from pydantic import ValidationError
 from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError
@@ -68,6 +67,7 @@ from swms.db import Database
 from swms.deadletter import event_handler
 from swms.ops import OpsEndpoint
 from swms.outbox import OutboxRelay, utcnow
+from swms.queues import RpcProxy
 from swms.rpc import contract, rpc
 from swms.settings import CheckedNumbers, config_timer
 

@@ -12,7 +12,6 @@ import uuid
 from eventlet import tpool
 from nameko.dependency_providers import Config
 from nameko.extensions import DependencyProvider
-from nameko.rpc import RpcProxy
 from sqlalchemy import func, select
 
 from services.profile import domain, media
@@ -55,6 +54,7 @@ from swms.db import Database
 from swms.events import on_event
 from swms.ops import OpsEndpoint
 from swms.outbox import OutboxRelay, utcnow
+from swms.queues import RpcProxy
 from swms.rpc import contract, rpc
 from swms.settings import CheckedNumbers
 from swms.storage import ObjectStorage

@@ -9,7 +9,6 @@ from pathlib import Path
 import eventlet
 from nameko.dependency_providers import Config
 from nameko.extensions import DependencyProvider
-from nameko.rpc import RpcProxy
 from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -79,6 +78,7 @@ from swms.deadletter import event_handler as retrying_event_handler
 from swms.events import on_event
 from swms.ops import OpsEndpoint
 from swms.outbox import OutboxRelay
+from swms.queues import RpcProxy
 from swms.rpc import contract, rpc
 from swms.settings import CheckedNumbers
 from swms.storage import ObjectStorage

@@ -7,7 +7,6 @@ import uuid
 import eventlet
 from nameko.dependency_providers import Config
 from nameko.extensions import DependencyProvider
-from nameko.rpc import RpcProxy
 from sqlalchemy.orm import sessionmaker
 
 from services.review import domain
@@ -38,6 +37,7 @@ from swms.db import Database, engine_for
 from swms.events import on_event
 from swms.ops import OpsEndpoint
 from swms.outbox import OutboxRelay, utcnow
+from swms.queues import RpcProxy
 from swms.rpc import contract, rpc
 from swms.settings import CheckedNumbers
 

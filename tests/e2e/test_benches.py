@@ -45,6 +45,11 @@ BENCHES = {
                  "checks: every answer right (status 200, the passer's management number, the certificate current): OK"]),
     "rpc": (["--calls", "200", "--passers", "500"],
             ["empty RPC (baseline)", "identity.check_passer", "ratio check_passer/empty"]),
+    # its own three-node RabbitMQ cluster; bench.rpc and registration_burst on it with each queue type
+    "cluster_compare": (["--rpc-calls", "20", "--concurrency", "5", "--submissions", "20", "--clients", "2",
+                         "--pg-url", PG_ADMIN_URL],
+                        ["classic queues on 3 broker node(s)", "quorum queues on 3 broker node(s)",
+                         "burst: submit_re_registration", "CPU of the three RabbitMQ nodes per RPC"]),
 }
 
 

@@ -15,36 +15,12 @@ import time
 
 import eventlet
 import pytest
-from kombu import Connection, Exchange, Queue
-from sqlalchemy import create_engine, text
 
 from swms.devkeys import SERVICES
-from tests.faults.workload import (Figures, approve_everything, certificate_mails, patient, people, prepare, proxy,
-                                   submit_all)
+from tests.faults.workload import assert_nothing_lost_or_duplicated, every_service_healthy, run_stream
 from tools.localstack import LocalStack, wait_until
 
 pytestmark = [pytest.mark.faults, pytest.mark.parametrize("db_backend", ["postgresql"], indirect=True)]
-
-
-class DurableTap:
-    """An agency's durable queue: it survives broker restarts, and is read with a fresh connection
-    once the stream is over (a connection held through a restart would die with it)."""
-
-    def __init__(self, amqp_uri: str, source: str, event_type: str):
-        self.amqp_uri = amqp_uri
-        self.queue = Queue(f"faults-tap-{source}-{event_type}-{time.time_ns()}", routing_key=event_type,
-                           exchange=Exchange(f"{source}.events", type="topic", durable=True), durable=True)
-        with Connection(amqp_uri) as conn:
-            self.queue(conn.default_channel).declare()
-
-    def drain(self) -> list[dict]:
-        bodies = []
-        with Connection(self.amqp_uri) as conn:
-            queue = self.queue(conn.default_channel)
-            while (message := queue.get(no_ack=True)) is not None:
-                bodies.append(message.payload)
-            queue.delete()
-        return bodies
 
 
 class Chaos:
@@ -95,90 +71,6 @@ class Chaos:
             return log.read()
 
 
-def run_stream(stack: LocalStack, count: int, disturb) -> dict:
-    """Prepare ``count`` people, then submit and approve everything while ``disturb()`` runs in a
-    green thread; wait until every certificate and email exists. Returns the figures."""
-    figures = Figures()
-    persons = people(count)
-    tokens = prepare(stack, persons, figures)
-    issued_tap = DurableTap(stack.amqp_uri, "certificate", "certificate_issued")
-    started = time.monotonic()
-    disturbance = eventlet.spawn(disturb)
-    submit_all(stack, persons, figures)
-    approve_everything(stack, tokens["county"], figures, count, deadline_s=300)
-    approve_everything(stack, tokens["province"], figures, count, deadline_s=300)
-    disturbance.wait()
-
-    def all_issued():
-        statuses = []
-        for person in persons:
-            def status(person=person):
-                with proxy(stack, person.token) as worker:
-                    return worker.registration.get_application({"application_id": person.application_id})["status"]
-            statuses.append(patient(status, figures, "status"))
-        return statuses.count("已出证") == count
-
-    wait_until(all_issued, timeout=300, interval=2, what="every certificate")
-    wait_until(lambda: len(certificate_mails(stack)) >= count, timeout=180, interval=1, what="every email")
-    time.sleep(5)  # let late duplicates, if any, arrive before counting
-    events = issued_tap.drain()
-    mails = certificate_mails(stack)
-    with create_engine(stack.db_urls["certificate"]).connect() as conn:
-        per_application = conn.execute(text(
-            "SELECT application_id, count(*) FROM certificates GROUP BY application_id")).all()
-    expected = {p.application_id for p in persons}
-    event_ids_by_app = collections.defaultdict(set)
-    for body in events:
-        event_ids_by_app[body["application_id"]].add(body["event_id"])
-    copies_by_message_id = collections.defaultdict(list)
-    for mail in mails.values():
-        copies_by_message_id[mail["Message-ID"]].append(mail)
-    message_ids_by_recipient = collections.defaultdict(set)
-    for message_id, copies in copies_by_message_id.items():
-        message_ids_by_recipient[copies[0]["To"]].add(message_id)
-    return {
-        "applications": count,
-        "seconds": round(time.monotonic() - started, 1),
-        "rpc_retries": figures.rpc_retries,
-        "lost_applications": len(expected - {a for a, _ in per_application}),
-        "duplicate_certificates": sum(n - 1 for _, n in per_application),
-        "lost_events": len(expected - set(event_ids_by_app)),
-        "duplicate_events": sum(len(ids) - 1 for ids in event_ids_by_app.values()),
-        "event_redeliveries": len(events) - len(event_ids_by_app),
-        "lost_emails": count - len(message_ids_by_recipient),
-        # A second, different message to one holder for one certificate: what the idempotency key
-        # (event id + audience + recipient) must prevent.
-        "duplicate_emails": sum(len(ids) - 1 for ids in message_ids_by_recipient.values()),
-        # The same message handed to the relay again: the documented at-least-once delivery after a
-        # crash between the relay's acceptance and the commit (docs/contracts.md, "Guarantees").
-        "email_redeliveries": len(mails) - len(copies_by_message_id),
-        "redeliveries_differing_from_the_first_copy": sum(
-            1 for copies in copies_by_message_id.values() for copy in copies[1:]
-            if mail_content(copy) != mail_content(copies[0])),
-        "unpublished_outbox_rows": unpublished(stack),
-    }
-
-
-def mail_content(message) -> tuple:
-    return (message["To"], message["Subject"], message["Message-ID"], message.get_body().get_content())
-
-
-def unpublished(stack: LocalStack) -> int:
-    total = 0
-    for name in SERVICES:
-        with create_engine(stack.db_urls[name]).connect() as conn:
-            total += conn.execute(text("SELECT count(*) FROM outbox WHERE published_at IS NULL")).scalar_one()
-    return total
-
-
-def assert_nothing_lost_or_duplicated(figures: dict) -> None:
-    print("\nfault figures:", figures)
-    for key in ("lost_applications", "duplicate_certificates", "lost_events", "duplicate_events",
-                "lost_emails", "duplicate_emails", "redeliveries_differing_from_the_first_copy",
-                "unpublished_outbox_rows"):
-        assert figures[key] == 0, (key, figures)
-
-
 def test_kill_nine_of_random_services_during_a_stream(stack):
     chaos = Chaos(stack, kills=100, interval=1.2)
     figures = run_stream(stack, count=30, disturb=chaos.run)
@@ -217,21 +109,10 @@ def broker_and_database_restarts(stack: LocalStack, recovery: dict):
             for command in commands:
                 restart(command)
             began = time.monotonic()
-            for name in SERVICES:  # every service answers again by itself (no restarts by us)
-                def healthy(name=name):
-                    with proxy(stack, timeout=5) as cluster:
-                        return getattr(cluster, name).health()["status"] == "ok"
-                wait_until(lambda: _quietly(healthy), timeout=120, interval=1, what=f"{name} after {what} restart")
+            every_service_healthy(stack, timeout=120, after=f"{what} restart")  # by itself (no restarts by us)
             recovery[what] = round(time.monotonic() - began, 1)
             eventlet.sleep(3)
     return disturb
-
-
-def _quietly(check) -> bool:
-    try:
-        return check()
-    except Exception:
-        return False
 
 
 def pg_version() -> str:

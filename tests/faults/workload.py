@@ -5,6 +5,7 @@ answers that mean "already done" (an open application, an item already decided) 
 """
 from __future__ import annotations
 
+import collections
 import datetime as dt
 import email
 import email.policy
@@ -12,13 +13,17 @@ import random
 import time
 from dataclasses import dataclass, field
 
-from nameko.standalone.rpc import ClusterRpcProxy
+import eventlet
+from kombu import Connection, Exchange, Queue
+from sqlalchemy import create_engine, text
 
 from services.profile.codes import uscc_check_character
 from services.profile.testing import make_photo, post_file
+from swms.devkeys import SERVICES
 from swms.errors import SwmsError
 from swms.idcard import check_character
-from tools.localstack import LocalStack
+from swms.queues import ClusterRpcProxy, durable_queue
+from tools.localstack import LocalStack, wait_until
 from tools.walkthrough import COUNTY, PROVINCE, UNIT_CREDIT_CODE, UNIT_NAME, identity_cli, service_cli
 
 PASSWORD = "Fault-run-2026!x"
@@ -39,6 +44,16 @@ class Person:
 class Figures:
     rpc_retries: int = 0
     errors: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Deadlines:
+    """How long the stream waits (seconds): for one call's definite answer, for the officers'
+    approvals, for every certificate and for every email."""
+    call: float = 240
+    approvals: float = 300
+    certificates: float = 300
+    emails: float = 180
 
 
 def people(count: int, seed: int = 11) -> list[Person]:
@@ -79,6 +94,18 @@ def patient(call, figures: Figures, what: str, deadline_s: float = 240.0):
 def proxy(stack: LocalStack, token: str | None = None, timeout: float = 10):
     return ClusterRpcProxy({"AMQP_URI": stack.amqp_uri}, timeout=timeout,
                            context_data={"auth_token": token} if token else {})
+
+
+def every_service_healthy(stack: LocalStack, timeout: float, after: str = "") -> None:
+    """Waits until each of the six services answers its health RPC with "ok" (a new client each try)."""
+    for name in SERVICES:
+        def healthy(name=name):
+            try:
+                with proxy(stack, timeout=5) as cluster:
+                    return getattr(cluster, name).health()["status"] == "ok"
+            except Exception:
+                return False
+        wait_until(healthy, timeout=timeout, interval=1, what=f"{name} healthy" + (f" after {after}" if after else ""))
 
 
 def prepare(stack: LocalStack, persons: list[Person], figures: Figures) -> dict[str, str]:
@@ -125,23 +152,27 @@ def complete_profile(worker) -> None:
     worker.profile.confirm_photo({"upload_id": ticket["upload_id"]})
 
 
-def submit_all(stack: LocalStack, persons: list[Person], figures: Figures) -> None:
-    for person in persons:
+def submit_all(stack: LocalStack, persons: list[Person], figures: Figures, call_deadline_s: float = 240,
+               pause_s: float = 0) -> None:
+    for index, person in enumerate(persons):
+        if index and pause_s:
+            time.sleep(pause_s)
         def submit():
             with proxy(stack, person.token) as worker:
                 answer = worker.registration.submit_first_registration({"commitment": True})
                 return answer["application_id"]
 
-        outcome = patient(submit, figures, f"submit for {person.email}")
+        outcome = patient(submit, figures, f"submit for {person.email}", call_deadline_s)
         if isinstance(outcome, SwmsError):  # a retry after a lost reply: the first one went through
             def mine():
                 with proxy(stack, person.token) as worker:
                     return worker.registration.list_my_applications()["items"][0]["application_id"]
-            outcome = patient(mine, figures, "list my applications")
+            outcome = patient(mine, figures, "list my applications", call_deadline_s)
         person.application_id = outcome
 
 
-def approve_everything(stack: LocalStack, token: str, figures: Figures, expected: int, deadline_s: float) -> int:
+def approve_everything(stack: LocalStack, token: str, figures: Figures, expected: int, deadline_s: float,
+                       call_deadline_s: float = 240) -> int:
     """As one officer: approve every item that reaches the queue until ``expected`` were approved."""
     approved: set[str] = set()
     deadline = time.monotonic() + deadline_s
@@ -149,12 +180,12 @@ def approve_everything(stack: LocalStack, token: str, figures: Figures, expected
         def page():
             with proxy(stack, token) as officer:
                 return officer.review.list_queue({"page_size": 200})["items"]
-        items = patient(page, figures, "list the queue")
+        items = patient(page, figures, "list the queue", call_deadline_s)
         for item in items:
             def decide(item=item):
                 with proxy(stack, token) as officer:
                     return officer.review.decide({"item_id": item["item_id"], "decision": "approve"})
-            patient(decide, figures, "decide")
+            patient(decide, figures, "decide", call_deadline_s)
             approved.add(item["application_id"])
         if not items:
             time.sleep(0.5)
@@ -169,3 +200,140 @@ def certificate_mails(stack: LocalStack) -> dict:
         if "电子登记证书已签发" in (message["Subject"] or ""):
             found[path.name] = message
     return found
+
+
+class DurableTap:
+    """An agency's durable queue (of ``queue_type``): it survives broker restarts, and is read with
+    a fresh connection once the stream is over (a connection held through a restart would die with it)."""
+
+    def __init__(self, amqp_uri: str, source: str, event_type: str, queue_type: str = "classic"):
+        self.amqp_uri = amqp_uri
+        self.queue = durable_queue(
+            Queue(f"faults-tap-{source}-{event_type}-{time.time_ns()}", routing_key=event_type,
+                  exchange=Exchange(f"{source}.events", type="topic", durable=True), durable=True),
+            {"AMQP_QUEUE_TYPE": queue_type}, dead_letter=False)
+        with Connection(amqp_uri) as conn:
+            self.queue(conn.default_channel).declare()
+
+    def drain(self) -> list[dict]:
+        bodies = []
+        with Connection(self.amqp_uri) as conn:
+            queue = self.queue(conn.default_channel)
+            while (message := queue.get(no_ack=True)) is not None:
+                bodies.append(message.payload)
+            queue.delete()
+        return bodies
+
+
+def run_stream(stack: LocalStack, count: int, disturb, deadlines: Deadlines = Deadlines(),
+               stall_ok: bool = False, pace_s: float = 0) -> dict:
+    """Prepare ``count`` people, then submit and approve everything while ``disturb()`` runs in a
+    green thread; wait until every certificate and email exists. Returns the figures.
+
+    ``pace_s``: one submission every ``pace_s`` seconds, with both officers approving at the same
+    time, so that every stage (submission, review, issue, email) is busy while ``disturb`` acts
+    (without it, submissions and approvals go as fast as they can, one after the other).
+    ``stall_ok``: a phase that runs out of its deadline ends the stream (named in ``stalled``)
+    instead of failing it, and the figures count what got through (the classic-queue contrast
+    of tests/faults/test_cluster.py)."""
+    figures = Figures()
+    persons = people(count)
+    began = time.monotonic()
+    tokens = prepare(stack, persons, figures)
+    prepare_seconds = round(time.monotonic() - began, 1)
+    issued_tap = DurableTap(stack.amqp_uri, "certificate", "certificate_issued", stack.queue_type or "classic")
+    started = time.monotonic()
+    disturbance = eventlet.spawn(disturb)
+    stalled = None
+
+    def all_issued():
+        statuses = []
+        for person in persons:
+            def status(person=person):
+                with proxy(stack, person.token) as worker:
+                    return worker.registration.get_application({"application_id": person.application_id})["status"]
+            statuses.append(patient(status, figures, "status", deadlines.call))
+        return statuses.count("已出证") == count
+
+    try:
+        if pace_s:
+            officers = [eventlet.spawn(approve_everything, stack, tokens[level], figures, count, deadlines.approvals,
+                                       deadlines.call) for level in ("county", "province")]
+            submit_all(stack, persons, figures, deadlines.call, pace_s)
+            for officer in officers:
+                officer.wait()
+        else:
+            submit_all(stack, persons, figures, deadlines.call)
+            approve_everything(stack, tokens["county"], figures, count, deadlines.approvals, deadlines.call)
+            approve_everything(stack, tokens["province"], figures, count, deadlines.approvals, deadlines.call)
+        disturbance.wait()
+        wait_until(all_issued, timeout=deadlines.certificates, interval=2, what="every certificate")
+        wait_until(lambda: len(certificate_mails(stack)) >= count, timeout=deadlines.emails, interval=1,
+                   what="every email")
+    except TimeoutError as exc:
+        if not stall_ok:
+            raise
+        stalled = str(exc)
+        disturbance.wait()
+    seconds = round(time.monotonic() - started, 1)
+    time.sleep(5)  # let late duplicates, if any, arrive before counting
+    events = issued_tap.drain()
+    mails = certificate_mails(stack)
+    with create_engine(stack.db_urls["certificate"]).connect() as conn:
+        per_application = conn.execute(text(
+            "SELECT application_id, count(*) FROM certificates GROUP BY application_id")).all()
+    expected = [p.application_id for p in persons]   # None: never submitted (only when stall_ok)
+    event_ids_by_app = collections.defaultdict(set)
+    for body in events:
+        event_ids_by_app[body["application_id"]].add(body["event_id"])
+    copies_by_message_id = collections.defaultdict(list)
+    for mail in mails.values():
+        copies_by_message_id[mail["Message-ID"]].append(mail)
+    message_ids_by_recipient = collections.defaultdict(set)
+    for message_id, copies in copies_by_message_id.items():
+        message_ids_by_recipient[copies[0]["To"]].add(message_id)
+    result = {
+        "applications": count,
+        "prepare_seconds": prepare_seconds,
+        "seconds": seconds,
+        "rpc_retries": figures.rpc_retries,
+        "lost_applications": sum(1 for a in expected if a not in {a for a, _ in per_application}),
+        "duplicate_certificates": sum(n - 1 for _, n in per_application),
+        "lost_events": sum(1 for a in expected if a not in event_ids_by_app),
+        "duplicate_events": sum(len(ids) - 1 for ids in event_ids_by_app.values()),
+        "event_redeliveries": len(events) - len(event_ids_by_app),
+        "lost_emails": count - len(message_ids_by_recipient),
+        # A second, different message to one holder for one certificate: what the idempotency key
+        # (event id + audience + recipient) must prevent.
+        "duplicate_emails": sum(len(ids) - 1 for ids in message_ids_by_recipient.values()),
+        # The same message handed to the relay again: the documented at-least-once delivery after a
+        # crash between the relay's acceptance and the commit (docs/contracts.md, "Guarantees").
+        "email_redeliveries": len(mails) - len(copies_by_message_id),
+        "redeliveries_differing_from_the_first_copy": sum(
+            1 for copies in copies_by_message_id.values() for copy in copies[1:]
+            if mail_content(copy) != mail_content(copies[0])),
+        "unpublished_outbox_rows": unpublished(stack),
+    }
+    if stall_ok:
+        result["stalled"] = stalled
+    return result
+
+
+def mail_content(message) -> tuple:
+    return (message["To"], message["Subject"], message["Message-ID"], message.get_body().get_content())
+
+
+def unpublished(stack: LocalStack) -> int:
+    total = 0
+    for name in SERVICES:
+        with create_engine(stack.db_urls[name]).connect() as conn:
+            total += conn.execute(text("SELECT count(*) FROM outbox WHERE published_at IS NULL")).scalar_one()
+    return total
+
+
+def assert_nothing_lost_or_duplicated(figures: dict) -> None:
+    print("\nfault figures:", figures)
+    for key in ("lost_applications", "duplicate_certificates", "lost_events", "duplicate_events",
+                "lost_emails", "duplicate_emails", "redeliveries_differing_from_the_first_copy",
+                "unpublished_outbox_rows"):
+        assert figures[key] == 0, (key, figures)

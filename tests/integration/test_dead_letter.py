@@ -1,5 +1,6 @@
 """Failing event handlers: transient failures retried with backoff, poison messages dead-lettered
-with their reason, and the stream keeps flowing."""
+with their reason, and the stream keeps flowing; with classic queues and with quorum queues (whose
+.retry queue holds each message for its own time, as a classic one does)."""
 from __future__ import annotations
 
 import collections
@@ -11,8 +12,9 @@ import pytest
 from kombu import Connection, Exchange
 from pydantic import BaseModel
 
-from swms.deadletter import DEAD_LETTER_QUEUE, event_handler, guarded_event_handler
+from swms.deadletter import event_handler, guarded_event_handler
 from swms.ops import OpsEndpoint
+from swms.queues import dead_letter_queue
 from tests.support import valid_id, wait_until
 from tools.localstack import free_port
 
@@ -66,21 +68,22 @@ def metrics(port: int) -> str:
         return response.read().decode()
 
 
-def dead_letters(amqp_uri: str) -> list[tuple[dict, bytes]]:
+def dead_letters(amqp_uri: str, queue_type: str = "classic") -> list[tuple[dict, bytes]]:
     found = []
     with Connection(amqp_uri) as conn:
-        queue = DEAD_LETTER_QUEUE(conn.default_channel)
+        queue = dead_letter_queue({"AMQP_QUEUE_TYPE": queue_type})(conn.default_channel)
         queue.declare()
         while (message := queue.get(no_ack=True)) is not None:
             found.append((dict(message.headers), message.body))
     return found
 
 
-@pytest.fixture
-def consumer(container_factory, rabbit_config):
+@pytest.fixture(params=["classic", "quorum"])
+def consumer(container_factory, rabbit_config, request):
     handled.clear()
     failures.clear()
-    config = {"AMQP_URI": rabbit_config["AMQP_URI"], "EVENT_MAX_ATTEMPTS": 3, "EVENT_RETRY_BASE_SECONDS": 0.2}
+    config = {"AMQP_URI": rabbit_config["AMQP_URI"], "EVENT_MAX_ATTEMPTS": 3, "EVENT_RETRY_BASE_SECONDS": 0.2,
+              "AMQP_QUEUE_TYPE": request.param}
     container_factory(FlakyConsumer, config).start()
     return config
 
@@ -88,7 +91,7 @@ def consumer(container_factory, rabbit_config):
 def test_transient_failures_are_retried_until_handled_once(consumer, amqp_uri):
     publish(amqp_uri, {"id": "a", "fail_times": 2})
     wait_until(lambda: handled == ["a"], timeout=15, what="the retried event")
-    assert failures["a"] == 2 and dead_letters(amqp_uri) == []
+    assert failures["a"] == 2 and dead_letters(amqp_uri, consumer["AMQP_QUEUE_TYPE"]) == []
 
 
 def test_poison_messages_go_to_the_dead_letter_queue_and_the_stream_flows(consumer, amqp_uri):
@@ -98,7 +101,7 @@ def test_poison_messages_go_to_the_dead_letter_queue_and_the_stream_flows(consum
     publish(amqp_uri, {"id": "good"})
     wait_until(lambda: "good" in handled, timeout=15, what="the good event after the poison ones")
     letters: list = []  # each look drains the queue: keep what earlier looks found
-    wait_until(lambda: letters.extend(dead_letters(amqp_uri)) or len(letters) >= 3,
+    wait_until(lambda: letters.extend(dead_letters(amqp_uri, consumer["AMQP_QUEUE_TYPE"])) or len(letters) >= 3,
                timeout=20, what="three dead letters")
     assert len(letters) == 3
     reasons = sorted(h["x-swms-reason"] for h, _ in letters)

@@ -1,7 +1,8 @@
 """The gateway's RPC client against a real RabbitMQ vhost, with stand-in Nameko services named as
 the real ones (so the real routes reach them): what reaches a service (payload, token, client
 address, X-Request-ID as the correlation id), refusals, unexpected errors, a service that is not
-running, one that is too slow, and a broken connection."""
+running, one that is too slow, and a broken connection (one broker, or a list whose first node is
+gone)."""
 from __future__ import annotations
 
 import http.client
@@ -58,14 +59,21 @@ class StandInIdentity:
 
 
 @pytest.fixture
-def gateway(rabbit_config, container_factory):
+def gateway_amqp_uri(rabbit_config, request):
+    if getattr(request, "param", None) == "a dead node first":   # a cluster's list, its first node gone
+        return f"pyamqp://guest:guest@127.0.0.1:{free_port()}/{rabbit_config['vhost']};{rabbit_config['AMQP_URI']}"
+    return rabbit_config["AMQP_URI"]
+
+
+@pytest.fixture
+def gateway(rabbit_config, container_factory, gateway_amqp_uri):
     container = container_factory(StandInIdentity, rabbit_config)
     container.start()
     port = free_port()
     process = subprocess.Popen([PYTHON, "-m", "services.gateway"], cwd=REPO_ROOT, stdout=subprocess.DEVNULL,
                                stderr=subprocess.STDOUT,
                                env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO_ROOT),
-                                    "AMQP_URI": rabbit_config["AMQP_URI"], "GATEWAY_HOST": "127.0.0.1",
+                                    "AMQP_URI": gateway_amqp_uri, "GATEWAY_HOST": "127.0.0.1",
                                     "GATEWAY_PORT": str(port), "GATEWAY_RPC_TIMEOUT_SECONDS": "3"})
     try:
         wait_until(lambda: request(port, "GET", "/readyz")[0] == 200, timeout=30, what="gateway ready")
@@ -140,6 +148,7 @@ def test_slow_service_is_504(gateway):
     assert (status, problem["code"], problem["message"]) == (504, "UPSTREAM_TIMEOUT", "系统响应超时，请稍后重试")
 
 
+@pytest.mark.parametrize("gateway_amqp_uri", ["one broker", "a dead node first"], indirect=True)
 def test_lost_connection_fails_calls_in_flight_and_comes_back(gateway, rabbit_config, rabbit_manager):
     outcome = {}
 
@@ -162,7 +171,7 @@ def test_lost_connection_fails_calls_in_flight_and_comes_back(gateway, rabbit_co
     thread.join(30)
     status, _, problem = outcome["answer"]
     assert (status, problem["code"]) == (503, "UPSTREAM_UNAVAILABLE")
-    # aio-pika's robust connection comes back, with its reply queue: ready and answering again.
+    # The client connects again (past the dead node, if any), with a new reply queue: ready and answering.
     wait_until(lambda: request(gateway, "GET", "/readyz")[0] == 200, timeout=30, what="ready again")
     assert wait_until(lambda: request(gateway, "POST", "/api/v1/passers/check", valid_check())[0] == 200,
                       timeout=30, what="calls answered again")

@@ -335,7 +335,12 @@ def test_urls_and_hosts_name_compose_services():
         depends = container.get("depends_on") or {}
         for variable, value in env_of(container).items():
             if URL_SETTINGS.match(variable):
-                host = urlsplit(value).hostname
+                # AMQP_URI may list a cluster's nodes: each is a compose service; the first one answers
+                # without the "cluster" profile, so that is the one to wait for.
+                hosts = [urlsplit(url).hostname for url in value.split(";") if url]
+                for other in hosts[1:]:
+                    assert other in compose["services"], f"{name}: {variable} names {other}, no compose service"
+                host = hosts[0]
             elif HOST_SETTINGS.match(variable):
                 host = value
             else:
@@ -720,3 +725,35 @@ def test_gateway_healthcheck_follows_readyz(tmp_path):
         server.shutdown()
     env["GATEWAY_PORT"] = str(server.server_address[1])   # nothing listens any more
     assert subprocess.run(check, env=env, cwd=REPO, capture_output=True, timeout=30).returncode == 1
+
+
+# ---- RabbitMQ: quorum queues, and a three-node cluster with --profile cluster ---------------------
+
+def test_services_use_quorum_queues_on_every_rabbitmq_node():
+    compose = load_compose()
+    nodes = [name for name, svc in compose["services"].items() if str(svc.get("image", "")).startswith("rabbitmq:")
+             and svc.get("hostname")]
+    assert nodes == ["rabbitmq", "rabbitmq-2", "rabbitmq-3"]
+    for name, container in app_containers(compose).items():
+        env = env_of(container)
+        assert env["AMQP_QUEUE_TYPE"] == "quorum", name
+        assert [urlsplit(url).hostname for url in env["AMQP_URI"].split(";")] == nodes, name
+
+
+def test_the_cluster_profile_adds_two_nodes_that_join_the_first():
+    services = load_compose()["services"]
+    assert "profiles" not in services["rabbitmq"]   # the single node of a plain `docker compose up`
+    cookies = {env_of(services[n])["RABBITMQ_ERLANG_COOKIE"] for n in ("rabbitmq", "rabbitmq-2", "rabbitmq-3")}
+    assert len(cookies) == 1 and cookies != {""}, "the nodes of a cluster share one Erlang cookie"
+    cluster_conf = REPO / "deploy" / "rabbitmq" / "cluster.conf"
+    listed = re.findall(r"(?m)^cluster_formation\.classic_config\.nodes\.\d+ = rabbit@(\S+)$",
+                        cluster_conf.read_text(encoding="utf-8"))
+    assert listed == ["rabbitmq", "rabbitmq-2", "rabbitmq-3"]
+    for name in ("rabbitmq-2", "rabbitmq-3"):
+        node = services[name]
+        assert node["profiles"] == ["cluster"] and node["hostname"] == name
+        assert any(v.startswith("./deploy/rabbitmq/cluster.conf:/etc/rabbitmq/conf.d/") for v in node["volumes"])
+        assert node["depends_on"]["rabbitmq"]["condition"] == "service_healthy"
+    grow = services["rabbitmq-grow"]
+    assert grow["profiles"] == ["cluster"] and grow["restart"] == "no"
+    assert "grow rabbit@rabbitmq-2 all" in grow["command"][-1] and "grow rabbit@rabbitmq-3 all" in grow["command"][-1]

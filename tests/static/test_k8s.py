@@ -1,18 +1,43 @@
-"""deploy/k8s: generated from the services' config, valid against the Kubernetes schemas, complete."""
+"""deploy/k8s: generated from the services' config, valid against the Kubernetes schemas (and the
+RabbitmqCluster against the Cluster Operator's fields, tests/static/schemas/), complete."""
 from __future__ import annotations
 
 import copy
+import json
+import urllib.parse
+from pathlib import Path
 
+import jsonschema
 import kubernetes_validate
 import pytest
+import referencing
 import yaml
 
 from swms.config import REPO_ROOT
 from swms.devkeys import SERVICES
 from services.gateway import config as gateway_config
-from tools.render_k8s import OUT, config_variables, documents, rendered
+from swms.queues import broker_urls
+from tools.render_k8s import OUT, RABBITMQ, config_variables, documents, rendered
 
 K8S_VERSION = "1.30.0"
+CUSTOM_SCHEMAS = {("rabbitmq.com/v1beta1", "RabbitmqCluster"):
+                  Path(__file__).parent / "schemas" / "rabbitmqcluster-rabbitmq-v1beta1.json"}
+
+
+def validate(doc: dict) -> None:
+    """kubernetes-validate's schema for built-in kinds; ours for the operator's custom resource, with
+    its Kubernetes types (metadata, resources, affinity) from kubernetes-validate's definitions."""
+    custom = CUSTOM_SCHEMAS.get((doc["apiVersion"], doc["kind"]))
+    if custom is None:
+        kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+        return
+    definitions = json.loads((Path(kubernetes_validate.__file__).parent / "kubernetes-json-schema"
+                              / f"v{K8S_VERSION}-local-strict" / "_definitions.json").read_text())
+    schema = json.loads(custom.read_text())
+    registry = referencing.Registry().with_resources([
+        ("https://kubernetes.io/api/_definitions.json", referencing.Resource.from_contents(definitions))])
+    jsonschema.Draft202012Validator(
+        {**schema, "$id": "https://kubernetes.io/api/rabbitmqcluster.json"}, registry=registry).validate(doc)
 
 
 def manifests() -> list[dict]:
@@ -35,7 +60,35 @@ def test_committed_manifests_are_current():
 @pytest.mark.parametrize("doc", [d for d in manifests() if d["kind"] != "Kustomization"],
                          ids=lambda d: f"{d['kind']}/{d['metadata']['name']}")
 def test_valid_against_kubernetes_schema(doc):
-    kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+    validate(doc)
+
+
+@pytest.mark.parametrize("breakage", [
+    lambda spec: spec.update(replicas="three"),
+    lambda spec: spec.update(replica=3),                        # a misspelt field the API server would drop
+    lambda spec: spec["rabbitmq"].update(additionalPlugins=["rabbitmq management"]),
+    lambda spec: spec["affinity"]["podAntiAffinity"].update(requiredDuringScheduling=[]),   # Kubernetes type
+], ids=["replicas-not-a-number", "misspelt-field", "bad-plugin-name", "bad-affinity"])
+def test_the_schema_check_rejects_a_broken_rabbitmq_cluster(breakage):
+    broken = copy.deepcopy(by_kind("RabbitmqCluster")[RABBITMQ])
+    validate(broken)   # so the breakage is what fails below
+    breakage(broken["spec"])
+    with pytest.raises(jsonschema.ValidationError):
+        validate(broken)
+
+
+def test_rabbitmq_runs_as_three_nodes_one_per_machine_and_the_services_use_quorum_queues():
+    cluster = by_kind("RabbitmqCluster")[RABBITMQ]
+    assert cluster["spec"]["replicas"] == 3
+    [rule] = cluster["spec"]["affinity"]["podAntiAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+    assert rule["topologyKey"] == "kubernetes.io/hostname"
+    budget = by_kind("PodDisruptionBudget")[RABBITMQ]
+    assert budget["spec"]["maxUnavailable"] == 1
+    assert rule["labelSelector"]["matchLabels"] == budget["spec"]["selector"]["matchLabels"] == \
+        {"app.kubernetes.io/name": RABBITMQ}   # the label the operator puts on its pods
+    assert by_kind("ConfigMap")["swms-config"]["data"]["AMQP_QUEUE_TYPE"] == "quorum"
+    uri = by_kind("Secret")["swms-broker"]["stringData"]["amqp-uri"]
+    assert {urllib.parse.urlsplit(url).hostname for url in broker_urls(uri)} == {f"{RABBITMQ}.swms.svc"}
 
 
 def test_the_schema_check_rejects_a_broken_deployment():
