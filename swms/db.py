@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import contextlib
 import re
+import sqlite3
 import threading
+import time
 import weakref
 from typing import Iterator
 
@@ -53,6 +55,26 @@ def dispose_engine(url: str) -> None:
         engine.dispose()
 
 
+def _set_wal_journal(cursor, patience_seconds: float = 30.0) -> None:
+    """Switch the file to WAL, waiting out other processes that open it at the same moment.
+
+    SQLite answers "database is locked" to ``PRAGMA journal_mode`` without calling its busy handler
+    while another connection recovers or checkpoints the WAL (several processes starting together
+    on one file), so the wait the busy timeout gives everything else is done here by hand.
+    """
+    deadline = time.monotonic() + patience_seconds
+    pause = 0.01
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() + pause > deadline:
+                raise
+            time.sleep(pause)
+            pause = min(pause * 2, 0.5)
+
+
 def _make_engine(url: str, pool_size: int) -> Engine:
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
@@ -60,10 +82,10 @@ def _make_engine(url: str, pool_size: int) -> Engine:
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_connection, _record):
             cursor = dbapi_connection.cursor()
-            # WAL lets readers proceed while one writer commits; FKs are off by default in SQLite.
-            cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute("PRAGMA foreign_keys=ON")
             cursor.execute("PRAGMA busy_timeout=30000")
+            # WAL lets readers proceed while one writer commits; FKs are off by default in SQLite.
+            _set_wal_journal(cursor)
+            cursor.execute("PRAGMA foreign_keys=ON")
             cursor.close()
 
         return sqlite_transactions(engine)
