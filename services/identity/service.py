@@ -19,7 +19,7 @@ from sqlalchemy.orm import sessionmaker
 from services.identity import domain, passwords
 from services.identity import feedback as feedback_rules
 from services.identity import settings as identity_settings
-from services.identity.models import Account, Feedback, Passer, outbox, throttle
+from services.identity.models import Account, Feedback, Passer, audit, outbox, throttle
 from swms import errors, health, idcard
 from swms.auth import ADMIN, OFFICER, SERVICE, SOCIAL_WORKER, Auth, Caller, issue_token
 from swms.config import required
@@ -334,10 +334,14 @@ class IdentityService:
     @rpc(expected_exceptions=errors.SwmsError)
     @contract(PersonRequest, PersonResponse)
     def get_person(self, request: PersonRequest):
-        self.auth.require_person(request.person_id)
+        caller = self.auth.require_reader(request.person_id, None, request.access_reason)
         account = self.db.session.get(Account, request.person_id)
         if account is None or account.role != SOCIAL_WORKER:
             raise errors.not_found("人员", "person_id")
+        if caller.role == ADMIN:
+            with self.db.transaction() as session:
+                audit.read_by_admin(session, caller.subject, "get_person", "account", request.person_id,
+                                    request.access_reason)
         passer = self.db.session.get(Passer, account.passer_id)
         return PersonResponse(person_id=account.person_id, name=account.name, id_number=account.id_number,
                               email=account.email, email_confirmed=account.email_confirmed_at is not None,

@@ -13,7 +13,7 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, BeforeValidator, Field, ValidationInfo, field_validator
 
 from swms import idcard, text
-from swms.contracts.common import Contract, Email, Level, PersonName, RegionCode, Uuid
+from swms.contracts.common import AccessReason, Contract, Email, Level, PersonName, RegionCode, Uuid
 from swms.contracts.common import IdNumber as CommonIdNumber
 from swms.text import MultiLine, OneLine
 
@@ -182,7 +182,10 @@ class EmailConfirmed(Contract):
 
 
 class PersonRequest(Contract):
+    """The person themself or a service; an administrator only with ``access_reason`` (audited),
+    because the answer holds the raw ID number and email."""
     person_id: Uuid = Field(title="人员编号")
+    access_reason: AccessReason = None
 
 
 class PersonResponse(Contract):

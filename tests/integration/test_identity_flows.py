@@ -226,6 +226,27 @@ def test_login_refresh_logout_and_expired_tokens(identity, amqp_uri, keys_dir):
         expect_error(lambda: late.identity.get_person({"person_id": account["person_id"]}), "TOKEN_EXPIRED", "auth_token")
 
 
+def test_an_administrator_reads_a_person_only_with_a_reason_and_each_read_is_audited(identity, amqp_uri, keys_dir):
+    """get_person answers the raw ID number and email: support staff must say why (access_reason),
+    officers have no region to read it by, and other people are refused."""
+    with client(amqp_uri) as public:
+        account = public.identity.sign_up(HOLDER_SIGN_UP)
+    person = {"person_id": account["person_id"]}
+    with client(amqp_uri, token(keys_dir, Caller("admin-7", ADMIN))) as admin:
+        expect_error(lambda: admin.identity.get_person(person), "VALIDATION_FAILED", "access_reason")
+        expect_error(lambda: admin.identity.get_person(person | {"access_reason": " "}), "VALIDATION_FAILED",
+                     "access_reason")
+        read = admin.identity.get_person(person | {"access_reason": "工单 2026-1203"})
+    assert read["id_number"] == HOLDER_ID
+    for other in (token(keys_dir, Caller("o", OFFICER, "110105", "county")), worker_token(keys_dir, str(uuid.uuid4()))):
+        with client(amqp_uri, other) as caller:
+            expect_error(lambda: caller.identity.get_person(person), "FORBIDDEN")
+    with session_for(identity["DB_URL"]) as session:
+        [entry] = [row for row in audit.for_entity(session, account["person_id"])
+                   if row["action"] == "personal_data.read_by_admin"]
+    assert (entry["actor"], entry["detail"]) == ("admin-7", {"method": "get_person", "reason": "工单 2026-1203"})
+
+
 @pytest.fixture
 def strict_identity(start_service):
     """Identity with a low per-source login limit (LOGIN_SOURCE_MAX_FAILURES), to keep the test short."""
