@@ -26,7 +26,7 @@ from sqlalchemy.exc import IntegrityError
 from services.notification import compose, domain
 from services.notification.compose import ComposeError
 from services.notification.mailer import Mailer
-from services.notification.models import Job, inbox, outbox
+from services.notification.models import Job, audit, inbox, outbox
 from services.notification.templates import LANGUAGES, Templates
 from swms import errors, health
 from swms import rpc as swms_rpc
@@ -417,13 +417,20 @@ class NotificationService:
             if len(jobs) < BATCH:
                 break
 
+    def _read_person(self, person_id: str, access_reason: str | None, method: str) -> None:
+        """A person's messages show where and when we wrote to them: administrators say why, audited."""
+        caller = self.auth.require_reader(person_id, None, access_reason)
+        if caller.role == ADMIN:
+            with self.db.transaction() as session:
+                audit.read_by_admin(session, caller.subject, method, "person", person_id, access_reason)
+
     # ---- RPC -------------------------------------------------------------------------------------
 
     @rpc(expected_exceptions=errors.SwmsError)
     @contract(MessagesRequest, MessageList)
     def list_messages(self, request: MessagesRequest):
-        """The person themself, services and admins."""
-        self.auth.require_person(request.person_id)
+        """The person themself, services, and admins stating why (audited)."""
+        self._read_person(request.person_id, request.access_reason, "list_messages")
         rows = domain.list_messages(self.db.session, request.person_id,
                                     request.status.value if request.status else None, request.limit)
         return MessageList(items=[_message_out(m) for m in rows])
@@ -453,8 +460,8 @@ class NotificationService:
     @rpc(expected_exceptions=errors.SwmsError)
     @contract(RemindersRequest, ReminderList)
     def list_reminders(self, request: RemindersRequest):
-        """The person themself, services and admins: scheduled re-registration reminders."""
-        self.auth.require_person(request.person_id)
+        """The person themself, services, and admins stating why (audited): scheduled re-registration reminders."""
+        self._read_person(request.person_id, request.access_reason, "list_reminders")
         return ReminderList(items=[ReminderOut(
             reminder_id=r.reminder_id, certificate_number=r.certificate_number, kind=r.kind, valid_until=r.valid_until,
             due_at=r.due_at, status=r.status, note=r.note) for r in domain.reminders_for(self.db.session, request.person_id)])

@@ -6,7 +6,7 @@ from enum import Enum
 
 from pydantic import Field, ValidationInfo, field_validator
 
-from swms.contracts.common import Contract, Uuid
+from swms.contracts.common import AccessReason, Contract, Uuid
 
 
 class MessageStatus(str, Enum):
@@ -16,10 +16,12 @@ class MessageStatus(str, Enum):
 
 
 class MessagesRequest(Contract):
-    """Recent messages to one person (their own, or for services and admins)."""
+    """Recent messages to one person: their own, for services, or for an administrator stating
+    ``access_reason`` (audited)."""
     person_id: Uuid = Field(title="人员编号")
     status: MessageStatus | None = Field(default=None, title="发送状态")
     limit: int = Field(default=100, title="条数", ge=1, le=500)
+    access_reason: AccessReason = None
 
 
 class MessageOut(Contract):
@@ -103,7 +105,10 @@ class ReminderOut(Contract):
 
 
 class RemindersRequest(Contract):
+    """A person's scheduled reminders: their own, for services, or for an administrator stating
+    ``access_reason`` (audited)."""
     person_id: Uuid = Field(title="人员编号")
+    access_reason: AccessReason = None
 
 
 class ReminderList(Contract):

@@ -23,7 +23,7 @@ from sqlalchemy import func, select
 
 from services.identity import domain as identity_domain
 from services.identity import passwords as identity_passwords
-from services.notification.models import Job, Message, Reminder
+from services.notification.models import Job, Message, Reminder, audit
 from swms import idcard
 from swms.auth import ADMIN, OFFICER, Caller
 from swms.config import REPO_ROOT
@@ -282,10 +282,19 @@ def test_every_event_of_a_person_and_their_officers_gives_one_email(identity, st
         anonymous.notification.list_messages({"person_id": holder})
     assert caught.value.code == "AUTH_REQUIRED"
     with admin(amqp_uri, keys_dir) as operator:
-        county_items = operator.notification.list_messages({"person_id": officers["county"]})["items"]
+        # support reads a person's messages only stating why, and each read is audited
+        with pytest.raises(SwmsError) as caught:
+            operator.notification.list_messages({"person_id": officers["county"]})
+        assert (caught.value.code, caught.value.field) == ("VALIDATION_FAILED", "access_reason")
+        county_items = operator.notification.list_messages({"person_id": officers["county"],
+                                                            "access_reason": "工单 77：审核员未收到邮件"})["items"]
         assert [(m["kind"], m["audience"], m["status"]) for m in county_items] == [
             ("officer_review_item", "officer", "sent")]
         assert operator.notification.list_failures({"person_id": holder})["items"] == []
+    with session_for(config["DB_URL"]) as session:
+        [read] = [row for row in audit.for_entity(session, officers["county"])
+                  if row["action"] == "personal_data.read_by_admin"]
+    assert read["detail"] == {"method": "list_messages", "reason": "工单 77：审核员未收到邮件"}
 
 
 def _months_before(day: dt.date, months: int) -> dt.date:
