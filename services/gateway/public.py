@@ -453,6 +453,23 @@ def openapi_entries(refs: dict, responses) -> list[tuple[str, str, dict[str, Any
             [revalidate], cached(text, "application/x-pem-file"))),
         (JWK_PATH, "get", entry(
             "well_known_qr_token_key", "二维码核验码公钥（JWK, Ed25519）",
-            "Checks a QR token offline: Ed25519 signature over `swms-cert-v1:<number>`.",
+            "Checks a QR token offline: v1, Ed25519 signature over `swms-cert-v1:<number>`; v2, a compact "
+            "JWS (`typ: swms-qr+jwt`). The same key signs the credentials and status lists.",
             [revalidate], cached({"type": "object"}, "application/jwk+json"))),
+        (DID_PATH, "get", entry(
+            "well_known_did_document", "签发者 DID 文档（did:web）",
+            "The issuer of the certificate credentials and status lists: `did:web:<this host>`, its key "
+            "(publicKeyJwk, Ed25519, the QR-token key) as assertion method. Cacheable (ETag, max-age).",
+            [revalidate], cached({"type": "object"}, "application/did+json"))),
+        (STATUS_LIST_PATH, "get", entry(
+            "public_status_list", "证书状态列表（W3C Bitstring Status List）",
+            f"RPC `{STATUS_LIST_RPC}`: a signed BitstringStatusListCredential (VC-JOSE compact JWS, "
+            "`application/vc+jwt`); 131072 entries, GZIP + base64url. Kept by the gateway for "
+            "GATEWAY_STATUS_LIST_CACHE_SECONDS, Cache-Control max-age GATEWAY_STATUS_LIST_MAX_AGE_SECONDS. "
+            "A list that cannot be had answers 503: never a stale copy (docs/trust.md).",
+            [{"name": "purpose", "in": "path", "required": True,
+              "schema": {"type": "string", "enum": ["revocation", "suspension"]}},
+             {"name": "list_number", "in": "path", "required": True,
+              "schema": {"type": "integer", "minimum": 1, "maximum": 1000000}}, revalidate],
+            cached(text, "application/vc+jwt"))),
     ]

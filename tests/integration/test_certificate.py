@@ -21,7 +21,7 @@ from nameko.standalone.rpc import ClusterRpcProxy
 from sqlalchemy import select, update
 
 from services.certificate import domain as certificate_domain
-from services.certificate import signing, tokens
+from services.certificate import credentials, signing, tokens
 from services.certificate.models import Certificate, throttle
 from swms import idcard
 from swms.auth import ADMIN, SERVICE, Caller
@@ -256,6 +256,24 @@ def check_final_approval_issues_a_signed_pdf_with_photo_and_a_masked_event(confi
                              "level", "authority", "valid_from", "valid_until", "issued_on", "superseded_by",
                              "checked_at"}
     assert call(amqp_uri, None, "verify_certificate", by_number(number))["status_label"] == "有效"
+
+    # the credential beside the PDF (docs/trust.md): signed with the published key, no ID number,
+    # its status entries in lists the service publishes; the QR token is v2 (checked offline)
+    assert f"certificates/{number}.vc.jwt" in objects(config) and view["credential_download_url"]
+    stored_vc = make_s3_client(config).get_object(Bucket=config["CERTIFICATE_S3_BUCKET"],
+                                                  Key=f"certificates/{number}.vc.jwt")["Body"].read().decode()
+    qr_key = tokens.public_key_of(dev_key(config, "qr_token_key"))
+    _, credential = credentials.verify_jws(qr_key, stored_vc, "vc+jwt")
+    assert credential["credentialSubject"]["certificateNumber"] == number and HOLDER_ID not in stored_vc
+    assert credential["issuer"]["id"] == published["issuer_did"] == "did:web:verify.example.gov.cn"
+    assert credentials.read_qr_token(qr_key, token_in_qr)["holder_name_masked"] == "李**"
+    entry = credential["credentialStatus"][0]
+    listed = call(amqp_uri, None, "get_status_list", {"purpose": "revocation",
+                                                       "list_number": int(entry["statusListCredential"].rsplit("/", 1)[1])})
+    _, status_list = credentials.verify_jws(qr_key, listed["credential"], "vc+jwt")
+    assert status_list["id"] == entry["statusListCredential"]
+    assert not credentials.bit(credentials.decode_list(status_list["credentialSubject"]["encodedList"]),
+                               int(entry["statusListIndex"]))
 
     status = call(amqp_uri, admin(keys_dir), "get_issuance_status", {"application_id": application_id})
     assert (status["status"], status["certificate_number"], status["last_error_code"]) == ("done", number, None)
