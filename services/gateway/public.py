@@ -415,8 +415,8 @@ def openapi_entries(refs: dict, responses) -> list[tuple[str, str, dict[str, Any
     by_body = Operation("POST", "/public/verifications", VERIFY_RPC, VerifyRequest, VerificationResult, "")
     anchor = Operation("GET", "/public/signing-certificates", SIGNING_RPC, None, SigningCertificates, "")
     token_parameter = {"name": "t", "in": "query", "required": True,
-                       "description": "the QR code's token (`<number>.<signature>`), as in the verification URL",
-                       "schema": {"type": "string", "minLength": 1, "maxLength": 300}}
+                       "description": "the QR code's token (v2 compact JWS, or v1 `<number>.<signature>`), as in the verification URL",
+                       "schema": {"type": "string", "minLength": 1, "maxLength": 600}}
     revalidate = {"name": "If-None-Match", "in": "header", "required": False,
                   "description": "the ETag of the copy you hold: 304 if it is still current",
                   "schema": {"type": "string"}}

@@ -694,7 +694,7 @@ def check_public_verification_refuses_forged_tokens_and_unknown_numbers(config, 
         ({"certificate_number": number, "holder_name": "李明华", "token": real}, "VALIDATION_FAILED", "payload"),
         ({"token": real, "holder_name": "李明华"}, "VALIDATION_FAILED", "payload"),
         ({}, "VALIDATION_FAILED", "payload"),
-        ({"token": "x" * 301}, "VALIDATION_FAILED", "token"),
+        ({"token": "x" * 601}, "VALIDATION_FAILED", "token"),
         ({"certificate_number": number, "holder_name": "李" * 51}, "VALIDATION_FAILED", "holder_name"),
     ]
     for payload, code, field in invalid_requests:
