@@ -41,6 +41,7 @@ VALID, INVALID, UNCHECKED = "valid", "invalid", "could not check"
 WORDS = {VALID: "通过 valid", INVALID: "不通过 invalid", UNCHECKED: "无法核验 could not check"}
 STATUS_WORDS = {VALID: "有效 valid", UNCHECKED: "无法核验 could not check"}   # invalid: the detail says which
 MAX_DOWNLOAD = 4 * 1024 * 1024
+CLOCK_SKEW = dt.timedelta(minutes=5)   # a list just updated may be dated a moment ahead of our clock
 
 
 class Invalid(Exception):
@@ -97,6 +98,7 @@ class Resolver:
 
     def __init__(self, allow_http: bool, timeout: float):
         self.allow_http, self.timeout, self.documents = allow_http, timeout, {}
+        self.signature_seconds = 0.0   # the Ed25519 checks alone, without the fetches
 
     def key(self, kid: str) -> Ed25519PublicKey:
         did = kid.split("#", 1)[0]
@@ -124,10 +126,14 @@ class Resolver:
         kid = str(header.get("kid", ""))
         if kid.split("#", 1)[0] != issuer:
             raise Invalid(f"signed by {kid!r}, not by the issuer {issuer!r}")
+        key = self.key(kid)
+        started = time.perf_counter()
         try:
-            self.key(kid).verify(signature, signing_input)
+            key.verify(signature, signing_input)
         except InvalidSignature:
             raise Invalid("the signature does not match the content: altered, or not signed by this key") from None
+        finally:
+            self.signature_seconds += time.perf_counter() - started
         return payload
 
 
@@ -143,14 +149,14 @@ def instant(text: str) -> dt.datetime:
     return value
 
 
-def check_dates(credential: dict, now: dt.datetime) -> str | None:
-    """None when ``now`` is within the validity, else why not."""
+def check_dates(credential: dict, now: dt.datetime, skew: dt.timedelta = dt.timedelta(0)) -> str | None:
+    """None when ``now`` is within the validity (``skew`` allowed before validFrom), else why not."""
     try:
         start = instant(credential["validFrom"]) if "validFrom" in credential else None
         end = instant(credential["validUntil"]) if "validUntil" in credential else None
     except (TypeError, ValueError):
         raise Invalid("validFrom/validUntil are not dates") from None
-    if start is not None and now < start:
+    if start is not None and now + skew < start:
         return f"尚未生效 not yet valid (validFrom {credential['validFrom']})"
     if end is not None and now > end:
         return f"已过期 expired (validUntil {credential['validUntil']})"
@@ -174,7 +180,7 @@ def status_bit(resolver: Resolver, entry: dict, issuer: str, now: dt.datetime, t
     if ("BitstringStatusListCredential" not in status_list.get("type", []) or status_list.get("id") != url
             or subject.get("statusPurpose") != purpose):
         raise Unchecked(f"{url} is not the {purpose} list it should be")
-    if check_dates(status_list, now) is not None:
+    if check_dates(status_list, dt.datetime.now(dt.UTC), CLOCK_SKEW) is not None:
         raise Unchecked(f"the status list {url} is outside its validity")
     encoded = subject.get("encodedList", "")
     try:
@@ -203,7 +209,6 @@ def verify(token: str, allow_http: bool = False, timeout: float = 10.0, now: dt.
         return answers
     issuer = issuer_of(credential)
     answers["credential"] = credential
-    started = time.perf_counter()
     try:
         resolver.verify(token, issuer)
         answers["integrity"] = (VALID, "the signature matches the content")
@@ -217,7 +222,6 @@ def verify(token: str, allow_http: bool = False, timeout: float = 10.0, now: dt.
     except Unchecked as exc:
         answers["integrity"] = answers["issuer"] = (UNCHECKED, str(exc))
         return answers
-    answers["signature_ms"] = (time.perf_counter() - started) * 1000
     try:
         why = check_dates(credential, now)
     except Invalid as exc:
@@ -246,6 +250,7 @@ def verify(token: str, allow_http: bool = False, timeout: float = 10.0, now: dt.
         answers["status"] = (UNCHECKED, "; ".join(unchecked))
     else:
         answers["status"] = (VALID, f"not revoked, not suspended, valid until {credential.get('validUntil')}")
+    answers["signature_ms"] = resolver.signature_seconds * 1000
     return answers
 
 
@@ -278,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"签发者 issuer identity: {WORDS[verdict]} — {detail}")
     signature = answers.get("signature_ms")
     print(f"VC verification time: {elapsed:.1f} ms in all (fetches included)"
-          + (f", signature check {signature:.2f} ms" if signature is not None else ""))
+          + (f", Ed25519 checks (credential + lists) {signature:.2f} ms" if signature is not None else ""))
     verdicts = [answers[name][0] for name in ("integrity", "status", "issuer")]
     if INVALID in verdicts:
         return 1
