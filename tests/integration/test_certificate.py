@@ -299,7 +299,7 @@ def check_repeated_duplicate_and_non_final_approvals_issue_one_certificate(confi
     assert [row.certificate_number for row in rows] == [events[0]["certificate_number"]]  # the first of this run
     assert rows[0].application_id == application_id and rows[0].status == "issued"
     assert len(outbox_rows(config, "certificate_issued")) == 1
-    assert objects(config) == [rows[0].object_key]
+    assert objects(config) == [rows[0].object_key, rows[0].object_key.replace(".pdf", ".vc.jwt")]  # + its VC
     assert hashlib.sha256(stored_pdf(config, rows[0].certificate_number)).hexdigest() == rows[0].sha256
     assert issue_request(config, not_final) is None  # a non-final approval is not even recorded
 
