@@ -81,7 +81,7 @@ def bit(bits: bytes, index: int) -> bool:
 def encode_list(bits: bytes) -> str:
     """``encodedList``: multibase (``u``) base64url, no padding, of the GZIP-compressed bits.
     mtime 0: the same bits always give the same text (and the same ETag)."""
-    return "u" + b64url(gzip.compress(bits, compresslevel=9, mtime=0))
+    return "u" + b64url(gzip.compress(bits, compresslevel=6, mtime=0))
 
 
 def decode_list(encoded: str, limit: int = 16 * 1024 * 1024) -> bytes:
