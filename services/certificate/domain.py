@@ -454,12 +454,16 @@ def expire_due(session: Session, today: dt.date, now: dt.datetime, hash_key: byt
         if moved != 1:
             continue
         certificate = session.get(Certificate, number, populate_existing=True)
-        changed = status_lists.sync(session, certificate, now)   # a suspension ends with the validity
         audit.record(session, SYSTEM, "certificate.expired", "certificate", number,
-                     {"valid_until": certificate.valid_until.isoformat(), "status_lists": changed})
+                     {"valid_until": certificate.valid_until.isoformat()})
         outbox.add(session, _status_event(CertificateExpired, certificate, hash_key, "登记有效期届满", SYSTEM,
                                           now.replace(tzinfo=dt.UTC)))
         expired.append(number)
+    # A suspension ends with the validity. The lists last, in list order: a lifecycle change locks its
+    # certificate, then its list; taking lists only after every certificate here cannot deadlock with it.
+    for certificate in sorted((session.get(Certificate, number) for number in expired),
+                              key=lambda found: found.status_list or 0):
+        status_lists.sync(session, certificate, now)
     return expired
 
 
