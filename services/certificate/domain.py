@@ -16,7 +16,7 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from services.certificate import tokens
+from services.certificate import status_lists, tokens
 from services.certificate.models import (
     DONE,
     EXPIRED,
@@ -300,6 +300,7 @@ def reserve(session: Session, request: IssueRequest, data: IssuanceData, *, auth
     elif data.kind == ApplicationKind.RE_REGISTRATION and previous is not None and previous.valid_until >= today:
         valid_from, valid_until = period(previous.valid_until + dt.timedelta(days=1), validity_years)  # no gap
     number = next_number(session, snapshot.region_code[:2], today.year, snapshot.level.value)
+    status_list, status_index = status_lists.allocate(session, utcnow())   # its place in the status lists
     certificate = Certificate(
         certificate_number=number, application_id=data.application_id, person_id=snapshot.person_id,
         kind=data.kind.value, status=ISSUING, holder_name=snapshot.name, id_number=idcard.parse(snapshot.id_number).number,
@@ -309,7 +310,8 @@ def reserve(session: Session, request: IssueRequest, data: IssuanceData, *, auth
         created_at=utcnow(), supersedes=previous.certificate_number if previous is not None else None,
         original_certificate_no=(data.original_certificate_no or "").strip() or None,
         original_registration_type=data.original_registration_type,
-        original_valid_from=data.original_valid_from, original_valid_until=data.original_valid_until)
+        original_valid_from=data.original_valid_from, original_valid_until=data.original_valid_until,
+        status_list=status_list, status_index=status_index)
     session.add(certificate)
     session.flush()
     request.certificate_number = number
@@ -383,8 +385,9 @@ def _supersede(session: Session, new: Certificate, hash_key: bytes, now: dt.date
     if moved != 1:
         return  # revoked meanwhile: it stays revoked
     old = session.get(Certificate, new.supersedes, populate_existing=True)
+    changed = status_lists.sync(session, old, now)
     audit.record(session, SYSTEM, "certificate.superseded", "certificate", old.certificate_number,
-                 {"by": new.certificate_number, "reason": reason})
+                 {"by": new.certificate_number, "reason": reason, "status_lists": changed})
     outbox.add(session, _status_event(CertificateReissued, old, hash_key, reason, SYSTEM,
                                       now.replace(tzinfo=dt.UTC),
                                       new_certificate_number=new.certificate_number))
@@ -427,8 +430,9 @@ def change_status(session: Session, certificate: Certificate, action: str, calle
     if moved != 1:  # changed by someone else between the read and this write
         raise errors.SwmsError(errors.INVALID_STATE, "证书状态刚被他人修改，请刷新后重试", "certificate_number")
     certificate = session.get(Certificate, certificate.certificate_number, populate_existing=True)
+    changed = status_lists.sync(session, certificate, now)   # the published lists move in this transaction
     audit.record(session, caller.subject, audit_action, "certificate", certificate.certificate_number,
-                 {"reason": reason, "role": caller.role, "region": caller.region_code})
+                 {"reason": reason, "role": caller.role, "region": caller.region_code, "status_lists": changed})
     outbox.add(session, _status_event(event_cls, certificate, hash_key, reason, caller.subject,
                                       now.replace(tzinfo=dt.UTC)))
     return certificate
@@ -455,6 +459,11 @@ def expire_due(session: Session, today: dt.date, now: dt.datetime, hash_key: byt
         outbox.add(session, _status_event(CertificateExpired, certificate, hash_key, "登记有效期届满", SYSTEM,
                                           now.replace(tzinfo=dt.UTC)))
         expired.append(number)
+    # A suspension ends with the validity. The lists last, in list order: a lifecycle change locks its
+    # certificate, then its list; taking lists only after every certificate here cannot deadlock with it.
+    for certificate in sorted((session.get(Certificate, number) for number in expired),
+                              key=lambda found: found.status_list or 0):
+        status_lists.sync(session, certificate, now)
     return expired
 
 

@@ -32,12 +32,12 @@ from eventlet import tpool
 from pydantic import ValidationError
 from sqlalchemy import update
 
-from services.certificate import domain, render, tokens
+from services.certificate import credentials, domain, render, tokens
 from services.certificate.keys import KeyRing
 from services.certificate.models import DONE, ISSUING, IssueRequest
 from services.certificate.renderer import RenderError, RenderPool
 from services.certificate.settings import NUMBERS
-from swms import errors
+from swms import errors, idcard
 from swms import rpc as swms_rpc
 from swms.contracts.profile import PhotoLink
 from swms.contracts.registration import IssuanceData
@@ -80,8 +80,39 @@ class Settings:
                    retry_ceiling_seconds=float(NUMBERS.get(config, "CERT_RETRY_MAX_SECONDS")))
 
 
-def verification_url(base: str, keys: KeyRing, number: str) -> str:
-    return f"{base.rstrip('/')}?t={tokens.make_token(keys.qr_private_pem, number)}"
+def verification_url(base: str, keys: KeyRing, certificate) -> str:
+    """What the QR code holds: ``<VERIFY_BASE_URL>?t=<token>``. A certificate with a status-list
+    entry gets the v2 token (masked name, level, validity, status pointer: checked offline); one
+    issued before the lists existed keeps its v1 token (number only)."""
+    return f"{base.rstrip('/')}?t={qr_token(keys, certificate)}"
+
+
+def qr_token(keys: KeyRing, certificate) -> str:
+    if certificate.status_list is None:
+        return tokens.make_token(keys.qr_private_pem, certificate.certificate_number)
+    return credentials.make_qr_token(
+        keys.qr_private_pem, certificate_number=certificate.certificate_number,
+        holder_name_masked=idcard.mask_name(certificate.holder_name), level=certificate.level,
+        valid_from=certificate.valid_from, valid_until=certificate.valid_until,
+        list_number=certificate.status_list, index=certificate.status_index)
+
+
+def credential_key(object_key: str) -> str:
+    """The credential lives beside the PDF: certificates/<number>.vc.jwt."""
+    return object_key.removesuffix(".pdf") + ".vc.jwt"
+
+
+def credential_of(certificate, keys: KeyRing, verify_base_url: str) -> str:
+    """The certificate as a signed W3C VC (VC-JOSE compact JWS). Deterministic (Ed25519 and sorted
+    JSON): made again after a crash, it is the same bytes."""
+    credential = credentials.certificate_credential(
+        verify_base_url=verify_base_url, certificate_number=certificate.certificate_number,
+        holder_name=certificate.holder_name, level=certificate.level, authority=certificate.authority,
+        valid_from=certificate.valid_from, valid_until=certificate.valid_until,
+        id_number_hash=tokens.id_hash(keys.id_hash_key, certificate.id_number),
+        id_number_hash_key_id=tokens.id_hash_key_id(keys.id_hash_key),
+        list_number=certificate.status_list, index=certificate.status_index)
+    return credentials.sign_credential(keys.qr_private_pem, credentials.did_web(verify_base_url), credential)
 
 
 def face_of(certificate, keys: KeyRing, settings: Settings, photo: bytes | None,
@@ -91,7 +122,7 @@ def face_of(certificate, keys: KeyRing, settings: Settings, photo: bytes | None,
         gender=certificate.gender, id_number_shown=certificate.id_number, level=certificate.level,
         unit_name=certificate.unit_name, authority=certificate.authority, valid_from=certificate.valid_from,
         valid_until=certificate.valid_until, issued_on=certificate.issued_on or certificate.valid_from,
-        verify_url=verification_url(settings.verify_base_url, keys, certificate.certificate_number),
+        verify_url=verification_url(settings.verify_base_url, keys, certificate),
         original_certificate_no=certificate.original_certificate_no, supersedes=certificate.supersedes,
         photo=photo, photo_type=photo_type)
 
@@ -234,10 +265,24 @@ class Issuer:
             except (ClientError, BotoCoreError) as exc:
                 raise domain.IssueDeferred(domain.STORAGE_UNAVAILABLE,
                                            f"证书文件存储失败（{type(exc).__name__}），稍后自动重试", "object_key") from None
+        self._store_credential(certificate)
         pause("after_store")
         with self.db.transaction() as session:
             domain.finish(session, number, digest, self.keys.signing.fingerprint, self.keys.id_hash_key, utcnow())
         return number
+
+    def _store_credential(self, certificate) -> None:
+        """The VC beside the PDF, before the certificate is announced (first stored copy wins; a
+        retry makes the same bytes). Certificates reserved before the status lists have none."""
+        if certificate.status_list is None:
+            return
+        body = credential_of(certificate, self.keys, self.settings.verify_base_url).encode("ascii")
+        try:
+            self.bucket.put_if_absent(credential_key(certificate.object_key), body, credentials.VC_MEDIA_TYPE,
+                                      {"certificate-number": certificate.certificate_number})
+        except (ClientError, BotoCoreError) as exc:
+            raise domain.IssueDeferred(domain.STORAGE_UNAVAILABLE,
+                                       f"证书凭证存储失败（{type(exc).__name__}），稍后自动重试", "object_key") from None
 
     def _photo(self, person_id: str, photo_key: str | None) -> tuple[bytes, str] | None:
         # Decision (docs/contracts.md): no photo in the submitted snapshot → the certificate is

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import Boolean, Date, DateTime, Index, Integer, MetaData, String, Text
+from sqlalchemy import Boolean, Date, DateTime, Index, Integer, LargeBinary, MetaData, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from swms.audit import AuditLog
@@ -68,8 +68,15 @@ class Certificate(Base):
     original_registration_type: Mapped[str | None] = mapped_column(String(50), nullable=True)
     original_valid_from: Mapped[dt.date | None] = mapped_column(Date, nullable=True)
     original_valid_until: Mapped[dt.date | None] = mapped_column(Date, nullable=True)
+    # Its entry in the status lists (docs/trust.md): list number and a random index in it, the
+    # same in the revocation and the suspension list. None: issued before the lists existed (such
+    # a certificate has no credential and keeps its v1 QR token).
+    status_list: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    status_index: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
-    __table_args__ = (Index("ix_certificates_status_valid_until", "status", "valid_until"),)
+    __table_args__ = (Index("ix_certificates_status_valid_until", "status", "valid_until"),
+                      # an entry belongs to one certificate for ever (never reused)
+                      Index("ux_certificates_status_entry", "status_list", "status_index", unique=True))
 
 
 class IssueRequest(Base):
@@ -99,6 +106,21 @@ class SerialCounter(Base):
     __tablename__ = "serial_counters"
     scope: Mapped[str] = mapped_column(String(10), primary_key=True)
     last_serial: Mapped[int] = mapped_column(Integer)
+
+
+class StatusList(Base):
+    """One W3C Bitstring Status List number: its revocation and its suspension bits (raw, 16 KB
+    each), each with a version that grows with every change (the published credential's ETag
+    follows it). Changed in the same transaction as the certificate's status (domain.py)."""
+    __tablename__ = "status_lists"
+    list_number: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    allocated: Mapped[int] = mapped_column(Integer, default=0)      # entries given to certificates
+    revocation_bits: Mapped[bytes] = mapped_column(LargeBinary)
+    suspension_bits: Mapped[bytes] = mapped_column(LargeBinary)
+    revocation_version: Mapped[int] = mapped_column(Integer, default=1)
+    suspension_version: Mapped[int] = mapped_column(Integer, default=1)
+    revocation_updated_at: Mapped[dt.datetime] = mapped_column(DateTime)
+    suspension_updated_at: Mapped[dt.datetime] = mapped_column(DateTime)
 
 
 class DevKeyMaterial(Base):

@@ -10,7 +10,7 @@ from nameko.dependency_providers import Config
 from nameko.timer import timer
 from pydantic import ValidationError
 
-from services.certificate import domain, issuing, tokens
+from services.certificate import credentials, domain, issuing, status_lists, tokens
 from services.certificate.keys import CertificateKeys
 from services.certificate.models import (
     FAILED,
@@ -33,6 +33,8 @@ from swms.contracts.certificate import (
     IssuanceStatusRequest,
     SigningCertificates,
     StatusChangeRequest,
+    StatusListCredential,
+    StatusListRequest,
     VerificationResult,
     VerifyRequest,
 )
@@ -233,9 +235,11 @@ class CertificateService:
             kind=certificate.kind, issued_on=certificate.issued_on, status_reason=certificate.status_reason,
             pending_upgrade_level=certificate.pending_upgrade_level, supersedes=certificate.supersedes,
             superseded_by=certificate.superseded_by, original_certificate_no=certificate.original_certificate_no,
-            verification_url=issuing.verification_url(settings.verify_base_url, self.keys,
-                                                      certificate.certificate_number),
-            photo_missing=certificate.photo_missing)
+            verification_url=issuing.verification_url(settings.verify_base_url, self.keys, certificate),
+            photo_missing=certificate.photo_missing,
+            credential_download_url=None if certificate.status_list is None else self.storage.download_url(
+                issuing.credential_key(certificate.object_key), DOWNLOAD_LINK_SECONDS,
+                f"{certificate.certificate_number}.vc.jwt"))
 
     @rpc(expected_exceptions=errors.SwmsError)
     @contract(IssuanceStatusRequest, IssuanceStatus)
@@ -290,5 +294,23 @@ class CertificateService:
         return SigningCertificates(
             signing_certificate_pem=material.cert_pem.decode(), chain_pem=material.chain_pem.decode(),
             signer_fingerprint=material.fingerprint, qr_token_public_key_pem=tokens.public_pem(self.keys.qr_private_pem),
-            development_keys="signing" in self.keys.dev_keys_used)
+            development_keys="signing" in self.keys.dev_keys_used,
+            issuer_did=credentials.did_web(issuing.Settings.from_config(self.config).verify_base_url))
+
+    @rpc(expected_exceptions=errors.SwmsError)
+    @contract(StatusListRequest, StatusListCredential)
+    def get_status_list(self, request: StatusListRequest):
+        """Anyone: one status list as a signed BitstringStatusListCredential, as it stands now (the
+        gateway publishes it at /status/v1/<purpose>/<list number>, docs/trust.md)."""
+        purpose = request.purpose.value
+        found = status_lists.published(self.db.session, purpose, request.list_number)
+        if found is None:
+            raise errors.not_found("状态列表", "list_number")
+        bits, version, updated_at = found
+        base = issuing.Settings.from_config(self.config).verify_base_url
+        credential = credentials.status_list_credential(base, purpose, request.list_number, bits, updated_at)
+        return StatusListCredential(
+            purpose=purpose, list_number=request.list_number, version=version,
+            updated_at=updated_at.replace(tzinfo=dt.UTC),
+            credential=credentials.sign_credential(self.keys.qr_private_pem, credentials.did_web(base), credential))
 

@@ -25,6 +25,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PublicKey,
 )
 
+from services.certificate import credentials
+
 TOKEN_CONTEXT = b"swms-cert-v1:"
 ID_HASH_CONTEXT = b"swms-id-v1:"
 _TOKEN_SHAPE = re.compile(r"^(\d{13})\.([A-Za-z0-9_-]{86})$")
@@ -45,7 +47,13 @@ def make_token(private_key_pem: bytes, certificate_number: str) -> str:
 
 
 def read_token(public_key: Ed25519PublicKey, token: str) -> str:
-    """The certificate number the token vouches for; ``ForgedToken`` if it does not check out."""
+    """The certificate number the token vouches for; ``ForgedToken`` if it does not check out.
+    Both spellings: v1 ``<number>.<signature>`` and v2, the compact JWS of credentials.py."""
+    if isinstance(token, str) and token.count(".") == 2:
+        try:
+            return credentials.read_qr_token(public_key, token)["certificate_number"]
+        except credentials.BadSignature:
+            raise ForgedToken("bad signature") from None
     match = _TOKEN_SHAPE.match(token.strip()) if isinstance(token, str) else None
     if match is None:
         raise ForgedToken("malformed")

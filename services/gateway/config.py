@@ -24,6 +24,8 @@ class Settings:
     cors_origins: tuple[str, ...] = ()  # browser origins allowed to call the API; none by default
     hsts_seconds: int = 31536000        # Strict-Transport-Security max-age; 0: no header
     trust_anchor_seconds: int = 300     # how long the signing certificates are cached (and max-age)
+    status_list_cache_seconds: float = 2.0   # how long a status list is kept before asking again
+    status_list_max_age_seconds: int = 120   # Cache-Control max-age of a published status list
     keep_alive_seconds: int = 5         # an idle keep-alive connection is closed after this
     max_header_bytes: int = 16384       # request line + headers (h11); above: 400 and closed
     max_connections: int = 2000         # connections + requests in progress; above: 503 at once
@@ -54,6 +56,8 @@ _EDGE_NUMBERS = (
     ("burst_total", "GATEWAY_BURST_TOTAL", int, 1),
     ("hsts_seconds", "GATEWAY_HSTS_SECONDS", int, 0),
     ("trust_anchor_seconds", "GATEWAY_TRUST_ANCHOR_CACHE_SECONDS", int, 0),
+    ("status_list_cache_seconds", "GATEWAY_STATUS_LIST_CACHE_SECONDS", float, 0),
+    ("status_list_max_age_seconds", "GATEWAY_STATUS_LIST_MAX_AGE_SECONDS", int, 0),
     ("keep_alive_seconds", "GATEWAY_KEEP_ALIVE_SECONDS", int, 1),
     ("max_header_bytes", "GATEWAY_MAX_HEADER_BYTES", int, 1024),
     ("max_connections", "GATEWAY_MAX_CONNECTIONS", int, 1),

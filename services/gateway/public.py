@@ -8,6 +8,12 @@
   number + the holder's full name; an unknown number and a wrong pair get the same page.
 * the same as JSON: ``GET /api/v1/public/verifications?t=<token>`` and
   ``POST /api/v1/public/verifications`` ``{certificate_number, holder_name}`` (or ``{token}``).
+* the status lists (docs/trust.md): ``GET /status/v1/<revocation|suspension>/<list number>``, each a
+  signed ``BitstringStatusListCredential`` (``application/vc+jwt``) from ``certificate.get_status_list``,
+  kept ``GATEWAY_STATUS_LIST_CACHE_SECONDS`` (a change shows within seconds) and served with ETag and
+  ``Cache-Control: public, max-age=GATEWAY_STATUS_LIST_MAX_AGE_SECONDS``. No stale copy is served
+  when the service does not answer: a verifier must learn that it could not check.
+* the issuer's DID document ``/.well-known/did.json`` (did:web of this host, the QR-token key).
 * the trust anchor, for checking offline: ``/.well-known/swms/signing-chain.pem`` (the certificate
   chain of the PDF signatures), ``/.well-known/swms/qr-token-key.jwk`` (the QR tokens' Ed25519 key)
   and ``/api/v1/public/signing-certificates`` (both, as the RPC gives them). Cacheable
@@ -42,12 +48,21 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from services.gateway import inputs
 from services.gateway.problems import Problem, validation
 from swms import error_codes as c
-from swms.contracts.certificate import SigningCertificates, VerificationResult, VerifyRequest
+from swms.contracts.certificate import (
+    SigningCertificates,
+    StatusListCredential,
+    StatusListRequest,
+    VerificationResult,
+    VerifyRequest,
+)
 
 log = logging.getLogger("swms.gateway.public")
 
 VERIFY_RPC = "certificate.verify_certificate"
 SIGNING_RPC = "certificate.get_signing_certificates"
+STATUS_LIST_RPC = "certificate.get_status_list"
+STATUS_LIST_PATH = "/status/v1/{purpose}/{list_number}"
+DID_PATH = "/.well-known/did.json"
 CHAIN_PATH = "/.well-known/swms/signing-chain.pem"
 JWK_PATH = "/.well-known/swms/qr-token-key.jwk"
 VERIFICATIONS_PATH = "/api/v1/public/verifications"
@@ -77,11 +92,22 @@ def ed25519_jwk(public_key_pem: str) -> dict[str, str]:
     return {"kty": "OKP", "crv": "Ed25519", "x": x, "kid": _b64url(thumbprint), "use": "sig", "alg": "EdDSA"}
 
 
+def did_document(did: str, public_key_pem: str) -> dict[str, Any]:
+    """did:web document: the QR-token key as the issuer's assertion method (publicKeyJwk)."""
+    jwk = ed25519_jwk(public_key_pem)
+    method = f"{did}#{jwk['kid']}"
+    return {"@context": ["https://www.w3.org/ns/did/v1", "https://w3id.org/security/jwk/v1"], "id": did,
+            "verificationMethod": [{"id": method, "type": "JsonWebKey", "controller": did,
+                                    "publicKeyJwk": {key: jwk[key] for key in ("kty", "crv", "x")}}],
+            "assertionMethod": [method], "authentication": [method]}
+
+
 @dataclass(frozen=True)
 class TrustAnchor:
     chain_pem: bytes       # the signing certificate, then its chain up to the root
     jwk: bytes
     document: bytes        # the RPC's answer as JSON
+    did_document: bytes | None = None
 
     @classmethod
     def from_result(cls, result: dict[str, Any]) -> "TrustAnchor":
@@ -90,7 +116,11 @@ class TrustAnchor:
         chain = "\n".join(dict.fromkeys(part for part in parts if part)) + "\n"
         jwk = json.dumps(ed25519_jwk(published.qr_token_public_key_pem), indent=2) + "\n"
         document = json.dumps(result, ensure_ascii=False).encode("utf-8")   # as published
-        return cls(chain.encode("ascii"), jwk.encode("ascii"), document)
+        did = None
+        if published.issuer_did:
+            did = (json.dumps(did_document(published.issuer_did, published.qr_token_public_key_pem), indent=2)
+                   + "\n").encode("ascii")
+        return cls(chain.encode("ascii"), jwk.encode("ascii"), document, did)
 
 
 class TrustAnchorCache:
@@ -124,6 +154,36 @@ class TrustAnchorCache:
                 return self._anchor
             self._fetched = self.clock()
         return self._anchor
+
+
+class StatusListCache:
+    """``certificate.get_status_list`` per list, asked at most once per ``seconds`` (one call in
+    flight per list). Nothing stale is served when the service fails: the error goes out."""
+
+    def __init__(self, rpc, seconds: float, clock=time.monotonic):
+        self.rpc, self.seconds, self.clock = rpc, seconds, clock
+        self.calls = 0
+        self._copies: dict[tuple[str, int], tuple[float, bytes]] = {}
+        self._locks: dict[tuple[str, int], asyncio.Lock] = {}
+
+    def _fresh(self, key) -> bytes | None:
+        found = self._copies.get(key)
+        return found[1] if found is not None and self.clock() - found[0] < self.seconds else None
+
+    async def get(self, purpose: str, list_number: int, context: dict[str, Any]) -> bytes:
+        key = (purpose, list_number)
+        body = self._fresh(key)
+        if body is not None:
+            return body
+        async with self._locks.setdefault(key, asyncio.Lock()):
+            body = self._fresh(key)
+            if body is not None:
+                return body
+            self.calls += 1
+            result = await self.rpc.call(STATUS_LIST_RPC, {"purpose": purpose, "list_number": list_number}, context)
+            body = StatusListCredential.model_validate(result).credential.encode("ascii")
+            self._copies[key] = (self.clock(), body)
+        return body
 
 
 def _etag_matches(header: str | None, etag: str) -> bool:
@@ -241,6 +301,8 @@ def html_page(section: str, status: int = 200, headers: dict[str, str] | None = 
 def install(app, settings, rpc) -> None:
     anchors = TrustAnchorCache(rpc, settings.trust_anchor_seconds)
     app.state.trust_anchors = anchors
+    status_lists = StatusListCache(rpc, settings.status_list_cache_seconds)
+    app.state.status_lists = status_lists
 
     async def verify(request: Request, data: dict[str, Any]) -> dict[str, Any]:
         inputs.validate(VerifyRequest, data)
@@ -310,6 +372,23 @@ def install(app, settings, rpc) -> None:
         anchor = await anchors.get(call_context(request))
         return cacheable(request, anchor.jwk, "application/jwk+json", settings.trust_anchor_seconds)
 
+    @app.get(DID_PATH, include_in_schema=False)
+    async def issuer_did_document(request: Request):
+        anchor = await anchors.get(call_context(request))
+        if anchor.did_document is None:
+            raise Problem(c.NOT_FOUND, "未发布 DID 文档", "path")
+        return cacheable(request, anchor.did_document, "application/did+json", settings.trust_anchor_seconds)
+
+    @app.get(STATUS_LIST_PATH, include_in_schema=False)
+    async def status_list(request: Request, purpose: str, list_number: str):
+        if request.query_params:
+            raise validation(next(iter(request.query_params.keys())), "此接口不接受查询参数", "extra_forbidden")
+        if not re.fullmatch(r"[1-9]\d{0,6}", list_number):
+            raise validation("list_number", "状态列表编号应为正整数")
+        wanted = inputs.validate(StatusListRequest, {"purpose": purpose, "list_number": int(list_number)})
+        body = await status_lists.get(wanted.purpose.value, wanted.list_number, call_context(request))
+        return cacheable(request, body, "application/vc+jwt", settings.status_list_max_age_seconds)
+
 
 # -- OpenAPI ------------------------------------------------------------------------------------
 
@@ -336,8 +415,8 @@ def openapi_entries(refs: dict, responses) -> list[tuple[str, str, dict[str, Any
     by_body = Operation("POST", "/public/verifications", VERIFY_RPC, VerifyRequest, VerificationResult, "")
     anchor = Operation("GET", "/public/signing-certificates", SIGNING_RPC, None, SigningCertificates, "")
     token_parameter = {"name": "t", "in": "query", "required": True,
-                       "description": "the QR code's token (`<number>.<signature>`), as in the verification URL",
-                       "schema": {"type": "string", "minLength": 1, "maxLength": 300}}
+                       "description": "the QR code's token (v2 compact JWS, or v1 `<number>.<signature>`), as in the verification URL",
+                       "schema": {"type": "string", "minLength": 1, "maxLength": 600}}
     revalidate = {"name": "If-None-Match", "in": "header", "required": False,
                   "description": "the ETag of the copy you hold: 304 if it is still current",
                   "schema": {"type": "string"}}
@@ -374,6 +453,23 @@ def openapi_entries(refs: dict, responses) -> list[tuple[str, str, dict[str, Any
             [revalidate], cached(text, "application/x-pem-file"))),
         (JWK_PATH, "get", entry(
             "well_known_qr_token_key", "二维码核验码公钥（JWK, Ed25519）",
-            "Checks a QR token offline: Ed25519 signature over `swms-cert-v1:<number>`.",
+            "Checks a QR token offline: v1, Ed25519 signature over `swms-cert-v1:<number>`; v2, a compact "
+            "JWS (`typ: swms-qr+jwt`). The same key signs the credentials and status lists.",
             [revalidate], cached({"type": "object"}, "application/jwk+json"))),
+        (DID_PATH, "get", entry(
+            "well_known_did_document", "签发者 DID 文档（did:web）",
+            "The issuer of the certificate credentials and status lists: `did:web:<this host>`, its key "
+            "(publicKeyJwk, Ed25519, the QR-token key) as assertion method. Cacheable (ETag, max-age).",
+            [revalidate], cached({"type": "object"}, "application/did+json"))),
+        (STATUS_LIST_PATH, "get", entry(
+            "public_status_list", "证书状态列表（W3C Bitstring Status List）",
+            f"RPC `{STATUS_LIST_RPC}`: a signed BitstringStatusListCredential (VC-JOSE compact JWS, "
+            "`application/vc+jwt`); 131072 entries, GZIP + base64url. Kept by the gateway for "
+            "GATEWAY_STATUS_LIST_CACHE_SECONDS, Cache-Control max-age GATEWAY_STATUS_LIST_MAX_AGE_SECONDS. "
+            "A list that cannot be had answers 503: never a stale copy (docs/trust.md).",
+            [{"name": "purpose", "in": "path", "required": True,
+              "schema": {"type": "string", "enum": ["revocation", "suspension"]}},
+             {"name": "list_number", "in": "path", "required": True,
+              "schema": {"type": "integer", "minimum": 1, "maximum": 1000000}}, revalidate],
+            cached(text, "application/vc+jwt"))),
     ]

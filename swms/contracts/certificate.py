@@ -41,6 +41,9 @@ class CertificateView(Contract):
     original_certificate_no: str | None = None     # replacement of a paper certificate
     verification_url: str | None = None            # what the QR code on the PDF holds
     photo_missing: bool = False
+    # The same certificate as a signed W3C Verifiable Credential (VC-JOSE, application/vc+jwt),
+    # a short-lived link like download_url; None for certificates issued before credentials existed.
+    credential_download_url: str | None = None
 
 
 class StatusChangeRequest(Contract):
@@ -66,7 +69,9 @@ class VerifyRequest(Contract):
     certificate_number: str | None = Field(default=None, title="证书编号", pattern=r"^\d{13}$")
     holder_name: str | None = Field(default=None, title="持证人姓名", min_length=1, max_length=50,
                                     validate_default=True)
-    token: str | None = Field(default=None, title="核验码", min_length=1, max_length=300)
+    # v1 ``<number>.<signature>`` (older certificates) or v2, a compact JWS with the masked name,
+    # level, validity and status-list pointer (docs/trust.md)
+    token: str | None = Field(default=None, title="核验码", min_length=1, max_length=600)
 
     @field_validator("holder_name")
     @classmethod
@@ -134,3 +139,26 @@ class SigningCertificates(Contract):
     signer_fingerprint: str
     qr_token_public_key_pem: str
     development_keys: bool
+    # did:web of the verify host: the issuer of the credentials and status lists, whose DID
+    # document (/.well-known/did.json) lists the QR-token key
+    issuer_did: str | None = None
+
+
+class StatusListPurpose(str, Enum):
+    REVOCATION = "revocation"     # final: revoked, or superseded by a re-issue
+    SUSPENSION = "suspension"     # reversible
+
+
+class StatusListRequest(Contract):
+    """Public: one published status list (W3C Bitstring Status List v1.0)."""
+    purpose: StatusListPurpose = Field(title="状态用途")
+    list_number: int = Field(title="状态列表编号", ge=1, le=1_000_000)
+
+
+class StatusListCredential(Contract):
+    """The list as a signed BitstringStatusListCredential (VC-JOSE compact JWS, ``vc+jwt``)."""
+    purpose: StatusListPurpose
+    list_number: int
+    version: int                   # grows with every change of this list's bits
+    updated_at: dt.datetime
+    credential: str                # the JWS; its payload is the credential (encodedList: gzip, base64url)

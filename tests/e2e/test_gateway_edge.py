@@ -17,9 +17,15 @@ from __future__ import annotations
 import base64
 import io
 import json
+import math
 import re
+import statistics
+import subprocess
+import sys
+import time
 import urllib.parse
 import uuid
+from pathlib import Path
 
 import httpx
 import pytest
@@ -28,10 +34,16 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from PIL import Image
 from pypdf import PdfReader
 
-from services.certificate import render, signing
+from services.certificate import credentials, render, signing
 from tests.e2e.test_gateway import services_on_a_fresh_vhost
-from tools.localstack import free_port
-from tools.walkthrough import HOLDER_ID, HOLDER_NAME, HOLDER_PASSWORD, walk_through_gateway
+from tools.localstack import free_port, wait_until
+from tools.walkthrough import (
+    COUNTY_OFFICER_PASSWORD,
+    HOLDER_ID,
+    HOLDER_NAME,
+    HOLDER_PASSWORD,
+    walk_through_gateway,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -42,6 +54,7 @@ TIGHT = {"GATEWAY_RATE_PER_ADDRESS": "0.01", "GATEWAY_BURST_PER_ADDRESS": "3"}
 @pytest.fixture(scope="module")
 def edge(tmp_path_factory):
     with services_on_a_fresh_vhost(tmp_path_factory.mktemp("edge") / "stack", "swms-edge") as stack:
+        stack.status_list_cache_seconds = 2.0   # the default (GATEWAY_STATUS_LIST_CACHE_SECONDS)
         stack.urls = {
             "main": stack.start_gateway({"GATEWAY_CORS_ORIGINS": PORTAL}),
             "proxied": stack.start_gateway({**TIGHT, "GATEWAY_TRUSTED_PROXIES": "127.0.0.1/32"},
@@ -82,7 +95,7 @@ def token_of(url: str) -> str:
 
 def test_the_pdfs_qr_code_holds_the_gateways_verify_url(edge, issued):
     url = issued["verification_url"]
-    assert url.startswith(f"{edge.urls['main']}/verify?t={issued['certificate_number']}.")
+    assert url.startswith(f"{edge.urls['main']}/verify?t=eyJ")   # the v2 token: a compact JWS
     # The QR code is drawn from the module matrix of its text: the same text draws the same pixels.
     printed = qr_image_in(edge.walked.pdf_path.read_bytes())
     expected = Image.open(io.BytesIO(render._qr_png(url))).convert("L")
@@ -189,11 +202,16 @@ def test_the_published_chain_validates_the_pdf_signature(edge):
 def test_the_published_jwk_checks_the_qr_token_offline(edge, issued):
     key = httpx.get(f"{edge.urls['main']}/.well-known/swms/qr-token-key.jwk", timeout=30).json()
     public = Ed25519PublicKey.from_public_bytes(base64.urlsafe_b64decode(key["x"] + "=="))
-    number, signature = token_of(issued["verification_url"]).split(".")
-    raw = base64.urlsafe_b64decode(signature + "==")
-    public.verify(raw, f"swms-cert-v1:{number}".encode())
+    header, payload, signature = token_of(issued["verification_url"]).split(".")
+    raw = base64.urlsafe_b64decode(signature + "=" * (-len(signature) % 4))
+    public.verify(raw, f"{header}.{payload}".encode())     # a plain JWS check: any JOSE library does it
+    claims = credentials.read_qr_token(public, token_of(issued["verification_url"]))
+    assert (claims["certificate_number"], claims["holder_name_masked"], claims["level"]) == (
+        issued["certificate_number"], "李**", "社会工作师")
+    assert (claims["valid_from"].isoformat(), claims["valid_until"].isoformat()) == (issued["valid_from"],
+                                                                                     issued["valid_until"])
     with pytest.raises(InvalidSignature):
-        public.verify(raw, f"swms-cert-v1:{int(number) + 1}".encode())
+        public.verify(raw, f"{header}.{payload[:-2]}AA".encode())
 
 
 def test_the_trust_anchor_is_cacheable(edge):
@@ -247,3 +265,89 @@ def test_the_access_log_holds_no_token_password_or_id_number(edge, issued):
         assert secret not in log, secret
     lines = [json.loads(line) for line in log.splitlines() if line.startswith("{")]
     assert any(entry["logger"] == "swms.gateway.access" and "/verify 200" in entry["message"] for entry in lines)
+
+
+# -- status lists and the credential beside the PDF (docs/trust.md); last: it revokes the certificate --
+
+VERIFIER = Path(__file__).resolve().parents[2] / "examples" / "verify_credential.py"
+
+
+def run_verifier(path: Path) -> tuple[int, str]:
+    done = subprocess.run([sys.executable, str(VERIFIER), str(path), "--allow-http"], capture_output=True, text=True,
+                          timeout=60)
+    return done.returncode, done.stdout + done.stderr
+
+
+@pytest.fixture(scope="module")
+def credential_file(edge, issued, tmp_path_factory) -> Path:
+    answer = httpx.get(issued["credential_download_url"], timeout=30)   # the holder's short-lived link
+    assert answer.status_code == 200 and answer.text.count(".") == 2
+    path = tmp_path_factory.mktemp("vc") / f"{issued['certificate_number']}.vc.jwt"
+    path.write_text(answer.text)
+    return path
+
+
+def test_the_credential_checks_with_only_the_public_urls(edge, issued, credential_file):
+    code, out = run_verifier(credential_file)
+    print(out)
+    did = "did:web:" + urllib.parse.urlsplit(edge.urls["main"]).netloc.replace(":", "%3A")
+    assert code == 0, out
+    assert "完整性 integrity: 通过 valid" in out and "状态 status: 有效 valid" in out
+    assert f"签发者 issuer identity: 通过 valid — {did}" in out and "VC verification time:" in out
+    document = httpx.get(f"{edge.urls['main']}/.well-known/did.json", timeout=30)
+    assert document.json()["id"] == did and document.headers["content-type"] == "application/did+json"
+    key = httpx.get(f"{edge.urls['main']}/.well-known/swms/qr-token-key.jwk", timeout=30).json()
+    assert document.json()["verificationMethod"][0]["publicKeyJwk"]["x"] == key["x"]
+    payload = json.loads(credentials.unb64url(credential_file.read_text().split(".")[1]))
+    assert HOLDER_ID not in json.dumps(payload) and payload["credentialSubject"]["name"] == HOLDER_NAME
+    assert (payload["validFrom"][:10], payload["validUntil"][:10]) == (issued["valid_from"], issued["valid_until"])
+    listed = httpx.get(payload["credentialStatus"][0]["statusListCredential"], timeout=30)
+    assert listed.status_code == 200 and listed.headers["content-type"] == "application/vc+jwt"
+    assert listed.headers["cache-control"] == "public, max-age=120"
+    again = httpx.get(listed.url, headers={"If-None-Match": listed.headers["etag"]}, timeout=30)
+    assert again.status_code == 304
+    assert httpx.get(f"{edge.urls['main']}/status/v1/revocation/999", timeout=30).status_code == 404
+    assert httpx.get(f"{edge.urls['main']}/status/v1/expiry/1", timeout=30).status_code == 422
+
+
+def test_lifecycle_changes_reach_the_public_list_within_seconds(edge, issued, credential_file):
+    payload = json.loads(credentials.unb64url(credential_file.read_text().split(".")[1]))
+    lists = {entry["statusPurpose"]: entry["statusListCredential"] for entry in payload["credentialStatus"]}
+    index = int(payload["credentialStatus"][0]["statusListIndex"])
+    number = issued["certificate_number"]
+
+    def published_bit(purpose: str) -> bool:
+        jws = httpx.get(lists[purpose], timeout=30).text
+        status_list = json.loads(credentials.unb64url(jws.split(".")[1]))
+        return credentials.bit(credentials.decode_list(status_list["credentialSubject"]["encodedList"]), index)
+
+    with httpx.Client(base_url=edge.urls["main"], timeout=30) as client:
+        login = client.post("/api/v1/sessions", json={"login": "county@example.gov.cn",
+                                                      "password": COUNTY_OFFICER_PASSWORD})
+        headers = {"Authorization": f"Bearer {login.json()['access_token']}"}
+        latencies, verdicts = [], []
+
+        def change(action: str, purpose: str, wanted: bool) -> None:
+            started = time.perf_counter()
+            answer = client.post(f"/api/v1/certificates/{number}/{action}", json={"reason": "核查"}, headers=headers)
+            assert answer.status_code == 200, answer.text
+            wait_until(lambda: published_bit(purpose) == wanted, timeout=15, interval=0.05,
+                       what=f"the {purpose} list to show {action}")
+            latencies.append(time.perf_counter() - started)
+
+        for cycle in range(3):
+            change("suspension", "suspension", True)
+            if cycle == 0:
+                verdicts.append(run_verifier(credential_file))
+            change("reinstatement", "suspension", False)
+        change("revocation", "revocation", True)
+        verdicts.append(run_verifier(credential_file))
+    latencies.sort()
+    p50, p99 = statistics.median(latencies), latencies[min(len(latencies) - 1, math.ceil(0.99 * len(latencies)) - 1)]
+    print(f"status-list update latency (officer's POST to the public list showing it, gateway cache "
+          f"{edge.status_list_cache_seconds} s, {len(latencies)} changes incl. 1 revocation): "
+          f"p50 {p50 * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms (shared machine: noisy)")
+    (suspended_code, suspended_out), (revoked_code, revoked_out) = verdicts
+    assert suspended_code == 1 and "状态 status: 已暂停 suspended" in suspended_out
+    assert revoked_code == 1 and "状态 status: 已撤销 revoked" in revoked_out
+    assert "完整性 integrity: 通过 valid" in revoked_out     # the PDF/VC stays intact: the list says currency

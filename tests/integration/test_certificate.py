@@ -21,7 +21,7 @@ from nameko.standalone.rpc import ClusterRpcProxy
 from sqlalchemy import select, update
 
 from services.certificate import domain as certificate_domain
-from services.certificate import signing, tokens
+from services.certificate import credentials, signing, tokens
 from services.certificate.models import Certificate, throttle
 from swms import idcard
 from swms.auth import ADMIN, SERVICE, Caller
@@ -257,6 +257,24 @@ def check_final_approval_issues_a_signed_pdf_with_photo_and_a_masked_event(confi
                              "checked_at"}
     assert call(amqp_uri, None, "verify_certificate", by_number(number))["status_label"] == "有效"
 
+    # the credential beside the PDF (docs/trust.md): signed with the published key, no ID number,
+    # its status entries in lists the service publishes; the QR token is v2 (checked offline)
+    assert f"certificates/{number}.vc.jwt" in objects(config) and view["credential_download_url"]
+    stored_vc = make_s3_client(config).get_object(Bucket=config["CERTIFICATE_S3_BUCKET"],
+                                                  Key=f"certificates/{number}.vc.jwt")["Body"].read().decode()
+    qr_key = tokens.public_key_of(dev_key(config, "qr_token_key"))
+    _, credential = credentials.verify_jws(qr_key, stored_vc, "vc+jwt")
+    assert credential["credentialSubject"]["certificateNumber"] == number and HOLDER_ID not in stored_vc
+    assert credential["issuer"]["id"] == published["issuer_did"] == "did:web:verify.example.gov.cn"
+    assert credentials.read_qr_token(qr_key, token_in_qr)["holder_name_masked"] == "李**"
+    entry = credential["credentialStatus"][0]
+    listed = call(amqp_uri, None, "get_status_list", {"purpose": "revocation",
+                                                       "list_number": int(entry["statusListCredential"].rsplit("/", 1)[1])})
+    _, status_list = credentials.verify_jws(qr_key, listed["credential"], "vc+jwt")
+    assert status_list["id"] == entry["statusListCredential"]
+    assert not credentials.bit(credentials.decode_list(status_list["credentialSubject"]["encodedList"]),
+                               int(entry["statusListIndex"]))
+
     status = call(amqp_uri, admin(keys_dir), "get_issuance_status", {"application_id": application_id})
     assert (status["status"], status["certificate_number"], status["last_error_code"]) == ("done", number, None)
 
@@ -281,7 +299,7 @@ def check_repeated_duplicate_and_non_final_approvals_issue_one_certificate(confi
     assert [row.certificate_number for row in rows] == [events[0]["certificate_number"]]  # the first of this run
     assert rows[0].application_id == application_id and rows[0].status == "issued"
     assert len(outbox_rows(config, "certificate_issued")) == 1
-    assert objects(config) == [rows[0].object_key]
+    assert objects(config) == [rows[0].object_key, rows[0].object_key.replace(".pdf", ".vc.jwt")]  # + its VC
     assert hashlib.sha256(stored_pdf(config, rows[0].certificate_number)).hexdigest() == rows[0].sha256
     assert issue_request(config, not_final) is None  # a non-final approval is not even recorded
 
@@ -676,7 +694,7 @@ def check_public_verification_refuses_forged_tokens_and_unknown_numbers(config, 
         ({"certificate_number": number, "holder_name": "李明华", "token": real}, "VALIDATION_FAILED", "payload"),
         ({"token": real, "holder_name": "李明华"}, "VALIDATION_FAILED", "payload"),
         ({}, "VALIDATION_FAILED", "payload"),
-        ({"token": "x" * 301}, "VALIDATION_FAILED", "token"),
+        ({"token": "x" * 601}, "VALIDATION_FAILED", "token"),
         ({"certificate_number": number, "holder_name": "李" * 51}, "VALIDATION_FAILED", "holder_name"),
     ]
     for payload, code, field in invalid_requests:

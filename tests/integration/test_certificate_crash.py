@@ -119,7 +119,7 @@ def test_killed_between_render_and_store_and_between_store_and_event_loses_and_d
         process.kill()
         [row] = certificates(config)
         assert (row.certificate_number, row.status) == (number, "issuing")  # the same number, reused
-        assert objects(config) == [f"certificates/{number}.pdf"]
+        assert objects(config) == [f"certificates/{number}.pdf", f"certificates/{number}.vc.jwt"]  # the VC beside it
         first_copy = stored_pdf(config, number)
         assert outbox_rows(config) == []
 
@@ -134,7 +134,7 @@ def test_killed_between_render_and_store_and_between_store_and_event_loses_and_d
     [row] = certificates(config)
     assert (row.certificate_number, row.status, event["certificate_number"]) == (number, "issued", number)
     assert serials(config) == {number[:7]: 1}  # no number was used up by the crashes
-    assert objects(config) == [f"certificates/{number}.pdf"]
+    assert objects(config) == [f"certificates/{number}.pdf", f"certificates/{number}.vc.jwt"]  # the VC beside it
     pdf = stored_pdf(config, number)
     assert pdf == first_copy  # the copy stored before the crash is the certificate: no second render won
     assert hashlib.sha256(pdf).hexdigest() == row.sha256 == event["sha256"]

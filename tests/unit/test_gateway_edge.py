@@ -467,3 +467,52 @@ def test_headers_over_the_limit_are_431_problem_json():
         fine = client.get("/verify", headers={"X-Padding": "a" * 3000})
     assert (refused.status_code, refused.json()["code"], refused.json()["status"]) == (431, "REQUEST_TOO_LARGE", 431)
     assert refused.json()["title"] == "Request Header Fields Too Large" and fine.status_code == 200
+
+
+# -- status lists and the DID document (docs/trust.md) -----------------------------------------------
+
+def status_answer(version: int) -> dict:
+    return {"purpose": "revocation", "list_number": 3, "version": version, "updated_at": "2026-12-03T08:00:00Z",
+            "credential": f"eyJhbGciOiJFZERTQSJ9.eyJ2IjoxfQ.sig{version}"}
+
+
+def test_status_lists_are_cached_for_seconds_cacheable_and_never_served_stale():
+    rpc = StubRpc({"certificate.get_status_list": status_answer(1)})
+    with gateway(rpc, status_list_cache_seconds=2, status_list_max_age_seconds=120) as client:
+        cache = client.app.state.status_lists
+        cache.clock = clock = Clock()
+        first = client.get("/status/v1/revocation/3")
+        assert (first.status_code, first.headers["content-type"], first.text) == (200, "application/vc+jwt",
+                                                                                  status_answer(1)["credential"])
+        assert first.headers["cache-control"] == "public, max-age=120" and first.headers["etag"]
+        assert client.get("/status/v1/revocation/3", headers={"If-None-Match": first.headers["etag"]}).status_code == 304
+        rpc.answers["certificate.get_status_list"] = status_answer(2)   # a revocation happened
+        clock.now += 1.9
+        assert client.get("/status/v1/revocation/3").text == status_answer(1)["credential"]
+        clock.now += 0.2
+        changed = client.get("/status/v1/revocation/3")
+        assert changed.text == status_answer(2)["credential"] and changed.headers["etag"] != first.headers["etag"]
+        assert cache.calls == 2
+        assert rpc.calls[0][:2] == ("certificate.get_status_list", {"purpose": "revocation", "list_number": 3})
+        clock.now += 3
+        rpc.answers["certificate.get_status_list"] = Problem("UPSTREAM_UNAVAILABLE", "系统繁忙，请稍后重试")
+        down = client.get("/status/v1/revocation/3")
+        assert down.status_code == 503 and "sig2" not in down.text   # a verifier must hear "could not check"
+        assert client.get("/status/v1/expiry/3").status_code == 422
+        assert client.get("/status/v1/revocation/0").status_code == 422
+        assert client.get("/status/v1/revocation/3?x=1").status_code == 422
+
+
+def test_the_did_document_lists_the_published_key(keys):
+    _, qr_private, published = keys
+    with gateway(StubRpc({"certificate.get_signing_certificates": {**published,
+                                                                    "issuer_did": "did:web:swms.example.gov.cn"}})) as client:
+        answer = client.get("/.well-known/did.json")
+        jwk = client.get("/.well-known/swms/qr-token-key.jwk").json()
+    document = answer.json()
+    assert answer.headers["content-type"] == "application/did+json" and document["id"] == "did:web:swms.example.gov.cn"
+    [method] = document["verificationMethod"]
+    assert method["id"] == f"did:web:swms.example.gov.cn#{jwk['kid']}" and document["assertionMethod"] == [method["id"]]
+    assert method["publicKeyJwk"] == {"kty": "OKP", "crv": "Ed25519", "x": jwk["x"]}
+    with gateway(StubRpc({"certificate.get_signing_certificates": published})) as client:   # no issuer_did
+        assert client.get("/.well-known/did.json").status_code == 404
