@@ -50,7 +50,8 @@ _NOT_FETCHED = object()
 
 def pause(step: str) -> None:
     """Test hook for the crash tests: with SWMS_TEST_PAUSE_AT=<step> in the environment, write the
-    marker file and wait there (cooperatively) until the process is killed. Inert otherwise."""
+    marker file and wait there (cooperatively) until the process is killed. Inert otherwise.
+    Steps here: after_reserve, after_store; after_render is in the render worker (it stores)."""
     if os.environ.get(PAUSE_ENV) != step:
         return
     marker = os.environ.get(PAUSE_MARKER_ENV)
