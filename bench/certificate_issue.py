@@ -174,6 +174,9 @@ def main() -> None:
     parser.add_argument("--processes", type=int, default=0, help="render processes (0: one per CPU core)")
     parser.add_argument("--bare-count", type=int, default=40, help="PDFs per bare-render process")
     parser.add_argument("--db-url", help="certificate database (default: a fresh SQLite file)")
+    parser.add_argument("--py-spy", metavar="PREFIX",
+                        help="sample the certificate service's Nameko process with py-spy (200/s, not pausing it) "
+                             "while issuing flat out; collapsed stacks go to PREFIX.<pid>.txt (py-spy installed)")
     args = parser.parse_args()
 
     from nameko.standalone.events import event_dispatcher
@@ -277,6 +280,11 @@ def main() -> None:
                        "S3 server (moto)": [children[0].pid], "stand-ins (registration, profile)": [children[1].pid],
                        "this client": [os.getpid()]}
             cpu_before = {label: sum(cpu_seconds(p) for p in pids) for label, pids in watched.items()}
+            spies = [subprocess.Popen([shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy")),
+                                       "record", "--pid", str(pid), "--rate", "200", "--nonblocking", "--format",
+                                       "raw", "--output", f"{args.py_spy}.{pid}.txt"],
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                     for pid in ([certificate_pid] if args.py_spy else [])]
             pinging = eventlet.spawn(pinger)
             eventlet.sleep(0.5)
             started = time.perf_counter()
@@ -287,6 +295,9 @@ def main() -> None:
             finished = issued[-1][0] if issued else time.perf_counter()
             running = False
             pinging.wait()
+            for spy in spies:   # SIGINT: py-spy writes what it sampled and exits
+                spy.send_signal(2)
+                spy.wait(30)
             cpu_used = {label: sum(cpu_seconds(p) for p in pids) - cpu_before[label] for label, pids in watched.items()}
         elapsed = finished - started
         numbers = {body["certificate_number"] for _, body in issued}

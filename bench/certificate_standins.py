@@ -15,6 +15,7 @@ from swms import errors
 from swms.storage import make_s3_client
 
 _DATA: dict | None = None
+_S3_CLIENT = None   # one client, as profile's own ObjectStorage keeps (a boto3 client costs ~10 ms to make)
 
 
 def _data() -> dict:
@@ -41,8 +42,10 @@ class ProfileStandIn:
 
     @rpc
     def get_photo_link(self, payload):
+        global _S3_CLIENT
         photo = _data()["photo"]
-        client = make_s3_client(photo["s3"])
-        url = client.generate_presigned_url("get_object", Params={"Bucket": photo["bucket"], "Key": photo["key"]},
+        if _S3_CLIENT is None:
+            _S3_CLIENT = make_s3_client(photo["s3"])
+        url = _S3_CLIENT.generate_presigned_url("get_object", Params={"Bucket": photo["bucket"], "Key": photo["key"]},
                                             ExpiresIn=120)
         return {"url": url, "content_type": "image/jpeg", "expires_in_seconds": 120}

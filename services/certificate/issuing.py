@@ -6,9 +6,11 @@ Exactly once in effect, whatever crashes where:
    work; a failure later leaves the request pending and the retry sweep takes it up again.
 1. The number is reserved in one transaction (unique per application: a second approval, or a
    redelivery, finds it).
-2. The PDF is rendered and signed in a worker process and stored under ``certificates/<number>.pdf``
-   with ``If-None-Match: *``: the first stored copy wins; a retry after a crash that came after
-   the store reuses that copy (and its checksum) instead of storing a second, different one.
+2. The PDF is rendered and signed in a worker process and stored by it under
+   ``certificates/<number>.pdf`` with ``If-None-Match: *``: the first stored copy wins; a retry
+   after a crash that came after the store reuses that copy (and its checksum) instead of storing
+   a second, different one. The photo is downloaded and checked by that same worker before the
+   number is reserved; neither the photo nor the PDF passes through this (the hub's) process.
 3. ``issuing → issued`` is a compare-and-set in the same transaction as the ``certificate_issued``
    outbox row: of two workers racing to finish, one announces, the other does nothing.
 
@@ -18,31 +20,26 @@ the lease (the redelivered approval, or the sweep).
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 import eventlet
 from botocore.exceptions import BotoCoreError, ClientError
-from eventlet import tpool
 from pydantic import ValidationError
 from sqlalchemy import update
 
-from services.certificate import credentials, domain, render, tokens
+from services.certificate import credentials, domain, files, render, tokens
 from services.certificate.keys import KeyRing
 from services.certificate.models import DONE, ISSUING, IssueRequest
-from services.certificate.renderer import RenderError, RenderPool
+from services.certificate.renderer import HeldWorker, RenderError, RenderPool
 from services.certificate.settings import NUMBERS
 from swms import errors, idcard
 from swms import rpc as swms_rpc
 from swms.contracts.profile import PhotoLink
 from swms.contracts.registration import IssuanceData
 from swms.outbox import utcnow
-from swms.storage import is_missing
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +50,8 @@ _NOT_FETCHED = object()
 
 def pause(step: str) -> None:
     """Test hook for the crash tests: with SWMS_TEST_PAUSE_AT=<step> in the environment, write the
-    marker file and wait there (cooperatively) until the process is killed. Inert otherwise."""
+    marker file and wait there (cooperatively) until the process is killed. Inert otherwise.
+    Steps here: after_reserve, after_store; after_render is in the render worker (it stores)."""
     if os.environ.get(PAUSE_ENV) != step:
         return
     marker = os.environ.get(PAUSE_MARKER_ENV)
@@ -129,9 +127,9 @@ def face_of(certificate, keys: KeyRing, settings: Settings, photo: bytes | None,
 
 # ---- the photo ----------------------------------------------------------------------------------
 
-def fetch_photo(profile, person_id: str, photo_key: str) -> tuple[bytes, str]:
-    """The ID photo through profile's service-only link; IssueDeferred while it cannot be had,
-    IssueRefused if what is stored can never go on a certificate."""
+def photo_link(profile, person_id: str, photo_key: str) -> str:
+    """The ID photo's service-only link from profile (the photo itself is downloaded by the render
+    worker); IssueDeferred while profile cannot hand it out."""
     try:
         link = PhotoLink.model_validate(swms_rpc.call(profile.get_photo_link,
                                                       {"person_id": person_id, "photo_key": photo_key}))
@@ -141,46 +139,14 @@ def fetch_photo(profile, person_id: str, photo_key: str) -> tuple[bytes, str]:
     except Exception as exc:  # the profile service is down, or answers with an unexpected error
         raise domain.IssueDeferred(domain.PHOTO_UNAVAILABLE, f"无法取得照片（{type(exc).__name__}），稍后自动重试",
                                    "photo") from None
-    try:
-        with eventlet.Timeout(20):
-            with urllib.request.urlopen(link.url, timeout=10) as response:
-                data = response.read(render.PHOTO_MAX_BYTES + 1)
-    except (eventlet.Timeout, urllib.error.URLError, OSError, ValueError) as exc:
-        raise domain.IssueDeferred(domain.PHOTO_UNAVAILABLE, f"照片下载失败（{type(exc).__name__}），稍后自动重试",
-                                   "photo") from None
-    try:
-        mime = tpool.execute(render.check_photo, data)  # decoding ~10 ms of C: off the hub
-    except render.PhotoInvalid as exc:
-        raise domain.IssueRefused(domain.PHOTO_INVALID, f"照片不能用于证书：{exc}", "photo") from None
-    return data, mime
+    return link.url
 
 
-# ---- storage: first stored copy wins ------------------------------------------------------------
-
-def stored_digest(bucket, key: str, number: str) -> str | None:
-    """SHA-256 of the PDF already stored for this number, or None if none is."""
-    try:
-        stored = bucket.client.get_object(Bucket=bucket.name, Key=key)
-    except ClientError as exc:
-        if is_missing(exc):
-            return None
-        raise
-    body = stored["Body"].read()
-    metadata = stored.get("Metadata") or {}
-    digest = hashlib.sha256(body).hexdigest()
-    if metadata.get("certificate-number") != number or metadata.get("sha256") != digest or not body.startswith(b"%PDF"):
-        raise domain.IssueDeferred(domain.STORAGE_UNAVAILABLE, "已存储的证书文件与记录不符，需运维人员核查", "object_key")
-    return digest
-
-
-def store_once(bucket, key: str, pdf: bytes, number: str) -> str:
-    digest = hashlib.sha256(pdf).hexdigest()
-    if bucket.put_if_absent(key, pdf, "application/pdf", {"sha256": digest, "certificate-number": number}):
-        return digest
-    existing = stored_digest(bucket, key, number)  # someone stored it first: theirs is the certificate
-    if existing is None:
-        raise domain.IssueDeferred(domain.STORAGE_UNAVAILABLE, "证书文件存储冲突，稍后自动重试", "object_key")
-    return existing
+def worker_problem(exc: RenderError) -> domain.IssueRefused | domain.IssueDeferred:
+    """What a render worker's refusal means for the issue: refused for good, or retried later."""
+    if not exc.retryable:
+        return domain.IssueRefused(exc.code, exc.message, exc.field)
+    return domain.IssueDeferred(exc.code, exc.message, exc.field)
 
 
 # ---- the pipeline -------------------------------------------------------------------------------
@@ -236,35 +202,33 @@ class Issuer:
         certificate = domain.find_for_application(session, application_id)
         request = session.get(IssueRequest, application_id, populate_existing=True)
         session.commit()  # end the read: no transaction stays open across calls to other services
-        photo = _NOT_FETCHED
-        if certificate is None:
-            data = self._issuance_data(application_id)
-            domain.check_issuance_data(data, request)   # bad data is refused before anything is fetched
-            photo = self._photo(data.snapshot.person_id, data.snapshot.photo_key)
-            with self.db.transaction() as session:
-                request = session.get(IssueRequest, application_id, populate_existing=True)
-                certificate = domain.reserve(session, request, data, authority=self.settings.authority,
-                                             validity_years=self.settings.validity_years, today=self.today(),
-                                             photo_missing=photo is None)
-        number, key = certificate.certificate_number, certificate.object_key
-        fresh = photo is not _NOT_FETCHED  # reserved just now: nothing can have been stored for it yet
-        if certificate.status != ISSUING:  # finished earlier; only the request was left behind
-            with self.db.transaction() as session:
-                session.execute(update(IssueRequest).where(IssueRequest.application_id == application_id)
-                                .values(status=DONE, certificate_number=number, updated_at=utcnow()))
-            return number
-        pause("after_reserve")
-        digest = None if fresh else self._stored(key, number)
-        if digest is None:
-            if photo is _NOT_FETCHED:
-                photo = self._photo(certificate.person_id, certificate.photo_key)
-            pdf = self._render(certificate, photo)
-            pause("after_render")
-            try:
-                digest = store_once(self.bucket, key, pdf, number)
-            except (ClientError, BotoCoreError) as exc:
-                raise domain.IssueDeferred(domain.STORAGE_UNAVAILABLE,
-                                           f"证书文件存储失败（{type(exc).__name__}），稍后自动重试", "object_key") from None
+        # One render worker from the photo check to the stored PDF: the photo it checked before the
+        # number was reserved is the one it prints, and its bytes never come through this process.
+        with self.pool.held() as worker:
+            photo_url = _NOT_FETCHED
+            if certificate is None:
+                data = self._issuance_data(application_id)
+                domain.check_issuance_data(data, request)   # bad data is refused before anything is fetched
+                photo_url = self._photo(worker, data.snapshot.person_id, data.snapshot.photo_key)
+                with self.db.transaction() as session:
+                    request = session.get(IssueRequest, application_id, populate_existing=True)
+                    certificate = domain.reserve(session, request, data, authority=self.settings.authority,
+                                                 validity_years=self.settings.validity_years, today=self.today(),
+                                                 photo_missing=photo_url is None)
+            number, key = certificate.certificate_number, certificate.object_key
+            fresh = photo_url is not _NOT_FETCHED  # reserved just now: nothing can have been stored for it yet
+            if certificate.status != ISSUING:  # finished earlier; only the request was left behind
+                with self.db.transaction() as session:
+                    session.execute(update(IssueRequest).where(IssueRequest.application_id == application_id)
+                                    .values(status=DONE, certificate_number=number, updated_at=utcnow()))
+                return number
+            pause("after_reserve")
+            digest = None if fresh else self._stored(key, number)
+            if digest is None:
+                if photo_url is _NOT_FETCHED:   # the worker downloads and checks it with the render
+                    photo_url = (photo_link(self.profile, certificate.person_id, certificate.photo_key)
+                                 if certificate.photo_key else None)
+                digest = self._render_and_store(worker, certificate, photo_url, key)
         self._store_credential(certificate)
         pause("after_store")
         with self.db.transaction() as session:
@@ -284,26 +248,32 @@ class Issuer:
             raise domain.IssueDeferred(domain.STORAGE_UNAVAILABLE,
                                        f"证书凭证存储失败（{type(exc).__name__}），稍后自动重试", "object_key") from None
 
-    def _photo(self, person_id: str, photo_key: str | None) -> tuple[bytes, str] | None:
+    def _photo(self, worker: HeldWorker, person_id: str, photo_key: str | None) -> str | None:
         # Decision (docs/contracts.md): no photo in the submitted snapshot → the certificate is
         # issued with "照片未提供" in the photo box and photo_missing recorded; a photo that exists
         # but cannot be fetched now → retried later; one that can never be used → refused.
         if not photo_key:
             return None
-        return fetch_photo(self.profile, person_id, photo_key)
+        url = photo_link(self.profile, person_id, photo_key)
+        try:
+            worker.check_photo(url)
+        except RenderError as exc:
+            raise worker_problem(exc) from None
+        return url
 
     def _stored(self, key: str, number: str) -> str | None:
         try:
-            return stored_digest(self.bucket, key, number)
+            return files.stored_digest(self.bucket, key, number)
+        except files.StoreFailed as exc:
+            raise domain.IssueDeferred(domain.STORAGE_UNAVAILABLE, str(exc), "object_key") from None
         except (ClientError, BotoCoreError) as exc:
             raise domain.IssueDeferred(domain.STORAGE_UNAVAILABLE, f"对象存储不可用（{type(exc).__name__}），稍后自动重试",
                                        "object_key") from None
 
-    def _render(self, certificate, photo: tuple[bytes, str] | None) -> bytes:
-        data, mime = photo if photo else (None, None)
+    def _render_and_store(self, worker: HeldWorker, certificate, photo_url: str | None, key: str) -> str:
+        """The PDF rendered, signed and stored by the worker; the SHA-256 of the stored copy."""
+        face = face_of(certificate, self.keys, self.settings, None, None)
         try:
-            return self.pool.render(face_of(certificate, self.keys, self.settings, data, mime)).pdf
+            return worker.issue(face, photo_url, key, certificate.certificate_number).sha256
         except RenderError as exc:
-            if not exc.retryable:
-                raise domain.IssueRefused(exc.code, exc.message, exc.field) from None
-            raise domain.IssueDeferred(exc.code, exc.message, exc.field) from None
+            raise worker_problem(exc) from None

@@ -7,12 +7,17 @@ job at a time; the hub only waits, cooperatively, on their pipes.
 
 ``CERT_RENDER_PROCESSES`` sets how many (default: one per CPU core). A worker that dies or hangs
 is replaced; the job fails with a retryable error and the issue is retried later.
+
+The workers also download the photo and store the PDF (services/certificate/files.py), with one
+S3 client each: the hub hands them links and keys, never the bytes (:meth:`RenderPool.held`).
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
+from collections.abc import Iterator
 
 import eventlet
 from eventlet.green import subprocess
@@ -36,10 +41,11 @@ class RenderError(Exception):
 
 
 class RenderResult:
-    __slots__ = ("pdf", "render_s", "sign_s")
+    """``pdf`` is None when the worker stored it (then ``sha256`` is the stored copy's)."""
+    __slots__ = ("pdf", "sha256", "render_s", "sign_s", "store_s")
 
-    def __init__(self, pdf: bytes, render_s: float, sign_s: float):
-        self.pdf, self.render_s, self.sign_s = pdf, render_s, sign_s
+    def __init__(self, pdf: bytes | None, sha256: str, render_s: float, sign_s: float, store_s: float = 0.0):
+        self.pdf, self.sha256, self.render_s, self.sign_s, self.store_s = pdf, sha256, render_s, sign_s, store_s
 
 
 class _Worker:
@@ -77,11 +83,51 @@ class _Worker:
             pass
 
 
+# The S3 settings a worker needs for its own client (swms/storage.py reads these).
+STORAGE_KEYS = ("S3_ENDPOINT_URL", "S3_ACCESS_KEY", "S3_SECRET_KEY", "S3_REGION", "S3_ENCRYPTION", "S3_KMS_KEY_ID",
+                "CERTIFICATE_S3_BUCKET", "max_workers")
+
+
+class HeldWorker:
+    """One worker, kept by one issue from the photo check to the stored PDF (see RenderPool.held)."""
+
+    def __init__(self, pool: RenderPool):
+        self.pool = pool
+        self.worker: _Worker | None = None
+
+    def _call(self, job: dict) -> dict:
+        if self.worker is None:
+            self.worker = self.pool._take()
+        try:
+            reply = self.pool._call(self.worker, job)
+        except RenderError:
+            self.worker = None   # replaced by the pool
+            raise
+        if not reply["ok"]:
+            raise RenderError(reply["code"], reply["message"], reply.get("field"),
+                              retryable=reply.get("retryable", True))
+        return reply
+
+    def check_photo(self, photo_url: str) -> str:
+        """Download and check the photo in the worker (kept there for :meth:`issue`); its MIME type."""
+        return self._call({"photo_url": photo_url})["photo_type"]
+
+    def issue(self, face, photo_url: str | None, object_key: str | None, number: str,
+              sign: bool = True) -> RenderResult:
+        """Render and sign ``face`` with the photo behind ``photo_url``; stored under ``object_key``
+        (first stored copy wins) and only its SHA-256 returned, or the PDF itself when the key is None."""
+        store = {"key": object_key, "number": number} if object_key is not None else None
+        reply = self._call({"face": face, "sign": sign, "photo_url": photo_url, "store": store})
+        return RenderResult(reply.get("pdf"), reply["sha256"], reply["render_s"], reply["sign_s"],
+                            reply.get("store_s", 0.0))
+
+
 class RenderPool:
-    def __init__(self, size: int, keys: KeyRing, authority: str, compact_font: bool = True):
+    def __init__(self, size: int, keys: KeyRing, authority: str, compact_font: bool = True,
+                 storage: dict | None = None):
         self.size = size
         self.init = {"signing": (keys.signing.key_pem, keys.signing.cert_pem, keys.signing.chain_pem),
-                     "authority": authority, "compact_font": compact_font}
+                     "authority": authority, "compact_font": compact_font, "storage": storage}
         self._idle: LightQueue = LightQueue()
         self._all: set[_Worker] = set()
         self._closed = False
@@ -105,31 +151,44 @@ class RenderPool:
             self._idle.put(worker)
             return
 
-    def render(self, face, sign: bool = True, wait_seconds: float = JOB_TIMEOUT_SECONDS) -> RenderResult:
-        """Render (and sign) one certificate in a free worker; waits cooperatively for one."""
+    def _take(self, wait_seconds: float = JOB_TIMEOUT_SECONDS) -> _Worker:
         worker = self._idle.get(timeout=wait_seconds) if not self._closed else None
         if worker is None:
             raise RenderError("RENDER_UNAVAILABLE", "证书生成进程已停止")
-        healthy = False
+        return worker
+
+    def _call(self, worker: _Worker, job: dict) -> dict:
+        """One job on a taken worker; a worker that fails is replaced (RenderError, retryable)."""
         try:
             with eventlet.Timeout(JOB_TIMEOUT_SECONDS):
-                reply = worker.call({"face": face, "sign": sign})
-            healthy = True
+                return worker.call(job)
         except (eventlet.Timeout, EOFError, OSError, ValueError) as exc:
             log.error("render worker %s failed (%s); replacing it", worker.pid, type(exc).__name__)
+            self._all.discard(worker)
+            worker.close()
+            if not self._closed:
+                eventlet.spawn_n(self._add_worker)
             raise RenderError("RENDER_UNAVAILABLE", "证书生成进程异常，稍后自动重试") from None
+
+    def _give_back(self, worker: _Worker) -> None:
+        if worker in self._all:
+            self._idle.put(worker)
+
+    @contextlib.contextmanager
+    def held(self) -> Iterator[HeldWorker]:
+        """A worker taken at its first job and kept until the block ends: the photo it checked is
+        the one it prints, without the bytes passing through the hub."""
+        holder = HeldWorker(self)
+        try:
+            yield holder
         finally:
-            if healthy:
-                self._idle.put(worker)
-            else:
-                self._all.discard(worker)
-                worker.close()
-                if not self._closed:
-                    eventlet.spawn_n(self._add_worker)
-        if not reply["ok"]:
-            raise RenderError(reply["code"], reply["message"], reply.get("field"),
-                              retryable=reply.get("retryable", True))
-        return RenderResult(reply["pdf"], reply["render_s"], reply["sign_s"])
+            if holder.worker is not None:
+                self._give_back(holder.worker)
+
+    def render(self, face, sign: bool = True) -> RenderResult:
+        """Render (and sign) one certificate in a free worker and return the PDF."""
+        with self.held() as worker:
+            return worker.issue(face, None, None, face.certificate_number, sign=sign)
 
     def close(self) -> None:
         self._closed = True
@@ -149,7 +208,8 @@ class RenderWorkers(DependencyProvider):
     def setup(self):
         config = self.container.config
         self.keys = load_keys(config)
-        self.pool = RenderPool(pool_size(config), self.keys, str(config.get("CERT_AUTHORITY_NAME") or ""))
+        self.pool = RenderPool(pool_size(config), self.keys, str(config.get("CERT_AUTHORITY_NAME") or ""),
+                               storage={key: config[key] for key in STORAGE_KEYS if key in config})
 
     def start(self):
         self.pool.start()

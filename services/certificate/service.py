@@ -78,7 +78,7 @@ class CertificateService:
     db = CertificateDatabase()
     auth = Auth()
     storage = ObjectStorage("CERTIFICATE_S3_BUCKET")
-    relay = OutboxRelay(outbox)
+    relay = OutboxRelay(outbox, linger_seconds=0.1)   # issuing flat out: several events per claim and mark
     ops = OpsEndpoint(outbox)   # /healthz, /readyz, /metrics on OPS_PORT, for this process
     keys = CertificateKeys()
     renderer = RenderWorkers()
