@@ -530,13 +530,20 @@ async function applicationScreen(params, id) {
       <form id="resubmit" novalidate>${formError}${commitmentField()}<button type="submit">重新提交</button></form></section>` : ""}
     ${a.status === "未登记" ? `<section class="card"><h2>草稿</h2><form id="resubmit" novalidate>${formError}${commitmentField()}<button type="submit">提交</button></form></section>` : ""}
     <h2>办理记录</h2><div class="scroll"><table id="history"><thead><tr><th scope="col">时间</th><th scope="col">状态</th><th scope="col">办理人</th><th scope="col">意见</th></tr></thead><tbody>
-    ${a.history.map((h) => `<tr><td>${esc(dateTime(h.at))}</td><td>${esc(h.status)}</td><td>${esc(h.actor)}</td><td>${esc(h.reason || "")}</td></tr>`).join("")}
+    ${a.history.map((h) => `<tr><td>${esc(dateTime(h.at))}</td><td>${esc(h.status)}</td><td>${esc(actorName(h.actor))}</td><td>${esc(h.reason || "")}</td></tr>`).join("")}
     </tbody></table></div>`);
   const resubmit = main.querySelector("#resubmit");
   if (resubmit) guard(resubmit, async () => {
     await api.post(`/applications/${id}/submission`, { commitment: resubmit.commitment.checked });
     route();
   });
+}
+
+// The history names people by account id: the applicant is 本人, other accounts are staff, and
+// services (identity, certificate) are the system.
+function actorName(actor) {
+  if (actor === person()) return "本人";
+  return /^[0-9a-f-]{36}$/.test(actor) ? "审核人员" : "系统";
 }
 
 // ---- 查看证书 --------------------------------------------------------------------------------
@@ -588,7 +595,16 @@ const routes = [
   ...staffRoutes,
 ];
 
+// One screen drawn at a time: a hash change while a screen is still loading draws the newest
+// hash after it (never an older screen over a newer one).
+let running = null, again = false;
 export async function route() {
+  if (running) { again = true; return running; }
+  running = (async () => { do { again = false; await drawScreen(); } while (again); })();
+  try { await running; } finally { running = null; }
+}
+
+async function drawScreen() {
   const [path, query] = (location.hash.slice(1) || "/").split("?");
   const params = new URLSearchParams(query || "");
   const user = await api.resume();

@@ -141,7 +141,8 @@ class Screens:
         self.page.get_by_label("身份证号或电子邮箱").fill(who)
         self.page.get_by_label("密码", exact=True).fill(password)
         self.page.get_by_role("button", name="登录").click()
-        self.page.get_by_role("button", name="退出").wait_for()
+        self.page.wait_for_function("() => /^#\\/(home|review|admin)$/.test(location.hash)")
+        self.page.locator("main h1").wait_for()
 
     def logout(self) -> None:
         self.page.get_by_role("button", name="退出").click()
@@ -396,7 +397,7 @@ def test_feedback_when_not_in_registry_then_sign_up(screens, system, tmp_path):
     assert page.get_by_label("身份证号").input_value() == number   # carried over, not via the URL
     assert number not in page.url
     page.get_by_label("电子邮箱").fill(address)
-    page.get_by_label("职业水平").select_option(level)
+    page.get_by_label("职业水平", exact=True).select_option(level)
     page.get_by_label("考试年度").fill(str(year))
     page.get_by_label("所在区县代码（选填，6 位）").fill(COUNTY)
     proof = tmp_path / "certificate-scan.pdf"
@@ -473,6 +474,7 @@ def test_rejected_then_corrected_and_resubmitted(screens, system):
     county.page.locator("#queue tr", has_text="张**").locator("input[type=checkbox]").check()
     county.shot("batch")
     county.page.get_by_role("button", name="批量通过所选事项").click()
+    county.page.locator("#batch-result p").first.wait_for()
     assert "已通过 1 项" in county.page.locator("#batch-result").inner_text()
     approve_over_api(officer_over_api(system, PROVINCE_EMAIL, PROVINCE_OFFICER_PASSWORD), application_id)
     wait_until(lambda: (page.reload(), "已出证" in page.locator("#status").inner_text())[-1], timeout=60,
@@ -598,14 +600,23 @@ def test_officer_screens_and_page_properties(screens, system):
     officer.open(f"/audit/{item_id}")
     assert "通过" in officer.page.locator("#audit").inner_text()
     officer.shot("audit")
-    # keyboard: Tab from the top reaches the skip link first, visibly focused
-    officer.page.keyboard.press("Tab")
-    assert officer.page.evaluate("document.activeElement.textContent") == "跳到主要内容"
     # tokens: none in the URL or in localStorage; logout forgets the refresh token
     assert officer.page.evaluate("Object.keys(localStorage).length") == 0
     assert officer.page.evaluate("sessionStorage.getItem('swms.portal.refresh')")
+    assert "token" not in officer.page.url
     officer.logout()
     assert officer.page.evaluate("sessionStorage.getItem('swms.portal.refresh')") is None
+    # keyboard only: Tab to each field, Enter submits; the focused field is visibly outlined
+    page = officer.page
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.name") == "login"
+    assert page.evaluate("getComputedStyle(document.activeElement).outlineStyle") != "none"
+    page.keyboard.type(COUNTY_EMAIL)
+    page.keyboard.press("Tab")
+    page.keyboard.type(COUNTY_OFFICER_PASSWORD)
+    page.keyboard.press("Enter")
+    page.get_by_role("heading", name="待审队列").wait_for()
+    officer.shot("keyboard-login")
     response = httpx.get(f"{system.base_url}/portal/")
     csp = response.headers["content-security-policy"]
     assert "'unsafe-inline'" not in csp and "script-src 'self'" in csp
