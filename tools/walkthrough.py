@@ -271,6 +271,14 @@ def main(argv: list[str] | None = None) -> int:
               f"  registry, not yet signed up: 欧阳·娜仁 (see {workdir / 'registry' / 'passers.csv'})\n"
               f"  mail sent by the system: {stack.mail_dir}\n"
               "Running until Ctrl-C.", flush=True)
+        # Ctrl-C, or a SIGTERM (a service manager, `kill`): stop every process this demo started.
+        # Set explicitly: a shell that starts the demo in the background leaves SIGINT ignored.
+        import signal
+
+        def interrupt(_signum, _frame):
+            raise KeyboardInterrupt
+        signal.signal(signal.SIGINT, interrupt)
+        signal.signal(signal.SIGTERM, interrupt)
         try:
             while True:
                 for name in list(stack.processes):
