@@ -273,15 +273,8 @@ async function profileScreen(params) {
       ${field({ name: "address", label: "通讯地址", value: p.address })}
       ${field({ name: "region_code", label: "登记区域（区县代码，6 位）", value: p.region_code, hint: "如：110105（北京市朝阳区）", attrs: 'inputmode="numeric" maxlength="6"' })}
       ${field({ name: "unit_category", label: "单位类别", kind: "select", options: UNIT_CATEGORIES, value: p.unit_category })}
-      <div id="directory" class="field" data-field="unit_directory_id">
-        <label for="org-search">查找社会工作服务机构（名录）</label>
-        <div class="inline"><input id="org-search" type="search" aria-describedby="org-hint directory-error" value="${esc(p.unit_category === "社会工作服务机构" ? p.unit_name || "" : "")}">
-        <button type="button" id="org-go" class="secondary">查找</button></div>
-        <p class="hint" id="org-hint">输入机构名称中至少两个字</p>
-        <input type="hidden" name="unit_directory_id" value="${esc(p.unit_directory_id || "")}">
-        <div id="org-results" role="group" aria-label="查找结果"></div>
-        <p class="error" id="directory-error" aria-live="polite"></p></div>
-      <div id="unit-free">${field({ name: "unit_name", label: "单位名称", value: p.unit_category !== "社会工作服务机构" ? p.unit_name : "", required: false })}</div>
+      ${directoryField("basic", p.unit_category === "社会工作服务机构" ? p.unit_name : "", p.unit_directory_id)}
+      <div class="unit-free">${field({ name: "unit_name", label: "单位名称", value: p.unit_category !== "社会工作服务机构" ? p.unit_name : "", required: false })}</div>
       ${field({ name: "position", label: "职务", value: p.position })}
       ${field({ name: "truth_commitment", label: "本人承诺以上信息真实有效", kind: "checkbox", value: !!p.truth_committed_at })}
       <button type="submit">保存基础信息</button></form>
@@ -293,7 +286,8 @@ async function profileScreen(params) {
       <button type="button" class="secondary" data-delete-work="${esc(w.experience_id)}">删除</button></div>`).join("") || "<p>尚未填写。</p>"}
       <form id="work-form" novalidate>${formError}<h3>新增工作经历</h3>
       ${field({ name: "unit_category", label: "单位类别", kind: "select", options: UNIT_CATEGORIES })}
-      ${field({ name: "unit_name", label: "单位名称" })}
+      ${directoryField("work", "", "")}
+      <div class="unit-free">${field({ name: "unit_name", label: "单位名称", required: false })}</div>
       ${field({ name: "position", label: "职务" })}
       ${field({ name: "start_date", label: "开始日期", kind: "date" })}
       ${field({ name: "end_date", label: "结束日期（至今可不填）", kind: "date", required: false })}
@@ -340,25 +334,7 @@ async function profileScreen(params) {
 
   // basic info, with the directory search for 社会工作服务机构 and free text for the others
   const basic = main.querySelector("#basic-form");
-  const toggleUnit = () => {
-    const directory = basic.unit_category.value === "社会工作服务机构";
-    main.querySelector("#directory").hidden = !directory;
-    main.querySelector("#unit-free").hidden = directory;
-  };
-  basic.unit_category.addEventListener("change", toggleUnit); toggleUnit();
-  const search = async () => {
-    const results = main.querySelector("#org-results");
-    const name = main.querySelector("#org-search").value.trim();
-    try {
-      const page = await api.get("/organisations", { name, region_code: /^\d{6}$/.test(basic.region_code.value) ? basic.region_code.value : "" });
-      results.innerHTML = page.items.length ? page.items.map((o) => `<label class="choice"><input type="radio" name="org" value="${esc(o.org_id)}"
-        ${o.org_id === basic.unit_directory_id.value ? "checked" : ""}> ${esc(o.name)}（${esc(o.credit_code)}）</label>`).join("") : "<p>未找到，请换个名称再试。</p>";
-      main.querySelector("#directory-error").textContent = "";
-    } catch (error) { main.querySelector("#directory-error").textContent = error.message; }
-  };
-  main.querySelector("#org-go").addEventListener("click", search);
-  main.querySelector("#org-search").addEventListener("keydown", (e) => { if (e.key === "Enter") { e.preventDefault(); search(); } });
-  main.querySelector("#org-results").addEventListener("change", (e) => { basic.unit_directory_id.value = e.target.value; });
+  wireDirectory(basic);
   guard(basic, async (data) => {
     const body = values(data, ["ethnicity", "political_status", "education", "major", "mobile", "email", "address",
                                "region_code", "unit_category", "position"]);
@@ -370,8 +346,11 @@ async function profileScreen(params) {
   });
 
   const work = main.querySelector("#work-form");
+  wireDirectory(work, basic);
   guard(work, async (data) => {
-    const body = values(data, ["unit_category", "unit_name", "position", "start_date", "end_date", "description"]);
+    const body = values(data, ["unit_category", "position", "start_date", "end_date", "description"]);
+    if (body.unit_category === "社会工作服务机构") body.unit_directory_id = data.get("unit_directory_id") || undefined;
+    else if (data.get("unit_name")) body.unit_name = data.get("unit_name").trim();
     body.sanqu_programme = work.sanqu_programme.checked; body.qianshou_programme = work.qianshou_programme.checked;
     body.proof_upload_ids = [];
     for (const file of work.proof_upload_ids.files) body.proof_upload_ids.push(await uploadFile("proof", file));
@@ -393,6 +372,42 @@ async function profileScreen(params) {
   });
 
   if (params.get("focus")) focusField(params.get("focus"));
+}
+
+// 单位类别: a 社会工作服务机构 is chosen from the directory (searched by name, in the region
+// typed on the basic form); any other category is typed as free text.
+function directoryField(prefix, name, directoryId) {
+  return `<div class="field directory" data-field="unit_directory_id">
+    <label for="${prefix}-org-search">查找社会工作服务机构（名录）</label>
+    <div class="inline"><input id="${prefix}-org-search" type="search" class="org-search" aria-describedby="${prefix}-org-hint ${prefix}-org-error" value="${esc(name || "")}">
+    <button type="button" class="secondary org-go">查找</button></div>
+    <p class="hint" id="${prefix}-org-hint">输入机构名称中至少两个字，再从结果中选择</p>
+    <input type="hidden" name="unit_directory_id" value="${esc(directoryId || "")}">
+    <div class="org-results" role="group" aria-label="查找结果"></div>
+    <p class="error" id="${prefix}-org-error" aria-live="polite"></p></div>`;
+}
+
+function wireDirectory(form, regionForm = form) {
+  const block = form.querySelector(".directory"), free = form.querySelector(".unit-free");
+  const results = block.querySelector(".org-results"), error = block.querySelector(".error");
+  const toggle = () => {
+    const directory = form.unit_category.value === "社会工作服务机构";
+    block.hidden = !directory; free.hidden = directory;
+  };
+  form.unit_category.addEventListener("change", toggle); toggle();
+  const search = async () => {
+    const region = regionForm.region_code.value;
+    try {
+      const page = await api.get("/organisations", { name: block.querySelector(".org-search").value.trim(),
+                                                     region_code: /^\d{6}$/.test(region) ? region : "" });
+      results.innerHTML = page.items.length ? page.items.map((o) => `<label class="choice"><input type="radio" name="org" value="${esc(o.org_id)}"
+        ${o.org_id === form.unit_directory_id.value ? "checked" : ""}> ${esc(o.name)}（${esc(o.credit_code)}）</label>`).join("") : "<p>未找到，请换个名称再试。</p>";
+      error.textContent = "";
+    } catch (failure) { error.textContent = failure.message; }
+  };
+  block.querySelector(".org-go").addEventListener("click", search);
+  block.querySelector(".org-search").addEventListener("keydown", (e) => { if (e.key === "Enter") { e.preventDefault(); search(); } });
+  results.addEventListener("change", (e) => { form.unit_directory_id.value = e.target.value; });
 }
 
 function photoProblem(file) {

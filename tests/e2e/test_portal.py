@@ -308,8 +308,10 @@ def test_first_registration_from_sign_up_to_certificate(screens, system, tmp_pat
     page.get_by_role("button", name="上传照片").click()
     assert "一寸" in page.locator("#photo-saved").inner_text()
     work = page.locator("#work-form")
-    work.get_by_label("单位类别").select_option("事业单位")
-    work.get_by_label("单位名称").fill("北京市朝阳区社会福利中心")
+    work.get_by_label("单位类别").select_option("社会工作服务机构")   # chosen from the directory
+    work.get_by_label("查找社会工作服务机构（名录）").fill("阳光")
+    work.get_by_role("button", name="查找").click()
+    work.get_by_label(re.compile("阳光社会工作服务中心")).check()
     work.get_by_label("职务").fill("社会工作者")
     work.get_by_label("开始日期").fill("2020-03-01")
     work.get_by_label("参与三区计划").check()
