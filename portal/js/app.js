@@ -312,6 +312,7 @@ async function profileScreen(params) {
   // photo: preview and the rules checked before anything is sent; the server's refusal at the field
   const photoForm = main.querySelector("#photo-form");
   const preview = main.querySelector("#photo-preview");
+  preview.addEventListener("error", () => { preview.hidden = true; });   // not an image: no broken icon
   photoForm.photo.addEventListener("change", () => {
     clearErrors(photoForm);
     const file = photoForm.photo.files[0];

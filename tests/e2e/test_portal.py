@@ -17,7 +17,6 @@ import email.policy
 import io
 import os
 import re
-import sys
 import time
 from pathlib import Path
 
@@ -61,12 +60,15 @@ FEEDBACK_MANAGEMENT_NUMBER = f"{YEAR - 1}11000000555555"
 
 
 @pytest.fixture(scope="module")
-def artefacts() -> Path:
+def artefacts(request) -> Path:
     root = Path(os.environ.get("SWMS_ARTEFACTS", Path(__file__).resolve().parents[2] / "tmp" / "artefacts"))
     path = root / f"portal-{dt.datetime.now():%Y%m%d-%H%M%S}"
     path.mkdir(parents=True, exist_ok=True)
     yield path
-    print(f"\nportal screenshots: {path} ({len(list(path.glob('*.png')))} files)", file=sys.__stderr__)
+    line = f"portal screenshots: {path} ({len(list(path.glob('*.png')))} files)"
+    capture = request.config.pluginmanager.get_plugin("capturemanager")
+    with capture.global_and_fixture_disabled():   # past pytest's capture: seen in every run's output
+        print("\n" + line, flush=True)
 
 
 @pytest.fixture(scope="module")
