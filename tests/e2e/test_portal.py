@@ -153,6 +153,12 @@ class Screens:
     def error_at(self, form: str, field: str):
         return self.page.locator(f"{form} [data-field='{field}'] .error")
 
+    def message_at(self, form: str, field: str) -> str:
+        """The message shown at a field, once there is one (the API's answer takes a moment)."""
+        error = self.error_at(form, field)
+        error.filter(has_text=re.compile(".+")).wait_for()
+        return error.inner_text()
+
     def close(self) -> None:
         self.shot("last")   # where the journey ended, passed or not
         assert not self.failures, f"{self.journey}: errors in the page: {self.failures}"
@@ -511,7 +517,7 @@ def test_replacement_then_re_registration_with_offline_hours(screens, system, tm
     page.get_by_label("登记有效期止").fill(valid_until.isoformat())
     page.get_by_label("我已阅读并同意以下承诺声明").check()
     page.get_by_role("button", name="提交更换申请").click()
-    assert "8" in worker.error_at("#apply", "original_certificate_no").inner_text()   # 7 digits refused at the field
+    assert "8" in worker.message_at("#apply", "original_certificate_no")   # 7 digits refused at the field
     assert page.get_by_label("登记有效期止").input_value() == valid_until.isoformat()   # the form kept
     worker.shot("replacement-no-refused")
     page.get_by_label("证书编号（NO.）").fill("20190812")
@@ -556,7 +562,7 @@ def test_bad_input_is_shown_at_its_field_and_the_form_kept(screens, system, tmp_
     page.get_by_label("姓名").fill(name)
     wrong = number[:-1] + ("0" if number[-1] != "0" else "1")
     page.get_by_label("身份证号").fill(wrong)   # 18 characters: checked as typed
-    assert person.error_at("#check", "id_number").inner_text() == "请输入正确的身份证号"
+    assert person.message_at("#check", "id_number") == "请输入正确的身份证号"
     assert page.get_by_label("姓名").input_value() == name
     person.shot("id-checksum")
 
@@ -566,26 +572,23 @@ def test_bad_input_is_shown_at_its_field_and_the_form_kept(screens, system, tmp_
     big = tmp_path / "big.jpg"
     big.write_bytes(make_photo(295, 413, "JPEG") + os.urandom(600 * 1024))
     page.get_by_label("选择照片").set_input_files(str(big))
-    assert "500 KB" in person.error_at("#photo-form", "photo").inner_text()
+    assert "500 KB" in person.message_at("#photo-form", "photo")
     page.get_by_role("button", name="上传照片").click()
-    assert "500 KB" in person.error_at("#photo-form", "photo").inner_text()
+    assert "500 KB" in person.message_at("#photo-form", "photo")
     person.shot("photo-too-large")
     fake = tmp_path / "photo.jpg"
     fake.write_bytes(minimal_pdf())   # a PDF renamed .jpg: only the server's content check can tell
     page.get_by_label("选择照片").set_input_files(str(fake))
     assert person.error_at("#photo-form", "photo").inner_text() == ""
     page.get_by_role("button", name="上传照片").click()
-    refusal = person.error_at("#photo-form", "photo")
-    refusal.filter(has_text=re.compile(".+")).wait_for()
-    assert re.search("JPEG|PNG|图片|照片", refusal.inner_text()), refusal.inner_text()
+    refusal = person.message_at("#photo-form", "photo")
+    assert re.search("JPEG|PNG|图片|照片", refusal), refusal
     assert page.locator("#basic-form").get_by_label("民族").input_value() == "汉族"   # the rest of the form kept
     person.shot("photo-not-an-image")
 
     person.open("/apply/first")
     page.get_by_role("button", name="提交首次登记").click()   # 承诺声明 unticked
-    message = person.error_at("#apply", "commitment")
-    message.filter(has_text=re.compile(".+")).wait_for()
-    assert "承诺" in message.inner_text()
+    assert "承诺" in person.message_at("#apply", "commitment")
     assert page.get_by_label("我已阅读并同意以下承诺声明").get_attribute("aria-invalid") == "true"
     person.shot("commitment-unticked")
 
