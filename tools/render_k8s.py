@@ -297,7 +297,9 @@ GATEWAY_SCALE = (2, 10)
 PUBLIC_HOST = "swms.example.gov.cn"
 # The ingress controller's pods: the only peers whose X-Forwarded-For the gateway believes. Narrow
 # it to your cluster's pod CIDR (or the controller's own addresses).
-GATEWAY_CLUSTER_VALUES = {"GATEWAY_TRUSTED_PROXIES": "10.0.0.0/8"}
+GATEWAY_CLUSTER_VALUES = {"GATEWAY_TRUSTED_PROXIES": "10.0.0.0/8",
+                          # the portal posts uploads to S3_PUBLIC_ENDPOINT_URL (docs/portal.md)
+                          "GATEWAY_PORTAL_STORAGE_ORIGINS": "https://files.swms.example.gov.cn"}
 GATEWAY_FIXED = {"GATEWAY_HOST": "0.0.0.0", "GATEWAY_PORT": str(GATEWAY_PORT)}   # next to the probes that use them
 
 

@@ -231,9 +231,20 @@ def walk_through_gateway(stack: LocalStack, base_url: str, out_dir: Path, say=pr
     return result, mail_path, url
 
 
-def main() -> int:
-    import os
+ADMIN_EMAIL, ADMIN_PASSWORD = "admin@example.gov.cn", "Registry-admin-2026"
 
+
+def main(argv: list[str] | None = None) -> int:
+    """bin/demo: the walk, then the system and the web portal left running until Ctrl-C
+    (``--no-wait`` or SWMS_DEMO_NO_WAIT=1: stop after the walk, for scripts and tests)."""
+    import argparse
+    import os
+    import time
+
+    parser = argparse.ArgumentParser(prog="bin/demo", description=main.__doc__)
+    parser.add_argument("--no-wait", action="store_true", default=os.environ.get("SWMS_DEMO_NO_WAIT") == "1",
+                        help="stop everything after the walk instead of leaving the portal running")
+    args = parser.parse_args(argv)
     workdir = REPO_ROOT / "var" / "demo"
     stack = LocalStack(workdir=workdir, amqp_uri=os.environ.get("AMQP_URI", "pyamqp://guest:guest@127.0.0.1:5672/"))
     stack.reset()
@@ -242,11 +253,39 @@ def main() -> int:
         stack.start_infrastructure()
         stack.migrate()
         stack.start_services()
-        base_url = stack.start_gateway()
+        # The portal's pages post uploads straight to the S3 server (docs/portal.md).
+        base_url = stack.start_gateway({"GATEWAY_PORTAL_STORAGE_ORIGINS": stack.environment()["S3_ENDPOINT_URL"],
+                                        "GATEWAY_HSTS_SECONDS": "0"})
         print(f"all six services healthy, the HTTP gateway at {base_url} (logs in {stack.log_dir}); "
               f"every step below goes through it\n")
         result, mail_path, url = walk_through_gateway(stack, base_url, workdir / "out")
-    print(f"\ncertificate PDF: {result.pdf_path}\nemail:           {mail_path}\nverify URL:      {url}")
+        print(f"\ncertificate PDF: {result.pdf_path}\nemail:           {mail_path}\nverify URL:      {url}")
+        if args.no_wait:
+            return 0
+        identity_cli(stack, "create-admin", "--name", "系统管理员", "--email", ADMIN_EMAIL, "--password", ADMIN_PASSWORD)
+        print(f"\nthe web portal (网上办理): {base_url}/portal/\n"
+              f"  social worker:    {HOLDER_ID} / {HOLDER_PASSWORD} ({HOLDER_NAME}, certificate issued)\n"
+              f"  county officer:   county@example.gov.cn / {COUNTY_OFFICER_PASSWORD} (北京市朝阳区 {COUNTY})\n"
+              f"  province officer: province@example.gov.cn / {PROVINCE_OFFICER_PASSWORD} (北京市 {PROVINCE})\n"
+              f"  administrator:    {ADMIN_EMAIL} / {ADMIN_PASSWORD}\n"
+              f"  registry, not yet signed up: 欧阳·娜仁 (see {workdir / 'registry' / 'passers.csv'})\n"
+              f"  mail sent by the system: {stack.mail_dir}\n"
+              "Running until Ctrl-C.", flush=True)
+        # Ctrl-C, or a SIGTERM (a service manager, `kill`): stop every process this demo started.
+        # Set explicitly: a shell that starts the demo in the background leaves SIGINT ignored.
+        import signal
+
+        def interrupt(_signum, _frame):
+            raise KeyboardInterrupt
+        signal.signal(signal.SIGINT, interrupt)
+        signal.signal(signal.SIGTERM, interrupt)
+        try:
+            while True:
+                for name in list(stack.processes):
+                    stack.check_alive(name)
+                time.sleep(2)
+        except KeyboardInterrupt:
+            print("\nstopping", flush=True)
     return 0
 
 

@@ -25,7 +25,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from starlette.staticfiles import StaticFiles
 
-from services.gateway import edge, inputs, openapi, public
+from services.gateway import edge, inputs, openapi, portal, public
 from services.gateway.responses import with_zones
 from services.gateway.config import Settings
 from services.gateway.operations import OPERATIONS, Operation
@@ -222,6 +222,7 @@ def create_app(settings: Settings | None = None, rpc: Any = None) -> FastAPI:
     async def docs_page():
         return HTMLResponse(DOCS_PAGE if assets is not None else FALLBACK_DOCS_PAGE)
 
+    portal.install(app, settings)   # the web portal's static files at /portal/ (docs/portal.md)
     return app
 
 

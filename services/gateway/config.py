@@ -29,6 +29,9 @@ class Settings:
     keep_alive_seconds: int = 5         # an idle keep-alive connection is closed after this
     max_header_bytes: int = 16384       # request line + headers (h11); above: 400 and closed
     max_connections: int = 2000         # connections + requests in progress; above: 503 at once
+    # -- the web portal (portal/, served by services/gateway/portal.py) --
+    portal_dir: str = "portal"          # its static files (relative: to the repository root); empty: not served
+    portal_storage_origins: tuple[str, ...] = ()   # object storage the browser posts uploads to (CSP connect-src)
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> "Settings":
@@ -41,6 +44,7 @@ class Settings:
             json_body_limit=int(env.get("GATEWAY_JSON_BODY_LIMIT_BYTES", cls.json_body_limit)),
             feedback_body_limit=int(env.get("GATEWAY_FEEDBACK_BODY_LIMIT_BYTES", cls.feedback_body_limit)),
             **edge_settings(env),
+            **portal_settings(env),
         )
 
 
@@ -88,6 +92,17 @@ def edge_settings(env) -> dict:
         if values[field] < smallest:
             raise ValueError(f"{variable}: {text!r} is below {smallest}")
     return values
+
+
+def portal_settings(env) -> dict:
+    """Where the portal's files are and which storage origins its pages may post files to (the
+    presigned upload forms and download links point there: docs/portal.md)."""
+    origins = _list(env.get("GATEWAY_PORTAL_STORAGE_ORIGINS", ""))
+    for origin in origins:
+        if not _ORIGIN.match(origin):
+            raise ValueError(f"GATEWAY_PORTAL_STORAGE_ORIGINS: {origin!r} is not an origin (scheme://host[:port])")
+    return {"portal_dir": env.get("GATEWAY_PORTAL_DIR", Settings.portal_dir).strip(),
+            "portal_storage_origins": origins}
 
 
 def variables() -> dict[str, str]:
