@@ -7,7 +7,8 @@ also what happens when the parent dies, even by SIGKILL).
 
 Frames: 4-byte big-endian length + pickle. Both ends are this repository's own code, so pickle
 carries no foreign input. First frame in: {"signing": (key_pem, cert_pem, chain_pem),
-"authority": str}; reply {"ok": True, "pid": int}. Then per job, in: {"face": CertificateFace};
+"authority": str, "tsa_url": str, "tsa_timeout": float} (an empty TSA URL: PAdES B-B, else B-T);
+reply {"ok": True, "pid": int}. Then per job, in: {"face": CertificateFace};
 out: {"ok": True, "pdf": bytes, "render_s": float, "sign_s": float} or
 {"ok": False, "code": str, "message": str, "field": str | None, "retryable": bool}.
 """
@@ -65,12 +66,15 @@ def main() -> int:
     material = signing.SigningMaterial(*init["signing"])
     signer = signing.make_signer(material)
     authority = init["authority"]
+    timestamper = signing.make_timestamper(init.get("tsa_url", ""), init.get("tsa_timeout", 10.0))
     renderer = render.Renderer(compact_font=init.get("compact_font", True))
     warm = render.CertificateFace(
         certificate_number="0000000000000", holder_name="预热", gender="男", id_number_shown="",
         level="社会工作师", unit_name="", authority=authority, valid_from=dt.date.today(),
         valid_until=dt.date.today(), issued_on=dt.date.today(), verify_url="https://example.invalid/")
-    signing.sign_pdf(renderer.pdf(warm), signer, authority, warm.certificate_number)  # first PDF is slow
+    # The first PDF is slow; it also builds the signer's CMS template. No TSA call: a TSA that is
+    # down must not keep the worker from starting.
+    signing.sign_pdf(renderer.pdf(warm), signer, authority, warm.certificate_number)
     write_frame(proto_out, {"ok": True, "pid": os.getpid(), "compact_font": str(renderer.font_file or "")})
 
     while True:
@@ -85,7 +89,7 @@ def main() -> int:
             pdf = renderer.pdf(face)
             rendered = time.perf_counter()
             if job.get("sign", True):
-                pdf = signing.sign_pdf(pdf, signer, authority, face.certificate_number)
+                pdf = signing.sign_pdf(pdf, signer, authority, face.certificate_number, timestamper)
             signed = time.perf_counter()
             reply = {"ok": True, "pdf": pdf, "render_s": rendered - started, "sign_s": signed - rendered}
         except render.PhotoInvalid as exc:
@@ -93,6 +97,10 @@ def main() -> int:
         except render.TextRefused as exc:   # the same data gives the same answer: no retry
             reply = {"ok": False, "code": TEXT_CHARACTERS_NOT_ALLOWED, "message": exc.message, "field": exc.field,
                      "retryable": False}
+        except signing.TimestampUnavailable as exc:   # the issue waits for the TSA (docs/deployment.md)
+            print(f"time-stamping authority unavailable: {exc}", file=sys.stderr)
+            reply = {"ok": False, "code": "TIMESTAMP_UNAVAILABLE", "message": "时间戳服务暂不可用，稍后自动重试",
+                     "field": None, "retryable": True}
         except Exception as exc:  # reported to the parent, which retries the issue later
             traceback.print_exc()
             reply = {"ok": False, "code": "RENDER_FAILED", "message": f"{type(exc).__name__}: {exc}",
