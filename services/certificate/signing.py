@@ -204,12 +204,13 @@ def _cached_key_signer_class():
             signature = await self.async_sign_raw(signed_attrs_der, digest_algorithm)
             unsigned = b""
             if timestamper is not None:
-                # pyHanko's own provider asks the TSA for a token over the signature value (B-T)
-                attrs = await self.unsigned_attrs(digest_algorithm, signature,
-                                                  signed_attrs=cms.CMSAttributes.load(signed_attrs_der),
-                                                  timestamper=timestamper)
-                if attrs is not None and len(attrs):
-                    unsigned = _der(0xA1, _set_content(attrs.dump()))
+                # B-T: the TSA's token over the hash of the signature value, as pyHanko's
+                # TSTProvider asks for it, kept as the TSA's own bytes (asn1crypto would re-encode
+                # the token, TSA certificate included, when put into a new attribute).
+                hashed = hashes.Hash(get_pyca_cryptography_hash(digest_algorithm))
+                hashed.update(signature)
+                token = await timestamper.async_timestamp(hashed.finalize(), digest_algorithm)
+                unsigned = _der(0xA1, _der(0x30, _TOKEN_ATTRIBUTE_OID + _der(0x31, token.dump())))
             signer_info = _der(0x30, template.signer_info_head + _der(0xA0, attrs_content)
                                + template.signature_algorithm + _der(0x04, signature) + unsigned)
             signed_data = _der(0x30, template.signed_data_head + _der(0x31, signer_info))
@@ -226,6 +227,10 @@ def _cached_key_signer_class():
             return template
 
     return _CachedKeySigner
+
+
+# id-aa-signatureTimeStampToken (RFC 3161 appendix A), DER
+_TOKEN_ATTRIBUTE_OID = bytes.fromhex("060b2a864886f70d010910020e")
 
 
 def _set_content(der: bytes) -> bytes:
