@@ -2,6 +2,7 @@
 template, and another service's RPC latency while certificates render flat out, in one run.
 
   .venv/bin/python -m bench.certificate_issue [--certificates 200] [--processes 0] [--db-url URL]
+  .venv/bin/python -m bench.certificate_issue --signing [--rounds 5] [--bare-count 30]   # signing only
 
 End to end = a final ``review.application_approved`` event in → issuance data fetched (RPC) → photo
 fetched (RPC + HTTP GET from S3) → number reserved → PDF rendered and PAdES-signed in a worker
@@ -27,7 +28,7 @@ from __future__ import annotations
 
 import sys
 
-if "--bare" not in sys.argv:  # the bare-render helper processes run unpatched, like the render workers
+if "--bare" not in sys.argv and "--signing" not in sys.argv:  # helpers run unpatched, like the render workers
     import eventlet
 
     eventlet.monkey_patch()
@@ -74,18 +75,20 @@ def bench_face(number: str = "1120262000001"):
         verify_url=f"https://swms.example.gov.cn/verify?t={token}", photo=photo, photo_type=render.check_photo(photo))
 
 
-def bare(count: int, sign: bool) -> None:
-    """Helper process: render (and sign) ``count`` PDFs after one warm-up; print the rate as JSON."""
+def bare(count: int, sign: bool, tsa_url: str = "") -> None:
+    """Helper process: render (and sign, B-T when ``tsa_url``) ``count`` PDFs after one warm-up;
+    print the rate and the process's CPU seconds as JSON."""
     from services.certificate import render, signing
 
     face = bench_face()
     renderer = render.Renderer()
     signer = signing.make_signer(signing.generate_dev_ca("中华人民共和国民政部")) if sign else None
+    timestamper = signing.make_timestamper(tsa_url, 10)
 
     def one():
         pdf = renderer.pdf(face)
         if signer is not None:
-            signing.sign_pdf(pdf, signer, "中华人民共和国民政部", face.certificate_number)
+            signing.sign_pdf(pdf, signer, "中华人民共和国民政部", face.certificate_number, timestamper)
 
     one()
     started, cpu = time.perf_counter(), time.process_time()
@@ -94,10 +97,11 @@ def bare(count: int, sign: bool) -> None:
     print(json.dumps({"count": count, "seconds": time.perf_counter() - started, "cpu": time.process_time() - cpu}))
 
 
-def bare_rate(processes: int, count: int, sign: bool) -> tuple[float, float]:
+def bare_rate(processes: int, count: int, sign: bool, tsa_url: str = "") -> tuple[float, float]:
     """Aggregate rate of ``processes`` helper processes running at the same time, and the CPU
     seconds one PDF took."""
-    argv = [sys.executable, "-m", "bench.certificate_issue", "--bare", str(count)] + (["--sign"] if sign else [])
+    argv = ([sys.executable, "-m", "bench.certificate_issue", "--bare", str(count)] + (["--sign"] if sign else [])
+            + (["--tsa", tsa_url] if tsa_url else []))
     children = [subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, cwd=REPO_ROOT,
                                  env={**os.environ, "PYTHONPATH": str(REPO_ROOT)}) for _ in range(processes)]
     results = [json.loads(child.communicate()[0].strip().splitlines()[-1]) for child in children]
@@ -349,11 +353,49 @@ def main() -> None:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
+def signing_only(rounds: int, count: int, processes: int) -> None:
+    """Render + sign against bare render only (issue 20, goal 2: ≥ 0.85), no broker or service:
+    ``rounds`` alternating rounds of bare, render + B-B sign, render + B-T sign (a development
+    RFC 3161 TSA on loopback, tools/dev_tsa.py), each in ``processes`` processes at once."""
+    from tools.dev_tsa import DevTsa
+
+    print(f"render + sign vs bare render: {rounds} rounds x {processes} processes x {count} PDFs after a "
+          f"warm-up each, {os.cpu_count()} CPU cores, load average before: {os.getloadavg()[0]:.2f}")
+    print(f"{'round':>5} {'bare/s':>8} {'B-B/s':>8} {'B-T/s':>8} | {'bare ms':>8} {'B-B ms':>8} {'B-T ms':>8} | "
+          f"{'B-B/bare':>9} {'B-T/bare':>9} (wall) | {'B-B/bare':>9} {'B-T/bare':>9} (CPU)")
+    rows = []
+    with DevTsa() as tsa:
+        for number in range(1, rounds + 1):
+            plain, plain_cpu = bare_rate(processes, count, sign=False)
+            signed, signed_cpu = bare_rate(processes, count, sign=True)
+            stamped, stamped_cpu = bare_rate(processes, count, sign=True, tsa_url=tsa.url)
+            rows.append((plain, signed, stamped, plain_cpu, signed_cpu, stamped_cpu))
+            print(f"{number:5d} {plain:8.2f} {signed:8.2f} {stamped:8.2f} | {plain_cpu * 1000:8.1f} "
+                  f"{signed_cpu * 1000:8.1f} {stamped_cpu * 1000:8.1f} | {signed / plain:9.2f} {stamped / plain:9.2f}"
+                  f"        | {plain_cpu / signed_cpu:9.2f} {plain_cpu / stamped_cpu:9.2f}")
+    med = [statistics.median(column) for column in zip(*rows)]
+    print(f"{'median':>5} {med[0]:8.2f} {med[1]:8.2f} {med[2]:8.2f} | {med[3] * 1000:8.1f} {med[4] * 1000:8.1f} "
+          f"{med[5] * 1000:8.1f} | {med[1] / med[0]:9.2f} {med[2] / med[0]:9.2f}        | "
+          f"{med[3] / med[4]:9.2f} {med[3] / med[5]:9.2f}")
+    print(f"signing alone (median CPU): B-B {(med[4] - med[3]) * 1000:.1f} ms, B-T {(med[5] - med[3]) * 1000:.1f} ms "
+          f"per PDF (B-T includes this process's share of the TSA round trip, not the TSA's own CPU); "
+          f"goal: render + sign >= 0.85 x bare")
+
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 if __name__ == "__main__":
     if "--bare" in sys.argv:
         at = sys.argv.index("--bare")
-        bare(int(sys.argv[at + 1]), "--sign" in sys.argv)
+        bare(int(sys.argv[at + 1]), "--sign" in sys.argv,
+             sys.argv[sys.argv.index("--tsa") + 1] if "--tsa" in sys.argv else "")
+    elif "--signing" in sys.argv:
+        parser = argparse.ArgumentParser(description="render + sign vs bare render only")
+        parser.add_argument("--signing", action="store_true")
+        parser.add_argument("--rounds", type=int, default=5)
+        parser.add_argument("--bare-count", type=int, default=30, help="PDFs per process per measurement")
+        parser.add_argument("--processes", type=int, default=0, help="0: one per CPU core")
+        options = parser.parse_args()
+        signing_only(options.rounds, options.bare_count, options.processes or (os.cpu_count() or 1))
     else:
         main()

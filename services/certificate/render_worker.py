@@ -11,7 +11,8 @@ PDF's SHA-256 (the bytes would cost the hub's single thread CPU, between every o
 
 Frames: 4-byte big-endian length + pickle. Both ends are this repository's own code, so pickle
 carries no foreign input. First frame in: {"signing": (key_pem, cert_pem, chain_pem),
-"authority": str, "compact_font": bool, "storage": {config keys of swms.storage} | None};
+"authority": str, "compact_font": bool, "storage": {config keys of swms.storage} | None,
+"tsa_url": str, "tsa_timeout": float} (an empty TSA URL: PAdES B-B, else B-T);
 reply {"ok": True, "pid": int}. Then per job, in one of
 
 * {"photo_url": str}: download and check the photo, keep it for the next job;
@@ -86,12 +87,15 @@ def main() -> int:
     authority = init["authority"]
     storage = init.get("storage")   # one S3 client per worker, reused for every PDF
     bucket = bucket_from_config(storage, "CERTIFICATE_S3_BUCKET") if storage else None
+    timestamper = signing.make_timestamper(init.get("tsa_url", ""), init.get("tsa_timeout", 10.0))
     renderer = render.Renderer(compact_font=init.get("compact_font", True))
     warm = render.CertificateFace(
         certificate_number="0000000000000", holder_name="预热", gender="男", id_number_shown="",
         level="社会工作师", unit_name="", authority=authority, valid_from=dt.date.today(),
         valid_until=dt.date.today(), issued_on=dt.date.today(), verify_url="https://example.invalid/")
-    signing.sign_pdf(renderer.pdf(warm), signer, authority, warm.certificate_number)  # first PDF is slow
+    # The first PDF is slow; it also builds the signer's CMS template. No TSA call: a TSA that is
+    # down must not keep the worker from starting.
+    signing.sign_pdf(renderer.pdf(warm), signer, authority, warm.certificate_number)
     write_frame(proto_out, {"ok": True, "pid": os.getpid(), "compact_font": str(renderer.font_file or "")})
 
     photo: tuple[str, bytes, str] | None = None    # (link, bytes, type) of the last photo downloaded
@@ -116,7 +120,7 @@ def main() -> int:
             pdf = renderer.pdf(face)
             rendered = time.perf_counter()
             if job.get("sign", True):
-                pdf = signing.sign_pdf(pdf, signer, authority, face.certificate_number)
+                pdf = signing.sign_pdf(pdf, signer, authority, face.certificate_number, timestamper)
             signed = time.perf_counter()
             reply = {"ok": True, "render_s": rendered - started, "sign_s": signed - rendered, "store_s": 0.0}
             store = job.get("store")
@@ -138,6 +142,10 @@ def main() -> int:
         except files.StoreFailed as exc:
             reply = {"ok": False, "code": "STORAGE_UNAVAILABLE", "message": str(exc), "field": "object_key",
                      "retryable": True}
+        except signing.TimestampUnavailable as exc:   # the issue waits for the TSA (docs/deployment.md)
+            print(f"time-stamping authority unavailable: {exc}", file=sys.stderr)
+            reply = {"ok": False, "code": "TIMESTAMP_UNAVAILABLE", "message": "时间戳服务暂不可用，稍后自动重试",
+                     "field": None, "retryable": True}
         except Exception as exc:  # reported to the parent, which retries the issue later
             traceback.print_exc()
             reply = {"ok": False, "code": "RENDER_FAILED", "message": f"{type(exc).__name__}: {exc}",

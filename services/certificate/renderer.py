@@ -124,10 +124,11 @@ class HeldWorker:
 
 class RenderPool:
     def __init__(self, size: int, keys: KeyRing, authority: str, compact_font: bool = True,
-                 storage: dict | None = None):
+                 storage: dict | None = None, tsa_url: str = "", tsa_timeout: float = 10.0):
         self.size = size
         self.init = {"signing": (keys.signing.key_pem, keys.signing.cert_pem, keys.signing.chain_pem),
-                     "authority": authority, "compact_font": compact_font, "storage": storage}
+                     "authority": authority, "compact_font": compact_font, "storage": storage,
+                     "tsa_url": tsa_url, "tsa_timeout": tsa_timeout}
         self._idle: LightQueue = LightQueue()
         self._all: set[_Worker] = set()
         self._closed = False
@@ -209,7 +210,9 @@ class RenderWorkers(DependencyProvider):
         config = self.container.config
         self.keys = load_keys(config)
         self.pool = RenderPool(pool_size(config), self.keys, str(config.get("CERT_AUTHORITY_NAME") or ""),
-                               storage={key: config[key] for key in STORAGE_KEYS if key in config})
+                               storage={key: config[key] for key in STORAGE_KEYS if key in config},
+                               tsa_url=str(config.get("CERT_TSA_URL") or "").strip(),
+                               tsa_timeout=float(NUMBERS.get(config, "CERT_TSA_TIMEOUT_SECONDS")))
 
     def start(self):
         self.pool.start()

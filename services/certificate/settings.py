@@ -14,6 +14,8 @@ NUMBERS = Numbers("certificate", {
     "CERT_RETRY_POLL_SECONDS": Number(10, 0.1, 3600, whole=False),
     "CERT_RETRY_MAX_SECONDS": Number(900, 1, 86400, whole=False),
     "CERT_EXPIRY_CHECK_SECONDS": Number(3600, 0.1, 86400, whole=False),
+    # How long a render worker waits for the time-stamping authority (CERT_TSA_URL) per PDF.
+    "CERT_TSA_TIMEOUT_SECONDS": Number(10, 0.5, 120, whole=False),
     # Public verification (verify_certificate): requests per client address, lookups by number in
     # all, both per window; reaching one refuses until the window ends.
     "CERT_VERIFY_MAX_PER_ADDRESS": Number(30, 1, 100_000),

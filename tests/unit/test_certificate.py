@@ -30,6 +30,7 @@ from swms.db import engine_for
 from swms.migrations import upgrade
 from swms.outbox import utcnow
 from tests.support import valid_id
+from tools.dev_tsa import DevTsa
 
 HOLDER_ID = valid_id("11010519900307123")
 TODAY = dt.date(2026, 11, 26)
@@ -148,6 +149,90 @@ def test_signed_pdf_validates_and_one_changed_byte_breaks_it(material):
     unsigned = signing.validate_pdf(render.render_pdf(face()), material.chain_pem)
     assert not unsigned.signed and unsigned.problem == "no signature"
     assert not signing.validate_pdf(b"not a pdf at all", material.chain_pem).ok
+
+
+def test_the_cms_spliced_from_the_template_is_what_pyhanko_builds_and_every_pdf_validates(material):
+    import asyncio
+
+    from pyhanko.sign.signers import SimpleSigner
+
+    signer = signing.make_signer(material)
+    digest = bytes(range(100, 132))
+    fast = asyncio.run(signer.async_sign(digest, "sha256", use_pades=True))
+    slow = asyncio.run(SimpleSigner.async_sign(signer, digest, "sha256", use_pades=True))
+    [fast_info], [slow_info] = fast["content"]["signer_infos"], slow["content"]["signer_infos"]
+    assert fast_info["signed_attrs"].dump() == slow_info["signed_attrs"].dump()
+    assert fast["content"]["certificates"].dump() == slow["content"]["certificates"].dump()
+    fast_native, slow_native = fast.native, slow.native
+    for native in (fast_native, slow_native):   # ECDSA signatures differ every time
+        native["content"]["signer_infos"][0]["signature"] = None
+    assert fast_native == slow_native
+    # one signer, several documents: each signature is over its own document
+    first, second = (signing.sign_pdf(render.render_pdf(face(holder_name=name)), signer, "民政部", "1120262000001")
+                     for name in ("李明华", "王芳"))
+    assert signing.validate_pdf(first, material.chain_pem).ok and signing.validate_pdf(second, material.chain_pem).ok
+    assert first[-1500:] != second[-1500:]
+
+
+@pytest.fixture(scope="module")
+def tsa():
+    with DevTsa() as server:   # an RFC 3161 TSA over HTTP on loopback
+        yield server
+
+
+def test_with_a_tsa_the_signature_carries_a_time_stamp_token_the_validator_checks(material, tsa):
+    signer = signing.make_signer(material)
+    before = tsa.requests
+    pdf = signing.sign_pdf(render.render_pdf(face()), signer, "中华人民共和国民政部", "1120262000001",
+                           signing.make_timestamper(tsa.url, 5))
+    assert tsa.requests == before + 1
+    report = signing.validate_pdf(pdf, material.chain_pem, tsa.roots_pem)
+    assert report.ok and report.timestamp_ok is True, report
+    assert abs(report.timestamped_at - dt.datetime.now(dt.UTC)) < dt.timedelta(minutes=2)
+    # a verifier that does not trust the TSA's root: the token is not good, the signature still is
+    unknown_tsa = signing.validate_pdf(pdf, material.chain_pem, material.chain_pem)
+    assert unknown_tsa.ok and unknown_tsa.timestamp_ok is False
+    # no TSA configured: PAdES B-B as before, no token
+    assert signing.make_timestamper("  ", 5) is None
+    plain = signing.validate_pdf(signing.sign_pdf(render.render_pdf(face()), signer, "中华人民共和国民政部",
+                                                  "1120262000001", None), material.chain_pem, tsa.roots_pem)
+    assert plain.ok and plain.timestamped_at is None and plain.timestamp_ok is None
+
+
+def test_a_tsa_that_does_not_answer_or_refuses_stops_the_signature(material):
+    import socket
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    signer = signing.make_signer(material)
+    pdf = render.render_pdf(face())
+    with socket.socket() as probe:     # a loopback port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{probe.getsockname()[1]}/tsa"
+    with pytest.raises(signing.TimestampUnavailable, match="URLError"):
+        signing.sign_pdf(pdf, signer, "民政部", "1120262000001", signing.make_timestamper(url, 2))
+
+    class Broken(BaseHTTPRequestHandler):
+        def do_POST(self):
+            self.rfile.read(int(self.headers["Content-Length"]))
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")   # a proxy's error page, say
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"no")
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Broken)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with pytest.raises(signing.TimestampUnavailable, match="not a time-stamp reply"):
+            signing.sign_pdf(pdf, signer, "民政部", "1120262000001",
+                             signing.make_timestamper(f"http://127.0.0.1:{server.server_address[1]}/", 2))
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def test_an_rsa_production_key_from_another_ca_signs_too():
