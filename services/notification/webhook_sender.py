@@ -47,6 +47,15 @@ def webhook_settings(config: dict) -> webhooks.WebhookSettings:
         lease=dt.timedelta(seconds=max(30.0, 3 * float(get(config, "WEBHOOK_TIMEOUT_SECONDS")))))
 
 
+def disabled_email(endpoint, error: str) -> Email:
+    """To the agency's administrator: the endpoint was disabled for failing (template webhook_endpoint_disabled)."""
+    return Email(audience="agency", person_id=None, to_address=endpoint.admin_email, kind="webhook_endpoint_disabled",
+                 reference=endpoint.endpoint_id[:64],
+                 values={"agency": endpoint.agency, "url": endpoint.url, "endpoint_id": endpoint.endpoint_id,
+                         "failing_since_time": endpoint.failing_since.replace(tzinfo=dt.timezone.utc).isoformat(),
+                         "last_error": error})
+
+
 class WebhookSender(BackgroundLoop):
     def __init__(self, mail_settings_provider_name: str = "settings"):
         self.mail_settings_provider_name = mail_settings_provider_name
@@ -138,15 +147,9 @@ class WebhookSender(BackgroundLoop):
 
     def _email_disabled(self, session, endpoint, error: str) -> None:
         """The administrator's email, recorded in the transaction that disables (the mailer sends it)."""
-        settings = self._mail_settings()
-        domain.record(session, Email(
-            audience="agency", person_id=None, to_address=endpoint.admin_email, kind="webhook_endpoint_disabled",
-            reference=endpoint.endpoint_id[:64],
-            values={"agency": endpoint.agency, "url": endpoint.url, "endpoint_id": endpoint.endpoint_id,
-                    "failing_since_time": endpoint.failing_since.replace(tzinfo=dt.timezone.utc).isoformat(),
-                    "last_error": error}),
-            key=f"webhook-disabled:{endpoint.endpoint_id}:{endpoint.disabled_at.isoformat()}", job_id=None,
-            settings=settings, now=utcnow())
+        domain.record(session, disabled_email(endpoint, error),
+                      key=f"webhook-disabled:{endpoint.endpoint_id}:{endpoint.disabled_at.isoformat()}", job_id=None,
+                      settings=self._mail_settings(), now=utcnow())
 
     def get_dependency(self, worker_ctx):
         return self      # .settings, .box, .wake() for the service's entrypoints
