@@ -136,6 +136,7 @@ class WebhookSender(BackgroundLoop):
         with self.sessions.begin() as session:
             if outcome == "delivered":
                 webhooks.record_success(session, item.delivery_id, status, latency_ms)
+                webhooks.extend_lease(session, endpoint_id, self.settings)
                 return True
             result = webhooks.record_failure(session, item.delivery_id, status_code=status, latency_ms=latency_ms,
                                              outcome=outcome, error=error, settings=self.settings)

@@ -384,6 +384,12 @@ def queue_of(session: Session, endpoint_id: str, limit: int, now: dt.datetime | 
                       for r in rows]
 
 
+def extend_lease(session: Session, endpoint_id: str, settings: WebhookSettings, now: dt.datetime | None = None) -> None:
+    """Still sending: keep the endpoint from another sender (a long queue outlasts one lease)."""
+    session.execute(update(WebhookEndpoint).where(WebhookEndpoint.endpoint_id == endpoint_id)
+                    .values(lease_until=(now or utcnow()) + settings.lease))
+
+
 def release(session: Session, endpoint_id: str) -> None:
     session.execute(update(WebhookEndpoint).where(WebhookEndpoint.endpoint_id == endpoint_id)
                     .values(lease_until=None))

@@ -258,3 +258,16 @@ def test_retention_drops_old_events_but_not_those_still_pending():
     s.commit()
     kept = set(s.execute(select(m.AgencyEvent.event_id)).scalars())
     assert kept == {old_pending["event_id"], recent["event_id"]}
+
+
+def test_a_sender_keeps_its_lease_while_it_works_through_a_long_queue():
+    s = session()
+    endpoint, _ = register(s)
+    w.log_event(s, "certificate_issued", event(), SETTINGS, now=T0)
+    s.commit()
+    assert w.claim_endpoints(s, 10, SETTINGS, now=T0) == [endpoint.endpoint_id]
+    later = T0 + SETTINGS.lease - dt.timedelta(seconds=1)
+    w.extend_lease(s, endpoint.endpoint_id, SETTINGS, now=later)
+    s.commit()
+    assert w.claim_endpoints(s, 10, SETTINGS, now=T0 + SETTINGS.lease) == []     # not taken over mid-queue
+    assert w.claim_endpoints(s, 10, SETTINGS, now=later + SETTINGS.lease) == [endpoint.endpoint_id]
