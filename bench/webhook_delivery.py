@@ -25,6 +25,7 @@ import eventlet
 eventlet.monkey_patch()
 
 import argparse  # noqa: E402
+import datetime as dt  # noqa: E402
 import http.server  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
@@ -188,6 +189,20 @@ def main() -> None:
         delivered = [len(r.ids) for r in receivers]
         if any(count < args.events for count in delivered):
             raise SystemExit(f"timed out: delivered {delivered} of {args.events} per endpoint")
+        # The sender alone: every event replayed to every endpoint (already logged, nothing else to do).
+        counts = [len(r.ids) for r in receivers]
+        replay_started = time.perf_counter()
+        with sessions.begin() as session:
+            for endpoint in webhooks.list_endpoints(session):
+                webhooks.replay(session, endpoint.endpoint_id, since_event_id=None,
+                                since=dt.datetime(2000, 1, 1), actor="bench", settings=settings)
+        while any(len(r.ids) < c + args.events for r, c in zip(receivers, counts)) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        replay_rate = sum(len(r.ids) - c for r, c in zip(receivers, counts)) / (
+            max(r.last_at for r in receivers) - replay_started)
+        replay_ok = all(r.ids[c:] == r.ids[:c] for r, c in zip(receivers, counts))
+        for r, c in zip(receivers, counts):
+            del r.ids[c:]
         with sessions() as session:
             order = list(session.execute(select(AgencyEvent.event_id).order_by(AgencyEvent.seq)).scalars())
             logged = list(session.execute(select(AgencyEvent.logged_at).order_by(AgencyEvent.seq)).scalars())
@@ -216,11 +231,13 @@ def main() -> None:
     sent_span = (delivered_at[-1] - logged[0]).total_seconds()
     print(f"{'inside notification: events logged':48} {args.events / log_span:9.0f} events/s  "
           f"(last delivery {sent_span - log_span:.1f} s after the last event was logged)")
+    print(f"{'sender alone: a replay of every event':48} {replay_rate:9.0f} deliveries/s  "
+          f"(same order and ids as the first time: {replay_ok}; picked up within WEBHOOK_POLL_SECONDS)")
     in_order = all(r.ids == order for r in receivers)
     bad = sum(r.bad for r in receivers)
     print(f"checks: {delivered} delivered of {args.events} per endpoint, {bad} bad signature(s), "
           f"log order kept: {in_order}")
-    if bad or not in_order:
+    if bad or not in_order or not replay_ok:
         raise SystemExit("FAILED")
 
 

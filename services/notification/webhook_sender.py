@@ -88,15 +88,18 @@ class WebhookSender(BackgroundLoop):
             self._last_prune = time.monotonic()
         with self.sessions.begin() as session:
             claimed = webhooks.claim_endpoints(session, self.concurrency, self.settings)
-        if claimed:
-            list(eventlet.GreenPool(self.concurrency).imap(self._serve, claimed))
-        return len(claimed)
+        if not claimed:
+            return 0
+        sent = list(eventlet.GreenPool(self.concurrency).imap(self._serve, claimed))
+        # a full claim, or an endpoint with more than one batch waiting: go again at once
+        return self.batch_size if max(sent) >= self.batch else len(claimed)
 
-    def _serve(self, endpoint_id: str) -> None:
+    def _serve(self, endpoint_id: str) -> int:
         try:
-            self.deliver_queue(endpoint_id)
+            return self.deliver_queue(endpoint_id)
         except Exception:
             log.exception("webhook pass for endpoint %s failed; retried later", endpoint_id)
+            return 0
         finally:
             with self.sessions.begin() as session:
                 webhooks.release(session, endpoint_id)
@@ -107,16 +110,22 @@ class WebhookSender(BackgroundLoop):
             endpoint, queue = webhooks.queue_of(session, endpoint_id, self.batch)
             url, secret = endpoint.url, self.box.open(endpoint.secret_encrypted)
         sent = 0
+        leased_at = time.monotonic()
         with requests.Session() as http:
             for item in queue:
                 if not self.running or not item.due:
                     break
-                if not self._send(http, endpoint_id, url, secret, item):
+                # a long queue outlasts one lease: renew it (a third of the way in) while still sending
+                renew = time.monotonic() - leased_at > self.settings.lease.total_seconds() / 3
+                if not self._send(http, endpoint_id, url, secret, item, renew):
                     break
+                if renew:
+                    leased_at = time.monotonic()
                 sent += 1
         return sent
 
-    def _send(self, http: requests.Session, endpoint_id: str, url: str, secret: str, item: webhooks.Outgoing) -> bool:
+    def _send(self, http: requests.Session, endpoint_id: str, url: str, secret: str, item: webhooks.Outgoing,
+              renew_lease: bool = False) -> bool:
         headers = webhooks.headers_for(secret, item.event_id, item.body, time.time())
         headers["user-agent"] = "SWMS-Webhooks/1"
         started = time.monotonic()
@@ -136,7 +145,8 @@ class WebhookSender(BackgroundLoop):
         with self.sessions.begin() as session:
             if outcome == "delivered":
                 webhooks.record_success(session, item.delivery_id, status, latency_ms)
-                webhooks.extend_lease(session, endpoint_id, self.settings)
+                if renew_lease:
+                    webhooks.extend_lease(session, endpoint_id, self.settings)
                 return True
             result = webhooks.record_failure(session, item.delivery_id, status_code=status, latency_ms=latency_ms,
                                              outcome=outcome, error=error, settings=self.settings)
