@@ -164,8 +164,7 @@ def main() -> None:
                         return
         stack.start_infrastructure()
         stack.start_service("identity")
-        stack.start_service("notification", extra_env={
-            "WEBHOOK_SECRETS_KEY_FILE": key_file, "WEBHOOK_ALLOW_HTTP_LOOPBACK": "true"})
+        stack.start_service("notification", extra_env={"WEBHOOK_ALLOW_HTTP_LOOPBACK": "true"})
         from nameko.standalone.rpc import ClusterRpcProxy
         with ClusterRpcProxy({"AMQP_URI": amqp_uri}, timeout=5) as cluster:
             deadline = time.monotonic() + 90
