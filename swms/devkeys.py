@@ -30,6 +30,12 @@ def ensure_dev_keys(directory: str | Path) -> Path:
         import secrets
         id_hash_path.write_text(secrets.token_hex(32))
         id_hash_path.chmod(0o600)
+    # Encrypts webhook signing secrets at rest (notification, WEBHOOK_SECRETS_KEY_FILE): a Fernet key.
+    webhook_path = directory / "webhook-secrets.key"
+    if not webhook_path.exists():
+        from cryptography.fernet import Fernet
+        webhook_path.write_bytes(Fernet.generate_key())
+        webhook_path.chmod(0o600)
     private_pem = private_path.read_bytes()
     for name in SERVICES:
         token_path = directory / f"{name}.service-token"

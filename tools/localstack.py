@@ -89,6 +89,7 @@ class LocalStack:
             "AUTH_PUBLIC_KEY_FILE": str(self.keys_dir / "token-signing.pub.pem"),
             "AUTH_PRIVATE_KEY_FILE": str(self.keys_dir / "token-signing.pem"),
             "IDENTITY_ID_HASH_KEY_FILE": str(self.keys_dir / "id-hash.key"),
+            "WEBHOOK_SECRETS_KEY_FILE": str(self.keys_dir / "webhook-secrets.key"),   # agencies' webhook secrets
             "S3_ENDPOINT_URL": f"http://127.0.0.1:{self.s3_port}",
             "S3_ACCESS_KEY": "swms-dev", "S3_SECRET_KEY": "swms-dev-secret",
             "SMTP_HOST": "127.0.0.1", "SMTP_PORT": str(self.smtp_port),

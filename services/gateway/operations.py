@@ -202,4 +202,15 @@ OPERATIONS: tuple[Operation, ...] = (
        "未能发送的邮件（管理员）"),
     op("POST", "/notification/messages/{message_id}/retry", "notification.retry_message", note.RetryRequest,
        note.MessageOut, "重新发送邮件（管理员）"),
+    # notification: webhooks for agencies (admin; docs/webhooks.md)
+    op("POST", "/notification/webhooks", "notification.register_webhook_endpoint", note.WebhookEndpointRequest,
+       note.WebhookEndpointCreated, "登记机构的事件回调地址（签名密钥仅此一次返回，管理员）"),
+    op("GET", "/notification/webhooks", "notification.list_webhook_endpoints", note.WebhookEndpointsRequest,
+       note.WebhookEndpointList, "机构的事件回调地址（管理员）"),
+    op("POST", "/notification/webhooks/{endpoint_id}/status", "notification.set_webhook_endpoint_status",
+       note.WebhookEndpointStatusRequest, note.WebhookEndpointOut, "启用或停用事件回调地址（管理员）"),
+    op("GET", "/notification/webhooks/{endpoint_id}/deliveries", "notification.list_webhook_deliveries",
+       note.WebhookDeliveriesRequest, note.WebhookDeliveryList, "事件回调的投递与每次尝试（管理员）"),
+    op("POST", "/notification/webhooks/{endpoint_id}/replays", "notification.replay_webhook_events",
+       note.WebhookReplayRequest, note.WebhookReplayOut, "按事件编号或时间重放事件（管理员）"),
 )

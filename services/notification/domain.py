@@ -77,6 +77,16 @@ NUMBERS = Numbers("notification", {
     "NOTIFICATION_LEASE_SECONDS": Number(60, 1, 3600, whole=False),
     "REREGISTRATION_WINDOW_MONTHS": Number(3, 1, 24),
     "REREGISTRATION_REMINDER_MONTHS": Number(1, 1, 24),
+    # webhooks for agencies (webhooks.py, docs/webhooks.md)
+    "WEBHOOK_RETRY_BASE_SECONDS": Number(5, 0.01, 3600, whole=False),
+    "WEBHOOK_RETRY_MAX_SECONDS": Number(21600, 0.01, 86400, whole=False),
+    "WEBHOOK_GIVE_UP_SECONDS": Number(259200, 1, 2592000, whole=False),
+    "WEBHOOK_DISABLE_AFTER_SECONDS": Number(86400, 1, 2592000, whole=False),
+    "WEBHOOK_EVENT_RETENTION_DAYS": Number(90, 90, 3650),
+    "WEBHOOK_TIMEOUT_SECONDS": Number(10, 0.5, 60, whole=False),
+    "WEBHOOK_POLL_SECONDS": Number(1, 0.05, 60, whole=False),
+    "WEBHOOK_CONCURRENCY": Number(10, 1, 200),
+    "WEBHOOK_BATCH": Number(100, 1, 1000),
 })
 
 

@@ -120,3 +120,73 @@ class Reminder(Base):
 outbox = Outbox(metadata)
 inbox = Inbox(metadata)
 audit = AuditLog(metadata)
+
+
+# ---- webhooks for agencies (webhooks.py) ---------------------------------------------------------
+# endpoint statuses; delivery statuses
+ACTIVE, DISABLED = "active", "disabled"
+DELIVERED, DEAD = "delivered", "dead"
+
+
+class WebhookEndpoint(Base):
+    """An agency's HTTPS endpoint. The signing secret is kept encrypted (it must be usable to sign)."""
+    __tablename__ = "webhook_endpoints"
+    endpoint_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    agency: Mapped[str] = mapped_column(String(100))
+    url: Mapped[str] = mapped_column(String(2048))
+    event_types: Mapped[str] = mapped_column(Text)              # JSON list of routing keys
+    secret_encrypted: Mapped[str] = mapped_column(Text)         # Fernet token of "whsec_…"
+    admin_email: Mapped[str] = mapped_column(String(254))       # the agency's administrator (disable notices)
+    status: Mapped[str] = mapped_column(String(10), index=True)
+    failing_since: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)  # cleared by a success
+    disabled_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
+    disabled_reason: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    lease_until: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)  # one sender at a time
+    created_by: Mapped[str] = mapped_column(String(100))
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime)
+
+
+class AgencyEvent(Base):
+    """Every agency-relevant event, as received (the body agencies get), kept for the retention period.
+    ``seq`` is the log order: deliveries to one endpoint follow it."""
+    __tablename__ = "agency_events"
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    event_id: Mapped[str] = mapped_column(String(36), unique=True)
+    event_type: Mapped[str] = mapped_column(String(100))
+    payload: Mapped[str] = mapped_column(Text)
+    occurred_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
+    logged_at: Mapped[dt.datetime] = mapped_column(DateTime, index=True)
+
+
+class WebhookDelivery(Base):
+    """One event to one endpoint (a replay adds another row for the same event: same webhook-id)."""
+    __tablename__ = "webhook_deliveries"
+    delivery_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    endpoint_id: Mapped[str] = mapped_column(String(36))
+    event_seq: Mapped[int] = mapped_column(Integer)
+    event_id: Mapped[str] = mapped_column(String(36), index=True)
+    event_type: Mapped[str] = mapped_column(String(100))
+    replay_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    status: Mapped[str] = mapped_column(String(10))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[dt.datetime] = mapped_column(DateTime)
+    give_up_at: Mapped[dt.datetime] = mapped_column(DateTime)
+    last_status_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    last_error: Mapped[str | None] = mapped_column(String(300), nullable=True)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime)
+    delivered_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
+
+    __table_args__ = (Index("ix_webhook_deliveries_queue", "endpoint_id", "status", "event_seq"),)
+
+
+class WebhookAttempt(Base):
+    """Every HTTP attempt: outcome, status code, latency. Never the body (it carries personal data)."""
+    __tablename__ = "webhook_attempts"
+    attempt_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    delivery_id: Mapped[str] = mapped_column(String(36), index=True)
+    endpoint_id: Mapped[str] = mapped_column(String(36))
+    attempted_at: Mapped[dt.datetime] = mapped_column(DateTime, index=True)
+    status_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    latency_ms: Mapped[int] = mapped_column(Integer)
+    outcome: Mapped[str] = mapped_column(String(20))     # delivered / http_error / unreachable / timeout
+    error: Mapped[str | None] = mapped_column(String(300), nullable=True)

@@ -23,11 +23,12 @@ from pydantic import ValidationError
 from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError
 
-from services.notification import compose, domain
+from services.notification import compose, domain, webhooks
 from services.notification.compose import ComposeError
 from services.notification.mailer import Mailer
 from services.notification.models import Job, audit, inbox, outbox
 from services.notification.templates import LANGUAGES, Templates
+from services.notification.webhook_sender import WebhookSender
 from swms import errors, health
 from swms import rpc as swms_rpc
 from swms.auth import ADMIN, SERVICE, Auth
@@ -62,6 +63,18 @@ from swms.contracts.notification import (
     ReminderOut,
     RemindersRequest,
     RetryRequest,
+    WebhookAttemptOut,
+    WebhookDeliveriesRequest,
+    WebhookDeliveryList,
+    WebhookDeliveryOut,
+    WebhookEndpointCreated,
+    WebhookEndpointList,
+    WebhookEndpointOut,
+    WebhookEndpointRequest,
+    WebhookEndpointsRequest,
+    WebhookEndpointStatusRequest,
+    WebhookReplayOut,
+    WebhookReplayRequest,
 )
 from swms.db import Database
 from swms.deadletter import event_handler
@@ -209,6 +222,7 @@ class NotificationService:
     relay = OutboxRelay(outbox)
     ops = OpsEndpoint(outbox)   # /healthz, /readyz, /metrics on OPS_PORT, for this process
     wake_mailer = Mailer()
+    webhook_sender = WebhookSender()   # deliveries to agencies' endpoints (webhooks.py)
     identity = RpcProxy("identity")
 
     @rpc(expected_exceptions=errors.SwmsError)
@@ -293,7 +307,7 @@ class NotificationService:
             tasks = compose.tasks_for(event)
             self.auth.act_as_service()
             planned = self._plan(event, tasks)
-            recorded = 0
+            recorded = queued = 0
             try:
                 with self.db.transaction() as session:
                     # First statement of the transaction, so no savepoint is needed: a duplicate
@@ -301,6 +315,9 @@ class NotificationService:
                     session.execute(insert(inbox.table).values(event_id=event.event_id, handler=handler,
                                                                handled_at=utcnow()))
                     recorded = self._store(session, event, planned)
+                    if event.source == webhooks.AGENCY_EVENT_SOURCE and event.event_type in webhooks.AGENCY_EVENT_TYPES:
+                        # the agency event log and its deliveries: same transaction as the inbox row
+                        queued = webhooks.log_event(session, event.event_type, payload, self.webhook_sender.settings)
             except IntegrityError:
                 if self._handled(event.event_id, handler):
                     log.info("event %s already handled; skipped", event.event_id)
@@ -311,6 +328,8 @@ class NotificationService:
             raise
         if recorded:
             self.wake_mailer()
+        if queued:
+            self.webhook_sender.wake()
 
     def _handled(self, event_id: str, handler: str) -> bool:
         table = inbox.table
@@ -465,3 +484,77 @@ class NotificationService:
         return ReminderList(items=[ReminderOut(
             reminder_id=r.reminder_id, certificate_number=r.certificate_number, kind=r.kind, valid_until=r.valid_until,
             due_at=r.due_at, status=r.status, note=r.note) for r in domain.reminders_for(self.db.session, request.person_id)])
+
+    # ---- webhooks for agencies (admin; docs/webhooks.md) -----------------------------------------
+
+    @rpc(expected_exceptions=errors.SwmsError)
+    @contract(WebhookEndpointRequest, WebhookEndpointCreated)
+    def register_webhook_endpoint(self, request: WebhookEndpointRequest):
+        """Admin: register an agency's endpoint; the answer carries the signing secret, this once (audited)."""
+        caller = self.auth.require(ADMIN)
+        sender = self.webhook_sender
+        with self.db.transaction() as session:
+            endpoint, secret = webhooks.register_endpoint(
+                session, agency=request.agency, url=request.url, event_types=[t.value for t in request.event_types],
+                admin_email=request.admin_email, actor=caller.subject, box=sender.box, settings=sender.settings)
+            out = _endpoint_out(endpoint)
+        return WebhookEndpointCreated(endpoint=out, secret=secret)
+
+    @rpc(expected_exceptions=errors.SwmsError)
+    @contract(WebhookEndpointsRequest, WebhookEndpointList)
+    def list_webhook_endpoints(self, request: WebhookEndpointsRequest):
+        """Admin: every endpoint, with its status (never its secret)."""
+        self.auth.require(ADMIN)
+        return WebhookEndpointList(items=[_endpoint_out(e) for e in webhooks.list_endpoints(self.db.session)])
+
+    @rpc(expected_exceptions=errors.SwmsError)
+    @contract(WebhookEndpointStatusRequest, WebhookEndpointOut)
+    def set_webhook_endpoint_status(self, request: WebhookEndpointStatusRequest):
+        """Admin: enable again (after the agency fixed its side) or disable, with the reason (audited)."""
+        caller = self.auth.require(ADMIN)
+        with self.db.transaction() as session:
+            out = _endpoint_out(webhooks.set_endpoint_status(session, request.endpoint_id, request.enabled,
+                                                             request.reason, caller.subject,
+                                                             self.webhook_sender.settings))
+        self.webhook_sender.wake()
+        return out
+
+    @rpc(expected_exceptions=errors.SwmsError)
+    @contract(WebhookDeliveriesRequest, WebhookDeliveryList)
+    def list_webhook_deliveries(self, request: WebhookDeliveriesRequest):
+        """Admin: an endpoint's deliveries, newest event first, each with its attempts (dead ones too)."""
+        self.auth.require(ADMIN)
+        found = webhooks.list_deliveries(self.db.session, request.endpoint_id, request.status, request.limit)
+        return WebhookDeliveryList(items=[_delivery_out(d, attempts) for d, attempts in found])
+
+    @rpc(expected_exceptions=errors.SwmsError)
+    @contract(WebhookReplayRequest, WebhookReplayOut)
+    def replay_webhook_events(self, request: WebhookReplayRequest):
+        """Admin, for an agency: deliver again every event since an event id or a time, in order (audited)."""
+        caller = self.auth.require(ADMIN)
+        since = request.since
+        if since is not None and since.tzinfo is not None:
+            since = since.astimezone(dt.timezone.utc).replace(tzinfo=None)
+        with self.db.transaction() as session:
+            result = webhooks.replay(session, request.endpoint_id, since_event_id=request.since_event_id, since=since,
+                                     actor=caller.subject, settings=self.webhook_sender.settings)
+        self.webhook_sender.wake()
+        return WebhookReplayOut(replay_id=result.replay_id, count=result.count, first_event_id=result.first_event_id,
+                                last_event_id=result.last_event_id)
+
+
+def _endpoint_out(e) -> WebhookEndpointOut:
+    return WebhookEndpointOut(endpoint_id=e.endpoint_id, agency=e.agency, url=e.url, event_types=json.loads(e.event_types),
+                              admin_email=e.admin_email, status=e.status, failing_since=e.failing_since,
+                              disabled_at=e.disabled_at, disabled_reason=e.disabled_reason, created_by=e.created_by,
+                              created_at=e.created_at)
+
+
+def _delivery_out(d, attempts) -> WebhookDeliveryOut:
+    return WebhookDeliveryOut(
+        delivery_id=d.delivery_id, event_id=d.event_id, event_type=d.event_type, replay_id=d.replay_id, status=d.status,
+        attempts=d.attempts, next_attempt_at=d.next_attempt_at if d.status == domain.PENDING else None,
+        give_up_at=d.give_up_at, created_at=d.created_at, delivered_at=d.delivered_at,
+        last_status_code=d.last_status_code, last_error=d.last_error,
+        attempt_log=[WebhookAttemptOut(attempted_at=a.attempted_at, outcome=a.outcome, status_code=a.status_code,
+                                       latency_ms=a.latency_ms, error=a.error) for a in attempts])

@@ -3,10 +3,12 @@ from __future__ import annotations
 
 import datetime as dt
 from enum import Enum
+from typing import Annotated
 
-from pydantic import Field, ValidationInfo, field_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from swms.contracts.common import AccessReason, Contract, Uuid
+from swms.text import OneLine
 
 
 class MessageStatus(str, Enum):
@@ -113,3 +115,115 @@ class RemindersRequest(Contract):
 
 class ReminderList(Contract):
     items: list[ReminderOut]
+
+
+# ---- webhooks for agencies (docs/webhooks.md) ---------------------------------------------------
+
+class WebhookEventType(str, Enum):
+    """The certificate events an agency can receive (docs/events-for-agencies.md)."""
+    CERTIFICATE_ISSUED = "certificate_issued"
+    CERTIFICATE_SUSPENDED = "certificate_suspended"
+    CERTIFICATE_REINSTATED = "certificate_reinstated"
+    CERTIFICATE_REVOKED = "certificate_revoked"
+    CERTIFICATE_EXPIRED = "certificate_expired"
+    CERTIFICATE_REISSUED = "certificate_reissued"
+
+
+class WebhookEndpointRequest(Contract):
+    """Admin: register an agency's endpoint. The signing secret is generated and shown once."""
+    agency: Annotated[str, OneLine] = Field(title="机构名称", min_length=1, max_length=100)
+    url: str = Field(title="回调地址", min_length=8, max_length=2048,
+                     description="https:// 网址（开发环境可配置允许本机 http）")
+    event_types: list[WebhookEventType] = Field(title="事件类型", min_length=1, max_length=6)
+    admin_email: str = Field(title="机构管理员电子邮箱", max_length=254,
+                             description="回调地址因连续失败被停用时通知此邮箱")
+
+
+class WebhookEndpointOut(Contract):
+    endpoint_id: Uuid
+    agency: str
+    url: str
+    event_types: list[str]
+    admin_email: str
+    status: str                         # active / disabled
+    failing_since: dt.datetime | None
+    disabled_at: dt.datetime | None
+    disabled_reason: str | None
+    created_by: str
+    created_at: dt.datetime
+
+
+class WebhookEndpointCreated(Contract):
+    """``secret`` (``whsec_`` + base64) is shown this once; SWMS keeps it encrypted, never returns it again."""
+    endpoint: WebhookEndpointOut
+    secret: str
+
+
+class WebhookEndpointList(Contract):
+    items: list[WebhookEndpointOut]
+
+
+class WebhookEndpointsRequest(Contract):
+    """Admin: every registered endpoint."""
+
+
+class WebhookEndpointStatusRequest(Contract):
+    """Admin: enable (again) or disable an endpoint, with the reason (audited)."""
+    endpoint_id: Uuid = Field(title="回调地址编号")
+    enabled: bool = Field(title="启用")
+    reason: Annotated[str, OneLine] = Field(title="理由", min_length=2, max_length=200)
+
+
+class WebhookDeliveriesRequest(Contract):
+    endpoint_id: Uuid = Field(title="回调地址编号")
+    status: str | None = Field(default=None, title="投递状态", pattern=r"^(pending|delivered|dead)$")
+    limit: int = Field(default=100, title="条数", ge=1, le=500)
+
+
+class WebhookAttemptOut(Contract):
+    attempted_at: dt.datetime
+    outcome: str                        # delivered / http_error / unreachable / timeout
+    status_code: int | None
+    latency_ms: int
+    error: str | None
+
+
+class WebhookDeliveryOut(Contract):
+    delivery_id: Uuid
+    event_id: str                       # the webhook-id header
+    event_type: str
+    replay_id: str | None
+    status: str                         # pending / delivered / dead
+    attempts: int
+    next_attempt_at: dt.datetime | None
+    give_up_at: dt.datetime
+    created_at: dt.datetime
+    delivered_at: dt.datetime | None
+    last_status_code: int | None
+    last_error: str | None
+    attempt_log: list[WebhookAttemptOut]
+
+
+class WebhookDeliveryList(Contract):
+    items: list[WebhookDeliveryOut]
+
+
+class WebhookReplayRequest(Contract):
+    """Every event the endpoint subscribes to after ``since_event_id`` or logged since ``since``
+    (one of the two), delivered again in order with the same ``webhook-id``."""
+    endpoint_id: Uuid = Field(title="回调地址编号")
+    since_event_id: Uuid | None = Field(default=None, title="起始事件编号（不含）")
+    since: dt.datetime | None = Field(default=None, title="起始时间")
+
+    @model_validator(mode="after")
+    def _one_start(self):
+        if (self.since is None) == (self.since_event_id is None):
+            raise ValueError("起始事件编号与起始时间须给出且只给出一个")
+        return self
+
+
+class WebhookReplayOut(Contract):
+    replay_id: Uuid
+    count: int
+    first_event_id: str | None
+    last_event_id: str | None

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 from services.notification import compose, domain, mailer
 from services.notification import models as m
 from services.notification.compose import ComposeError
+from services.notification.webhook_sender import disabled_email
 from services.notification.templates import (
     MAX_SUBJECT,
     SHIPPED,
@@ -147,6 +148,10 @@ def planned_all() -> list[domain.Outgoing]:
         out += compose.plan(job_for(f"reminder.{kind}", {
             "reminder_id": str(uuid.uuid4()), "kind": kind, "certificate_number": "2026110000001",
             "person_id": PERSON, "valid_until": "2029-11-25", "window_open": "2029-08-25"}), FakeLookups(), settings())
+    # an agency's webhook endpoint disabled for failing (services/notification/webhook_sender.py)
+    out.append(disabled_email(m.WebhookEndpoint(endpoint_id=str(uuid.uuid4()), agency="北京市人社局",
+                                                url="https://hr.example.gov.cn/hook", admin_email="ops@hr.example.gov.cn",
+                                                failing_since=NOW), "HTTP 503"))
     return out
 
 
