@@ -10,7 +10,7 @@ import json
 import uuid
 from dataclasses import dataclass
 
-from sqlalchemy import func, select, true, update
+from sqlalchemy import bindparam, func, select, true, update
 from sqlalchemy.orm import Session
 
 from services.registration.models import (
@@ -107,12 +107,17 @@ class Standing:
     ever_held: bool
 
 
+# The statements every submission runs are built once, with bound parameters: building a
+# statement (and its cache key) costs more than PostgreSQL running it.
+_CURRENT_CERTIFICATE = (
+    select(HeldCertificate).where(HeldCertificate.person_id == bindparam("person_id"),
+                                  HeldCertificate.status != SUPERSEDED)
+    .order_by(HeldCertificate.valid_until.desc(), HeldCertificate.issued_at.desc()).limit(1))
+_OPEN_APPLICATION = select(Application).where(Application.open_person_id == bindparam("person_id")).with_for_update()
+
+
 def current_certificate(session: Session, person_id: str) -> HeldCertificate | None:
-    return session.execute(
-        select(HeldCertificate).where(HeldCertificate.person_id == person_id,
-                                      HeldCertificate.status != SUPERSEDED)
-        .order_by(HeldCertificate.valid_until.desc(), HeldCertificate.issued_at.desc()).limit(1)
-    ).scalar_one_or_none()
+    return session.execute(_CURRENT_CERTIFICATE, {"person_id": person_id}).scalar_one_or_none()
 
 
 def standing(session: Session, person_id: str, policy: ProvincePolicy, today: dt.date,
@@ -203,8 +208,7 @@ def incomplete_error(completeness: CompletenessResponse) -> errors.SwmsError:
 # ---- finding the application to work on -------------------------------------------------------
 
 def open_application(session: Session, person_id: str) -> Application | None:
-    return session.execute(select(Application).where(Application.open_person_id == person_id)
-                           .with_for_update()).scalar_one_or_none()
+    return session.execute(_OPEN_APPLICATION, {"person_id": person_id}).scalar_one_or_none()
 
 
 def own_application(session: Session, application_id: str, person_id: str) -> Application:
