@@ -5,7 +5,9 @@
       [--amqp-uri "pyamqp://…:5701/;pyamqp://…:5702/;…"] [--queue-type classic|quorum]
 
 Both services run as separate ``nameko run`` processes on the local RabbitMQ (or the brokers of
---amqp-uri, default $AMQP_URI; a ;-list names a cluster's nodes), their RPC queues of --queue-type;
+--amqp-uri, default $AMQP_URI; a ;-list names a cluster's nodes), in a virtual host of the run's own
+(through --management-url: another run's identity or empty service on the same broker would
+otherwise answer some of the calls), their RPC queues of --queue-type;
 identity uses a SQLite file seeded with generated passers, then (``--backends``) a fresh PostgreSQL
 database made from --pg-url (or --db-url: one given database). The client runs here.
 
@@ -161,7 +163,22 @@ def main() -> None:
     parser.add_argument("--amqp-uri", default=os.environ.get("AMQP_URI", "pyamqp://guest:guest@127.0.0.1:5672/"),
                         help="one broker, or a cluster's brokers separated by ';'")
     parser.add_argument("--queue-type", choices=QUEUE_TYPES, default="classic")
+    parser.add_argument("--management-url", default=os.environ.get("RABBIT_MANAGEMENT_URL", "http://127.0.0.1:15672"),
+                        help='RabbitMQ management API: the run gets a virtual host of its own, so that an identity or '
+                             'empty service of another run on the same broker cannot answer its calls ("": use '
+                             "--amqp-uri's virtual host as it is)")
     args = parser.parse_args()
+    from bench.registration_burst import own_vhost
+    remove_vhost = lambda: None  # noqa: E731
+    if args.management_url:
+        args.amqp_uri, remove_vhost = own_vhost(args.amqp_uri, args.management_url)
+    try:
+        measure_all(args)
+    finally:
+        remove_vhost()
+
+
+def measure_all(args) -> None:
 
     passers = generated_passers(args.passers)
     results = {}
