@@ -66,7 +66,8 @@ def main() -> None:
             cpu_before = sum(cpu_seconds(pid) for pid in cluster.beam_pids())
             output = run("bench.rpc", ["--calls", str(args.rpc_calls), "--concurrency", str(args.concurrency),
                                        "--passers", "500", "--amqp-uri", cluster.amqp_uri(f"rpc-{queue_type}"),
-                                       "--queue-type", queue_type])
+                                       "--queue-type", queue_type, "--backends", "sqlite",
+                                       "--management-url", ""])
             # bench.rpc makes 50 warm-up + calls sequential + calls in flight, for each of its two RPCs
             calls = 2 * (50 + 2 * args.rpc_calls)
             broker_ms[queue_type] = (sum(cpu_seconds(pid) for pid in cluster.beam_pids()) - cpu_before) * 1000 / calls

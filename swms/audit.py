@@ -33,12 +33,15 @@ class AuditLog:
             Column("entity_id", String(64), nullable=False, index=True),
             Column("detail", Text, nullable=True),
         )
+        # Built once: every state change writes a row, and building the statement costs more
+        # than the database's insert.
+        self._insert = insert(self.table)
 
     def record(self, session: Session, actor: str, action: str, entity_type: str, entity_id: str,
                detail: dict[str, Any] | None = None) -> None:
-        session.execute(insert(self.table).values(
-            at=utcnow(), actor=actor, action=action, entity_type=entity_type, entity_id=str(entity_id),
-            detail=json.dumps(detail, ensure_ascii=False, default=str) if detail else None))
+        session.execute(self._insert, {
+            "at": utcnow(), "actor": actor, "action": action, "entity_type": entity_type, "entity_id": str(entity_id),
+            "detail": json.dumps(detail, ensure_ascii=False, default=str) if detail else None})
 
     def read_by_admin(self, session: Session, admin: str, method: str, entity_type: str, entity_id: str,
                       reason: str, **detail: Any) -> None:

@@ -63,14 +63,15 @@ class Outbox:
             Column("last_error", Text, nullable=True),
         )
         self._wakers: list = []
+        self._insert = insert(self.table)   # built once (costs more than the insert itself)
 
     def add(self, session: Session, event: Event) -> None:
         now = utcnow()
-        session.execute(insert(self.table).values(
-            event_id=str(event.event_id), event_type=event.event_type,
-            payload=json.dumps(event.model_dump(mode="json"), ensure_ascii=False),
-            created_at=now, next_attempt_at=now, attempts=0,
-        ))
+        session.execute(self._insert, {
+            "event_id": str(event.event_id), "event_type": event.event_type,
+            "payload": json.dumps(event.model_dump(mode="json"), ensure_ascii=False),
+            "created_at": now, "next_attempt_at": now, "attempts": 0,
+        })
         # Wake the relay only after the commit: before it, the row is invisible to the relay.
         if not session.info.get("outbox_wake_registered"):
             session.info["outbox_wake_registered"] = True

@@ -16,7 +16,7 @@ import unicodedata
 import uuid
 from typing import Callable
 
-from sqlalchemy import and_, desc, func, or_, select, update
+from sqlalchemy import and_, bindparam, desc, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -63,13 +63,16 @@ def failing(exc: errors.SwmsError, *actions: Callable[[Session], None]) -> error
 
 _PASSER_COLUMNS = (Passer.id, Passer.id_number, Passer.name, Passer.name_normalised, Passer.level,
                    Passer.management_number, Passer.exam_year)
+# Built once (building a statement costs more than the indexed lookup itself).
+_PASSER_BY_ID_NUMBER = select(*_PASSER_COLUMNS).where(Passer.id_number == bindparam("id_number"))
 
 
 def find_passer(session: Session, name: str, id_number: str):
     """The registry row (id, id_number, name, name_normalised, level, management_number, exam_year)
-    for this ID number and name. A plain row, not an ORM object: this runs for every sign-up
-    step, and the identity map would only add work."""
-    passer = session.execute(select(*_PASSER_COLUMNS).where(Passer.id_number == id_number)).first()
+    for this ID number and name. A plain row, not an ORM object, read on the session's connection
+    (no ORM execution: callers look a passer up before adding anything to flush): this runs for
+    every sign-up step, and the ORM would only add work."""
+    passer = session.connection().execute(_PASSER_BY_ID_NUMBER, {"id_number": id_number}).first()
     if passer is None:
         # Same words users see today, plus the way out: feedback (反馈).
         raise errors.SwmsError(errors.PASSER_NOT_FOUND,

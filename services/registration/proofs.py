@@ -19,7 +19,7 @@ from botocore.exceptions import ClientError
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session
 
-from services.registration.domain import RECORD_RETENTION_YEARS, retention_years, years_after
+from services.registration.common import RECORD_RETENTION_YEARS, retention_years, years_after
 from services.registration.models import (
     PROOF_DELETED,
     PROOF_PENDING,

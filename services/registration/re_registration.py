@@ -1,0 +1,182 @@
+"""再登记: who may register again (a current, usable certificate, within the window before it
+ends), and its form: the continuing-education hours of the registration period, online records
+(imported) plus offline courses with their proofs."""
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+from sqlalchemy import bindparam, or_, select, update
+from sqlalchemy.orm import Session
+
+from services.registration.common import Standing, _form, _lapsed_error, _refuse_unusable, _release_proofs
+from services.registration.models import (
+    PROOF_VERIFIED, Application, CeRecord, HeldCertificate, ProofFileRow, audit,
+)
+from services.registration.policy import ProvincePolicy
+from swms import errors
+from swms.contracts.profile import ProfileSnapshot
+from swms.contracts.registration import ContinuingEducation, OfflineCourse, OnlineRecord
+from swms.outbox import utcnow
+
+
+def check_eligible(state: Standing, policy: ProvincePolicy, today: dt.date, submitting: bool) -> None:
+    """``submitting`` adds the window: a re-registration form may be prepared before it opens."""
+    certificate = state.certificate
+    if certificate is None:
+        raise errors.SwmsError(errors.NOT_REGISTERED, "您尚未取得登记证书，不能申请再登记；请先申请首次登记",
+                               "certificate")
+    _refuse_unusable(certificate)
+    if state.lapsed:
+        raise _lapsed_error(certificate)
+    if submitting and today < state.opens_on:
+        raise errors.SwmsError(errors.RE_REGISTRATION_NOT_OPEN,
+            f"再登记须在登记有效期届满前{policy.re_registration_window_months}个月内申请：您的证书有效期至"
+            f"{certificate.valid_until.isoformat()}，可于{state.opens_on.isoformat()}起提交（现在可以先保存草稿）",
+            "certificate")
+
+
+# ---- continuing education ---------------------------------------------------------------------
+
+def _tenths(hours: float) -> int:
+    return int(round(hours * 10))
+
+
+_ONLINE_RECORDS = (   # built once (see common: building costs more than running it)
+    select(CeRecord).where(or_(CeRecord.person_id == bindparam("person_id"),
+                               CeRecord.id_number == bindparam("id_number")),
+                           CeRecord.withdrawn.is_(False), CeRecord.completed_on >= bindparam("period_from"),
+                           CeRecord.completed_on <= bindparam("period_until"))
+    .order_by(CeRecord.completed_on, CeRecord.id))
+
+
+def online_records(session: Session, person_id: str, id_number: str, period_from: dt.date,
+                   period_until: dt.date) -> list[CeRecord]:
+    return list(session.execute(_ONLINE_RECORDS, {"person_id": person_id, "id_number": id_number,
+                                                  "period_from": period_from,
+                                                  "period_until": period_until}).scalars())
+
+
+def check_courses(session: Session, courses: list[OfflineCourse], person_id: str, application_id: str | None,
+                  certificate: HeldCertificate, today: dt.date) -> None:
+    for index, course in enumerate(courses):
+        where = f"offline_courses.{index}"
+        if course.end_date > today:
+            raise errors.SwmsError(errors.CE_COURSE_NOT_FINISHED,
+                                   f"第{index + 1}门线下课程的结束日期（{course.end_date.isoformat()}）晚于今天，"
+                                   "课程结束后才能计入学时", f"{where}.end_date")
+        if course.start_date < certificate.valid_from or course.end_date > certificate.valid_until:
+            raise errors.SwmsError(errors.CE_COURSE_OUTSIDE_PERIOD,
+                f"第{index + 1}门线下课程不在本登记期内：只计{certificate.valid_from.isoformat()}至"
+                f"{certificate.valid_until.isoformat()}之间完成的继续教育", f"{where}.start_date")
+        proof = session.get(ProofFileRow, course.proof_key)
+        if proof is None or proof.person_id != person_id or proof.status != PROOF_VERIFIED:
+            raise errors.SwmsError(errors.PROOF_NOT_FOUND,
+                                   f"第{index + 1}门线下课程的证明材料不存在或未上传完成，请上传后再保存",
+                                   f"{where}.proof_key")
+        if proof.submitted and proof.application_id not in (None, application_id):
+            raise errors.SwmsError(errors.PROOF_ALREADY_USED,
+                                   f"第{index + 1}门线下课程的证明材料已用于另一份申请，请上传本课程的证明材料",
+                                   f"{where}.proof_key")
+
+
+def ce_summary(session: Session, snapshot: ProfileSnapshot, certificate: HeldCertificate,
+               courses: list[OfflineCourse], policy: ProvincePolicy) -> ContinuingEducation:
+    records = online_records(session, snapshot.person_id, snapshot.id_number, certificate.valid_from,
+                             certificate.valid_until)
+    online = sum(record.hours_tenths for record in records)
+    offline = sum(_tenths(course.hours) for course in courses)
+    return ContinuingEducation(
+        period_from=certificate.valid_from, period_until=certificate.valid_until,
+        required_hours=policy.required_hours(certificate.level), online_hours=online / 10,
+        offline_hours=offline / 10, total_hours=(online + offline) / 10,
+        online_records=[OnlineRecord(source=r.source, record_id=r.record_id, course=r.course, provider=r.provider,
+                                     hours=r.hours_tenths / 10, completed_on=r.completed_on) for r in records],
+        offline_courses=courses)
+
+
+def check_hours(summary: ContinuingEducation) -> None:
+    if summary.total_hours + 1e-9 < summary.required_hours:
+        short = round(summary.required_hours - summary.total_hours, 1)
+        raise errors.SwmsError(errors.CE_HOURS_SHORT,
+            f"继续教育学时不足：本登记期（{summary.period_from.isoformat()}至{summary.period_until.isoformat()}）"
+            f"须完成{summary.required_hours:g}学时，现有线上{summary.online_hours:g}学时、线下"
+            f"{summary.offline_hours:g}学时，还差{short:g}学时", "offline_courses")
+
+
+def _attach_proofs(session: Session, application_id: str, courses: list[OfflineCourse], submitted: bool = False,
+                   new: bool = False) -> None:
+    """The form's proofs belong to this application (for good once submitted); proofs it dropped
+    are released (a new application has none to release)."""
+    keys = {course.proof_key for course in courses}
+    if keys:
+        values = dict(application_id=application_id, released_at=None)
+        if submitted:
+            values["submitted"] = True
+        session.execute(update(ProofFileRow).where(ProofFileRow.proof_key.in_(keys)).values(**values))
+    if not new:
+        _release_proofs(session, application_id, keep=keys)
+
+
+def stored_courses(application: Application) -> list[OfflineCourse]:
+    ce = _form(application).get("continuing_education") or {}
+    return [OfflineCourse.model_validate(course) for course in ce.get("offline_courses", [])]
+
+
+def save_form(session: Session, application: Application, courses: list[OfflineCourse] | None,
+              certificate: HeldCertificate, snapshot: ProfileSnapshot, policy: ProvincePolicy, today: dt.date,
+              actor: str) -> Application:
+    """The applicant's part of a draft; ``courses`` None: keep the saved ones (a save names only
+    what it changes)."""
+    if courses is None:
+        courses = stored_courses(application)
+    check_courses(session, courses, snapshot.person_id, application.application_id, certificate, today)
+    summary = ce_summary(session, snapshot, certificate, courses, policy)
+    application.form = json.dumps({"continuing_education": summary.model_dump(mode="json")}, ensure_ascii=False)
+    application.previous_certificate_number = certificate.certificate_number
+    application.updated_at = utcnow()
+    _attach_proofs(session, application.application_id, courses)
+    audit.record(session, actor, "application.form_saved", "application", application.application_id,
+                 {"offline_courses": len(courses), "proofs": sorted(c.proof_key for c in courses)})
+    return application
+
+
+# ---- continuing-education records -------------------------------------------------------------
+
+def record_ce(session: Session, *, source: str, record_id: str, course: str, provider: str, hours: float,
+              completed_on: dt.date, person_id: str | None = None, id_number: str | None = None,
+              withdrawn: bool = False, actor: str, source_time: dt.datetime | None = None) -> str:
+    """Add or correct one record (keyed by source + record_id): 'added', 'updated', 'unchanged', or
+    'stale' (a version older than the one stored, arriving late)."""
+    if source_time is None:
+        source_time = utcnow()
+    elif source_time.tzinfo is not None:
+        source_time = source_time.astimezone(dt.timezone.utc).replace(tzinfo=None)
+    row = session.execute(select(CeRecord).where(CeRecord.source == source, CeRecord.record_id == record_id)
+                          .with_for_update()).scalar_one_or_none()
+    values = dict(course=course, provider=provider, hours_tenths=_tenths(hours), completed_on=completed_on,
+                  withdrawn=withdrawn)
+    if row is None:
+        session.add(CeRecord(source=source, record_id=record_id, person_id=person_id, id_number=id_number,
+                             recorded_at=utcnow(), source_time=source_time, **values))
+        outcome = "added"
+    else:
+        if row.source_time is not None and source_time < row.source_time:
+            audit.record(session, actor, "ce_record.stale", "ce_record", f"{source}:{record_id}"[:64],
+                         {"hours": hours, "source_time": source_time.isoformat()})
+            return "stale"
+        row.source_time = source_time
+        changed = {k: v for k, v in values.items() if getattr(row, k) != v}
+        if person_id and row.person_id != person_id:
+            changed["person_id"] = person_id
+        if id_number and row.id_number != id_number:
+            changed["id_number"] = id_number
+        if not changed:
+            return "unchanged"
+        for name, value in changed.items():
+            setattr(row, name, value)
+        row.recorded_at = utcnow()
+        outcome = "updated"
+    audit.record(session, actor, f"ce_record.{outcome}", "ce_record", f"{source}:{record_id}"[:64],
+                 {"hours": hours, "completed_on": completed_on.isoformat(), "withdrawn": withdrawn})
+    return outcome
