@@ -101,12 +101,20 @@ OPERATIONS: tuple[Operation, ...] = (
        "个人账户信息（本人、管理员）"),
     op("POST", "/feedback", "identity.submit_feedback", idn.FeedbackRequest, idn.FeedbackReceipt,
        "反馈：社工库查无此人时提交（可附证明文件，base64）", auth=False, inline_file=True),
+    # the submitter follows a 反馈: id and ID number in the body (never in a URL or an access log)
+    op("POST", "/feedback/status-lookups", "identity.get_feedback_status", idn.FeedbackStatusRequest,
+       idn.FeedbackStatusAnswer, "反馈提交人查询处理结果（反馈编号与身份证号须一致）", auth=False),
     op("GET", "/feedback", "identity.list_feedback", idn.FeedbackQuery, idn.FeedbackPage,
        "本辖区的反馈列表（审核人员）"),
     op("GET", "/feedback/{feedback_id}", "identity.get_feedback", idn.FeedbackRef, idn.FeedbackDetail,
        "反馈详情与证明文件链接（审核人员）"),
     op("POST", "/feedback/{feedback_id}/decision", "identity.decide_feedback", idn.FeedbackDecisionRequest,
        idn.FeedbackItem, "反馈审核：通过或不通过（审核人员）"),
+    # administrators: the login (it may be an ID number) travels in the body, never in the path
+    op("POST", "/accounts/disable", "identity.disable_account", idn.AccountStatusRequest, idn.AccountState,
+       "停用账号：不能登录、刷新或找回密码（管理员，须填写理由）"),
+    op("POST", "/accounts/enable", "identity.enable_account", idn.AccountStatusRequest, idn.AccountState,
+       "恢复已停用的账号（管理员，须填写理由）"),
 
     # profile: 个人信息表
     op("PUT", "/me/profile/basic-info", "profile.save_basic_info", prof.BasicInfoRequest, prof.ProfileResponse,

@@ -494,13 +494,16 @@ def disable_account(session: Session, login: str, reason: str, now: dt.datetime,
     return account, True
 
 
-def enable_account(session: Session, login: str, actor: str = "admin-cli") -> tuple[Account, bool]:
-    """Lets a disabled account log in again (with its password, or after a password reset)."""
+def enable_account(session: Session, login: str, actor: str = "admin-cli", reason: str | None = None
+                   ) -> tuple[Account, bool]:
+    """Lets a disabled account log in again (with its password, or after a password reset).
+    ``reason``: why it is enabled (the portal asks for one); audited beside why it was disabled."""
     account = _account_for_admin(session, login)
     if account.disabled_at is None:
         return account, False
     audit.record(session, actor, "account.enabled", "account", account.person_id,
-                 {"disabled_at": account.disabled_at.isoformat(), "reason": account.disabled_reason})
+                 {"disabled_at": account.disabled_at.isoformat(), "disabled_reason": account.disabled_reason,
+                  "reason": reason})
     account.disabled_at = account.disabled_reason = None
     return account, True
 

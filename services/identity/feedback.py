@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import binascii
 import datetime as dt
+import hmac
 import uuid
 from dataclasses import dataclass
 
@@ -20,7 +21,8 @@ from sqlalchemy import func, select, true, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from services.identity.models import Account, Feedback, Passer, audit, outbox
+from services.identity.domain import failing
+from services.identity.models import Account, Feedback, Passer, audit, outbox, throttle
 from services.identity.registry import LEVEL_RANK, ImportReport, PasserRecord, merge_one
 from services.identity.settings import Settings
 from swms import errors, idcard, images
@@ -112,6 +114,29 @@ def submit(session: Session, settings: Settings, request: FeedbackRequest, feedb
     audit.record(session, "anonymous", "feedback.submitted", "feedback", feedback_id,
                  {"id_number": idcard.mask(request.id_number), "id_hash": settings.id_hash(request.id_number),
                   "region_code": region, "has_proof": proof is not None})
+    return item
+
+
+# ---- the submitter ------------------------------------------------------------------------------------
+
+def _unknown_to_submitter() -> errors.SwmsError:
+    # One answer for an unknown id and for a known id with another ID number: it tells nothing.
+    return errors.SwmsError(errors.NOT_FOUND, "未找到该反馈，请核对反馈编号和身份证号", "feedback_id")
+
+
+def status_for_submitter(session: Session, settings: Settings, feedback_id: str, id_number: str,
+                         source: str | None, now: dt.datetime) -> Feedback:
+    """The feedback whose id and ID number both match (no account: the receipt's id is not enough).
+    Misses count per client address and per feedback id; a locked key answers RATE_LIMITED."""
+    keys = [(throttle.key(settings, settings.feedback_status_id, feedback_id), settings.feedback_status_id)]
+    if source:
+        keys.append((throttle.key(settings, settings.feedback_status_source, source), settings.feedback_status_source))
+    throttle.check(session, [key for key, _ in keys], now, "feedback_id")
+    item = session.get(Feedback, feedback_id)
+    if item is None or not hmac.compare_digest(item.id_number.encode(), id_number.upper().encode()):
+        raise failing(_unknown_to_submitter(),
+                      *[lambda s, key=key, limit=limit: throttle.record_failure(s, key, limit, now)
+                        for key, limit in keys])
     return item
 
 

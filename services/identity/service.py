@@ -25,6 +25,8 @@ from swms.auth import ADMIN, OFFICER, SERVICE, SOCIAL_WORKER, Auth, Caller, issu
 from swms.config import required
 from swms.contracts.common import HealthResponse
 from swms.contracts.identity import (
+    AccountState,
+    AccountStatusRequest,
     Acknowledged,
     CheckPasserRequest,
     CheckPasserResponse,
@@ -42,6 +44,8 @@ from swms.contracts.identity import (
     FeedbackReceipt,
     FeedbackRef,
     FeedbackRequest,
+    FeedbackStatusAnswer,
+    FeedbackStatusRequest,
     LoginRequest,
     OfficerContacts,
     OfficerContactsRequest,
@@ -161,6 +165,21 @@ def _feedback_item(item: Feedback) -> FeedbackItem:
                         management_number=item.management_number, region_code=item.region_code,
                         has_proof=item.proof_key is not None, submitted_at=item.submitted_at,
                         decided_by=item.decided_by, decided_at=item.decided_at, reason=item.reason)
+
+
+def _masked_login(login: str) -> str:
+    """The login an administrator typed, as it may be shown back: 110***********1239, l***@example.cn."""
+    login = domain.normalise_login(login)
+    if "@" in login:
+        local, _, host = login.partition("@")
+        return f"{local[:1]}***@{host}"
+    return idcard.mask(login)
+
+
+def _account_state(account: Account, login: str, changed: bool) -> AccountState:
+    return AccountState(person_id=account.person_id, login_masked=_masked_login(login), role=account.role,
+                        disabled=account.disabled_at is not None, disabled_at=account.disabled_at,
+                        disabled_reason=account.disabled_reason, changed=changed)
 
 
 class IdentityService:
@@ -348,6 +367,35 @@ class IdentityService:
                               level=passer.level,
                               management_number=passer.management_number, exam_year=passer.exam_year)
 
+    # ---- administrators: disabling an account ------------------------------------------------------
+
+    @rpc(expected_exceptions=errors.SwmsError)
+    @contract(AccountStatusRequest, AccountState)
+    def disable_account(self, request: AccountStatusRequest):
+        """Admin: the account can no longer log in, refresh or reset its password; its refresh
+        tokens and pending reset codes are revoked now (an access token already issued lives until
+        it expires). Audited with the administrator as actor. Already disabled: ``changed`` false."""
+        caller = self.auth.require(ADMIN)
+
+        def work(session):
+            account = domain.find_account_for_login(session, request.login)
+            if account is not None and account.person_id == caller.subject:
+                raise errors.SwmsError(errors.INVALID_STATE, "不能停用自己的账号", "login")
+            return domain.disable_account(session, request.login, request.reason, utcnow(), caller.subject)
+
+        account, changed = self._transaction(work)
+        return _account_state(account, request.login, changed)
+
+    @rpc(expected_exceptions=errors.SwmsError)
+    @contract(AccountStatusRequest, AccountState)
+    def enable_account(self, request: AccountStatusRequest):
+        """Admin: a disabled account may log in again; audited with the reason. Not disabled:
+        ``changed`` false."""
+        caller = self.auth.require(ADMIN)
+        account, changed = self._transaction(lambda session: domain.enable_account(
+            session, request.login, caller.subject, request.reason))
+        return _account_state(account, request.login, changed)
+
     # ---- 反馈 (feedback) ------------------------------------------------------------------------------
 
     @rpc(expected_exceptions=errors.SwmsError)
@@ -383,6 +431,17 @@ class IdentityService:
                     log.exception("could not delete the proof of feedback %s", feedback_id)
             raise
         return FeedbackReceipt(feedback_id=item.feedback_id, status=item.status, submitted_at=item.submitted_at)
+
+    @rpc(expected_exceptions=errors.SwmsError)
+    @contract(FeedbackStatusRequest, FeedbackStatusAnswer)
+    def get_feedback_status(self, request: FeedbackStatusRequest):
+        """Anyone: the submitter follows their 反馈 with the receipt's id and their ID number (both
+        must match; misses are limited per client address and per id). The reason only if rejected."""
+        item = self._transaction(lambda session: feedback_rules.status_for_submitter(
+            session, self.settings, request.feedback_id, request.id_number, self.client_ip, utcnow()))
+        rejected = item.status == feedback_rules.REJECTED
+        return FeedbackStatusAnswer(feedback_id=item.feedback_id, status=item.status, submitted_at=item.submitted_at,
+                                    decided_at=item.decided_at, reason=item.reason if rejected else None)
 
     @rpc(expected_exceptions=errors.SwmsError)
     @contract(FeedbackQuery, FeedbackPage)

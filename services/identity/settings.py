@@ -45,6 +45,10 @@ class Settings:
     confirm_account: Limit = Limit("confirm", 5, dt.timedelta(hours=1), dt.timedelta(hours=1))
     # Feedback submissions per source.
     feedback_source: Limit = Limit("feedback-src", 10, dt.timedelta(hours=1), dt.timedelta(hours=1))
+    # 反馈 status lookups by the submitter: misses (unknown id or wrong ID number) per client address
+    # and per feedback id, so neither ids nor the ID number behind a known id can be walked.
+    feedback_status_source: Limit = Limit("fb-status-src", 20, dt.timedelta(hours=1), dt.timedelta(hours=1))
+    feedback_status_id: Limit = Limit("fb-status-id", 10, dt.timedelta(hours=1), dt.timedelta(hours=1))
 
     def keyed_hash(self, purpose: str, value: str) -> str:
         """HMAC-SHA256 (hex) of ``value`` under this deployment's key, separated by purpose."""

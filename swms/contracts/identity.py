@@ -200,6 +200,27 @@ class PersonResponse(Contract):
     email_confirmed: bool = False
 
 
+# ---- administrators: disabling and enabling an account --------------------------------------------
+
+class AccountStatusRequest(Contract):
+    """Admin: disable (or enable again) the account that logs in with ``login`` (ID number or email),
+    saying why; the reason is written to the audit log with the administrator as actor."""
+    login: str = Field(title="账号（身份证号或电子邮箱）", min_length=1, max_length=254)
+    reason: Annotated[str, OneLine] = Field(title="理由", min_length=2, max_length=200)
+
+
+class AccountState(Contract):
+    """The account after the change: never the raw ID number (``login_masked``: 110***********1239,
+    or l***@example.cn). ``changed`` is false when it was already in the state asked for."""
+    person_id: str
+    login_masked: str
+    role: str
+    disabled: bool
+    disabled_at: dt.datetime | None = None
+    disabled_reason: str | None = None
+    changed: bool
+
+
 # ---- 反馈 (feedback): a person not found in the registry asks to be added -----------------------
 
 class FeedbackStatus(str, Enum):
@@ -311,6 +332,22 @@ class FeedbackDecisionRequest(Contract):
         if info.data.get("decision") == FeedbackDecision.REJECT and not (value or "").strip():
             raise ValueError("不通过时须填写理由")
         return value
+
+
+class FeedbackStatusRequest(Contract):
+    """The submitter, without an account: the 反馈编号 from the receipt and the ID number it was
+    submitted with. Both must match; a mismatch is answered exactly as an unknown id."""
+    feedback_id: Uuid = Field(title="反馈编号")
+    id_number: IdNumber
+
+
+class FeedbackStatusAnswer(Contract):
+    """待处理 / 已通过 (the person may sign up) / 未通过 with the reason the officer gave."""
+    feedback_id: Uuid
+    status: FeedbackStatus
+    submitted_at: dt.datetime
+    decided_at: dt.datetime | None = None
+    reason: str | None = None
 
 
 # ---- service-only lookups used by notification (the bus never carries addresses or codes) -----

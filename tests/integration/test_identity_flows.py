@@ -444,6 +444,83 @@ def test_a_disabled_account_cannot_log_in_refresh_or_reset_until_enabled(identit
         confirmations.close()
 
 
+def test_an_administrator_disables_and_enables_an_account_over_rpc(identity, amqp_uri, keys_dir):
+    """What the portal's 停用账号 screen calls: admin only, a reason each way, audited with the
+    administrator as actor; the answer masks the login (no raw ID number)."""
+    with session_for(identity["DB_URL"]) as session:
+        admin_id = domain.create_admin(session, "系统管理员", "admin@example.gov.cn", "x").person_id
+        session.commit()
+    with client(amqp_uri) as public:
+        account = public.identity.sign_up(HOLDER_SIGN_UP)
+        tokens = public.identity.login({"login": HOLDER_ID, "password": PASSWORD})
+    stop = {"login": HOLDER_ID, "reason": "账号被盗，暂停使用"}
+    for other in (token(keys_dir, Caller("o", OFFICER, "110105", "county")), worker_token(keys_dir, account["person_id"])):
+        with client(amqp_uri, other) as caller:
+            expect_error(lambda: caller.identity.disable_account(stop), "FORBIDDEN")
+    with client(amqp_uri, token(keys_dir, Caller(admin_id, ADMIN))) as admin:
+        expect_error(lambda: admin.identity.disable_account({"login": HOLDER_ID}), "VALIDATION_FAILED", "reason")
+        expect_error(lambda: admin.identity.disable_account({"login": HOLDER_ID, "reason": "  "}),
+                     "VALIDATION_FAILED", "reason")
+        expect_error(lambda: admin.identity.disable_account({"login": "nobody@example.cn", "reason": "离职"}),
+                     "NOT_FOUND", "login")
+        expect_error(lambda: admin.identity.disable_account({"login": "admin@example.gov.cn", "reason": "测试"}),
+                     "INVALID_STATE", "login")
+        state = admin.identity.disable_account(stop)
+        assert HOLDER_ID not in json.dumps(state)
+        assert (state["login_masked"], state["role"], state["disabled"], state["disabled_reason"], state["changed"]) == (
+            "110***********" + HOLDER_ID[-4:], "social_worker", True, "账号被盗，暂停使用", True)
+        assert state["person_id"] == account["person_id"] and state["disabled_at"]
+        assert admin.identity.disable_account(stop)["changed"] is False
+        with client(amqp_uri) as public:
+            expect_error(lambda: public.identity.login({"login": HOLDER_ID, "password": PASSWORD}),
+                         "ACCOUNT_DISABLED", "login")
+            expect_error(lambda: public.identity.refresh({"refresh_token": tokens["refresh_token"]}), "TOKEN_INVALID")
+        expect_error(lambda: admin.identity.enable_account({"login": "LI@example.cn"}), "VALIDATION_FAILED", "reason")
+        state = admin.identity.enable_account({"login": "LI@example.cn", "reason": "已核实本人，恢复使用"})
+        assert (state["login_masked"], state["disabled"], state["disabled_at"], state["changed"]) == (
+            "l***@example.cn", False, None, True)
+        assert admin.identity.enable_account({"login": HOLDER_ID, "reason": "重复操作"})["changed"] is False
+    with client(amqp_uri) as public:
+        assert public.identity.login({"login": HOLDER_ID, "password": PASSWORD})["subject"] == account["person_id"]
+    with session_for(identity["DB_URL"]) as session:
+        entries = {row["action"]: row for row in audit.for_entity(session, account["person_id"])}
+    assert (entries["account.disabled"]["actor"], entries["account.disabled"]["detail"]["reason"]) == (
+        admin_id, "账号被盗，暂停使用")
+    assert (entries["account.enabled"]["actor"], entries["account.enabled"]["detail"]["reason"]) == (
+        admin_id, "已核实本人，恢复使用")
+
+
+def test_the_submitter_follows_a_feedback_by_its_id_and_id_number(identity, amqp_uri, keys_dir):
+    """Public: both must match, a mismatch reads exactly as an unknown id, misses are limited per
+    client address (20 an hour) and per feedback id (10 an hour)."""
+    province = token(keys_dir, Caller("officer-beijing", OFFICER, "110000", "province"))
+    with client(amqp_uri) as public:
+        feedback_id = public.identity.submit_feedback(feedback_request(proof=None))["feedback_id"]
+        mine = {"feedback_id": feedback_id, "id_number": NEWCOMER_ID}
+        pending = public.identity.get_feedback_status(mine)
+        assert (pending["status"], pending["decided_at"], pending["reason"]) == ("pending", None, None)
+    with client(amqp_uri, province) as officer:
+        officer.identity.decide_feedback({"feedback_id": feedback_id, "decision": "reject", "reason": "材料不全"})
+    with client(amqp_uri) as public:
+        rejected = public.identity.get_feedback_status(mine)
+        assert (rejected["status"], rejected["reason"]) == ("rejected", "材料不全") and rejected["decided_at"]
+        wrong_number = expect_error(lambda: public.identity.get_feedback_status(mine | {"id_number": HOLDER_ID}),
+                                    "NOT_FOUND", "feedback_id")
+        unknown = expect_error(lambda: public.identity.get_feedback_status(mine | {"feedback_id": str(uuid.uuid4())}),
+                               "NOT_FOUND", "feedback_id")
+        assert wrong_number.message == unknown.message
+    with client(amqp_uri, client_ip="203.0.113.9") as walker:   # walking ids from one address
+        for _ in range(20):
+            expect_error(lambda: walker.identity.get_feedback_status(mine | {"feedback_id": str(uuid.uuid4())}),
+                         "NOT_FOUND")
+        expect_error(lambda: walker.identity.get_feedback_status(mine), "RATE_LIMITED", "feedback_id")
+    with client(amqp_uri, client_ip="198.51.100.4") as guesser:   # guessing the ID number of a known id
+        assert guesser.identity.get_feedback_status(mine)["status"] == "rejected"
+        for _ in range(9):   # + the wrong number above: 10 misses on this id
+            expect_error(lambda: guesser.identity.get_feedback_status(mine | {"id_number": HOLDER_ID}), "NOT_FOUND")
+        expect_error(lambda: guesser.identity.get_feedback_status(mine), "RATE_LIMITED", "feedback_id")
+
+
 def test_a_later_list_raises_the_level_of_a_registered_person(identity, amqp_uri, keys_dir):
     tap = EventTap(amqp_uri, "identity", "passer_level_raised")
     try:
