@@ -9,6 +9,10 @@ const main = document.getElementById("main");
 const nav = document.getElementById("nav");
 // What the person typed in 注册 before being sent to 反馈 (kept in memory, never in the URL).
 const carried = {};
+// The 反馈 being followed: its id (also in sessionStorage, so a reload keeps it; never in the URL)
+// and the ID number it was submitted with (memory only: typed again after a reload).
+const FEEDBACK_KEY = "swms.portal.feedback";
+const followed = { id_number: "" };
 
 const STATUSES = ["未登记", "初审中", "初审不通过", "终审中", "终审不通过", "审核不通过", "已出证", "已出证待升级"];
 const REJECTED = new Set(["初审不通过", "终审不通过", "审核不通过"]);
@@ -185,7 +189,8 @@ function feedbackScreen() {
     ${field({ name: "note", label: "说明（选填）", kind: "textarea", required: false })}
     ${field({ name: "proof", label: "证明材料（选填）", kind: "file", hint: "证书照片或扫描件：PDF、JPEG 或 PNG，不超过 5 MB",
               attrs: 'accept="application/pdf,image/jpeg,image/png"' })}
-    <button type="submit">提交反馈</button></form>`);
+    <button type="submit">提交反馈</button></form>
+    <p>已提交过反馈？<a href="#/feedback-status">查询处理结果</a></p>`);
   const form = main.querySelector("#feedback");
   guard(form, async (data) => {
     const body = values(data, ["name", "id_number", "email", "level", "management_number", "region_code", "note"]);
@@ -197,10 +202,43 @@ function feedbackScreen() {
                      content_base64: await readBase64(file) };
     }
     const receipt = await api.post("/feedback", body);
+    sessionStorage.setItem(FEEDBACK_KEY, receipt.feedback_id);
+    followed.id_number = body.id_number;
     show(`<h1>反馈已提交</h1><div class="card" id="feedback-receipt"><dl><dt>反馈编号</dt><dd>${esc(receipt.feedback_id)}</dd>
       <dt>状态</dt><dd>待处理</dd><dt>提交时间</dt><dd>${esc(dateTime(receipt.submitted_at))}</dd></dl>
-      <p>审核人员处理后，结果会寄至 ${esc(body.email)}；通过后即可<a href="#/register">注册</a>。</p></div>`);
+      <p>审核人员处理后，结果会寄至 ${esc(body.email)}；通过后即可<a href="#/register">注册</a>。</p>
+      <p>请记下反馈编号。<a class="button" href="#/feedback-status">查询处理结果</a></p></div>`);
   }, { "proof.content_base64": "proof", "proof.content_type": "proof", "proof.filename": "proof" });
+}
+
+const FEEDBACK_STATUS = { pending: "待处理", approved: "已通过", rejected: "未通过" };
+
+function feedbackStatusScreen() {
+  show(`<h1>反馈处理结果</h1><p>凭反馈编号和提交反馈时填写的身份证号查询。</p>
+    <form id="feedback-lookup" novalidate>${formError}
+    ${field({ name: "feedback_id", label: "反馈编号", value: sessionStorage.getItem(FEEDBACK_KEY) || "",
+              attrs: 'autocomplete="off" spellcheck="false"' })}
+    ${field({ name: "id_number", label: "身份证号", value: followed.id_number, attrs: 'maxlength="18" autocomplete="off" spellcheck="false"' })}
+    <button type="submit">查询</button></form>
+    <section id="feedback-status" class="card" hidden aria-live="polite"></section>`);
+  const form = main.querySelector("#feedback-lookup");
+  guard(form, async (data) => {
+    const request = { feedback_id: data.get("feedback_id").trim(), id_number: data.get("id_number").trim() };
+    const problem = idNumberProblem(request.id_number);
+    if (problem) { setFieldError(form, "id_number", problem); form.id_number.focus(); return; }
+    const answer = await api.post("/feedback/status-lookups", request);
+    sessionStorage.setItem(FEEDBACK_KEY, answer.feedback_id);
+    followed.id_number = request.id_number;
+    const box = main.querySelector("#feedback-status");
+    box.innerHTML = `<dl><dt>状态</dt><dd id="feedback-state">${esc(FEEDBACK_STATUS[answer.status])}</dd>
+      <dt>提交时间</dt><dd>${esc(dateTime(answer.submitted_at))}</dd>
+      ${answer.decided_at ? `<dt>处理时间</dt><dd>${esc(dateTime(answer.decided_at))}</dd>` : ""}
+      ${answer.reason ? `<dt>未通过理由</dt><dd>${esc(answer.reason)}</dd>` : ""}</dl>
+      <p>${{ pending: "审核人员尚未处理，处理后结果也会寄至您的邮箱。",
+             approved: `您的信息已加入社工库，请<a href="#/register">注册</a>。`,
+             rejected: "如有新的证明材料，可重新<a href=\"#/feedback\">提交反馈</a>。" }[answer.status]}</p>`;
+    box.hidden = false;
+  });
 }
 
 // ---- 首页, 我的申请 ----------------------------------------------------------------------------
@@ -600,6 +638,7 @@ async function certificateScreen(params, id) {
 
 const routes = [
   [/^\/login$/, loginScreen, null], [/^\/register$/, registerScreen, null], [/^\/feedback$/, feedbackScreen, null],
+  [/^\/feedback-status$/, feedbackStatusScreen, null],
   [/^\/reset$/, resetScreen, null],
   [/^\/verify-email$/, verifyEmailScreen, "social_worker"], [/^\/home$/, homeScreen, "social_worker"],
   [/^\/applications$/, applicationsScreen, "social_worker"], [/^\/profile$/, profileScreen, "social_worker"],

@@ -6,14 +6,40 @@ import { show } from "./app.js";
 
 export function staffHome(role) {
   const links = [["#/review", "待审队列"], ["#/deadlines", "期限统计"], ["#/feedback-review", "反馈审核"], ["#/audit", "操作记录"]];
-  return role === "admin" ? [["#/admin", "管理"], ...links.slice(1)] : links;
+  return role === "admin" ? [["#/admin", "管理"], ["#/accounts", "停用账号"], ...links.slice(1)] : links;
 }
 
 function adminScreen() {
   show(`<h1>管理</h1><ul class="menu"><li><a href="#/feedback-review">反馈审核</a>：社工库查无此人的反馈，通过或不通过</li>
     <li><a href="#/audit">审核事项操作记录</a>：按审核事项编号查询谁在何时做了什么</li>
     <li><a href="#/deadlines">期限统计</a>：各地区待审、临期与逾期数量</li>
-    <li>停用账号：目前只能在命令行办理（<code>python -m services.identity.cli disable-account</code>），HTTP 接口尚未提供</li></ul>`);
+    <li><a href="#/accounts">停用或恢复账号</a>：人员离职、调岗或账号被盗时停用，核实后恢复</li></ul>`);
+}
+
+// ---- 停用账号 --------------------------------------------------------------------------------
+
+const ROLE = { social_worker: "社会工作者", officer: "审核人员", admin: "管理员" };
+
+function accountsScreen() {
+  show(`<h1>停用或恢复账号</h1>
+    <p>停用后该账号不能登录、刷新登录或找回密码，已登录的会话最迟在访问令牌到期（默认 15 分钟）时结束。每次操作连同理由记入操作记录。</p>
+    <form id="account-status" class="card" novalidate>${formError}
+      ${field({ name: "login", label: "账号（身份证号或电子邮箱）", attrs: 'autocomplete="off" spellcheck="false"' })}
+      ${field({ name: "reason", label: "理由", hint: "2–200 字，如：调离岗位、账号被盗", attrs: 'maxlength="200"' })}
+      <button type="submit" name="action" value="disable">停用账号</button>
+      <button type="submit" name="action" value="enable" class="secondary">恢复账号</button></form>
+    <section id="account-state" class="card" hidden aria-live="polite"></section>`);
+  guard(main().querySelector("#account-status"), async (data, button) => {
+    const action = button && button.value === "enable" ? "enable" : "disable";
+    const state = await api.post(`/accounts/${action}`, values(data, ["login", "reason"]));
+    const box = main().querySelector("#account-state");
+    const unchanged = action === "disable" ? "该账号此前已停用，未作更改" : "该账号未被停用，未作更改";
+    box.innerHTML = `<h2>${state.changed ? (action === "disable" ? "已停用" : "已恢复") : esc(unchanged)}</h2>
+      <dl><dt>账号</dt><dd>${esc(state.login_masked)}</dd><dt>角色</dt><dd>${esc(ROLE[state.role] || state.role)}</dd>
+      <dt>状态</dt><dd id="account-disabled">${state.disabled ? "已停用" : "正常"}</dd>
+      ${state.disabled ? `<dt>停用时间</dt><dd>${esc(dateTime(state.disabled_at))}</dd><dt>停用原因</dt><dd>${esc(state.disabled_reason)}</dd>` : ""}</dl>`;
+    box.hidden = false;
+  });
 }
 
 // ---- 待审队列 --------------------------------------------------------------------------------
@@ -177,7 +203,7 @@ async function auditScreen(params, id) {
 }
 
 export const staffRoutes = [
-  [/^\/admin$/, adminScreen, "admin"],
+  [/^\/admin$/, adminScreen, "admin"], [/^\/accounts$/, accountsScreen, "admin"],
   [/^\/review$/, queueScreen, "staff"], [/^\/review\/item\/([\w-]+)$/, itemScreen, "staff"],
   [/^\/deadlines$/, deadlinesScreen, "staff"], [/^\/feedback-review$/, feedbackListScreen, "staff"],
   [/^\/feedback-review\/([\w-]+)$/, feedbackItemScreen, "staff"], [/^\/audit$/, auditScreen, "staff"],

@@ -84,6 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     dis.add_argument("--reason", required=True, help="why, for the audit log (at most 200 characters)")
     ena = sub.add_parser("enable-account", help="let a disabled account log in again")
     ena.add_argument("login")
+    ena.add_argument("--reason", help="why, for the audit log (optional)")
     mint = sub.add_parser("mint-service-token")
     mint.add_argument("service")
     sub.add_parser("purge-expired", help="delete old throttle counters, refresh tokens and reset codes")
@@ -133,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
                     account, changed = domain.disable_account(session, args.login, args.reason, utcnow(), _actor())
                     done = "disabled" if changed else f"already disabled since {account.disabled_at:%Y-%m-%d %H:%M} UTC"
                 else:
-                    account, changed = domain.enable_account(session, args.login, _actor())
+                    account, changed = domain.enable_account(session, args.login, _actor(), args.reason)
                     done = "enabled" if changed else "was not disabled"
                 session.commit()
                 print(f"{account.role} {account.person_id}: {done}")

@@ -417,6 +417,15 @@ def test_feedback_when_not_in_registry_then_sign_up(screens, system, tmp_path):
     page.get_by_role("button", name="提交反馈").click()
     page.locator("#feedback-receipt").wait_for()
     person.shot("feedback-receipt")
+    # 查询处理结果: the id and the ID number come along from the receipt, neither in the URL
+    page.get_by_role("link", name="查询处理结果").click()
+    page.get_by_role("heading", name="反馈处理结果").wait_for()
+    assert page.get_by_label("身份证号").input_value() == number
+    feedback_id = page.get_by_label("反馈编号").input_value()
+    assert feedback_id and feedback_id not in page.url and number not in page.url
+    page.get_by_role("button", name="查询").click()
+    page.locator("#feedback-state", has_text="待处理").wait_for()
+    person.shot("feedback-status-pending")
 
     admin = screens(DESKTOP, "-admin")
     admin.login(ADMIN_EMAIL, ADMIN_PASSWORD)
@@ -428,6 +437,10 @@ def test_feedback_when_not_in_registry_then_sign_up(screens, system, tmp_path):
     admin.page.get_by_role("button", name="提交").click()
     assert "已通过" in admin.page.locator("#decided").inner_text()
 
+    page.get_by_role("button", name="查询").click()   # the same form, asked again
+    page.locator("#feedback-state", has_text="已通过").wait_for()
+    assert page.get_by_role("link", name="注册").last.is_visible()
+    person.shot("feedback-status-approved")
     mail_to(system, address, "反馈")
     person.open("/register")
     page.get_by_label("姓名").fill(name)
@@ -613,8 +626,37 @@ def test_officer_screens_and_page_properties(screens, system):
     assert "token" not in officer.page.url
     officer.logout()
     assert officer.page.evaluate("sessionStorage.getItem('swms.portal.refresh')") is None
-    # keyboard only: Tab to each field, Enter submits; the focused field is visibly outlined
+    # an administrator disables the officer's account: the login is refused at its field; enabled again
+    admin = screens(DESKTOP, "-admin")
+    admin.login(ADMIN_EMAIL, ADMIN_PASSWORD)
+    admin.page.get_by_role("link", name="停用账号", exact=True).click()
+    admin.page.get_by_role("heading", name="停用或恢复账号").wait_for()
+    admin.page.get_by_label("账号（身份证号或电子邮箱）").fill("nobody@example.gov.cn")
+    admin.page.get_by_label("理由").fill("调离岗位")
+    admin.page.get_by_role("button", name="停用账号").click()
+    assert "不存在" in admin.message_at("#account-status", "login")
+    admin.page.get_by_label("账号（身份证号或电子邮箱）").fill(COUNTY_EMAIL)
+    admin.page.get_by_label("理由").fill("")
+    admin.page.get_by_role("button", name="停用账号").click()
+    assert admin.message_at("#account-status", "reason")
+    admin.page.get_by_label("理由").fill("调离岗位")
+    admin.page.get_by_role("button", name="停用账号").click()
+    admin.page.locator("#account-disabled", has_text="已停用").wait_for()
+    assert COUNTY_EMAIL not in admin.page.locator("#account-state").inner_text()   # masked: c***@example.gov.cn
+    admin.shot("account-disabled")
     page = officer.page
+    page.get_by_label("身份证号或电子邮箱").fill(COUNTY_EMAIL)
+    page.get_by_label("密码", exact=True).fill(COUNTY_OFFICER_PASSWORD)
+    page.get_by_role("button", name="登录").click()
+    assert officer.message_at("#login", "login") == "账号已停用，请联系所在地民政部门"
+    officer.shot("login-refused-disabled")
+    admin.page.get_by_label("理由").fill("已返岗，恢复使用")
+    admin.page.get_by_role("button", name="恢复账号").click()
+    admin.page.locator("#account-disabled", has_text="正常").wait_for()
+    admin.shot("account-enabled")
+    officer.open("/review")   # a fresh login screen (heading focused), for the keyboard-only login below
+    page.wait_for_function("() => location.hash === '#/login' && document.activeElement.tagName === 'H1'")
+    # keyboard only: Tab to each field, Enter submits; the focused field is visibly outlined
     page.keyboard.press("Tab")
     assert page.evaluate("document.activeElement.name") == "login"
     assert page.evaluate("getComputedStyle(document.activeElement).outlineStyle") != "none"
