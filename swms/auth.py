@@ -27,6 +27,7 @@ ISSUER = "swms-identity"
 AUDIENCE = "swms"
 CONTEXT_KEY = "auth_token"
 ACCESS_REASON = "access_reason"    # request field: why an administrator reads a person's data
+ADMIN_READ_NEEDS_REASON = "管理员查看他人个人信息须填写查询事由（如工单号），每次查看均记入审计日志"
 
 SOCIAL_WORKER = "social_worker"
 OFFICER = "officer"
@@ -167,7 +168,7 @@ class AuthContext:
         (``AuditLog.read_by_admin``) before answering."""
         caller = self.require_person(person_id, officer_region)
         if caller.role == ADMIN and not (access_reason or "").strip():
-            raise errors.validation_error(ACCESS_REASON, "管理员查看他人个人信息须填写查询事由（如工单号），每次查看均记入审计日志")
+            raise errors.validation_error(ACCESS_REASON, ADMIN_READ_NEEDS_REASON)
         return caller
 
     def act_as_service(self) -> None:

@@ -17,6 +17,7 @@ from services.certificate.models import (
     ISSUING,
     Certificate,
     IssueRequest,
+    audit,
     inbox,
     outbox,
     throttle,
@@ -24,7 +25,7 @@ from services.certificate.models import (
 from services.certificate.renderer import RenderWorkers
 from services.certificate.settings import NUMBERS, verify_limits
 from swms import errors, health
-from swms.auth import Auth
+from swms.auth import ACCESS_REASON, ADMIN, ADMIN_READ_NEEDS_REASON, Auth
 from swms.contracts.certificate import (
     CertificateRequest,
     CertificateStatus,
@@ -212,8 +213,17 @@ class CertificateService:
     @rpc(expected_exceptions=errors.SwmsError)
     @contract(CertificateRequest, CertificateView)
     def view_certificate(self, request: CertificateRequest):
-        """查看证书: a short-lived download link for the holder or an officer of their region."""
+        """查看证书: a short-lived download link for the holder or an officer of their region; an
+        administrator states why (audited before the link is handed out)."""
         certificate, issue = self._owner(request.application_id)
+        caller = self.auth.caller
+        if caller.role == ADMIN and not (request.access_reason or "").strip():
+            raise errors.validation_error(ACCESS_REASON, ADMIN_READ_NEEDS_REASON)
+        if caller.role == ADMIN and certificate is not None:
+            with self.db.transaction() as session:
+                audit.read_by_admin(session, caller.subject, "view_certificate", "certificate",
+                                    certificate.certificate_number, request.access_reason,
+                                    application_id=request.application_id)
         if certificate is None or certificate.status == ISSUING:
             if issue is not None and issue.status == FAILED:
                 raise errors.SwmsError(errors.CERTIFICATE_NOT_ISSUED, f"证书未能签发：{issue.last_error}",

@@ -7,14 +7,17 @@ from typing import Annotated
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
-from swms.contracts.common import ApplicationKind, Contract, Level, Uuid
+from swms.contracts.common import AccessReason, ApplicationKind, Contract, Level, Uuid
 from swms.text import MultiLine
 
 CertificateNumber = Field(title="证书编号", pattern=r"^\d{13}$")
 
 
 class CertificateRequest(Contract):
+    """查看证书: the holder, an officer of their region, a service; an administrator only with
+    ``access_reason`` (audited): the PDF prints the holder's ID number."""
     application_id: Uuid = Field(title="申请编号")
+    access_reason: AccessReason = None
 
 
 class CertificateView(Contract):

@@ -22,7 +22,7 @@ from sqlalchemy import select, update
 
 from services.certificate import domain as certificate_domain
 from services.certificate import credentials, signing, tokens
-from services.certificate.models import Certificate, throttle
+from services.certificate.models import Certificate, audit, throttle
 from swms import idcard
 from swms.auth import ADMIN, SERVICE, Caller
 from swms.contracts.common import ApplicationKind, Level
@@ -325,6 +325,16 @@ def check_view_certificate_for_the_holder_and_officers_of_the_region(config, amq
         assert call(amqp_uri, officer, "view_certificate", {"application_id": application_id})["certificate_number"] \
             == number
 
+    # support staff (administrators) say why; each such view is audited
+    no_reason = error(amqp_uri, admin(keys_dir), "view_certificate", {"application_id": application_id})
+    assert (no_reason.code, no_reason.field) == ("VALIDATION_FAILED", "access_reason")
+    assert call(amqp_uri, admin(keys_dir), "view_certificate",
+                {"application_id": application_id, "access_reason": "工单 31：持证人无法下载"})["certificate_number"] == number
+    with session_for(config["DB_URL"]) as session:
+        [read] = [row for row in audit.for_entity(session, number) if row["action"] == "personal_data.read_by_admin"]
+    assert (read["actor"], read["detail"]) == ("admin-1", {"method": "view_certificate", "reason": "工单 31：持证人无法下载",
+                                                           "application_id": application_id})
+
     # bad input: someone else's certificate, another region's officer, nobody, a forged token
     stranger = error(amqp_uri, worker_token(keys_dir, str(uuid.uuid4())), "view_certificate",
                      {"application_id": application_id})
@@ -345,7 +355,8 @@ def check_view_certificate_for_the_holder_and_officers_of_the_region(config, amq
 
     # unknown or malformed application
     unknown = str(uuid.uuid4())
-    assert error(amqp_uri, admin(keys_dir), "view_certificate", {"application_id": unknown}).code == "NOT_FOUND"
+    assert error(amqp_uri, admin(keys_dir), "view_certificate",
+                 {"application_id": unknown, "access_reason": "工单 12"}).code == "NOT_FOUND"
     # a social worker learns nothing about applications that are not theirs
     assert error(amqp_uri, worker_token(keys_dir, str(uuid.uuid4())), "view_certificate",
                  {"application_id": unknown}).code == "FORBIDDEN"
