@@ -181,6 +181,10 @@ def main() -> None:
     parser.add_argument("--py-spy", metavar="PREFIX",
                         help="sample the certificate service's Nameko process with py-spy (200/s, not pausing it) "
                              "while issuing flat out; collapsed stacks go to PREFIX.<pid>.txt (py-spy installed)")
+    parser.add_argument("--management-url", default=os.environ.get("RABBIT_MANAGEMENT_URL", "http://127.0.0.1:15672"),
+                        help="RabbitMQ management API: the run gets a virtual host of its own, so that its stand-ins "
+                             "for registration and profile never answer a demo's or a deployment's calls on the same "
+                             "broker ('' uses $AMQP_URI's virtual host as it is)")
     args = parser.parse_args()
 
     from nameko.standalone.events import event_dispatcher
@@ -194,7 +198,12 @@ def main() -> None:
     from swms.storage import make_s3_client
     from tools.localstack import NAMEKO, PYTHON, free_port, wait_for_port
 
+    from bench.registration_burst import own_vhost
+
     amqp_uri = os.environ.get("AMQP_URI", "pyamqp://guest:guest@127.0.0.1:5672/")
+    remove_vhost = lambda: None  # noqa: E731
+    if args.management_url:
+        amqp_uri, remove_vhost = own_vhost(amqp_uri, args.management_url)
     processes = args.processes or (os.cpu_count() or 1)
     workdir = Path(tempfile.mkdtemp(prefix="swms-bench-certificate-"))
     children: list[subprocess.Popen] = []
@@ -351,6 +360,7 @@ def main() -> None:
             except subprocess.TimeoutExpired:
                 child.kill()
         shutil.rmtree(workdir, ignore_errors=True)
+        remove_vhost()
 
 
 def signing_only(rounds: int, count: int, processes: int) -> None:

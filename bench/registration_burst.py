@@ -246,7 +246,7 @@ def own_vhost(amqp_uri: str, management_url: str) -> tuple[str, callable]:
     import urllib.parse
 
     import requests
-    vhost = f"bench-registration-{uuid.uuid4().hex[:8]}"
+    vhost = f"bench-{uuid.uuid4().hex[:8]}"
     brokers = [urllib.parse.urlsplit(url) for url in broker_urls(amqp_uri)]
     parts = brokers[0]
     auth = (urllib.parse.unquote(parts.username or "guest"), urllib.parse.unquote(parts.password or "guest"))

@@ -43,6 +43,10 @@ BENCHES = {
                 ["direct = the gateway's own aio-pika RPC client", "identity.check_passer: HTTP/direct p50",
                  "public verification (QR token): HTTP/direct p50",
                  "checks: every answer right (status 200, the passer's management number, the certificate current): OK"]),
+    "webhook_delivery": (["--events", "100", "--endpoints", "2", "--timeout", "180"],
+                         ["baseline: raw requests POSTs to the receiver", "AMQP agency: first publish → Nth event",
+                          "webhooks: first publish → Nth delivery",
+                          "checks: [100, 100] delivered of 100 per endpoint, 0 bad signature(s), log order kept: True"]),
     "rpc": (["--calls", "200", "--passers", "500"],
             ["empty RPC (baseline)", "identity.check_passer", "ratio check_passer/empty"]),
     # its own three-node RabbitMQ cluster; bench.rpc and registration_burst on it with each queue type
