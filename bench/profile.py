@@ -79,6 +79,13 @@ def main() -> None:
     parser.add_argument("--db-url", help="profile database (default: a fresh SQLite file)")
     args = parser.parse_args()
     amqp_uri = os.environ.get("AMQP_URI", "pyamqp://guest:guest@127.0.0.1:5672/")
+    # A virtual host of this run's own: its profile must not answer a demo's or a deployment's
+    # calls on the same broker ('' in RABBIT_MANAGEMENT_URL: $AMQP_URI's virtual host as it is).
+    from bench.registration_burst import own_vhost
+    management_url = os.environ.get("RABBIT_MANAGEMENT_URL", "http://127.0.0.1:15672")
+    remove_vhost = lambda: None  # noqa: E731
+    if management_url:
+        amqp_uri, remove_vhost = own_vhost(amqp_uri, management_url)
 
     from services.profile.testing import make_photo, post_file
     from swms.migrations import upgrade
@@ -135,6 +142,7 @@ def main() -> None:
         parallel_s = time.perf_counter() - started
     finally:
         stack.stop()
+        remove_vhost()
         subprocess.run(["rm", "-rf", str(workdir)], check=False)
 
     uploads = len(people) * args.photos
