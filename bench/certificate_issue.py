@@ -201,9 +201,7 @@ def main() -> None:
     from bench.registration_burst import own_vhost
 
     amqp_uri = os.environ.get("AMQP_URI", "pyamqp://guest:guest@127.0.0.1:5672/")
-    remove_vhost = lambda: None  # noqa: E731
-    if args.management_url:
-        amqp_uri, remove_vhost = own_vhost(amqp_uri, args.management_url)
+    amqp_uri, remove_vhost = own_vhost(amqp_uri, args.management_url)
     processes = args.processes or (os.cpu_count() or 1)
     workdir = Path(tempfile.mkdtemp(prefix="swms-bench-certificate-"))
     children: list[subprocess.Popen] = []

@@ -247,10 +247,7 @@ def rpc_figures(amqp_uri: str, db_url: str, workdir: Path, sample, calls: int) -
 
     # A virtual host of this run's own: its identity must not answer a demo's or a deployment's
     # calls on the same broker ('' in RABBIT_MANAGEMENT_URL: $AMQP_URI's virtual host as it is).
-    management_url = os.environ.get("RABBIT_MANAGEMENT_URL", "http://127.0.0.1:15672")
-    remove_vhost = lambda: None  # noqa: E731
-    if management_url:
-        amqp_uri, remove_vhost = own_vhost(amqp_uri, management_url)
+    amqp_uri, remove_vhost = own_vhost(amqp_uri, os.environ.get("RABBIT_MANAGEMENT_URL", "http://127.0.0.1:15672"))
     stack = LocalStack(workdir=workdir / "stack", amqp_uri=amqp_uri,
                        db_urls={name: db_url for name in ("identity", "profile", "registration", "review",
                                                           "certificate", "notification")})

@@ -82,10 +82,7 @@ def main() -> None:
     # A virtual host of this run's own: its profile must not answer a demo's or a deployment's
     # calls on the same broker ('' in RABBIT_MANAGEMENT_URL: $AMQP_URI's virtual host as it is).
     from bench.registration_burst import own_vhost
-    management_url = os.environ.get("RABBIT_MANAGEMENT_URL", "http://127.0.0.1:15672")
-    remove_vhost = lambda: None  # noqa: E731
-    if management_url:
-        amqp_uri, remove_vhost = own_vhost(amqp_uri, management_url)
+    amqp_uri, remove_vhost = own_vhost(amqp_uri, os.environ.get("RABBIT_MANAGEMENT_URL", "http://127.0.0.1:15672"))
 
     from services.profile.testing import make_photo, post_file
     from swms.migrations import upgrade

@@ -242,7 +242,10 @@ def proof_key(n: int) -> str:
 
 def own_vhost(amqp_uri: str, management_url: str) -> tuple[str, callable]:
     """A virtual host of this run's own (RabbitMQ management API): services of other runs on the
-    same broker (demo, other benchmarks) must not answer this run's calls or take its events."""
+    same broker (demo, other benchmarks) must not answer this run's calls or take its events.
+    An empty ``management_url`` keeps ``amqp_uri``'s virtual host as it is (nothing to remove)."""
+    if not management_url:
+        return amqp_uri, lambda: None
     import urllib.parse
 
     import requests
@@ -321,10 +324,7 @@ def main() -> None:
                         help="one broker, or a cluster's brokers separated by ';'")
     parser.add_argument("--queue-type", choices=QUEUE_TYPES, default="classic")
     args = parser.parse_args()
-    if args.management_url:
-        amqp_uri, remove_vhost = own_vhost(args.amqp_uri, args.management_url)
-    else:
-        amqp_uri, remove_vhost = args.amqp_uri, lambda: None
+    amqp_uri, remove_vhost = own_vhost(args.amqp_uri, args.management_url)
 
     from kombu import Connection, Exchange, Queue
     from sqlalchemy import func, select

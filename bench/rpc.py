@@ -169,9 +169,7 @@ def main() -> None:
                              "--amqp-uri's virtual host as it is)")
     args = parser.parse_args()
     from bench.registration_burst import own_vhost
-    remove_vhost = lambda: None  # noqa: E731
-    if args.management_url:
-        args.amqp_uri, remove_vhost = own_vhost(args.amqp_uri, args.management_url)
+    args.amqp_uri, remove_vhost = own_vhost(args.amqp_uri, args.management_url)
     try:
         measure_all(args)
     finally:
