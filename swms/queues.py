@@ -28,17 +28,23 @@ from __future__ import annotations
 import logging
 import uuid
 
+from amqp.exceptions import ConnectionError as AMQPConnectionError
+from amqp.exceptions import RecoverableConnectionError
 from kombu import Exchange, Queue
+from kombu.exceptions import OperationalError
 from nameko import messaging
 from nameko.events import BROADCAST, EventHandler
 from nameko.rpc import RPC_REPLY_QUEUE_TEMPLATE, RPC_REPLY_QUEUE_TTL, ReplyListener, RpcConsumer, get_rpc_exchange
 from nameko.rpc import RpcProxy as NamekoRpcProxy
 from nameko.standalone.rpc import ClusterRpcProxy as NamekoClusterRpcProxy
-from nameko.standalone.rpc import SingleThreadedReplyListener
+from nameko.standalone.rpc import PollingQueueConsumer, SingleThreadedReplyListener
 
 from swms.brokers import broker_urls, redact  # noqa: F401  (broker_urls: read from here too)
 
 log = logging.getLogger(__name__)
+
+# What acking or requeueing on a connection that just died raises.
+SETTLE_ERRORS = (OSError, AMQPConnectionError, RecoverableConnectionError, OperationalError)
 
 QUEUE_TYPE_KEY = "AMQP_QUEUE_TYPE"
 QUEUE_TYPES = ("classic", "quorum")
@@ -87,6 +93,9 @@ class QueueConsumer(messaging.QueueConsumer):
     broker list without its passwords."""
 
     def get_consumers(self, consumer_cls, channel):
+        for provider in self._providers:   # called on every (re)connection
+            if isinstance(provider, _TransientReplyQueue):
+                provider.renew_queue()
         if any((getattr(p, "queue", None) is not None and (p.queue.queue_arguments or {}).get(
                 "x-dead-letter-exchange") == DEAD_LETTER_EXCHANGE.name) for p in self._providers):
             dead_letter_queue(self.container.config)(channel).declare()
@@ -95,6 +104,26 @@ class QueueConsumer(messaging.QueueConsumer):
     def on_connection_error(self, exc, interval):
         log.warning("Error connecting to broker at %s (%s).\nRetrying in %s seconds.",
                     redact(self.amqp_uri), exc, interval)
+
+    # nameko skips an ack or requeue when the message's channel is already gone, and ignores the
+    # broker closing it meanwhile, but a socket reset half-way (a broker restart while a handler
+    # finishes) escapes as OSError and kills the whole container. The broker redelivers whatever
+    # was not acked on a dead connection (handlers are idempotent), so there is nothing to do
+    # but go on.
+    def ack_message(self, message):
+        self._settle(super().ack_message, message, "ack")
+
+    def requeue_message(self, message):
+        self._settle(super().requeue_message, message, "requeue")
+
+    @staticmethod
+    def _settle(settle, message, what: str) -> None:
+        try:
+            settle(message)
+        except SETTLE_ERRORS as exc:
+            log.warning("could not %s a message from %s, its connection dropped (%s: %s); the broker "
+                        "delivers it again", what, (message.delivery_info or {}).get("routing_key"),
+                        type(exc).__name__, exc)
 
 
 class TypedRpcConsumer(RpcConsumer):
@@ -120,24 +149,36 @@ class TypedEventHandler(EventHandler):
 
 
 class _TransientReplyQueue:
-    """The RPC reply queue as nameko builds it, but transient (nameko: durable).
+    """The RPC reply queue as nameko builds it, but transient (nameko: durable) and with a new name
+    on every connection (nameko: one name for the life of the process).
 
-    A reply queue belongs to one process (a uuid in its name) and lives on the node the process
-    first connected to. Durable, it outlives that node's loss as a name nobody can use: the process,
-    failing over to another node, re-declares it and gets ``NOT_FOUND - home node … is down``, and
-    its consumer (shared with the RPC queue) stops. Transient, it disappears with the node and is
-    declared afresh. Replies in flight on the lost node are lost either way: the caller's wait
-    times out and it retries (services' handlers are idempotent, docs/contracts.md). Not exclusive:
-    after a connection drop the broker may still hold the old connection for a while, and an
-    exclusive queue would refuse the new one (RESOURCE_LOCKED)."""
+    A reply queue belongs to one process (a uuid in its name) and lives on the node the process was
+    connected to when it declared it. When that node is lost, the cluster forgets the queue only
+    after a while: a process that fails over at once and declares the same name again can get
+    ``NOT_FOUND - … process is stopped by supervisor`` or ``no queue`` (declare, bind or consume),
+    or worse, a declaration that succeeds against the dying record and a consumer that never
+    receives anything, so every call it makes times out (seen in tests/faults/test_cluster.py).
+    A name never used before cannot meet such a record: the queue is created on the node the
+    process is connected to now. Durable, a lost node's queue would be a name nobody can use until
+    the node returns.
+
+    Replies in flight on the old queue are lost either way: the caller's wait times out and it
+    retries (services' handlers are idempotent, docs/contracts.md). An old queue left on a live node
+    expires unused after ``RPC_REPLY_QUEUE_TTL``. Not exclusive: after a connection drop the broker
+    may still hold the old connection for a while. The gateway's asyncio client does the same
+    (services/gateway/rpc_client.py)."""
 
     def setup(self):
+        self.renew_queue()
+        self.queue_consumer.register_provider(self)
+
+    def renew_queue(self) -> None:
+        """A new uuid, queue and routing key; calls made from now on ask for replies there."""
         reply_queue_uuid = uuid.uuid4()
         self.routing_key = str(reply_queue_uuid)
         self.queue = Queue(RPC_REPLY_QUEUE_TEMPLATE.format(self.container.service_name, reply_queue_uuid),
                            exchange=get_rpc_exchange(self.container.config), routing_key=self.routing_key,
                            durable=False, queue_arguments={"x-expires": RPC_REPLY_QUEUE_TTL})
-        self.queue_consumer.register_provider(self)
 
 
 class TransientReplyListener(_TransientReplyQueue, ReplyListener):
@@ -149,8 +190,19 @@ class RpcProxy(NamekoRpcProxy):
     rpc_reply_listener = TransientReplyListener()
 
 
+class _RenewingPollingQueueConsumer(PollingQueueConsumer):
+    """The standalone proxy's consumer: a new reply queue each time it (re)connects its consumer."""
+
+    def _setup_consumer(self):
+        self.provider.renew_queue()
+        self.queue = self.provider.queue
+        super()._setup_consumer()
+
+
 class TransientSingleThreadedReplyListener(_TransientReplyQueue, SingleThreadedReplyListener):
-    pass
+    def __init__(self, timeout=None):
+        super().__init__(timeout)
+        self.queue_consumer = _RenewingPollingQueueConsumer(timeout=timeout)
 
 
 class ClusterRpcProxy(NamekoClusterRpcProxy):

@@ -102,6 +102,36 @@ def test_every_durable_queue_is_a_quorum_queue_and_reply_queues_stay_transient(p
 
 
 @pytest.mark.parametrize("probe", ["quorum"], indirect=True)
+def test_a_service_asks_for_replies_on_a_new_queue_after_its_connection_drops(probe, rabbit_manager, rabbit_config):
+    """After a node loss the cluster may still hold the old reply queue's record for a while; a
+    service that declared the same name again could consume from nothing and time out every call
+    it makes (tests/faults/test_cluster.py). Each connection gets a reply queue of a new name."""
+    vhost = rabbit_config["vhost"]
+
+    def reply_queues():
+        return {q["name"] for q in rabbit_manager.get_queues(vhost)
+                if q["name"].startswith("rpc.reply-qq_probe-") and q.get("consumers")}
+    with ClusterRpcProxy(probe, timeout=20) as client:
+        assert client.qq_probe.echo_through_myself("before") == "before"
+    [before] = wait_until(reply_queues, timeout=30, what="the probe's reply queue with its consumer")
+
+    def probe_connections():   # the management API lists a connection after its next statistics tick
+        return [c["name"] for c in rabbit_manager.get_connections() if c.get("vhost") == vhost]
+    for name in wait_until(probe_connections, timeout=30, what="the probe's connections"):
+        rabbit_manager.delete_connection(name)
+
+    def answered_after_the_drop():
+        try:
+            with ClusterRpcProxy(probe, timeout=5) as client:
+                return client.qq_probe.echo_through_myself("after") == "after"
+        except Exception:   # the probe is still reconnecting
+            return False
+    wait_until(answered_after_the_drop, timeout=60, interval=1, what="a call through the probe's own proxy")
+    after = wait_until(lambda: reply_queues() - {before}, timeout=30, what="a reply queue of a new name consumed")
+    assert len(after) == 1 and before not in after
+
+
+@pytest.mark.parametrize("probe", ["quorum"], indirect=True)
 def test_a_poison_message_is_dead_lettered_after_the_delivery_limit_and_the_stream_flows(probe):
     publish(probe["AMQP_URI"], "thing", {"id": "poison", "poison": True})
     publish(probe["AMQP_URI"], "thing", {"id": "good"})

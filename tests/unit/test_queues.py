@@ -82,6 +82,43 @@ def test_reply_queues_are_transient_whatever_the_queue_type():
     assert listener.queue.queue_arguments == {"x-expires": 300000}
 
 
+def test_every_connection_declares_a_reply_queue_of_a_new_name():
+    listener = queues.TransientReplyListener()
+    listener.container = SimpleNamespace(service_name="certificate", config=QUORUM)
+    listener.queue_consumer = SimpleNamespace(register_provider=lambda provider: None)
+    listener.setup()
+    consumer = queues.QueueConsumer()
+    consumer.container = SimpleNamespace(config=QUORUM, accept=["json"], max_workers=10)
+    consumer._providers = {listener}
+    names = []
+    for _ in range(3):   # what kombu's ConsumerMixin does on every (re)connection
+        built = consumer.get_consumers(lambda queues, **kwargs: SimpleNamespace(queues=queues, qos=lambda **_: None),
+                                       channel=None)
+        [[queue]] = [c.queues for c in built]
+        assert queue is listener.queue and queue.routing_key == listener.routing_key
+        names.append(queue.name)
+    assert len(set(names)) == 3
+
+
+class _MessageOnADeadConnection:
+    """A message whose connection the broker reset while its handler finished."""
+    channel = SimpleNamespace(connection=object())   # nameko settles only when this is set
+    delivery_info = {"routing_key": "application_approved"}
+
+    def ack(self):
+        raise ConnectionResetError(104, "Connection reset by peer")
+
+    requeue = ack
+
+
+def test_an_ack_or_requeue_on_a_connection_that_just_died_leaves_the_service_running(caplog):
+    consumer = queues.QueueConsumer()
+    consumer.ack_message(_MessageOnADeadConnection())
+    consumer.requeue_message(_MessageOnADeadConnection())
+    assert [r.getMessage().split(",")[0] for r in caplog.records] == [
+        "could not ack a message from application_approved", "could not requeue a message from application_approved"]
+
+
 def test_a_requeue_pause_grows_while_failures_follow_each_other():
     pause = queues.RequeuePause(first=1, longest=30)
     assert [pause.failed() for _ in range(7)] == [1, 2, 4, 8, 16, 30, 30]
