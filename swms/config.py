@@ -58,6 +58,7 @@ COMMON = {
     "max_workers": Number(10, 1, 1000),
     "DB_POOL_SIZE": Number(0, 0, 1000),
     "OPS_PORT": Number(0, 0, 65535),
+    "EXIT_AFTER_DEATH_SECONDS": Number(30, 1, 3600),
 }
 _ENV_REF = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*):\s*\$\{([A-Za-z0-9_]+)", re.M)
 

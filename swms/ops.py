@@ -16,6 +16,8 @@ It also sets the correlation id of each worker for the JSON log formatter (swms.
 from __future__ import annotations
 
 import logging
+import os
+import sys
 import time
 import weakref
 
@@ -35,6 +37,23 @@ from swms.config import SHARED
 from swms.db import engine_for
 
 log = logging.getLogger(__name__)
+
+
+def _under_nameko_run() -> bool:
+    return os.path.basename(sys.argv[0]) == "nameko" and sys.argv[1:2] == ["run"]
+
+
+def exit_when_still_running(seconds: float, why: str, status: int = 1) -> None:
+    """Exit the process with ``status`` after ``seconds`` unless it has ended by then. A native
+    thread: it runs even when the eventlet hub is stuck, and it logs without eventlet's locks."""
+    threading, time_ = eventlet.patcher.original("threading"), eventlet.patcher.original("time")
+
+    def guard():
+        time_.sleep(seconds)
+        os.write(2, f"{why}; the process had not ended {seconds:g} s later and exits now "
+                    f"(status {status}, EXIT_AFTER_DEATH_SECONDS)\n".encode())
+        os._exit(status)
+    threading.Thread(target=guard, name="swms-exit-guard", daemon=True).start()
 
 
 def consumers_not_yet_consuming(container) -> list[str]:
@@ -93,6 +112,14 @@ class OpsEndpoint(DependencyProvider):
             self.server = None
 
     def kill(self):
+        # Nameko kills a container when one of its threads dies of an error. The process should
+        # then exit and be started again, but an extension that hangs while being killed (a
+        # connection or a child process that does not answer) can leave it alive and answering
+        # nothing (seen once in tests/faults: "stopping services", then nothing). Only under
+        # ``nameko run``: a test process kills its containers at every teardown.
+        if _under_nameko_run():
+            exit_when_still_running(SHARED.get(self.container.config, "EXIT_AFTER_DEATH_SECONDS"),
+                                    f"service {self.service} died")
         self.stop()
 
     def get_dependency(self, worker_ctx):
