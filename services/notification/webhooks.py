@@ -57,6 +57,8 @@ AGENCY_EVENT_TYPES = ("certificate_issued", "certificate_suspended", "certificat
 AGENCY_EVENT_SOURCE = "certificate"
 SECRET_PREFIX = "whsec_"
 DISABLED_BY_FAILURES = "连续失败超过时限，已自动停用"
+# Standard Webhooks: a receiver answering 410 Gone asks not to be called again.
+DISABLED_BY_GONE = "接收端答复 410 Gone（不再接收），已自动停用"
 ACTOR = "notification"
 MAX_ERROR = 300
 
@@ -441,16 +443,20 @@ def record_failure(session: Session, delivery_id: str, *, status_code: int | Non
     else:
         delivery.next_attempt_at = when
     endpoint = get_endpoint(session, delivery.endpoint_id)
-    disabled = False
+    reason = None
     if endpoint.failing_since is None:
         endpoint.failing_since = now
-    elif now - endpoint.failing_since >= settings.disable_after and endpoint.status == ACTIVE:
-        endpoint.status, endpoint.disabled_at, endpoint.disabled_reason = DISABLED, now, DISABLED_BY_FAILURES
-        disabled = True
+    if endpoint.status == ACTIVE:
+        if status_code == 410:
+            reason = DISABLED_BY_GONE   # at once; the delivery stays pending for a re-enable
+        elif now - endpoint.failing_since >= settings.disable_after:
+            reason = DISABLED_BY_FAILURES
+    if reason is not None:
+        endpoint.status, endpoint.disabled_at, endpoint.disabled_reason = DISABLED, now, reason
         audit.record(session, ACTOR, "webhook_endpoint.disabled", "webhook_endpoint", endpoint.endpoint_id,
-                     {"reason": DISABLED_BY_FAILURES, "failing_since": endpoint.failing_since.isoformat(),
+                     {"reason": reason, "failing_since": endpoint.failing_since.isoformat(),
                       "last_error": error[:MAX_ERROR]})
-    return FailureOutcome(dead, disabled, endpoint)
+    return FailureOutcome(dead, reason is not None, endpoint)
 
 
 # ---- what operators see ------------------------------------------------------------------------

@@ -217,6 +217,23 @@ def test_an_endpoint_failing_for_the_disable_period_is_disabled_and_a_success_re
     assert actions == ["webhook_endpoint.registered", "webhook_endpoint.disabled", "webhook_endpoint.enabled"]
 
 
+def test_a_receiver_answering_410_gone_disables_its_endpoint_at_once():
+    s = session()
+    endpoint, _ = register(s)
+    w.log_event(s, "certificate_issued", event(), SETTINGS, now=T0)
+    s.commit()
+    (delivery_id,) = [item.delivery_id for item in w.queue_of(s, endpoint.endpoint_id, 10, now=T0)[1]]
+    outcome = w.record_failure(s, delivery_id, status_code=410, latency_ms=5, outcome="http_error",
+                               error="HTTP 410", settings=SETTINGS, now=T0)
+    assert outcome.disabled and not outcome.dead
+    assert (outcome.endpoint.status, outcome.endpoint.disabled_reason) == (m.DISABLED, w.DISABLED_BY_GONE)
+    s.commit()
+    assert w.claim_endpoints(s, 10, SETTINGS, now=T0 + dt.timedelta(hours=1)) == []
+    assert s.get(m.WebhookDelivery, delivery_id).status == m.PENDING   # sent again once re-enabled
+    [disabled] = [r for r in m.audit.for_entity(s, endpoint.endpoint_id) if r["action"] == "webhook_endpoint.disabled"]
+    assert disabled["detail"]["reason"] == w.DISABLED_BY_GONE
+
+
 def test_replay_since_an_event_or_a_time_queues_the_range_in_order_with_the_same_ids():
     s = session()
     endpoint, _ = register(s, types=("certificate_issued",))
