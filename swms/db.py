@@ -14,8 +14,9 @@ import time
 import weakref
 from typing import Iterator
 
+from eventlet.patcher import original
 from nameko.extensions import DependencyProvider
-from sqlalchemy import create_engine, event
+from sqlalchemy import create_engine, event, exc
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -88,17 +89,91 @@ def _make_engine(url: str, pool_size: int) -> Engine:
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.close()
 
-        return sqlite_transactions(engine)
+        return for_reads(sqlite_transactions(engine))
     # statement_timeout bounds a stuck query on the server side; pool_timeout bounds waiting for a
     # connection. Never wrap DB calls in eventlet.Timeout (it can leak pooled connections).
-    return create_engine(
+    engine = create_engine(
         url,
         pool_size=pool_size,
         max_overflow=pool_size,
         pool_timeout=30,
-        pool_pre_ping=True,  # survive a PostgreSQL restart without handing out dead connections
         connect_args={"options": "-c statement_timeout=30000", "connect_timeout": 10},
     )
+    return ping_when_in_doubt(for_reads(engine))
+
+
+# A pooled connection idle for longer than this is pinged before it is handed out.
+PING_AFTER_IDLE_SECONDS = 2.0
+_select = original("select")   # not eventlet's: a zero-timeout poll, without a trip through the hub
+
+
+def _has_input(dbapi_connection) -> bool:
+    """Whether the server sent anything to an idle connection: a backend that ends (restart,
+    shutdown, demotion, pg_terminate_backend, crash) sends FATAL and closes the socket, which makes
+    it readable. A healthy idle connection has nothing to read. Costs no round trip."""
+    try:
+        fd = dbapi_connection.fileno()
+    except Exception:   # closed on our side
+        return True
+    poller = _select.poll()   # not select(): a busy process may hold descriptors above 1024
+    poller.register(fd, _select.POLLIN | _select.POLLPRI | _select.POLLERR | _select.POLLHUP)
+    return bool(poller.poll(0))
+
+
+def ping_when_in_doubt(engine: Engine) -> Engine:
+    """Hand out no dead connection after a PostgreSQL restart or primary switch, without the round
+    trip ``pool_pre_ping`` costs on every checkout (issue 20 goal 4: one of a sign-up lookup's five).
+
+    A pooled connection is pinged (``SELECT 1``) when the server sent it anything while idle (how a
+    restart, a switchover's demotion or ``pg_terminate_backend`` shows) or when it sat idle longer
+    than :data:`PING_AFTER_IDLE_SECONDS` (a peer that vanished without closing: a host gone, a
+    virtual IP moved). A failed ping invalidates the whole pool, as pre-ping does, and the checkout
+    gets a new connection. Left unpinged: a connection used within the last 2 s whose server sent
+    nothing; it died silently only if its old primary answered under 2 s ago and a new one answers
+    at the same address now, faster than any failover completes. If it happens anyway, SQLAlchemy
+    invalidates the pool on that call's disconnect error."""
+
+    @event.listens_for(engine, "checkin")
+    def _last_used(dbapi_connection, record):
+        if dbapi_connection is not None:
+            record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _ping(dbapi_connection, record, _proxy):
+        idle_since = record.info.get("idle_since")
+        if idle_since is None:   # just connected (the record's info is emptied when it reconnects)
+            return
+        if time.monotonic() - idle_since < PING_AFTER_IDLE_SECONDS and not _has_input(dbapi_connection):
+            return
+        try:
+            engine.dialect.do_ping(dbapi_connection)
+        except engine.dialect.loaded_dbapi.Error as err:
+            raise exc.InvalidatePoolError(f"ping failed: {err}") from err
+
+    return engine
+
+
+READ_ONLY = "swms_read_only"
+_QUERY = re.compile(r"\s*(SELECT|SHOW)\b", re.IGNORECASE)
+
+
+def for_reads(engine: Engine) -> Engine:
+    """What :meth:`DatabaseAccess.reads` needs: a write there (autocommit: it would commit at once,
+    alone) is refused; and on PostgreSQL every connection goes back to the pool transactional again,
+    whatever happened, so that the next worker's transaction is one."""
+
+    @event.listens_for(engine, "before_cursor_execute")
+    def _refuse_writes(connection, _cursor, statement, _parameters, _context, _executemany):
+        if connection.get_execution_options().get(READ_ONLY) and not _QUERY.match(statement):
+            raise RuntimeError(f"a write inside DatabaseAccess.reads(): {statement[:60]!r}")
+
+    if engine.dialect.name == "postgresql":
+        @event.listens_for(engine, "checkin")
+        def _transactional_again(dbapi_connection, _record):
+            if dbapi_connection is not None and dbapi_connection.autocommit and not dbapi_connection.closed:
+                dbapi_connection.autocommit = False
+
+    return engine
 
 
 _FIRST_WRITE = re.compile(r"\s*(INSERT|UPDATE|DELETE|REPLACE|SAVEPOINT)\b", re.IGNORECASE)
@@ -147,6 +222,31 @@ class DatabaseAccess:
         try:
             yield session
             session.commit()
+        except BaseException:
+            session.rollback()
+            raise
+
+    @contextlib.contextmanager
+    def reads(self) -> Iterator[Session]:
+        """For work that only reads (a write raises). On PostgreSQL its statements run without
+        BEGIN and COMMIT (autocommit): each sees what was committed when it started, which is what
+        every statement of a READ COMMITTED transaction sees anyway, and the call saves two round
+        trips. Not for reads that must agree with each other (REPEATABLE READ, or read-then-write).
+        On SQLite nothing changes: reads already run outside a transaction there
+        (:func:`sqlite_transactions`)."""
+        session = self.session
+        if session.in_transaction():
+            raise RuntimeError("DatabaseAccess.reads() inside a transaction")
+        connection = session.connection(execution_options={READ_ONLY: True})
+        if connection.dialect.name == "postgresql":
+            # psycopg2's own switch: no round trip (SQLAlchemy's isolation_level option sends a SET
+            # when the pool restores it). The pool's checkin switches it back (for_reads).
+            connection.connection.dbapi_connection.autocommit = True
+        try:
+            yield session
+            if session.new or session.dirty or session.deleted:
+                raise RuntimeError("DatabaseAccess.reads() left changes to write")
+            session.commit()   # nothing to commit; releases the connection, whose isolation level the pool restores
         except BaseException:
             session.rollback()
             raise

@@ -197,12 +197,13 @@ class IdentityService:
     relay = OutboxRelay(outbox)
     ops = OpsEndpoint(outbox)   # /healthz, /readyz, /metrics on OPS_PORT, for this process
 
-    def _transaction(self, work):
-        """Run ``work(session)`` in one transaction. If it fails with an error that carries
+    def _transaction(self, work, reads: bool = False):
+        """Run ``work(session)`` in one transaction (``reads``: work that only reads, see
+        :meth:`swms.db.DatabaseAccess.reads`). If it fails with an error that carries
         ``on_failure`` actions (rate-limit counters, revocations), run those in a transaction of
         their own after the rollback, then re-raise."""
         try:
-            with self.db.transaction() as session:
+            with (self.db.reads() if reads else self.db.transaction()) as session:
                 return work(session)
         except errors.SwmsError as exc:
             actions = getattr(exc, "on_failure", None)
@@ -227,8 +228,9 @@ class IdentityService:
     @rpc(expected_exceptions=errors.SwmsError)
     @contract(CheckPasserRequest, CheckPasserResponse)
     def check_passer(self, request: CheckPasserRequest):
+        # Only reads (the throttle's check and the lookup); a miss is counted in a transaction after.
         passer = self._transaction(lambda session: domain.verify_passer(
-            session, self.settings, request.name, request.id_number, self.client_ip, utcnow()))
+            session, self.settings, request.name, request.id_number, self.client_ip, utcnow()), reads=True)
         return CheckPasserResponse(level=passer.level, management_number=passer.management_number,
                                    exam_year=passer.exam_year)
 

@@ -1,6 +1,6 @@
 """What a PostgreSQL primary switch does to a service, without restarting the machine's PostgreSQL
 (tests/faults does that): every connection the service holds is cut, as when the old primary goes
-away, and the service answers and relays its outbox on new connections (pool pre-ping, relay retry);
+away, and the service answers and relays its outbox on new connections (swms.db.ping_when_in_doubt, relay retry);
 and a DB_URL may list several hosts, of which libpq takes the one that accepts writes (a Patroni
 cluster without a virtual IP). docs/operations.md, "PostgreSQL"."""
 from __future__ import annotations

@@ -75,3 +75,36 @@ def test_pool_size_follows_the_workers_unless_set():
     assert pool_size_for({"max_workers": 30, "DB_POOL_SIZE": 0}) == 34     # config.yaml's default
     assert pool_size_for({}) == 14
     assert pool_size_for({"max_workers": 30, "DB_POOL_SIZE": "50"}) == 50
+
+
+def test_an_idle_connection_whose_peer_wrote_or_closed_has_input_even_above_descriptor_1024():
+    """swms.db._has_input decides whether a hot pooled connection is pinged: a PostgreSQL backend
+    that ends writes FATAL and closes. A process with many sockets holds descriptors above 1024,
+    where select() fails."""
+    import os
+    import resource
+    import socket
+
+    from swms.db import _has_input
+
+    class Connection:
+        def __init__(self, fd):
+            self.fd = fd
+
+        def fileno(self):
+            return self.fd
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 1400:
+        pytest.skip("cannot open a descriptor above 1024 here")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 1400), hard))
+    ours, peer = socket.socketpair()
+    high = os.dup2(ours.fileno(), 1300)
+    try:
+        assert not _has_input(Connection(high))
+        peer.close()
+        assert _has_input(Connection(high))
+    finally:
+        os.close(high)
+        ours.close()
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))

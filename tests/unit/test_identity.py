@@ -218,6 +218,37 @@ def test_a_key_locks_at_the_limit_and_opens_after_the_lock():
         throttle.check(db, ["t:a"], now + dt.timedelta(minutes=6), "login")   # open again
 
 
+@pytest.mark.parametrize("lookup", [
+    {"name": "李明华", "id_number": "110105199003071239"},          # registered, the name matches
+    {"name": "李明", "id_number": "110105199003071239"},            # registered, another name
+    {"name": "李明华", "id_number": valid_id("11010519900307124")},  # not in the registry
+])
+@pytest.mark.parametrize("locked", ["id", "source"])
+def test_a_locked_lookup_key_refuses_the_lookup_whatever_the_registry_says(lookup, locked):
+    # verify_passer reads the passer and the keys' latest lock in one statement: the lock must
+    # still answer first, for a match, a wrong name and a miss alike.
+    now = utcnow()
+    limit = SETTINGS.lookup_id if locked == "id" else SETTINGS.lookup_source
+    key = throttle.key(SETTINGS, limit, lookup["id_number"] if locked == "id" else "10.0.0.9")
+    with session() as db:
+        domain.import_passers(db, [row()])
+        assert domain.verify_passer(db, SETTINGS, "李明华", "110105199003071239", "10.0.0.9", now).level
+        for _ in range(limit.max_failures):
+            throttle.record_failure(db, key, limit, now)
+        with pytest.raises(errors.SwmsError) as caught:
+            domain.verify_passer(db, SETTINGS, lookup["name"], lookup["id_number"], "10.0.0.9", now)
+        assert caught.value.code == "RATE_LIMITED" and caught.value.field == "id_number"
+        assert not getattr(caught.value, "on_failure", None)   # a refused lookup counts nowhere
+        # after the lock, the registry answers again
+        later = now + limit.lock + dt.timedelta(seconds=1)
+        if lookup["name"] == "李明华" and lookup["id_number"] == "110105199003071239":
+            assert domain.verify_passer(db, SETTINGS, lookup["name"], lookup["id_number"], "10.0.0.9", later).level
+        else:
+            with pytest.raises(errors.SwmsError) as caught:
+                domain.verify_passer(db, SETTINGS, lookup["name"], lookup["id_number"], "10.0.0.9", later)
+            assert caught.value.code in ("NAME_MISMATCH", "PASSER_NOT_FOUND")
+
+
 def test_failures_outside_the_window_start_over():
     limit = Limit("t", 2, dt.timedelta(minutes=10), dt.timedelta(minutes=5))
     now = utcnow()
