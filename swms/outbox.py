@@ -65,13 +65,17 @@ class Outbox:
         self._wakers: list = []
         self._insert = insert(self.table)   # built once (costs more than the insert itself)
 
-    def add(self, session: Session, event: Event) -> None:
+    def add(self, session: Session, *events: Event) -> None:
+        """Several events go in one statement (a multi-row insert): one round trip, not one each."""
         now = utcnow()
-        session.execute(self._insert, {
+        rows = [{
             "event_id": str(event.event_id), "event_type": event.event_type,
             "payload": json.dumps(event.model_dump(mode="json"), ensure_ascii=False),
             "created_at": now, "next_attempt_at": now, "attempts": 0,
-        })
+        } for event in events]
+        if not rows:
+            return
+        session.execute(self._insert, rows if len(rows) > 1 else rows[0])
         # Wake the relay only after the commit: before it, the row is invisible to the relay.
         if not session.info.get("outbox_wake_registered"):
             session.info["outbox_wake_registered"] = True

@@ -187,9 +187,13 @@ def store_copy(session: Session, fetched: Fetched) -> None:
             setattr(row, name, value)
 
 
+_PROFILE_COPY = select(ProfileCopy).where(ProfileCopy.person_id == bindparam("person_id"))   # built once
+
+
 def stored_copy(session: Session, person_id: str, revision: int) -> Fetched | None:
     """The stored copy if it is exactly the revision the applicant saw, and recent."""
-    row = session.get(ProfileCopy, person_id)
+    # A statement built once rather than session.get, which builds one (and its cache key) per call.
+    row = session.execute(_PROFILE_COPY, {"person_id": person_id}).scalar_one_or_none()
     if row is None or row.revision != revision or utcnow() - row.fetched_at > COPY_MAX_AGE:
         return None
     return Fetched(ProfileSnapshot.model_validate_json(row.snapshot),
@@ -336,9 +340,17 @@ def retention_years(config: dict) -> int:
 def hold_files(session: Session, person_id: str, holder: str, keys: list[str], until: dt.datetime) -> None:
     """Asks profile (event, through the outbox: sent once this transaction commits) to keep these
     files of the person's form until ``until``, even after they leave the form."""
-    if keys:
-        outbox.add(session, FilesHeld(person_id=person_id, holder=holder, file_keys=sorted(set(keys)),
-                                      held_until=until.replace(tzinfo=dt.timezone.utc)))
+    event = files_held(person_id, holder, keys, until)
+    if event is not None:
+        outbox.add(session, event)
+
+
+def files_held(person_id: str, holder: str, keys: list[str], until: dt.datetime) -> FilesHeld | None:
+    """The event of :func:`hold_files`, for a caller that writes it with its other events."""
+    if not keys:
+        return None
+    return FilesHeld(person_id=person_id, holder=holder, file_keys=sorted(set(keys)),
+                     held_until=until.replace(tzinfo=dt.timezone.utc))
 
 
 def submission_holder(application_id: str, round_: int) -> str:

@@ -8,6 +8,7 @@ import json
 
 from sqlalchemy import bindparam, or_, select, update
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from services.registration.common import Standing, _form, _lapsed_error, _refuse_unusable, _release_proofs
 from services.registration.models import (
@@ -57,6 +58,9 @@ def online_records(session: Session, person_id: str, id_number: str, period_from
                                                   "period_until": period_until}).scalars())
 
 
+_PROOF = select(ProofFileRow).where(ProofFileRow.proof_key == bindparam("proof_key"))   # built once (as session.get is not)
+
+
 def check_courses(session: Session, courses: list[OfflineCourse], person_id: str, application_id: str | None,
                   certificate: HeldCertificate, today: dt.date) -> None:
     for index, course in enumerate(courses):
@@ -69,7 +73,7 @@ def check_courses(session: Session, courses: list[OfflineCourse], person_id: str
             raise errors.SwmsError(errors.CE_COURSE_OUTSIDE_PERIOD,
                 f"第{index + 1}门线下课程不在本登记期内：只计{certificate.valid_from.isoformat()}至"
                 f"{certificate.valid_until.isoformat()}之间完成的继续教育", f"{where}.start_date")
-        proof = session.get(ProofFileRow, course.proof_key)
+        proof = session.execute(_PROOF, {"proof_key": course.proof_key}).scalar_one_or_none()
         if proof is None or proof.person_id != person_id or proof.status != PROOF_VERIFIED:
             raise errors.SwmsError(errors.PROOF_NOT_FOUND,
                                    f"第{index + 1}门线下课程的证明材料不存在或未上传完成，请上传后再保存",
@@ -104,16 +108,28 @@ def check_hours(summary: ContinuingEducation) -> None:
             f"{summary.offline_hours:g}学时，还差{short:g}学时", "offline_courses")
 
 
+_PROOFS = ProofFileRow.__table__
+# Built once, on the table (not the mapped class): the ORM's bulk UPDATE path (autoflush, matching
+# the session's objects) cost more than the statement; loaded rows are brought up to date below.
+_ATTACH_PROOFS = (update(_PROOFS).where(_PROOFS.c.proof_key.in_(bindparam("keys", expanding=True)))
+                  .values(application_id=bindparam("application_id"), released_at=None))
+_SUBMIT_PROOFS = _ATTACH_PROOFS.values(submitted=True)
+
+
 def _attach_proofs(session: Session, application_id: str, courses: list[OfflineCourse], submitted: bool = False,
                    new: bool = False) -> None:
     """The form's proofs belong to this application (for good once submitted); proofs it dropped
     are released (a new application has none to release)."""
     keys = {course.proof_key for course in courses}
     if keys:
-        values = dict(application_id=application_id, released_at=None)
-        if submitted:
-            values["submitted"] = True
-        session.execute(update(ProofFileRow).where(ProofFileRow.proof_key.in_(keys)).values(**values))
+        session.execute(_SUBMIT_PROOFS if submitted else _ATTACH_PROOFS,
+                        {"keys": sorted(keys), "application_id": application_id})
+        values = dict(application_id=application_id, released_at=None, **({"submitted": True} if submitted else {}))
+        for key in keys:    # the rows this session holds (check_courses read them) show the update
+            row = session.identity_map.get(session.identity_key(ProofFileRow, key))
+            if row is not None:
+                for name, value in values.items():
+                    set_committed_value(row, name, value)
     if not new:
         _release_proofs(session, application_id, keep=keys)
 

@@ -546,3 +546,30 @@ def test_the_grace_period_outlasts_registrations_copy_of_the_form():
     configured = float(re.search(r"\$\{PROFILE_FILE_GRACE_HOURS:([0-9.]+)\}", text).group(1))
     for hours in (configured, Settings().file_grace_hours, Settings.from_config({}).file_grace_hours):
         assert dt.timedelta(hours=hours) >= domain.COPY_MAX_AGE + dt.timedelta(days=1)
+
+
+def test_a_submission_writes_its_hold_and_its_submitted_event_together_in_order(session):
+    """Both events go in one insert: the hold first (as before), each with its own id and payload."""
+    snap = snapshot(exam_year=2026, photo_key="photos/p/a.jpg")
+    application = submit(session, K.FIRST_REGISTRATION, snap)
+    rows = session.execute(select(m.outbox.table.c.event_id, m.outbox.table.c.event_type, m.outbox.table.c.payload)
+                           .order_by(m.outbox.table.c.id)).all()
+    assert [row.event_type for row in rows] == ["files_held", "application_submitted"]
+    assert len({row.event_id for row in rows}) == 2
+    held, submitted = (json.loads(row.payload) for row in rows)
+    assert (held["event_id"], submitted["event_id"]) == (rows[0].event_id, rows[1].event_id)
+    assert held["file_keys"] == ["photos/p/a.jpg"]
+    assert (submitted["application_id"], submitted["round"]) == (application.application_id, 1)
+    m.outbox.add(session)     # nothing to add: no statement, no row
+    assert count(session, m.outbox.table) == 2
+
+
+def test_a_proof_the_session_holds_shows_its_submission(session):
+    """The proofs are attached by one statement on the table; a row the session holds shows it at once."""
+    snap, _ = holder(session)
+    ce(session, snap.person_id, 50)
+    key = add_proof(session, snap.person_id)
+    proof = session.get(m.ProofFileRow, key)     # held across the submission
+    application = submit(session, K.RE_REGISTRATION, snap, courses=[course(key, hours=40)])
+    assert (proof.application_id, proof.submitted, proof.released_at) == (application.application_id, True, None)
+    assert not session.dirty
