@@ -9,7 +9,8 @@ Exactly once in effect, whatever crashes where:
 2. The PDF is rendered and signed in a worker process and stored by it under
    ``certificates/<number>.pdf`` with ``If-None-Match: *``: the first stored copy wins; a retry
    after a crash that came after the store reuses that copy (and its checksum) instead of storing
-   a second, different one. The photo is downloaded and checked by that same worker before the
+   a second, different one; the worker then stores the credential beside it (same rule). The
+   photo is downloaded and checked by that same worker before the
    number is reserved; neither the photo nor the PDF passes through this (the hub's) process.
 3. ``issuing → issued`` is a compare-and-set in the same transaction as the ``certificate_issued``
    outbox row: of two workers racing to finish, one announces, the other does nothing.
@@ -228,8 +229,10 @@ class Issuer:
                 if photo_url is _NOT_FETCHED:   # the worker downloads and checks it with the render
                     photo_url = (photo_link(self.profile, certificate.person_id, certificate.photo_key)
                                  if certificate.photo_key else None)
+                # The worker stores the credential after the PDF (its S3 client, not this process's).
                 digest = self._render_and_store(worker, certificate, photo_url, key)
-        self._store_credential(certificate)
+            else:   # the PDF was stored before a crash: the credential may not have been
+                self._store_credential(certificate)
         pause("after_store")
         with self.db.transaction() as session:
             domain.finish(session, number, digest, self.keys.signing.fingerprint, self.keys.id_hash_key, utcnow())
@@ -273,7 +276,11 @@ class Issuer:
     def _render_and_store(self, worker: HeldWorker, certificate, photo_url: str | None, key: str) -> str:
         """The PDF rendered, signed and stored by the worker; the SHA-256 of the stored copy."""
         face = face_of(certificate, self.keys, self.settings, None, None)
+        credential = None
+        if certificate.status_list is not None:   # reserved before the status lists: none
+            credential = (credential_key(key), credential_of(certificate, self.keys, self.settings.verify_base_url)
+                          .encode("ascii"), credentials.VC_MEDIA_TYPE)
         try:
-            return worker.issue(face, photo_url, key, certificate.certificate_number).sha256
+            return worker.issue(face, photo_url, key, certificate.certificate_number, credential=credential).sha256
         except RenderError as exc:
             raise worker_problem(exc) from None
