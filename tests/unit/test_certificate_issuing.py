@@ -179,3 +179,43 @@ def test_a_retry_after_a_crash_between_the_pdf_and_the_credential_stores_the_cre
     assert (request.status, request.certificate_number) == (DONE, number)
     events = db.session.execute(select(certificate_outbox.table.c.event_type)).scalars().all()
     assert events == ["certificate_issued"]
+
+
+def test_a_render_worker_downloads_the_photo_once_per_certificate_even_when_the_link_repeats(ring):
+    """A presigned link is the same for a whole second: the worker must not print the photo it kept
+    from the certificate before (one download per certificate, each checked)."""
+    import http.server
+    import threading
+
+    from bench.certificate_issue import bench_face, bench_photo
+    from services.certificate.renderer import RenderPool
+
+    photo, downloads = bench_photo(), []
+
+    class Photos(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            downloads.append(self.path)
+            self.send_response(200)
+            self.send_header("Content-Type", "image/jpeg")
+            self.send_header("Content-Length", str(len(photo)))
+            self.end_headers()
+            self.wfile.write(photo)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Photos)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_port}/photo.jpg"
+    pool = RenderPool(1, ring, "中华人民共和国民政部")
+    try:
+        pool.start()
+        for number in ("1120262000001", "1120262000002"):
+            with pool.held() as worker:
+                assert worker.check_photo(url) == "image/jpeg"
+                result = worker.issue(bench_face(number), url, None, number, sign=False)
+                assert result.pdf.startswith(b"%PDF")
+        assert len(downloads) == 2   # checked before the number, printed with it: once each
+    finally:
+        pool.close()
+        server.shutdown()
