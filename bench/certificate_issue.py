@@ -16,6 +16,9 @@ Baselines, measured in the same run on the same machine:
 * bare renders/s: the same template and inputs through WeasyPrint alone (no signing, storage, broker),
   in as many processes as the service's render pool, each measured after its first (warm-up) PDF;
 * render + sign/s: the same, with the PAdES signature (what a render worker does per certificate);
+* the floor, certificates/s: the service's render pool driven directly at the same concurrency,
+  doing what every certificate needs outside the hub (photo downloaded and checked, render, sign,
+  PDF and credential stored on the same S3 server), without the hub, database, RPCs or events;
 * empty RPC p50/p99 with the service idle.
 
 Wall-clock rates depend on everything else the machine runs at the time (printed: the load
@@ -34,6 +37,7 @@ if "--bare" not in sys.argv and "--signing" not in sys.argv:  # helpers run unpa
     eventlet.monkey_patch()
 
 import argparse  # noqa: E402
+import dataclasses  # noqa: E402
 import datetime as dt  # noqa: E402
 import io  # noqa: E402
 import json  # noqa: E402
@@ -171,12 +175,81 @@ class IssuedTap:
         return got
 
 
+def floor_rate(processes: int, count: int, s3: dict, photo_client, photo_bucket: str, photo_key: str
+               ) -> tuple[float, dict[str, float]]:
+    """The work every certificate must do outside the hub, without the hub: the render pool of
+    services/certificate/renderer.py driven directly from here, ``processes`` workers kept busy
+    (as many jobs in flight as the service's pool takes). Per certificate, as in the service: the
+    photo downloaded and checked by a worker (a presigned link, made here as profile makes it),
+    the PDF rendered, PAdES-signed and stored, and the credential stored beside it, both with
+    If-None-Match on the same S3 server. No database, no RPC, no event. Returns certificates/s
+    and CPU seconds per certificate of the workers and of this process (the S3 server is counted
+    by the caller)."""
+    import types
+
+    from services.certificate import credentials, issuing, signing, tokens
+    from services.certificate.renderer import RenderPool
+
+    authority = "中华人民共和国民政部"
+    ring = types.SimpleNamespace(signing=signing.generate_dev_ca(authority), qr_private_pem=tokens.generate_token_key(),
+                                 id_hash_key=os.urandom(32))
+    bucket = f"bench-floor-{uuid.uuid4().hex[:8]}"
+    photo_client.create_bucket(Bucket=bucket)
+    pool = RenderPool(processes, ring, authority, storage={**s3, "CERTIFICATE_S3_BUCKET": bucket})
+    pool.start()
+    today = dt.date.today()
+
+    def job(index: int):
+        number = f"11{today.year}2{index:06d}"
+        face = dataclasses.replace(bench_face(number), photo=None, photo_type=None)   # the worker downloads it
+        certificate = types.SimpleNamespace(
+            certificate_number=number, holder_name=BENCH_NAME, level="社会工作师", authority=authority,
+            valid_from=today, valid_until=today, id_number="110105199003071239", status_list=1, status_index=index)
+        body = issuing.credential_of(certificate, ring, "https://swms.example.gov.cn/verify").encode("ascii")
+        key = f"certificates/{number}.pdf"
+        return face, key, number, (issuing.credential_key(key), body, credentials.VC_MEDIA_TYPE)
+
+    def one(prepared) -> None:
+        face, key, number, credential = prepared
+        url = photo_client.generate_presigned_url("get_object", Params={"Bucket": photo_bucket, "Key": photo_key},
+                                                  ExpiresIn=120)
+        with pool.held() as worker:
+            worker.check_photo(url)
+            worker.issue(face, url, key, number, credential=credential)
+
+    try:
+        jobs = [job(index) for index in range(count + processes)]
+        deadline = time.monotonic() + 120
+        while len(pool._all) < processes:   # the workers start (and warm up) on their own
+            if time.monotonic() > deadline:
+                raise RuntimeError("render workers did not start")
+            eventlet.sleep(0.2)
+        green = eventlet.GreenPool(processes * 2)
+        list(green.imap(one, jobs[:processes]))   # connections open, photo path warm
+        pids = [worker.process.pid for worker in pool._all]
+        cpu_before = sum(cpu_seconds(pid) for pid in pids), time.process_time()
+        started = time.perf_counter()
+        list(green.imap(one, jobs[processes:]))
+        elapsed = time.perf_counter() - started
+        cpu = {"render workers": sum(cpu_seconds(pid) for pid in pids) - cpu_before[0],
+               "this process (driving)": time.process_time() - cpu_before[1]}
+        stored = photo_client.list_objects_v2(Bucket=bucket, MaxKeys=10000).get("KeyCount", 0)
+        if stored != 2 * (count + processes):
+            raise SystemExit(f"FAILED: floor stored {stored} objects, expected {2 * (count + processes)}")
+        return count / elapsed, {label: seconds / count for label, seconds in cpu.items()}
+    finally:
+        pool.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--certificates", type=int, default=200)
     parser.add_argument("--warmup", type=int, default=6)
     parser.add_argument("--processes", type=int, default=0, help="render processes (0: one per CPU core)")
     parser.add_argument("--bare-count", type=int, default=40, help="PDFs per bare-render process")
+    parser.add_argument("--floor-count", type=int, default=0,
+                        help="certificates through the floor (render pool driven directly; 0: as many as "
+                             "--certificates)")
     parser.add_argument("--db-url", help="certificate database (default: a fresh SQLite file)")
     parser.add_argument("--py-spy", metavar="PREFIX",
                         help="sample the certificate service's Nameko process with py-spy (200/s, not pausing it) "
@@ -277,6 +350,10 @@ def main() -> None:
 
             bare_render, bare_cpu = bare_rate(processes, args.bare_count, sign=False)
             render_sign, render_sign_cpu = bare_rate(processes, args.bare_count, sign=True)
+            s3_cpu_before = cpu_seconds(children[0].pid)
+            floor_count = args.floor_count or args.certificates
+            floor, floor_cpu = floor_rate(processes, floor_count, s3, client, "bench-photos", "photo.jpg")
+            floor_cpu["S3 server (moto)"] = (cpu_seconds(children[0].pid) - s3_cpu_before) / floor_count
 
             loaded: list[float] = []
             running = True
@@ -326,6 +403,11 @@ def main() -> None:
               f"{rate / render_sign:.2f}")
         print(f"{'':34} {'':8}   render + sign / bare: {render_sign / bare_render:.2f}, the most the end-to-end "
               f"ratio can reach while every PDF is signed, before any storage, database or event")
+        print(f"{'floor: render pool driven directly':34} {floor:8.2f}   ratio end to end / floor: {rate / floor:.2f}"
+              f"   (floor / render+sign: {floor / render_sign:.2f})")
+        print(f"{'':34} {'':8}   floor = per certificate, without the hub: photo downloaded + checked, render, "
+              f"sign, PDF and credential stored (If-None-Match) on the same S3 server, {processes} workers busy; "
+              f"{floor_count} certificates")
         print(f"{'empty RPC in the same process':34} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'calls':>6}")
         for label, samples in (("  idle", idle), ("  while issuing flat out", loaded)):
             print(f"{label:34} {statistics.median(samples):8.2f} {percentile(samples, 0.99):8.2f} "
@@ -341,12 +423,18 @@ def main() -> None:
         print(f"    {'of which answering the pings':30} {pings:8.1f}")
         print(f"  {'bare WeasyPrint render':32} {bare_cpu * 1000:8.1f}")
         print(f"  {'render + PAdES sign':32} {render_sign_cpu * 1000:8.1f}")
+        print(f"  {'floor (render pool directly)':32} {sum(floor_cpu.values()) * 1000:8.1f}   of which "
+              + ", ".join(f"{label} {seconds * 1000:.1f}" for label, seconds in floor_cpu.items()))
         print(f"certificate service's own CPU per certificate: {own:.1f} ms -> at most {cores * 1000 / own:.1f} "
               f"certificates/s on {cores} idle cores; bare render at most {cores / bare_cpu:.1f}/s; "
               f"ratio {bare_cpu * 1000 / own:.2f}")
         whole = sum(per.values()) - pings
         print(f"all processes above per certificate: {whole:.1f} ms (RabbitMQ not counted). The goal (0.8 of bare) "
               f"allows {bare_cpu * 1000 / 0.8:.1f} ms; render + sign alone take {render_sign_cpu * 1000:.1f} ms")
+        floor_whole = sum(floor_cpu.values()) * 1000
+        print(f"by CPU (the wall-clock ratios if these processes had the cores to themselves): end to end / "
+              f"render+sign {render_sign_cpu * 1000 / whole:.2f}, end to end / floor {floor_whole / whole:.2f}, "
+              f"floor / render+sign {render_sign_cpu * 1000 / floor_whole:.2f}")
         if len(issued) < args.certificates or len(numbers) != len(issued):
             raise SystemExit(f"FAILED: {len(issued)} events, {len(numbers)} distinct numbers; see {logs}")
     finally:

@@ -12,9 +12,11 @@ import hashlib
 import hmac
 import re
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
+from sqlalchemy.orm.util import identity_key
 
 from services.certificate import status_lists, tokens
 from services.certificate.models import (
@@ -91,6 +93,41 @@ _PROVINCES = {11, 12, 13, 14, 15, 21, 22, 23, 31, 32, 33, 34, 35, 36, 37, 41, 42
               52, 53, 54, 61, 62, 63, 64, 65, 71, 81, 82}
 
 
+# The issue pipeline's statements, built once: each certificate runs every one of them, and building
+# a statement and its cache key cost more than SQLite's execution of it. Core statements on the
+# tables, so no ORM synchronisation of the session's objects either: the pipeline reloads (or sets,
+# set_committed_value) whatever it reads after them.
+_certificates, _requests, _counters = Certificate.__table__, IssueRequest.__table__, SerialCounter.__table__
+_CLAIM = (update(_requests)
+          .where(_requests.c.application_id == bindparam("app"), _requests.c.status == PENDING,
+                 _requests.c.next_attempt_at <= bindparam("now"))
+          .values(next_attempt_at=bindparam("until"), attempts=_requests.c.attempts + 1,
+                  updated_at=bindparam("now")))
+# UPDATE … RETURNING (SQLite ≥ 3.35, PostgreSQL): the bump and its result in one statement.
+_NEXT_SERIAL = (update(_counters).where(_counters.c.scope == bindparam("counter"))
+                .values(last_serial=_counters.c.last_serial + 1).returning(_counters.c.last_serial))
+_FOR_APPLICATION = (select(Certificate).where(Certificate.application_id == bindparam("app"))
+                    .execution_options(populate_existing=True))
+_HOLDS_ONE = (select(_certificates.c.certificate_number)
+              .where(_certificates.c.person_id == bindparam("person"), _certificates.c.status.in_(HELD)).limit(1))
+_ISSUED = (update(_certificates)
+           .where(_certificates.c.certificate_number == bindparam("number"), _certificates.c.status == ISSUING)
+           .values(status=ISSUED, sha256=bindparam("digest"), issued_at=bindparam("now"),
+                   signer_fingerprint=bindparam("signer"), status_changed_at=bindparam("now"),
+                   status_changed_by=SYSTEM))
+_REQUEST_DONE = (update(_requests).where(_requests.c.application_id == bindparam("app"))
+                 .values(status=DONE, certificate_number=bindparam("number"), last_error_code=None,
+                         last_error_field=None, last_error=None, updated_at=bindparam("now")))
+
+
+def _written(session: Session, model, key, values: dict) -> None:
+    """What a Core UPDATE wrote, onto the row's object if the session holds one (no read either way)."""
+    held = session.identity_map.get(identity_key(model, key))
+    if held is not None:
+        for name, value in values.items():
+            set_committed_value(held, name, value)
+
+
 class IssueRefused(Exception):
     """An approved application that cannot get a certificate until its data is corrected."""
 
@@ -117,16 +154,14 @@ def next_number(session: Session, province: str, year: int, level: str) -> str:
     the write lock on SQLite) so two issuers never read the same value; never reused."""
     scope = f"{province}{year}{LEVEL_DIGIT[level]}"
     for _ in range(3):
-        bumped = session.execute(update(SerialCounter).where(SerialCounter.scope == scope)
-                                 .values(last_serial=SerialCounter.last_serial + 1)).rowcount
-        if bumped == 0:
+        serial = session.execute(_NEXT_SERIAL, {"counter": scope}).scalar_one_or_none()
+        if serial is None:
             try:
                 with session.begin_nested():
                     session.add(SerialCounter(scope=scope, last_serial=1))
             except IntegrityError:
                 continue  # another issuer created the counter first: bump it instead
-        serial = session.execute(select(SerialCounter.last_serial).where(SerialCounter.scope == scope)
-                                 .execution_options(populate_existing=True)).scalar_one()
+            serial = 1
         if serial > 999_999:
             raise RuntimeError(f"serial numbers exhausted for {scope}")
         return f"{scope}{serial:06d}"
@@ -167,12 +202,14 @@ def record_approval(session: Session, event: ApplicationApproved, now: dt.dateti
 
 def claim(session: Session, application_id: str, now: dt.datetime, lease_seconds: float) -> bool:
     """Take the request for ``lease_seconds``; False if done, failed, or someone else holds it."""
-    return session.execute(
-        update(IssueRequest)
-        .where(IssueRequest.application_id == application_id, IssueRequest.status == PENDING,
-               IssueRequest.next_attempt_at <= now)
-        .values(next_attempt_at=now + dt.timedelta(seconds=lease_seconds), attempts=IssueRequest.attempts + 1,
-                updated_at=now)).rowcount == 1
+    until = now + dt.timedelta(seconds=lease_seconds)
+    if session.execute(_CLAIM, {"app": application_id, "now": now, "until": until}).rowcount != 1:
+        return False
+    held = session.identity_map.get(identity_key(IssueRequest, application_id))
+    if held is not None:
+        _written(session, IssueRequest, application_id,
+                 {"next_attempt_at": until, "attempts": held.attempts + 1, "updated_at": now})
+    return True
 
 
 def due_requests(session: Session, now: dt.datetime, limit: int) -> list[str]:
@@ -259,7 +296,7 @@ def previous_certificate(session: Session, data: IssuanceData) -> Certificate | 
     """The certificate a re-registration or an upgrade continues (None for the other kinds)."""
     person_id = data.snapshot.person_id
     if data.kind in (ApplicationKind.FIRST_REGISTRATION, ApplicationKind.REPLACEMENT):
-        if held_certificates(session, person_id):
+        if session.execute(_HOLDS_ONE, {"person": person_id}).first() is not None:
             raise IssueRefused(ALREADY_CERTIFIED, "该人员已持有有效的电子登记证书", "person_id")
         return None
     if data.previous_certificate_number:
@@ -322,8 +359,7 @@ def reserve(session: Session, request: IssueRequest, data: IssuanceData, *, auth
 
 
 def find_for_application(session: Session, application_id: str) -> Certificate | None:
-    return session.execute(select(Certificate).where(Certificate.application_id == application_id)
-                           .execution_options(populate_existing=True)).scalar_one_or_none()
+    return session.execute(_FOR_APPLICATION, {"app": application_id}).scalar_one_or_none()
 
 
 # ---- step 3: issued, announced, and the previous certificate superseded ------------------------
@@ -344,16 +380,22 @@ def _status_event(cls, certificate: Certificate, hash_key: bytes, reason: str | 
 
 
 def finish(session: Session, number: str, sha256: str, signer_fingerprint: str, hash_key: bytes,
-           now: dt.datetime) -> Certificate | None:
+           now: dt.datetime, certificate: Certificate | None = None) -> Certificate | None:
     """Step 3 (one transaction): issuing → issued, certificate_issued in the outbox, the request done,
-    and the certificate this one replaces superseded. None if another worker finished it first."""
-    moved = session.execute(
-        update(Certificate).where(Certificate.certificate_number == number, Certificate.status == ISSUING)
-        .values(status=ISSUED, sha256=sha256, issued_at=now, signer_fingerprint=signer_fingerprint,
-                status_changed_at=now, status_changed_by=SYSTEM)).rowcount
+    and the certificate this one replaces superseded. None if another worker finished it first.
+    ``certificate``: the reserved row as read before (what the event says does not change after
+    the reservation), which spares reading it again."""
+    moved = session.execute(_ISSUED, {"number": number, "digest": sha256, "now": now,
+                                      "signer": signer_fingerprint}).rowcount
     if moved != 1:
         return None
-    certificate = session.get(Certificate, number, populate_existing=True)
+    if certificate is None:
+        certificate = session.get(Certificate, number, populate_existing=True)
+    else:   # what the compare-and-set wrote, so the object tells the truth without a read
+        for name, value in (("status", ISSUED), ("sha256", sha256), ("issued_at", now),
+                            ("signer_fingerprint", signer_fingerprint), ("status_changed_at", now),
+                            ("status_changed_by", SYSTEM)):
+            set_committed_value(certificate, name, value)
     audit.record(session, SYSTEM, "certificate.issued", "certificate", number,
                  {"sha256": sha256, "signer": signer_fingerprint, "application_id": certificate.application_id})
     outbox.add(session, CertificateIssued(
@@ -367,9 +409,10 @@ def finish(session: Session, number: str, sha256: str, signer_fingerprint: str, 
         original_certificate_no=certificate.original_certificate_no, **_hash_fields(certificate, hash_key)))
     if certificate.supersedes:
         _supersede(session, certificate, hash_key, now)
-    session.execute(update(IssueRequest).where(IssueRequest.application_id == certificate.application_id)
-                    .values(status=DONE, certificate_number=number, last_error_code=None, last_error_field=None,
-                            last_error=None, updated_at=now))
+    session.execute(_REQUEST_DONE, {"app": certificate.application_id, "number": number, "now": now})
+    _written(session, IssueRequest, certificate.application_id,
+             {"status": DONE, "certificate_number": number, "last_error_code": None, "last_error_field": None,
+              "last_error": None, "updated_at": now})
     return certificate
 
 

@@ -81,3 +81,12 @@ def store_once(bucket, key: str, pdf: bytes, number: str) -> str:
     if existing is None:
         raise StoreFailed("证书文件存储冲突，稍后自动重试")
     return existing
+
+
+def store_credential(bucket, key: str, body: bytes, media_type: str, number: str) -> None:
+    """The certificate's credential beside its PDF, first stored copy wins (the hub makes the same
+    bytes again on a retry: Ed25519 and sorted JSON)."""
+    try:
+        bucket.put_if_absent(key, body, media_type, {"certificate-number": number})
+    except (ClientError, BotoCoreError) as exc:
+        raise StoreFailed(f"证书凭证存储失败（{type(exc).__name__}），稍后自动重试") from None

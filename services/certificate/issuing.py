@@ -9,7 +9,8 @@ Exactly once in effect, whatever crashes where:
 2. The PDF is rendered and signed in a worker process and stored by it under
    ``certificates/<number>.pdf`` with ``If-None-Match: *``: the first stored copy wins; a retry
    after a crash that came after the store reuses that copy (and its checksum) instead of storing
-   a second, different one. The photo is downloaded and checked by that same worker before the
+   a second, different one; the worker then stores the credential beside it (same rule). The
+   photo is downloaded and checked by that same worker before the
    number is reserved; neither the photo nor the PDF passes through this (the hub's) process.
 3. ``issuing → issued`` is a compare-and-set in the same transaction as the ``certificate_issued``
    outbox row: of two workers racing to finish, one announces, the other does nothing.
@@ -32,7 +33,7 @@ from sqlalchemy import update
 
 from services.certificate import credentials, domain, files, render, tokens
 from services.certificate.keys import KeyRing
-from services.certificate.models import DONE, ISSUING, IssueRequest
+from services.certificate.models import DONE, ISSUING, Certificate, IssueRequest
 from services.certificate.renderer import HeldWorker, RenderError, RenderPool
 from services.certificate.settings import NUMBERS
 from swms import errors, idcard
@@ -157,16 +158,17 @@ class Issuer:
         self.db, self.bucket, self.pool, self.keys = db, bucket, pool, keys
         self.registration, self.profile, self.settings, self.today = registration, profile, settings, today
 
-    def process(self, application_id: str, claimed: bool = False) -> str | None:
-        """Work on one recorded approval (``claimed``: the caller already holds its lease).
-        Returns the certificate number once issued."""
+    def process(self, application_id: str, claimed: bool = False, request: IssueRequest | None = None) -> str | None:
+        """Work on one recorded approval (``claimed``: the caller already holds its lease; ``request``:
+        the request as read in the transaction that claimed it, in this Issuer's session, which
+        spares reading it again). Returns the certificate number once issued."""
         if not claimed:
             with self.db.transaction() as session:
                 if not domain.claim(session, application_id, utcnow(), self.settings.lease_seconds):
                     request = session.get(IssueRequest, application_id)
                     return request.certificate_number if request is not None and request.status == DONE else None
         try:
-            return self._issue(application_id)
+            return self._issue(application_id, request if claimed else None)
         except domain.IssueRefused as problem:
             log.warning("application %s: certificate refused: %s %s", application_id, problem.code, problem.field)
             with self.db.transaction() as session:
@@ -197,10 +199,16 @@ class Issuer:
             raise domain.IssueRefused(domain.ISSUANCE_DATA_INVALID, f"签发数据不完整或格式不正确（{first['type']}）",
                                       field) from None
 
-    def _issue(self, application_id: str) -> str | None:
+    def _issue(self, application_id: str, request: IssueRequest | None) -> str | None:
         session = self.db.session
-        certificate = domain.find_for_application(session, application_id)
-        request = session.get(IssueRequest, application_id, populate_existing=True)
+        if request is None:
+            request = session.get(IssueRequest, application_id, populate_existing=True)
+            if request is None:
+                return None
+        # The reservation sets the request's certificate_number in its own transaction, so a request
+        # without one has no certificate yet (and reserve() checks again, under its write lock).
+        certificate = (None if request.certificate_number is None else
+                       session.get(Certificate, request.certificate_number, populate_existing=True))
         session.commit()  # end the read: no transaction stays open across calls to other services
         # One render worker from the photo check to the stored PDF: the photo it checked before the
         # number was reserved is the one it prints, and its bytes never come through this process.
@@ -210,8 +218,7 @@ class Issuer:
                 data = self._issuance_data(application_id)
                 domain.check_issuance_data(data, request)   # bad data is refused before anything is fetched
                 photo_url = self._photo(worker, data.snapshot.person_id, data.snapshot.photo_key)
-                with self.db.transaction() as session:
-                    request = session.get(IssueRequest, application_id, populate_existing=True)
+                with self.db.transaction() as session:   # request: this session's object, read above
                     certificate = domain.reserve(session, request, data, authority=self.settings.authority,
                                                  validity_years=self.settings.validity_years, today=self.today(),
                                                  photo_missing=photo_url is None)
@@ -228,11 +235,14 @@ class Issuer:
                 if photo_url is _NOT_FETCHED:   # the worker downloads and checks it with the render
                     photo_url = (photo_link(self.profile, certificate.person_id, certificate.photo_key)
                                  if certificate.photo_key else None)
+                # The worker stores the credential after the PDF (its S3 client, not this process's).
                 digest = self._render_and_store(worker, certificate, photo_url, key)
-        self._store_credential(certificate)
+            else:   # the PDF was stored before a crash: the credential may not have been
+                self._store_credential(certificate)
         pause("after_store")
         with self.db.transaction() as session:
-            domain.finish(session, number, digest, self.keys.signing.fingerprint, self.keys.id_hash_key, utcnow())
+            domain.finish(session, number, digest, self.keys.signing.fingerprint, self.keys.id_hash_key, utcnow(),
+                          certificate)
         return number
 
     def _store_credential(self, certificate) -> None:
@@ -273,7 +283,11 @@ class Issuer:
     def _render_and_store(self, worker: HeldWorker, certificate, photo_url: str | None, key: str) -> str:
         """The PDF rendered, signed and stored by the worker; the SHA-256 of the stored copy."""
         face = face_of(certificate, self.keys, self.settings, None, None)
+        credential = None
+        if certificate.status_list is not None:   # reserved before the status lists: none
+            credential = (credential_key(key), credential_of(certificate, self.keys, self.settings.verify_base_url)
+                          .encode("ascii"), credentials.VC_MEDIA_TYPE)
         try:
-            return worker.issue(face, photo_url, key, certificate.certificate_number).sha256
+            return worker.issue(face, photo_url, key, certificate.certificate_number, credential=credential).sha256
         except RenderError as exc:
             raise worker_problem(exc) from None

@@ -18,8 +18,9 @@ reply {"ok": True, "pid": int}. Then per job, in one of
 * {"photo_url": str}: download and check the photo, keep it for the next job;
   out {"ok": True, "photo_type": str};
 * {"face": CertificateFace, "sign": bool, "photo_url": str | None, "store": {"key": str,
-  "number": str} | None}: the photo (kept from the job before, or downloaded) goes on the face,
-  the PDF is rendered, signed, and stored under ``key`` (first stored copy wins);
+  "number": str, "credential": (key, bytes, media type) | None} | None}: the photo (kept from the
+  job before, or downloaded; dropped after this job) goes on the face, the PDF is rendered, signed,
+  and stored under ``key``, then the credential beside it (first stored copy wins for both);
   out {"ok": True, "sha256": str, "render_s": float, "sign_s": float, "store_s": float}, with
   "pdf": bytes instead of storing when "store" is None;
 
@@ -112,8 +113,9 @@ def main() -> int:
                 write_frame(proto_out, {"ok": True, "photo_type": photo[2]})
                 continue
             face = job["face"]
+            kept, photo = photo, None   # one download per certificate: a later job with the same link fetches again
             if url is not None:
-                face = dataclasses.replace(face, photo=photo[1], photo_type=photo[2])
+                face = dataclasses.replace(face, photo=kept[1], photo_type=kept[2])
             elif face.photo is not None:
                 render.check_photo(face.photo)
             started = time.perf_counter()
@@ -129,6 +131,8 @@ def main() -> int:
             else:
                 pause("after_render")
                 reply["sha256"] = files.store_once(bucket, store["key"], pdf, store["number"])
+                if store.get("credential"):
+                    files.store_credential(bucket, *store["credential"], store["number"])
                 reply["store_s"] = time.perf_counter() - signed
         except files.PhotoUnavailable as exc:
             reply = {"ok": False, "code": "PHOTO_UNAVAILABLE", "message": f"照片下载失败（{exc}），稍后自动重试",

@@ -113,10 +113,12 @@ class HeldWorker:
         return self._call({"photo_url": photo_url})["photo_type"]
 
     def issue(self, face, photo_url: str | None, object_key: str | None, number: str,
-              sign: bool = True) -> RenderResult:
+              sign: bool = True, credential: tuple[str, bytes, str] | None = None) -> RenderResult:
         """Render and sign ``face`` with the photo behind ``photo_url``; stored under ``object_key``
-        (first stored copy wins) and only its SHA-256 returned, or the PDF itself when the key is None."""
-        store = {"key": object_key, "number": number} if object_key is not None else None
+        (first stored copy wins) and only its SHA-256 returned, or the PDF itself when the key is None.
+        ``credential`` (key, body, media type) is stored after the PDF, by the worker too."""
+        store = ({"key": object_key, "number": number, "credential": credential}
+                 if object_key is not None else None)
         reply = self._call({"face": face, "sign": sign, "photo_url": photo_url, "store": store})
         return RenderResult(reply.get("pdf"), reply["sha256"], reply["render_s"], reply["sign_s"],
                             reply.get("store_s", 0.0))

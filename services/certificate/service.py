@@ -113,7 +113,7 @@ class CertificateService:
         settings = issuing.Settings.from_config(self.config)
         try:
             with self.db.transaction() as session:  # recorded and claimed in one commit
-                domain.record_approval(session, event, utcnow())
+                request = domain.record_approval(session, event, utcnow())
                 claimed = domain.claim(session, event.application_id, utcnow(), settings.lease_seconds)
         except Exception:
             # The database is away: the broker redelivers, not in a hot loop, and (quorum queues)
@@ -124,7 +124,7 @@ class CertificateService:
         if not claimed:
             return  # issued already, refused, or another worker holds it (the sweep covers a dead one)
         self.auth.act_as_service()
-        self._issuer().process(event.application_id, claimed=True)
+        self._issuer().process(event.application_id, claimed=True, request=request)
 
     @config_timer(NUMBERS, "CERT_RETRY_POLL_SECONDS")
     def retry_pending_issues(self):

@@ -19,7 +19,7 @@ from __future__ import annotations
 import datetime as dt
 import secrets
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -34,38 +34,46 @@ def bits_for(status: str) -> dict[str, bool]:
     return {"revocation": status in (REVOKED, SUPERSEDED), "suspension": status == SUSPENDED}
 
 
-def _open_list(session: Session, now: dt.datetime) -> StatusList:
-    """The list new certificates go into, locked (FOR UPDATE) so that allocations take turns."""
+# Built once, run for every certificate; the open list is read without its bits (2 × 16 KB).
+_lists, _certificates = StatusList.__table__, Certificate.__table__
+_OPEN = (select(_lists.c.list_number, _lists.c.allocated).order_by(_lists.c.list_number.desc()).limit(1)
+         .with_for_update())
+_TAKEN = (select(func.count()).select_from(_certificates)
+          .where(_certificates.c.status_list == bindparam("list"), _certificates.c.status_index == bindparam("index")))
+_ALLOCATED = (update(_lists).where(_lists.c.list_number == bindparam("list"))
+              .values(allocated=_lists.c.allocated + 1))
+
+
+def _open_list(session: Session, now: dt.datetime) -> int:
+    """The number of the list new certificates go into, locked (FOR UPDATE) so that allocations
+    take turns."""
     for _ in range(3):
-        row = session.execute(select(StatusList).order_by(StatusList.list_number.desc()).limit(1)
-                              .with_for_update().execution_options(populate_existing=True)).scalar_one_or_none()
+        row = session.execute(_OPEN).first()
         if row is not None and row.allocated < credentials.LIST_FILL:
-            return row
+            return row.list_number
         number = 1 if row is None else row.list_number + 1
         empty = credentials.empty_bits()
         try:
-            with session.begin_nested():
-                session.add(StatusList(list_number=number, allocated=0, revocation_bits=empty, suspension_bits=empty,
-                                       revocation_version=1, suspension_version=1, revocation_updated_at=now,
-                                       suspension_updated_at=now))
+            with session.begin_nested():   # Core, like the allocation's update: no stale object in the session
+                session.execute(insert(_lists).values(
+                    list_number=number, allocated=0, revocation_bits=empty, suspension_bits=empty, revocation_version=1,
+                    suspension_version=1, revocation_updated_at=now, suspension_updated_at=now))
         except IntegrityError:
             continue   # another issuer opened it first: take that one
-        return session.get(StatusList, number, with_for_update=True, populate_existing=True)
+        return number   # inserted by this transaction: nobody else sees it before the commit
     raise RuntimeError("could not open a status list")
 
 
 def allocate(session: Session, now: dt.datetime, rng=_random) -> tuple[int, int]:
     """(list number, index): a random index not yet given in the open list. Indexes are never
     reused, so a bit never speaks for two certificates."""
-    row = _open_list(session, now)
+    number = _open_list(session, now)
     for _ in range(MAX_TRIES):
         index = rng.randrange(credentials.LIST_ENTRIES)
-        taken = session.execute(select(func.count()).select_from(Certificate).where(
-            Certificate.status_list == row.list_number, Certificate.status_index == index)).scalar_one()
-        if not taken:
-            row.allocated += 1
-            return row.list_number, index
-    raise RuntimeError(f"no free index found in status list {row.list_number}")   # at ≤ 50 % fill: ~1e-19
+        if not session.execute(_TAKEN, {"list": number, "index": index}).scalar_one():
+            session.execute(_ALLOCATED, {"list": number})
+            return number, index
+    raise RuntimeError(f"no free index found in status list {number}")   # at ≤ 50 % fill: ~1e-19
 
 
 def sync(session: Session, certificate: Certificate, now: dt.datetime) -> list[str]:
