@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from services.certificate import credentials, issuing, status_lists
+from services.certificate import issuing, status_lists
 from services.certificate.keys import KeyRing
 from services.certificate.models import ISSUING, Certificate, audit
 
@@ -42,12 +42,7 @@ def add_entries(session: Session, actor: str, now: dt.datetime, batch: int = 500
 
 def store_credentials(bucket, keys: KeyRing, verify_base_url: str, certificates: Iterable[Certificate]) -> int:
     """Each certificate's credential beside its PDF, unless one is there; how many were stored."""
-    stored = 0
-    for certificate in certificates:
-        body = issuing.credential_of(certificate, keys, verify_base_url).encode("ascii")
-        stored += bucket.put_if_absent(issuing.credential_key(certificate.object_key), body, credentials.VC_MEDIA_TYPE,
-                                       {"certificate-number": certificate.certificate_number})
-    return stored
+    return sum(issuing.put_credential(bucket, certificate, keys, verify_base_url) for certificate in certificates)
 
 
 def with_entries_after(session: Session, after: str, batch: int) -> list[Certificate]:

@@ -114,6 +114,14 @@ def credential_of(certificate, keys: KeyRing, verify_base_url: str) -> str:
     return credentials.sign_credential(keys.qr_private_pem, credentials.did_web(verify_base_url), credential)
 
 
+def put_credential(bucket, certificate, keys: KeyRing, verify_base_url: str) -> bool:
+    """The certificate's credential beside its PDF unless one is there (first stored copy wins);
+    True if this call stored it."""
+    body = credential_of(certificate, keys, verify_base_url).encode("ascii")
+    return bucket.put_if_absent(credential_key(certificate.object_key), body, credentials.VC_MEDIA_TYPE,
+                                {"certificate-number": certificate.certificate_number})
+
+
 def face_of(certificate, keys: KeyRing, settings: Settings, photo: bytes | None,
             photo_type: str | None) -> render.CertificateFace:
     return render.CertificateFace(
@@ -250,10 +258,8 @@ class Issuer:
         retry makes the same bytes). Certificates reserved before the status lists have none."""
         if certificate.status_list is None:
             return
-        body = credential_of(certificate, self.keys, self.settings.verify_base_url).encode("ascii")
         try:
-            self.bucket.put_if_absent(credential_key(certificate.object_key), body, credentials.VC_MEDIA_TYPE,
-                                      {"certificate-number": certificate.certificate_number})
+            put_credential(self.bucket, certificate, self.keys, self.settings.verify_base_url)
         except (ClientError, BotoCoreError) as exc:
             raise domain.IssueDeferred(domain.STORAGE_UNAVAILABLE,
                                        f"证书凭证存储失败（{type(exc).__name__}），稍后自动重试", "object_key") from None
