@@ -6,6 +6,7 @@ import datetime as dt
 import importlib
 import queue
 import socket
+import subprocess
 import time
 from pathlib import Path
 
@@ -130,3 +131,18 @@ def unless_profile_incomplete(call):
         if exc.code == "PROFILE_INCOMPLETE":
             return None
         raise
+
+
+def run_until_exit(argv: list[str], env: dict[str, str], timeout: float, cwd=None) -> tuple[int, str]:
+    """Starts a process and waits for it to end: (exit status, output). One that still runs after
+    ``timeout`` seconds is killed and fails the test with the end of its output."""
+    import pytest
+
+    process = subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        output, _ = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        output, _ = process.communicate()
+        pytest.fail(f"{' '.join(argv[:4])} was still running {timeout:g} s after start:\n{output[-3000:]}")
+    return process.returncode, output

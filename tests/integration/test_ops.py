@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import subprocess
 import urllib.error
 import urllib.request
 
@@ -16,7 +15,7 @@ from swms.contracts.events import FeedbackSubmitted
 from swms.errors import SwmsError
 from swms.logs import JsonFormatter
 from swms.ops import OpsEndpoint
-from tests.support import rpc_client, session_for
+from tests.support import rpc_client, run_until_exit, session_for
 from swms.config import REPO_ROOT
 from tools.localstack import NAMEKO, free_port
 
@@ -138,14 +137,7 @@ def test_a_process_whose_service_died_exits_even_when_an_extension_hangs(tmp_pat
     and nothing restarts it (compose and tools.localstack restart processes that exit)."""
     config = tmp_path / "config.yaml"
     config.write_text(f"AMQP_URI: {rabbit_config['AMQP_URI']}\nserializer: json\nEXIT_AFTER_DEATH_SECONDS: 3\n")
-    process = subprocess.Popen([NAMEKO, "run", "--config", str(config), "tests.integration.dying_service"],
-                               cwd=REPO_ROOT, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        output, _ = process.communicate(timeout=90)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        output, _ = process.communicate()
-        pytest.fail(f"the process was still running 90 s after start:\n{output[-3000:]}")
-    assert process.returncode == 1, output[-3000:]
+    status, output = run_until_exit([NAMEKO, "run", "--config", str(config), "tests.integration.dying_service"],
+                                    {**os.environ, "PYTHONPATH": str(REPO_ROOT)}, timeout=90, cwd=REPO_ROOT)
+    assert status == 1, output[-3000:]
     assert "service dying_probe died; the process had not ended 3 s later and exits now" in output, output[-3000:]

@@ -3,11 +3,11 @@ naming the environment variable (before it connects to anything)."""
 from __future__ import annotations
 
 import os
-import subprocess
 
 import pytest
 
 from swms.config import REPO_ROOT
+from tests.support import run_until_exit
 from tools.localstack import NAMEKO, free_port
 
 pytestmark = pytest.mark.integration
@@ -22,15 +22,8 @@ def test_a_process_with_a_bad_setting_refuses_to_start(tmp_path, service, variab
            # Were the value accepted, the service would find no broker and no shared files here.
            "AMQP_URI": f"pyamqp://guest:guest@127.0.0.1:{free_port()}/",
            f"{service.upper()}_DB_URL": f"sqlite:///{tmp_path / 'service.db'}"}
-    process = subprocess.Popen([NAMEKO, "run", "--config", f"services/{service}/config.yaml",
-                                f"services.{service}.service"], cwd=REPO_ROOT, env=env,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        output, _ = process.communicate(timeout=60)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        output, _ = process.communicate()
-        pytest.fail(f"{service} started with {variable}={value}:\n{output[-2000:]}")
-    assert process.returncode != 0
+    status, output = run_until_exit([NAMEKO, "run", "--config", f"services/{service}/config.yaml",
+                                     f"services.{service}.service"], env, timeout=60, cwd=REPO_ROOT)
+    assert status != 0
     refusals = [line for line in output.splitlines() if "refuses to start" in line]
     assert len(refusals) == 1 and expected in refusals[0], output[-2000:]
