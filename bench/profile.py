@@ -119,6 +119,21 @@ def seed_files(db_url: str, people: int) -> list[tuple[str, list[str]]]:
     return forms
 
 
+def counts(db_url: str) -> tuple[int, int]:
+    """Holds other than the seeded first submissions', and files_held audit rows."""
+    from sqlalchemy import func, select
+
+    from services.profile.models import FileHold, audit
+    from swms.db import engine_for
+
+    with engine_for(db_url).connect() as connection:
+        holds = connection.execute(select(func.count()).select_from(FileHold)
+                                   .where(~FileHold.holder.like("submission:%:1"))).scalar_one()
+        audited = connection.execute(select(func.count()).select_from(audit.table)
+                                     .where(audit.table.c.action == "profile.files_held")).scalar_one()
+    return holds, audited
+
+
 def held_benchmark(args) -> None:
     """CPU of this process per ``files_held`` event (see the module's docstring)."""
     import cProfile
@@ -169,7 +184,9 @@ def held_benchmark(args) -> None:
         first = deliver(events)
         if profiler:
             profiler.disable()
+        written = counts(db_url)
         again = deliver(events[: max(1, len(events) // 4)])
+        rewritten = counts(db_url)
     finally:
         if created:
             from bench.registration_burst import drop_databases
@@ -178,6 +195,13 @@ def held_benchmark(args) -> None:
     print(f"profile files_held ({db_url.split(':')[0]}): {len(events)} events of {len(forms[0][1])} files, "
           f"{len(forms)} people with earlier holds")
     print(f"CPU per event, first delivery: {first:.2f} ms; redelivery (skipped): {again:.2f} ms")
+    files = len(forms[0][1])
+    expected = (len(warm) + len(events)) * files, len(warm) + len(events)
+    print(f"checks: {written[0]} new holds and {written[1]} files_held audit rows for {len(events)} events "
+          f"(+{len(warm)} warm-up) of {files} files (expected {expected[0]}, {expected[1]}); redeliveries wrote "
+          f"{'nothing' if rewritten == written else 'again: WRONG'}")
+    if written != expected or rewritten != written:
+        raise SystemExit("files_held: holds or audit rows not as expected")
     if profiler:
         pstats.Stats(profiler).sort_stats("cumulative").print_stats(35)
 
