@@ -19,8 +19,8 @@ from nameko.extensions import DependencyProvider
 from sqlalchemy import create_engine, event, exc
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import CursorResult, Dialect, Engine
-from sqlalchemy.sql import Executable
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.sql import Executable
 
 from swms.config import SHARED, required
 

@@ -308,10 +308,10 @@ def _hold_upsert(insert):
 
 # Built once (every registration submission sends a hold): Core, no ORM objects per file.
 _HOLD_UPSERT = Upsert(_hold_upsert, ["file_key", "holder", "person_id", "held_until", "created_at", "updated_at"])
-_FILES_TO_HOLD = (select(StoredFile.__table__.c.file_key, StoredFile.__table__.c.person_id,
-                         StoredFile.__table__.c.status)
-                  .where(StoredFile.__table__.c.file_key.in_(bindparam("keys", expanding=True)))
-                  .order_by(StoredFile.__table__.c.file_key)      # one lock order for every holder
+_FILES = StoredFile.__table__
+_FILES_TO_HOLD = (select(_FILES.c.file_key, _FILES.c.person_id, _FILES.c.status)
+                  .where(_FILES.c.file_key.in_(bindparam("keys", expanding=True)))
+                  .order_by(_FILES.c.file_key)      # one lock order for every holder
                   .with_for_update())
 
 
