@@ -1,6 +1,7 @@
 """Profile: what a photo upload and the completeness check cost, against an empty RPC, in one run.
 
   .venv/bin/python -m bench.profile [--people 20] [--photos 5] [--calls 500] [--db-url URL]
+  .venv/bin/python -m bench.profile --held 2000 [--people 50] [--admin-url postgresql://…/test] [--cprofile]
 
 The profile service runs as a separate ``nameko run`` process on the local RabbitMQ, with moto's S3
 server on loopback (the same boto3 code path as MinIO) and a SQLite file (PostgreSQL with --db-url).
@@ -12,6 +13,15 @@ Prints p50/p99 of sequential calls and, for photos, uploads/s with one client pe
 * photo: ticket (``request_upload``) + HTML-form POST to storage + ``confirm_photo`` (read back,
   decoded in a native thread, copied to its final key, recorded with its event) — a camera-like
   1-inch JPEG of about 120 KB.
+
+``--held N`` measures only the ``files_held`` handler (each registration submission sends one), in
+this process, without a broker: ``on_files_held`` is called as its entrypoint calls it (payload →
+model → inbox → hold → audit, one transaction) for N events on SQLite, or on a PostgreSQL database
+of its own made with ``--admin-url`` (dropped after). Every person has a photo and six proofs on the
+form, three retired files and the holds of an earlier submission; each event holds the seven current
+files for a new round. Prints the CPU time of this process per event (what the handler costs the
+profile process; on PostgreSQL the database's own CPU is elsewhere), for first deliveries and for
+redeliveries; ``--cprofile`` adds the functions that cost most.
 """
 from __future__ import annotations
 
@@ -71,13 +81,145 @@ def seed(db_url: str, people: int) -> list[str]:
     return ids
 
 
+PROOFS_PER_PERSON = 6
+
+
+def seed_files(db_url: str, people: int) -> list[tuple[str, list[str]]]:
+    """People with files on their form, retired files and the holds of a first submission, written
+    directly (Core): what a re-registration finds. Returns each person and their current files."""
+    from sqlalchemy import insert
+
+    from services.profile.models import ACTIVE, PHOTO, PROOF, RETIRED, FileHold, StoredFile
+    from swms.db import engine_for
+
+    now = dt.datetime(2026, 12, 1)
+    files, holds, forms = [], [], []
+    for n in range(people):
+        person = f"00000000-0000-4000-9000-{n:012d}"
+
+        def stored(key: str, kind: str, status: str) -> dict:
+            return {"file_key": key, "person_id": person, "kind": kind, "owner_id": None,
+                    "content_type": "image/jpeg" if kind == PHOTO else "application/pdf", "size_bytes": 120_000,
+                    "width": 295 if kind == PHOTO else None, "height": 413 if kind == PHOTO else None,
+                    "sha256": "0" * 64, "status": status, "created_at": now,
+                    "retired_at": now if status == RETIRED else None, "referenced_at": now}
+
+        current = [f"photos/{person}/current.jpg"] + [f"proofs/{person}/{i}.pdf" for i in range(PROOFS_PER_PERSON)]
+        files += [stored(current[0], PHOTO, ACTIVE)] + [stored(key, PROOF, ACTIVE) for key in current[1:]]
+        files += [stored(f"photos/{person}/old.jpg", PHOTO, RETIRED)]
+        files += [stored(f"proofs/{person}/old{i}.pdf", PROOF, RETIRED) for i in range(2)]
+        earlier = [f"photos/{person}/old.jpg", f"proofs/{person}/old0.pdf", f"proofs/{person}/old1.pdf"] + current[1:4]
+        holds += [{"file_key": key, "holder": f"submission:{n:08d}:1", "person_id": person,
+                   "held_until": now + dt.timedelta(days=5 * 365), "created_at": now, "updated_at": now}
+                  for key in earlier]
+        forms.append((person, current))
+    with engine_for(db_url).begin() as connection:
+        connection.execute(insert(StoredFile.__table__), files)
+        connection.execute(insert(FileHold.__table__), holds)
+    return forms
+
+
+def counts(db_url: str) -> tuple[int, int]:
+    """Holds other than the seeded first submissions', and files_held audit rows."""
+    from sqlalchemy import func, select
+
+    from services.profile.models import FileHold, audit
+    from swms.db import engine_for
+
+    with engine_for(db_url).connect() as connection:
+        holds = connection.execute(select(func.count()).select_from(FileHold)
+                                   .where(~FileHold.holder.like("submission:%:1"))).scalar_one()
+        audited = connection.execute(select(func.count()).select_from(audit.table)
+                                     .where(audit.table.c.action == "profile.files_held")).scalar_one()
+    return holds, audited
+
+
+def held_benchmark(args) -> None:
+    """CPU of this process per ``files_held`` event (see the module's docstring)."""
+    import cProfile
+    import pstats
+    import uuid
+
+    from sqlalchemy.orm import sessionmaker
+
+    from services.profile.service import ProfileService
+    from swms.contracts.events import FilesHeld
+    from swms.db import DatabaseAccess, engine_for
+    from swms.migrations import upgrade
+
+    workdir = Path(tempfile.mkdtemp(prefix="swms-bench-held-"))
+    created = []
+    if args.admin_url:
+        from bench.registration_burst import create_database
+        db_url = create_database(args.admin_url, "held")
+        created.append(db_url)
+    else:
+        db_url = f"sqlite:///{workdir / 'profile.db'}"
+    try:
+        upgrade("profile", db_url)
+        forms = seed_files(db_url, args.people)
+        until = dt.datetime(2031, 12, 1, tzinfo=dt.timezone.utc)
+        events = [FilesHeld(person_id=forms[i % len(forms)][0], holder=f"submission:{i % len(forms):08d}:{2 + i // len(forms)}",
+                            file_keys=forms[i % len(forms)][1], held_until=until).model_dump(mode="json")
+                  for i in range(args.held)]
+
+        class Stand_in:    # what nameko injects into the worker: only the database is used
+            db = DatabaseAccess(sessionmaker(engine_for(db_url), expire_on_commit=False))
+
+        worker = Stand_in()
+
+        def deliver(batch: list[dict]) -> float:
+            started = time.process_time()
+            for payload in batch:
+                ProfileService.on_files_held(worker, payload)
+                worker.db.close()       # a new worker per message, as nameko does
+            return (time.process_time() - started) / len(batch) * 1000
+
+        warm = [FilesHeld(person_id=person, holder=f"warm:{uuid.uuid4()}", file_keys=keys, held_until=until)
+                .model_dump(mode="json") for person, keys in forms[:20]]
+        deliver(warm)
+        profiler = cProfile.Profile(time.process_time) if args.cprofile else None
+        if profiler:
+            profiler.enable()
+        first = deliver(events)
+        if profiler:
+            profiler.disable()
+        written = counts(db_url)
+        again = deliver(events[: max(1, len(events) // 4)])
+        rewritten = counts(db_url)
+    finally:
+        if created:
+            from bench.registration_burst import drop_databases
+            drop_databases(args.admin_url, created)
+        subprocess.run(["rm", "-rf", str(workdir)], check=False)
+    print(f"profile files_held ({db_url.split(':')[0]}): {len(events)} events of {len(forms[0][1])} files, "
+          f"{len(forms)} people with earlier holds")
+    print(f"CPU per event, first delivery: {first:.2f} ms; redelivery (skipped): {again:.2f} ms")
+    files = len(forms[0][1])
+    expected = (len(warm) + len(events)) * files, len(warm) + len(events)
+    print(f"checks: {written[0]} new holds and {written[1]} files_held audit rows for {len(events)} events "
+          f"(+{len(warm)} warm-up) of {files} files (expected {expected[0]}, {expected[1]}); redeliveries wrote "
+          f"{'nothing' if rewritten == written else 'again: WRONG'}")
+    if written != expected or rewritten != written:
+        raise SystemExit("files_held: holds or audit rows not as expected")
+    if profiler:
+        pstats.Stats(profiler).sort_stats("cumulative").print_stats(35)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--people", type=int, default=20)
     parser.add_argument("--photos", type=int, default=5, help="photos uploaded per person")
     parser.add_argument("--calls", type=int, default=500)
     parser.add_argument("--db-url", help="profile database (default: a fresh SQLite file)")
+    parser.add_argument("--held", type=int, default=0,
+                        help="measure only the files_held handler, for this many events (no broker)")
+    parser.add_argument("--admin-url", help="with --held: PostgreSQL URL allowed to CREATE DATABASE")
+    parser.add_argument("--cprofile", action="store_true", help="with --held: where the CPU goes")
     args = parser.parse_args()
+    if args.held:
+        held_benchmark(args)
+        return
     amqp_uri = os.environ.get("AMQP_URI", "pyamqp://guest:guest@127.0.0.1:5672/")
     # A virtual host of this run's own: its profile must not answer a demo's or a deployment's
     # calls on the same broker ('' in RABBIT_MANAGEMENT_URL: $AMQP_URI's virtual host as it is).

@@ -34,12 +34,11 @@ from sqlalchemy import (
 from sqlalchemy import (
     event as sa_event,
 )
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from swms.background import BackgroundLoop
 from swms.contracts.events import Event
-from swms.db import engine_from_config
+from swms.db import Upsert, engine_from_config
 
 log = logging.getLogger(__name__)
 
@@ -205,13 +204,16 @@ class Inbox:
             Column("handler", String(100), primary_key=True),
             Column("handled_at", DateTime, nullable=False),
         )
+        # Every event handled runs it.
+        self._first_delivery = Upsert(lambda insert: insert(self.table).on_conflict_do_nothing(),
+                                      ["event_id", "handler", "handled_at"])
 
     def first_delivery(self, session: Session, event_id: str, handler: str) -> bool:
-        """True the first time; False if this handler already committed this event."""
-        try:
-            with session.begin_nested():
-                session.execute(insert(self.table).values(
-                    event_id=str(event_id), handler=handler, handled_at=utcnow()))
-        except IntegrityError:
-            return False
-        return True
+        """True the first time; False if this handler already committed this event.
+
+        One INSERT ... ON CONFLICT DO NOTHING (SQLite and PostgreSQL): the check is the write, no
+        savepoint around a failing insert. A concurrent delivery of the same event waits for the
+        first one's transaction (its row on PostgreSQL, the write lock on SQLite) and then finds the
+        row there, or inserts it if that transaction rolled back."""
+        return self._first_delivery.execute(session, {"event_id": str(event_id), "handler": handler,
+                                                      "handled_at": utcnow()}).rowcount == 1

@@ -13,7 +13,7 @@ import io
 import uuid
 from dataclasses import dataclass, field
 
-from sqlalchemy import and_, delete, func, or_, select, update
+from sqlalchemy import and_, bindparam, delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
@@ -37,6 +37,7 @@ from services.profile.models import (
     outbox,
 )
 from swms import errors, idcard
+from swms.db import Upsert
 from swms.text import SPACES
 from swms.text import problem as text_problem
 from swms.contracts.common import UnitCategory
@@ -292,26 +293,46 @@ def _naive_utc(moment: dt.datetime | None) -> dt.datetime | None:
     return moment.astimezone(dt.timezone.utc).replace(tzinfo=None)
 
 
+def _hold_upsert(insert):
+    """Every hold of an event in one statement: new holds inserted, an existing one extended only
+    to a later end (never shortened, never from "until released" to an end)."""
+    table = FileHold.__table__
+    statement = insert(table)
+    extends = and_(table.c.held_until.is_not(None),
+                   or_(statement.excluded.held_until.is_(None), statement.excluded.held_until > table.c.held_until))
+    return statement.on_conflict_do_update(
+        index_elements=[table.c.file_key, table.c.holder],
+        set_={"held_until": statement.excluded.held_until, "updated_at": statement.excluded.updated_at},
+        where=extends)
+
+
+# Built once (every registration submission sends a hold): Core, no ORM objects per file.
+_HOLD_UPSERT = Upsert(_hold_upsert, ["file_key", "holder", "person_id", "held_until", "created_at", "updated_at"])
+_FILES = StoredFile.__table__
+_FILES_TO_HOLD = (select(_FILES.c.file_key, _FILES.c.person_id, _FILES.c.status)
+                  .where(_FILES.c.file_key.in_(bindparam("keys", expanding=True)))
+                  .order_by(_FILES.c.file_key)      # one lock order for every holder
+                  .with_for_update())
+
+
 def hold_files(session: Session, person_id: str, holder: str, keys: list[str], until: dt.datetime | None,
                actor: str) -> list[str]:
     """``holder`` needs these files of the person until ``until`` (a later end extends a hold, an
     earlier one never shortens it). Returns the keys that are gone already (deleted, being
-    deleted, or not the person's): those cannot be held."""
-    now, until = utcnow(), _naive_utc(until)
-    held, missing = [], []
-    for key in sorted(set(keys)):       # one lock order for every holder
-        row = session.get(StoredFile, key, with_for_update=True, populate_existing=True)
-        if row is None or row.person_id != person_id or row.status == DELETING:
-            missing.append(key)
-            continue
-        hold = session.get(FileHold, (key, holder))
-        if hold is None:
-            session.add(FileHold(file_key=key, holder=holder, person_id=person_id, held_until=until,
-                                 created_at=now, updated_at=now))
-        elif hold.held_until is not None and (until is None or until > hold.held_until):
-            hold.held_until, hold.updated_at = until, now
-        held.append(key)
-    session.flush()
+    deleted, or not the person's): those cannot be held.
+
+    Three statements whatever the number of files: the files read and locked (so housekeeping's
+    :func:`claim_for_deletion` either sees the hold or the hold finds the file ``deleting``), the
+    holds written in one upsert, the audit row."""
+    now, until, wanted = utcnow(), _naive_utc(until), sorted(set(keys))
+    holdable = {row.file_key for row in session.execute(_FILES_TO_HOLD, {"keys": wanted})
+                if row.person_id == person_id and row.status != DELETING}
+    held = [key for key in wanted if key in holdable]
+    missing = [key for key in wanted if key not in holdable]
+    if held:
+        _HOLD_UPSERT.execute(session, [
+            {"file_key": key, "holder": holder, "person_id": person_id, "held_until": until,
+             "created_at": now, "updated_at": now} for key in held])
     audit.record(session, actor, "profile.files_held", "profile", person_id,
                  {"holder": holder, "file_keys": held, "held_until": until, "missing": missing})
     return missing

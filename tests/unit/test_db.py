@@ -1,9 +1,10 @@
 """swms.db on SQLite: a SAVEPOINT first in a transaction must nest inside it.
 
 pysqlite's legacy transaction handling sends no BEGIN before a SAVEPOINT, so the RELEASE of a
-``begin_nested()`` that opens a transaction commits on its own. ``Inbox.first_delivery`` is exactly
+``begin_nested()`` that opens a transaction commits on its own. ``Inbox.first_delivery`` was exactly
 that: without the fix, a handler that fails after it leaves the inbox row committed, and the
-redelivered event is skipped as "already handled": lost.
+redelivered event is skipped as "already handled": lost. (It is one INSERT ... ON CONFLICT DO
+NOTHING now; the test keeps its guarantee.)
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import pytest
 from sqlalchemy import Column, Integer, MetaData, Table, func, insert, select
 from sqlalchemy.orm import Session
 
-from swms.db import dispose_engine, engine_for, pool_size_for
+from swms.db import Upsert, dispose_engine, engine_for, pool_size_for
 from swms.outbox import Inbox
 
 
@@ -108,3 +109,21 @@ def test_an_idle_connection_whose_peer_wrote_or_closed_has_input_even_above_desc
         os.close(high)
         ours.close()
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_an_upsert_is_compiled_once_and_its_conflict_decides(database):
+    """SQLAlchemy caches no ON CONFLICT statement: :class:`Upsert` compiles it once per dialect."""
+    engine, inbox, work = database
+    built = []
+
+    def build(dialect_insert):
+        built.append(dialect_insert)
+        return dialect_insert(work).on_conflict_do_nothing()
+
+    upsert = Upsert(build, ["id"])
+    with Session(engine) as session:
+        assert upsert.execute(session, [{"id": 1}, {"id": 2}]).rowcount == 2
+        assert upsert.execute(session, {"id": 2}).rowcount == 0      # the conflict: nothing written
+        assert upsert.execute(session, {"id": 3}).rowcount == 1
+        session.commit()
+    assert len(built) == 1 and count(engine, work) == 3
