@@ -15,6 +15,8 @@ import re
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import make_transient_to_detached
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.orm.util import identity_key
 
@@ -115,6 +117,10 @@ _ISSUED = (update(_certificates)
            .values(status=ISSUED, sha256=bindparam("digest"), issued_at=bindparam("now"),
                    signer_fingerprint=bindparam("signer"), status_changed_at=bindparam("now"),
                    status_changed_by=SYSTEM))
+# A final approval recorded and already claimed, in one statement; an application recorded before is
+# left as it is (a redelivery, or the same approval twice at the same moment: exactly one inserts).
+_RECORD_CLAIMED = {name: dialect.insert(_requests).on_conflict_do_nothing(index_elements=["application_id"])
+                   for name, dialect in (("sqlite", sqlite), ("postgresql", postgresql))}
 _REQUEST_DONE = (update(_requests).where(_requests.c.application_id == bindparam("app"))
                  .values(status=DONE, certificate_number=bindparam("number"), last_error_code=None,
                          last_error_field=None, last_error=None, updated_at=bindparam("now")))
@@ -198,6 +204,28 @@ def record_approval(session: Session, event: ApplicationApproved, now: dt.dateti
     audit.record(session, event.decided_by, "certificate.approval_received", "application", event.application_id,
                  {"event_id": event.event_id, "kind": event.kind.value})
     return request
+
+
+def record_and_claim(session: Session, event: ApplicationApproved, now: dt.datetime,
+                     lease_seconds: float) -> IssueRequest | None:
+    """``record_approval`` and ``claim`` in two statements instead of six (no read, no savepoint,
+    no ORM flush) for the usual case, a first delivery: the request is inserted already claimed.
+    An application recorded before is claimed as usual. The request if claimed, else None."""
+    until = now + dt.timedelta(seconds=lease_seconds)
+    values = dict(application_id=event.application_id, event_id=event.event_id, person_id=event.person_id,
+                  kind=event.kind.value, region_code=event.region_code, status=PENDING, attempts=1,
+                  next_attempt_at=until, received_at=now, updated_at=now)
+    if session.execute(_RECORD_CLAIMED[session.get_bind().dialect.name].values(**values)).rowcount == 1:
+        audit.record(session, event.decided_by, "certificate.approval_received", "application",
+                     event.application_id, {"event_id": event.event_id, "kind": event.kind.value})
+        request = IssueRequest(**values, certificate_number=None, last_error_code=None, last_error_field=None,
+                               last_error=None)
+        make_transient_to_detached(request)   # the row as just written: persistent here without a read
+        session.add(request)
+        return request
+    if not claim(session, event.application_id, now, lease_seconds):
+        return None
+    return session.get(IssueRequest, event.application_id, populate_existing=True)
 
 
 def claim(session: Session, application_id: str, now: dt.datetime, lease_seconds: float) -> bool:
