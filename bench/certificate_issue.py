@@ -25,7 +25,10 @@ Wall-clock rates depend on everything else the machine runs at the time (printed
 average). CPU seconds per PDF do not, so the run also prints the CPU each process spent per
 certificate next to the CPU of a bare render and of render + sign, and the rate the certificate
 service's own CPU (its Nameko process without the empty service's share, plus the render workers)
-allows on idle cores.
+allows on idle cores. The S3 server (moto, Python) is not the service's and in deployment runs on
+other machines, so the by-CPU ratios are printed once more with its CPU counted apart; RabbitMQ's
+CPU (every beam.smp on the machine) is printed for the end-to-end run and for the floor, which
+sends nothing through the broker: on a shared machine the difference is the run's own share.
 """
 from __future__ import annotations
 
