@@ -12,7 +12,7 @@ import hashlib
 import hmac
 import re
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.dialects import postgresql, sqlite
@@ -121,6 +121,10 @@ _ISSUED = (update(_certificates)
 # left as it is (a redelivery, or the same approval twice at the same moment: exactly one inserts).
 _RECORD_CLAIMED = {name: dialect.insert(_requests).on_conflict_do_nothing(index_elements=["application_id"])
                    for name, dialect in (("sqlite", sqlite), ("postgresql", postgresql))}
+_INSERT_CERTIFICATE = insert(_certificates)
+_UNSET_CERTIFICATE_COLUMNS = {column.key: None for column in _certificates.columns}
+_REQUEST_NUMBER = (update(_requests).where(_requests.c.application_id == bindparam("app"))
+                   .values(certificate_number=bindparam("number")))
 _REQUEST_DONE = (update(_requests).where(_requests.c.application_id == bindparam("app"))
                  .values(status=DONE, certificate_number=bindparam("number"), last_error_code=None,
                          last_error_field=None, last_error=None, updated_at=bindparam("now")))
@@ -366,7 +370,8 @@ def reserve(session: Session, request: IssueRequest, data: IssuanceData, *, auth
         valid_from, valid_until = period(previous.valid_until + dt.timedelta(days=1), validity_years)  # no gap
     number = next_number(session, snapshot.region_code[:2], today.year, snapshot.level.value)
     status_list, status_index = status_lists.allocate(session, utcnow())   # its place in the status lists
-    certificate = Certificate(
+    values = dict(
+        _UNSET_CERTIFICATE_COLUMNS,
         certificate_number=number, application_id=data.application_id, person_id=snapshot.person_id,
         kind=data.kind.value, status=ISSUING, holder_name=snapshot.name, id_number=idcard.parse(snapshot.id_number).number,
         gender=snapshot.gender, level=snapshot.level.value, region_code=snapshot.region_code,
@@ -377,9 +382,14 @@ def reserve(session: Session, request: IssueRequest, data: IssuanceData, *, auth
         original_registration_type=data.original_registration_type,
         original_valid_from=data.original_valid_from, original_valid_until=data.original_valid_until,
         status_list=status_list, status_index=status_index)
+    # Core statements, not the unit of work (its flush cost more than the rest of the reservation);
+    # the row's object goes into the session as written, every column set, so nothing is read back.
+    session.execute(_INSERT_CERTIFICATE, values)
+    certificate = Certificate(**values)
+    make_transient_to_detached(certificate)
     session.add(certificate)
-    session.flush()
-    request.certificate_number = number
+    session.execute(_REQUEST_NUMBER, {"app": request.application_id, "number": number})
+    _written(session, IssueRequest, request.application_id, {"certificate_number": number})
     audit.record(session, SYSTEM, "certificate.number_reserved", "certificate", number,
                  {"application_id": data.application_id, "kind": data.kind.value,
                   "supersedes": certificate.supersedes, "photo_missing": photo_missing})
