@@ -262,6 +262,7 @@ def main() -> None:
                              "for registration and profile never answer a demo's or a deployment's calls on the same "
                              "broker ('' uses $AMQP_URI's virtual host as it is)")
     args = parser.parse_args()
+    load_before = os.getloadavg()[0]   # what else the machine ran as this run began
 
     from nameko.standalone.events import event_dispatcher
     from nameko.standalone.rpc import ClusterRpcProxy
@@ -404,7 +405,7 @@ def main() -> None:
         rate = len(issued) / elapsed
         print(f"certificate issue benchmark: {args.certificates} certificates end to end (after {args.warmup} "
               f"warm-up), {processes} render processes, {os.cpu_count()} CPU cores, "
-              f"database {db_url.split(':')[0]}, load average before: {os.getloadavg()[0]:.2f}")
+              f"database {db_url.split(':')[0]}, load average before: {load_before:.2f}, after: {os.getloadavg()[0]:.2f}")
         print(f"  issued {len(issued)} (distinct numbers {len(numbers)}, PDFs in S3 {stored}), "
               f"approvals dispatched in {dispatched:.2f} s, last event after {elapsed:.2f} s")
         print(f"{'':34} {'per s':>8}")
