@@ -25,7 +25,10 @@ Wall-clock rates depend on everything else the machine runs at the time (printed
 average). CPU seconds per PDF do not, so the run also prints the CPU each process spent per
 certificate next to the CPU of a bare render and of render + sign, and the rate the certificate
 service's own CPU (its Nameko process without the empty service's share, plus the render workers)
-allows on idle cores.
+allows on idle cores. The S3 server (moto, Python) is not the service's and in deployment runs on
+other machines, so the by-CPU ratios are printed once more with its CPU counted apart; RabbitMQ's
+CPU (every beam.smp on the machine) is printed for the end-to-end run and for the floor, which
+sends nothing through the broker: on a shared machine the difference is the run's own share.
 """
 from __future__ import annotations
 
@@ -52,7 +55,7 @@ import time  # noqa: E402
 import uuid  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-from bench._measure import cpu_seconds, percentile  # noqa: E402
+from bench._measure import CpuLedger, cpu_seconds, percentile  # noqa: E402
 
 BENCH_NAME = "李明华"
 BENCH_UNIT = "北京市朝阳区阳光社会工作服务中心"
@@ -259,6 +262,7 @@ def main() -> None:
                              "for registration and profile never answer a demo's or a deployment's calls on the same "
                              "broker ('' uses $AMQP_URI's virtual host as it is)")
     args = parser.parse_args()
+    load_before = os.getloadavg()[0]   # what else the machine ran as this run began
 
     from nameko.standalone.events import event_dispatcher
     from nameko.standalone.rpc import ClusterRpcProxy
@@ -352,8 +356,14 @@ def main() -> None:
             render_sign, render_sign_cpu = bare_rate(processes, args.bare_count, sign=True)
             s3_cpu_before = cpu_seconds(children[0].pid)
             floor_count = args.floor_count or args.certificates
+            # The broker and the machine as a whole: shared with whatever else runs (other users'
+            # RabbitMQ traffic included), so read next to the same figures of the floor, which
+            # sends nothing through the broker.
+            broker = CpuLedger({"RabbitMQ": lambda _, command: "beam.smp" in command})
+            broker.start()
             floor, floor_cpu = floor_rate(processes, floor_count, s3, client, "bench-photos", "photo.jpg")
             floor_cpu["S3 server (moto)"] = (cpu_seconds(children[0].pid) - s3_cpu_before) / floor_count
+            floor_background = {label: seconds / floor_count for label, seconds in broker.stop().items()}
 
             loaded: list[float] = []
             running = True
@@ -373,6 +383,7 @@ def main() -> None:
                                        "raw", "--output", f"{args.py_spy}.{pid}.txt"],
                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                      for pid in ([certificate_pid] if args.py_spy else [])]
+            broker.start()
             pinging = eventlet.spawn(pinger)
             eventlet.sleep(0.5)
             started = time.perf_counter()
@@ -387,13 +398,14 @@ def main() -> None:
                 spy.send_signal(2)
                 spy.wait(30)
             cpu_used = {label: sum(cpu_seconds(p) for p in pids) - cpu_before[label] for label, pids in watched.items()}
+            background = broker.stop()
         elapsed = finished - started
         numbers = {body["certificate_number"] for _, body in issued}
         stored = client.list_objects_v2(Bucket=bucket, MaxKeys=10000).get("KeyCount", 0)
         rate = len(issued) / elapsed
         print(f"certificate issue benchmark: {args.certificates} certificates end to end (after {args.warmup} "
               f"warm-up), {processes} render processes, {os.cpu_count()} CPU cores, "
-              f"database {db_url.split(':')[0]}, load average before: {os.getloadavg()[0]:.2f}")
+              f"database {db_url.split(':')[0]}, load average before: {load_before:.2f}, after: {os.getloadavg()[0]:.2f}")
         print(f"  issued {len(issued)} (distinct numbers {len(numbers)}, PDFs in S3 {stored}), "
               f"approvals dispatched in {dispatched:.2f} s, last event after {elapsed:.2f} s")
         print(f"{'':34} {'per s':>8}")
@@ -435,6 +447,21 @@ def main() -> None:
         print(f"by CPU (the wall-clock ratios if these processes had the cores to themselves): end to end / "
               f"render+sign {render_sign_cpu * 1000 / whole:.2f}, end to end / floor {floor_whole / whole:.2f}, "
               f"floor / render+sign {render_sign_cpu * 1000 / floor_whole:.2f}")
+        # The S3 server (moto, Python) is not part of the service: in deployment it runs elsewhere.
+        # Here it shares the 2 cores, so the same ratios with its CPU counted apart.
+        s3_end, s3_floor = per["S3 server (moto)"], floor_cpu["S3 server (moto)"] * 1000
+        print(f"S3 server (moto) per certificate: end to end {s3_end:.1f} ms, floor {s3_floor:.1f} ms. By CPU "
+              f"without it (S3 on cores of its own, as deployed): end to end / render+sign "
+              f"{render_sign_cpu * 1000 / (whole - s3_end):.2f}, end to end / floor "
+              f"{(floor_whole - s3_floor) / (whole - s3_end):.2f}, floor / render+sign "
+              f"{render_sign_cpu * 1000 / (floor_whole - s3_floor):.2f}")
+        rabbit = background["RabbitMQ"] * 1000 / max(1, len(issued))
+        print(f"RabbitMQ (every beam.smp on the machine, other users' traffic included) per certificate: "
+              f"end to end {rabbit:.1f} ms, during the floor (no broker traffic of its own) "
+              f"{floor_background['RabbitMQ'] * 1000:.1f} ms; whole machine busy per certificate: end to end "
+              f"{background['whole machine'] * 1000 / max(1, len(issued)):.1f} ms, floor "
+              f"{floor_background['whole machine'] * 1000:.1f} ms. By CPU with RabbitMQ counted, S3 apart: "
+              f"end to end / render+sign {render_sign_cpu * 1000 / (whole - s3_end + rabbit):.2f}")
         if len(issued) < args.certificates or len(numbers) != len(issued):
             raise SystemExit(f"FAILED: {len(issued)} events, {len(numbers)} distinct numbers; see {logs}")
     finally:

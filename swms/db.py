@@ -89,6 +89,10 @@ def _make_engine(url: str, pool_size: int) -> Engine:
             # WAL lets readers proceed while one writer commits; FKs are off by default in SQLite.
             _set_wal_journal(cursor)
             cursor.execute("PRAGMA foreign_keys=ON")
+            # Every commit fsyncs the WAL (SQLite's default, stated here): a state change that was
+            # announced, or whose number is printed on a stored PDF, must survive a power loss.
+            # Only bookkeeping() commits skip it.
+            cursor.execute("PRAGMA synchronous=FULL")
             cursor.close()
 
         return for_reads(sqlite_transactions(engine))
@@ -102,6 +106,32 @@ def _make_engine(url: str, pool_size: int) -> Engine:
         connect_args={"options": "-c statement_timeout=30000", "connect_timeout": 10},
     )
     return ping_when_in_doubt(for_reads(engine))
+
+
+@contextlib.contextmanager
+def bookkeeping(engine: Engine) -> Iterator:
+    """A transaction whose loss in a power failure or OS crash costs only repeated work, never a
+    promise: the outbox relay's lease and its "published" mark (lost, the event is published
+    again, which at-least-once delivery allows and the consumers' inboxes absorb). On SQLite its
+    commit skips the fsync (``synchronous=NORMAL`` for this one commit; in WAL mode the database
+    stays consistent, and the next ordinary commit's fsync makes this one durable too, the WAL
+    being written in order). Anywhere else it is an ordinary transaction."""
+    with engine.connect() as conn:
+        sqlite = conn.dialect.name == "sqlite"
+        if sqlite:   # the safety level cannot change inside a transaction: set it before, restore after
+            conn.exec_driver_sql("PRAGMA synchronous=NORMAL")
+            conn.commit()
+        try:
+            with conn.begin():
+                yield conn
+        finally:
+            if sqlite:
+                try:
+                    conn.exec_driver_sql("PRAGMA synchronous=FULL")
+                    conn.commit()
+                except Exception:   # never hand a connection that skips fsync back to the pool
+                    conn.invalidate()
+                    raise
 
 
 # A pooled connection idle for longer than this is pinged before it is handed out.

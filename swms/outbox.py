@@ -38,7 +38,7 @@ from sqlalchemy.orm import Session
 
 from swms.background import BackgroundLoop
 from swms.contracts.events import Event
-from swms.db import Upsert, engine_from_config
+from swms.db import Upsert, bookkeeping, engine_from_config
 
 log = logging.getLogger(__name__)
 
@@ -145,7 +145,7 @@ class OutboxRelay(BackgroundLoop):
         """
         table = self.outbox.table
         now = utcnow()
-        with self.engine.begin() as conn:
+        with bookkeeping(self.engine) as conn:   # lost: published again
             rows = conn.execute(
                 select(table.c.id, table.c.event_id, table.c.event_type, table.c.payload,
                        table.c.attempts)
@@ -180,7 +180,7 @@ class OutboxRelay(BackgroundLoop):
     def _mark(self, published: list[int], unroutable: list, handed_back: list[int] = ()) -> None:
         table = self.outbox.table
         now = utcnow()
-        with self.engine.begin() as conn:
+        with bookkeeping(self.engine) as conn:   # lost: published again
             if handed_back:   # due at once for another replica or the next process, not after the lease
                 conn.execute(update(table).where(table.c.id.in_(handed_back)).values(next_attempt_at=now))
             if published:

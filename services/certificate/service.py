@@ -113,15 +113,14 @@ class CertificateService:
         settings = issuing.Settings.from_config(self.config)
         try:
             with self.db.transaction() as session:  # recorded and claimed in one commit
-                request = domain.record_approval(session, event, utcnow())
-                claimed = domain.claim(session, event.application_id, utcnow(), settings.lease_seconds)
+                request = domain.record_and_claim(session, event, utcnow(), settings.lease_seconds)
         except Exception:
             # The database is away: the broker redelivers, not in a hot loop, and (quorum queues)
             # not so often that an outage spends the delivery limit (swms.queues.RequeuePause).
             eventlet.sleep(_requeue_pause.failed())
             raise
         _requeue_pause.succeeded()
-        if not claimed:
+        if request is None:
             return  # issued already, refused, or another worker holds it (the sweep covers a dead one)
         self.auth.act_as_service()
         self._issuer().process(event.application_id, claimed=True, request=request)

@@ -219,3 +219,47 @@ def test_a_render_worker_downloads_the_photo_once_per_certificate_even_when_the_
     finally:
         pool.close()
         server.shutdown()
+
+
+def approval_event(application_id: str, person_id: str) -> ApplicationApproved:
+    return ApplicationApproved(application_id=application_id, person_id=person_id,
+                               kind=ApplicationKind.FIRST_REGISTRATION, region_code="110105", stage=Stage.FINAL,
+                               final=True, decided_by="o", decided_at=dt.datetime.now(dt.timezone.utc))
+
+
+def test_an_approval_is_recorded_claimed_once_and_issued_from_the_request_as_written(db, ring):
+    """record_and_claim inserts the request already claimed (no read): a redelivery within the lease
+    neither records nor claims it again, one after the lease claims it again, and the request it
+    handed out is the session's own object (the reservation's number reaches the row)."""
+    application_id, data = approve(db)   # only to build the issuance data; recorded with its own id below
+    application_id = data["application_id"] = str(uuid.uuid4())
+    event = approval_event(application_id, data["snapshot"]["person_id"])
+    now = utcnow()
+    with db.transaction() as session:
+        request = domain.record_and_claim(session, event, now, 60)
+    assert request is not None and (request.attempts, request.status) == (1, "pending")
+    with db.transaction() as session:   # redelivered while the first holds the lease
+        assert domain.record_and_claim(session, event, now + dt.timedelta(seconds=1), 60) is None
+    received = [row for row in domain.audit.for_entity(db.session, application_id)
+                if row["action"] == "certificate.approval_received"]
+    assert len(received) == 1 and received[0]["detail"]["event_id"] == event.event_id
+
+    number = issuer(db, ring, Worker(MemoryBucket()), data).process(application_id, claimed=True, request=request)
+    assert number is not None
+    row = db.session.execute(select(IssueRequest).where(IssueRequest.application_id == application_id)
+                             .execution_options(populate_existing=True)).scalar_one()
+    assert (row.status, row.certificate_number, row.attempts) == (DONE, number, 1)
+
+    with db.transaction() as session:   # once done, a late redelivery after the lease claims nothing
+        assert domain.record_and_claim(session, event, now + dt.timedelta(seconds=120), 60) is None
+
+
+def test_a_redelivered_approval_after_the_lease_claims_the_pending_request_again(db):
+    application_id, person_id = str(uuid.uuid4()), str(uuid.uuid4())
+    event = approval_event(application_id, person_id)
+    now = utcnow()
+    with db.transaction() as session:
+        assert domain.record_and_claim(session, event, now, 60) is not None
+    with db.transaction() as session:
+        again = domain.record_and_claim(session, event, now + dt.timedelta(seconds=61), 60)
+    assert again is not None and again.attempts == 2

@@ -11,10 +11,10 @@ from __future__ import annotations
 import uuid
 
 import pytest
-from sqlalchemy import Column, Integer, MetaData, Table, func, insert, select
+from sqlalchemy import Column, Integer, MetaData, Table, event, func, insert, select
 from sqlalchemy.orm import Session
 
-from swms.db import Upsert, dispose_engine, engine_for, pool_size_for
+from swms.db import Upsert, bookkeeping, dispose_engine, engine_for, pool_size_for
 from swms.outbox import Inbox
 
 
@@ -127,3 +127,78 @@ def test_an_upsert_is_compiled_once_and_its_conflict_decides(database):
         assert upsert.execute(session, {"id": 3}).rowcount == 1
         session.commit()
     assert len(built) == 1 and count(engine, work) == 3
+
+
+def _safety_level_at_each_commit(engine) -> list[int]:
+    """PRAGMA synchronous as each transaction on ``engine`` that wrote commits (2 = FULL: the WAL
+    is fsynced; 1 = NORMAL: it is not)."""
+    levels: list[int] = []
+
+    @event.listens_for(engine, "commit")
+    def _seen(connection):
+        dbapi_connection = connection.connection.dbapi_connection
+        if dbapi_connection.in_transaction:   # a BEGIN was sent: a write transaction
+            levels.append(dbapi_connection.execute("PRAGMA synchronous").fetchone()[0])
+
+    return levels
+
+
+def test_ordinary_commits_fsync_and_bookkeeping_commits_do_not_and_leave_the_connection_as_it_was(database):
+    engine, _, work = database
+    levels = _safety_level_at_each_commit(engine)
+    with engine.begin() as conn:
+        conn.execute(insert(work).values(id=1))
+    with bookkeeping(engine) as conn:
+        conn.execute(insert(work).values(id=2))
+    with engine.begin() as conn:   # the pool's only idle connection again: FULL once more
+        conn.execute(insert(work).values(id=3))
+    assert levels == [2, 1, 2]
+    assert count(engine, work) == 3
+
+
+def test_a_failed_bookkeeping_transaction_rolls_back_and_restores_the_safety_level(database):
+    engine, _, work = database
+    with pytest.raises(RuntimeError):
+        with bookkeeping(engine) as conn:
+            conn.execute(insert(work).values(id=1))
+            raise RuntimeError("boom")
+    assert count(engine, work) == 0
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA synchronous").scalar_one() == 2
+
+
+class _Publisher:
+    def __init__(self):
+        self.published: list[str] = []
+
+    def publish(self, payload, **options):
+        self.published.append(options["message_id"])
+
+
+def test_the_outbox_relays_claim_and_mark_skip_the_fsync_on_sqlite(tmp_path):
+    """The relay's lease and "published" mark are bookkeeping (lost: published again); the event's
+    own row was committed, with its fsync, by the state change."""
+    from swms.contracts.events import ApplicationApproved
+    from swms.outbox import Outbox, OutboxRelay
+
+    url = f"sqlite:///{tmp_path / 'outbox.db'}"
+    metadata = MetaData()
+    outbox = Outbox(metadata)
+    engine = engine_for(url)
+    try:
+        metadata.create_all(engine)
+        with Session(engine) as session, session.begin():
+            outbox.add(session, ApplicationApproved(
+                application_id=str(uuid.uuid4()), person_id=str(uuid.uuid4()), kind="first_registration",
+                region_code="110105", stage="final", final=True, decided_by="t",
+                decided_at="2026-12-03T00:00:00Z"))
+        levels = _safety_level_at_each_commit(engine)
+        relay = OutboxRelay(outbox)
+        relay.engine, relay.publisher, relay.exchange, relay._running = engine, _Publisher(), None, True
+        assert relay.relay_once() == 1
+        assert len(relay.publisher.published) == 1
+        assert levels and all(level == 1 for level in levels)   # claim and mark: no fsync
+        with Session(engine) as session:
+            assert outbox.pending_count(session) == 0
+    finally:
+        dispose_engine(url)
