@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 import eventlet
@@ -74,6 +75,7 @@ from swms.contracts.registration import (
     StatusChange as StatusChangeOut,
 )
 from swms.db import Database
+from swms.grouping import GroupCommit
 from swms.deadletter import event_handler as retrying_event_handler
 from swms.events import on_event
 from swms.ops import OpsEndpoint
@@ -84,6 +86,9 @@ from swms.settings import CheckedNumbers
 from swms.storage import ObjectStorage
 
 log = logging.getLogger(__name__)
+
+# Submissions of this process that arrive together are written together (swms/grouping.py).
+_SUBMISSIONS = GroupCommit(max_size=50)
 
 
 class RegistrationPolicy(DependencyProvider):
@@ -148,28 +153,33 @@ class RegistrationService:
         profile; a profile that has moved on since is refused (``PROFILE_CHANGED``)."""
         fetched = domain.stored_copy(self.db.session, person_id, revision) if revision is not None else None
         if fetched is None:
-            self.db.session.rollback()    # no transaction stays open across the calls below
-            snapshot_reply = self.profile.get_snapshot.call_async({"person_id": person_id})
-            completeness_reply = self.profile.check_completeness.call_async({"person_id": person_id})
-            try:
-                with eventlet.Timeout(10):
-                    completeness = CompletenessResponse.model_validate(completeness_reply.result())
-                    try:
-                        snapshot = ProfileSnapshot.model_validate(snapshot_reply.result())
-                    except errors.SwmsError as exc:
-                        if exc.code == errors.NOT_FOUND:     # no form at all: say what is missing
-                            raise domain.incomplete_error(completeness) from None
-                        raise
-            except eventlet.Timeout:
-                raise errors.SwmsError(errors.UPSTREAM_UNAVAILABLE, "系统繁忙，请稍后重试") from None
-            fetched = domain.Fetched(snapshot, completeness)
-            if revision is not None and snapshot.revision != revision:
-                raise errors.SwmsError(
-                    errors.PROFILE_CHANGED,
-                    f"个人信息表在您打开本表后已更新（现为第{snapshot.revision}版，您看到的是第{revision}版），"
-                    "请重新打开表单核对后再提交", "profile_revision")
+            fetched = self._fetch_profile(person_id, revision)
         if complete and not fetched.completeness.complete:
             raise domain.incomplete_error(fetched.completeness)
+        return fetched
+
+    def _fetch_profile(self, person_id: str, revision: int | None) -> domain.Fetched:
+        """The form as profile answers it now (:meth:`_profile`, without registration's copy)."""
+        self.db.session.rollback()    # no transaction stays open across the calls below
+        snapshot_reply = self.profile.get_snapshot.call_async({"person_id": person_id})
+        completeness_reply = self.profile.check_completeness.call_async({"person_id": person_id})
+        try:
+            with eventlet.Timeout(10):
+                completeness = CompletenessResponse.model_validate(completeness_reply.result())
+                try:
+                    snapshot = ProfileSnapshot.model_validate(snapshot_reply.result())
+                except errors.SwmsError as exc:
+                    if exc.code == errors.NOT_FOUND:     # no form at all: say what is missing
+                        raise domain.incomplete_error(completeness) from None
+                    raise
+        except eventlet.Timeout:
+            raise errors.SwmsError(errors.UPSTREAM_UNAVAILABLE, "系统繁忙，请稍后重试") from None
+        fetched = domain.Fetched(snapshot, completeness)
+        if revision is not None and snapshot.revision != revision:
+            raise errors.SwmsError(
+                errors.PROFILE_CHANGED,
+                f"个人信息表在您打开本表后已更新（现为第{snapshot.revision}版，您看到的是第{revision}版），"
+                "请重新打开表单核对后再提交", "profile_revision")
         return fetched
 
     def _write(self, work):
@@ -186,23 +196,50 @@ class RegistrationService:
         return self.policy.for_region(snapshot.region_code)
 
     def _submit(self, kind: K, request, courses=None, replacement=None) -> ApplicationResponse:
+        """Every submission goes through the process's group commit (``_SUBMISSIONS``): alone it is
+        a group of one; submissions arriving together share one transaction and one read of each
+        kind (``domain.submit_group``). The form is registration's copy of the revision the
+        applicant saw, read with the group; without one (or a revision) it is fetched from profile
+        first, outside any transaction."""
         caller = self.auth.require(SOCIAL_WORKER)
         if not request.commitment:
             raise errors.SwmsError(errors.COMMITMENT_REQUIRED, "请勾选承诺声明后再提交申请", "commitment")
-        fetched = self._profile(caller.subject, complete=True, revision=request.profile_revision)
+        revision = request.profile_revision
+        work = domain.Submit(kind=kind, snapshot=None, policy=None, today=self._today(), actor=caller.subject,
+                             applicant_name_masked=None, application_id=getattr(request, "application_id", None),
+                             courses=courses, replacement=replacement,
+                             retention_years=domain.retention_years(self.config), copy_revision=revision,
+                             policy_for=self.policy.for_region)
+        if revision is None:
+            work = self._with_live_profile(work, revision)
+        outcome = _SUBMISSIONS.run(work, self._submit_group)
+        if outcome == domain.NEEDS_PROFILE:    # no copy of that revision here: profile answers
+            outcome = _SUBMISSIONS.run(self._with_live_profile(work, revision), self._submit_group)
+        return _response(outcome, domain.form_view(self.db.session, outcome))
+
+    def _with_live_profile(self, work: domain.Submit, revision: int | None) -> domain.Submit:
+        fetched = self._fetch_profile(work.actor, revision)
+        if not fetched.completeness.complete:
+            raise domain.incomplete_error(fetched.completeness)
         snapshot = fetched.snapshot
-        work = domain.Submit(kind=kind, snapshot=snapshot, policy=self._policy_for(snapshot), today=self._today(),
-                             actor=caller.subject, applicant_name_masked=idcard.mask_name(snapshot.name),
-                             application_id=getattr(request, "application_id", None), courses=courses,
-                             replacement=replacement, retention_years=domain.retention_years(self.config))
+        return replace(work, snapshot=snapshot, policy=self._policy_for(snapshot),
+                       applicant_name_masked=idcard.mask_name(snapshot.name), fetched=fetched)
 
-        def work_(session):
-            if fetched.live:
-                domain.store_copy(session, fetched)
-            return domain.submit(session, work)
-
-        application = self._write(work_)
-        return _response(application, domain.form_view(self.db.session, application))
+    def _submit_group(self, works: list[domain.Submit]) -> list:
+        """One transaction for the group. If it fails as a whole (a unique constraint: the same
+        person submitting in another process at once), each submission runs again alone, so that
+        one conflict refuses only its own submission."""
+        try:
+            with self.db.transaction() as session:
+                return domain.submit_group(session, works)
+        except (IntegrityError, errors.SwmsError) as exc:
+            if len(works) > 1:
+                log.info("a group of %d submissions failed (%s); running them one by one", len(works), exc)
+                return [self._submit_group([work])[0] for work in works]
+            if isinstance(exc, IntegrityError):
+                return [errors.SwmsError(errors.APPLICATION_ALREADY_OPEN,
+                                         "您已有一份未办结的申请（可能刚刚提交），每人同时只能有一份未办结的申请", "kind")]
+            return [exc]
 
     def _save(self, kind: K, request, save) -> ApplicationResponse:
         caller = self.auth.require(SOCIAL_WORKER)
