@@ -114,6 +114,11 @@ _CURRENT_CERTIFICATE = (
                                   HeldCertificate.status != SUPERSEDED)
     .order_by(HeldCertificate.valid_until.desc(), HeldCertificate.issued_at.desc()).limit(1))
 _OPEN_APPLICATION = select(Application).where(Application.open_person_id == bindparam("person_id")).with_for_update()
+# ... and those a group of submissions runs, for all its people at once.
+_CERTIFICATES_OF = select(HeldCertificate).where(HeldCertificate.person_id.in_(bindparam("person_ids", expanding=True)),
+                                                 HeldCertificate.status != SUPERSEDED)
+_OPEN_APPLICATIONS = (select(Application).where(Application.open_person_id.in_(bindparam("person_ids", expanding=True)))
+                      .with_for_update())
 
 
 def current_certificate(session: Session, person_id: str) -> HeldCertificate | None:
@@ -126,8 +131,7 @@ _UNREAD = object()
 def current_certificates(session: Session, person_ids: list[str]) -> dict[str, HeldCertificate]:
     """:func:`current_certificate` of several people, in one statement (a group of submissions)."""
     current: dict[str, HeldCertificate] = {}
-    for row in session.execute(select(HeldCertificate).where(HeldCertificate.person_id.in_(person_ids),
-                                                             HeldCertificate.status != SUPERSEDED)).scalars():
+    for row in session.execute(_CERTIFICATES_OF, {"person_ids": person_ids}).scalars():
         held = current.get(row.person_id)
         if held is None or (row.valid_until, row.issued_at) > (held.valid_until, held.issued_at):
             current[row.person_id] = row
@@ -204,6 +208,7 @@ def store_copy(session: Session, fetched: Fetched) -> None:
 
 
 _PROFILE_COPY = select(ProfileCopy).where(ProfileCopy.person_id == bindparam("person_id"))   # built once
+_PROFILE_COPIES = select(ProfileCopy).where(ProfileCopy.person_id.in_(bindparam("person_ids", expanding=True)))
 
 
 def stored_copy(session: Session, person_id: str, revision: int) -> Fetched | None:
@@ -214,8 +219,9 @@ def stored_copy(session: Session, person_id: str, revision: int) -> Fetched | No
 
 def stored_copies(session: Session, person_ids: list[str]) -> dict[str, ProfileCopy]:
     """The stored copies of several people, in one statement (see :func:`usable_copy`)."""
-    return {row.person_id: row for row in session.execute(
-        select(ProfileCopy).where(ProfileCopy.person_id.in_(person_ids))).scalars()}
+    if not person_ids:
+        return {}
+    return {row.person_id: row for row in session.execute(_PROFILE_COPIES, {"person_ids": person_ids}).scalars()}
 
 
 def usable_copy(row: ProfileCopy | None, revision: int) -> Fetched | None:
@@ -271,8 +277,7 @@ def _locked(application: Application) -> errors.SwmsError:
 
 def open_applications(session: Session, person_ids: list[str]) -> dict[str, Application]:
     """:func:`open_application` of several people, in one statement (locked, as it)."""
-    return {row.open_person_id: row for row in session.execute(
-        select(Application).where(Application.open_person_id.in_(person_ids)).with_for_update()).scalars()}
+    return {row.open_person_id: row for row in session.execute(_OPEN_APPLICATIONS, {"person_ids": person_ids}).scalars()}
 
 
 def workable_application(session: Session, kind: K, person_id: str, application_id: str | None,

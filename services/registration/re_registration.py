@@ -59,12 +59,13 @@ def online_records(session: Session, person_id: str, id_number: str, period_from
 
 
 _PROOF = select(ProofFileRow).where(ProofFileRow.proof_key == bindparam("proof_key"))   # built once (as session.get is not)
+_PROOFS_NAMED = select(ProofFileRow).where(ProofFileRow.proof_key.in_(bindparam("keys", expanding=True)))
 
 
 def proofs_named(session: Session, keys: list[str]) -> dict[str, ProofFileRow]:
     """The proofs several forms name, in one statement (a group of submissions)."""
-    return {row.proof_key: row for row in session.execute(
-        select(ProofFileRow).where(ProofFileRow.proof_key.in_(sorted(set(keys))))).scalars()} if keys else {}
+    return {row.proof_key: row for row in session.execute(_PROOFS_NAMED, {"keys": sorted(set(keys))}).scalars()
+            } if keys else {}
 
 
 def check_courses(session: Session, courses: list[OfflineCourse], person_id: str, application_id: str | None,

@@ -136,7 +136,7 @@ class RegistrationService:
     auth = Auth()
     policy = RegistrationPolicy()
     storage = ObjectStorage("REGISTRATION_S3_BUCKET")
-    relay = OutboxRelay(outbox)
+    relay = OutboxRelay(outbox, linger_seconds=0.05)   # a burst of submissions: many events per claim and mark
     ops = OpsEndpoint(outbox)   # /healthz, /readyz, /metrics on OPS_PORT, for this process
     sweeper = proofs.ProofSweeper()
     profile = RpcProxy("profile")
