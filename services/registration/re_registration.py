@@ -147,25 +147,20 @@ _PROOFS = ProofFileRow.__table__
 # the session's objects) cost more than the statement; loaded rows are brought up to date below.
 _ATTACH_PROOFS = (update(_PROOFS).where(_PROOFS.c.proof_key.in_(bindparam("keys", expanding=True)))
                   .values(application_id=bindparam("application_id"), released_at=None))
-_SUBMIT_PROOFS = _ATTACH_PROOFS.values(submitted=True)
 
 
-def _attach_proofs(session: Session, application_id: str, courses: list[OfflineCourse], submitted: bool = False,
-                   new: bool = False) -> None:
-    """The form's proofs belong to this application (for good once submitted); proofs it dropped
-    are released (a new application has none to release)."""
+def _attach_proofs(session: Session, application_id: str, courses: list[OfflineCourse]) -> None:
+    """A saved form's proofs belong to its application; proofs it dropped are released (a
+    submitted form's: :func:`attach_submitted_proofs`)."""
     keys = {course.proof_key for course in courses}
     if keys:
-        session.execute(_SUBMIT_PROOFS if submitted else _ATTACH_PROOFS,
-                        {"keys": sorted(keys), "application_id": application_id})
-        values = dict(application_id=application_id, released_at=None, **({"submitted": True} if submitted else {}))
+        session.execute(_ATTACH_PROOFS, {"keys": sorted(keys), "application_id": application_id})
         for key in keys:    # the rows this session holds (check_courses read them) show the update
             row = session.identity_map.get(session.identity_key(ProofFileRow, key))
             if row is not None:
-                for name, value in values.items():
-                    set_committed_value(row, name, value)
-    if not new:
-        _release_proofs(session, application_id, keep=keys)
+                set_committed_value(row, "application_id", application_id)
+                set_committed_value(row, "released_at", None)
+    _release_proofs(session, application_id, keep=keys)
 
 
 _SUBMIT_PROOF = (update(_PROOFS).where(_PROOFS.c.proof_key == bindparam("key"))   # one row each (executemany)
