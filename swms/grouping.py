@@ -16,6 +16,7 @@ from typing import Any, Callable, Sequence
 
 import eventlet
 from eventlet.event import Event
+from nameko.extensions import DependencyProvider
 
 _LEAD = object()     # sent to a waiting call: lead the next group
 
@@ -83,3 +84,17 @@ def _unwrap(outcome: Any) -> Any:
     if isinstance(outcome, _Failed):
         raise outcome.error
     return outcome
+
+
+class Grouped(DependencyProvider):
+    """A :class:`GroupCommit` shared by the workers of one service container (never across
+    containers: a leader runs its group on its own container's database)."""
+
+    def __init__(self, max_size: int = 50):
+        self.max_size = max_size
+
+    def setup(self):
+        self.group_commit = GroupCommit(self.max_size)
+
+    def get_dependency(self, worker_ctx) -> GroupCommit:
+        return self.group_commit

@@ -75,7 +75,7 @@ from swms.contracts.registration import (
     StatusChange as StatusChangeOut,
 )
 from swms.db import Database
-from swms.grouping import GroupCommit
+from swms.grouping import Grouped
 from swms.deadletter import event_handler as retrying_event_handler
 from swms.events import on_event
 from swms.ops import OpsEndpoint
@@ -86,9 +86,6 @@ from swms.settings import CheckedNumbers
 from swms.storage import ObjectStorage
 
 log = logging.getLogger(__name__)
-
-# Submissions of this process that arrive together are written together (swms/grouping.py).
-_SUBMISSIONS = GroupCommit(max_size=50)
 
 
 class RegistrationPolicy(DependencyProvider):
@@ -140,6 +137,7 @@ class RegistrationService:
     ops = OpsEndpoint(outbox)   # /healthz, /readyz, /metrics on OPS_PORT, for this process
     sweeper = proofs.ProofSweeper()
     profile = RpcProxy("profile")
+    submissions = Grouped(max_size=50)   # submissions arriving together are written together
 
     # ---- plumbing -----------------------------------------------------------------------------
 
@@ -196,7 +194,7 @@ class RegistrationService:
         return self.policy.for_region(snapshot.region_code)
 
     def _submit(self, kind: K, request, courses=None, replacement=None) -> ApplicationResponse:
-        """Every submission goes through the process's group commit (``_SUBMISSIONS``): alone it is
+        """Every submission goes through the container's group commit (``submissions``): alone it is
         a group of one; submissions arriving together share one transaction and one read of each
         kind (``domain.submit_group``). The form is registration's copy of the revision the
         applicant saw, read with the group; without one (or a revision) it is fetched from profile
@@ -212,9 +210,9 @@ class RegistrationService:
                              policy_for=self.policy.for_region)
         if revision is None:
             work = self._with_live_profile(work, revision)
-        outcome = _SUBMISSIONS.run(work, self._submit_group)
+        outcome = self.submissions.run(work, self._submit_group)
         if outcome == domain.NEEDS_PROFILE:    # no copy of that revision here: profile answers
-            outcome = _SUBMISSIONS.run(self._with_live_profile(work, revision), self._submit_group)
+            outcome = self.submissions.run(self._with_live_profile(work, revision), self._submit_group)
         return _response(outcome, domain.form_view(self.db.session, outcome))
 
     def _with_live_profile(self, work: domain.Submit, revision: int | None) -> domain.Submit:
