@@ -277,7 +277,8 @@ def _locked(application: Application) -> errors.SwmsError:
 
 def open_applications(session: Session, person_ids: list[str]) -> dict[str, Application]:
     """:func:`open_application` of several people, in one statement (locked, as it)."""
-    return {row.open_person_id: row for row in session.execute(_OPEN_APPLICATIONS, {"person_ids": person_ids}).scalars()}
+    rows = session.execute(_OPEN_APPLICATIONS, {"person_ids": person_ids}).scalars()
+    return {row.open_person_id: row for row in rows}
 
 
 def workable_application(session: Session, kind: K, person_id: str, application_id: str | None,

@@ -75,9 +75,9 @@ from swms.contracts.registration import (
     StatusChange as StatusChangeOut,
 )
 from swms.db import Database
-from swms.grouping import Grouped
 from swms.deadletter import event_handler as retrying_event_handler
 from swms.events import on_event
+from swms.grouping import Grouped
 from swms.ops import OpsEndpoint
 from swms.outbox import OutboxRelay
 from swms.queues import RpcProxy
@@ -111,6 +111,12 @@ def _response(application: Application, form=None) -> ApplicationResponse:
                  for c in application.history],
         created_at=application.created_at, updated_at=application.updated_at, level=application.level,
         round=application.round or 0, form=form, review_level=review_level, status_text=status_text)
+
+
+def _opened_meanwhile() -> errors.SwmsError:
+    """A unique-constraint race (two submissions at once) reads as the rule it protects."""
+    return errors.SwmsError(errors.APPLICATION_ALREADY_OPEN,
+                            "您已有一份未办结的申请（可能刚刚提交），每人同时只能有一份未办结的申请", "kind")
 
 
 def _replacement_details(request: ReplacementDraftRequest) -> ReplacementDetails:
@@ -187,8 +193,7 @@ class RegistrationService:
             with self.db.transaction() as session:
                 return work(session)
         except IntegrityError:
-            raise errors.SwmsError(errors.APPLICATION_ALREADY_OPEN,
-                                   "您已有一份未办结的申请（可能刚刚提交），每人同时只能有一份未办结的申请", "kind") from None
+            raise _opened_meanwhile() from None
 
     def _policy_for(self, snapshot: ProfileSnapshot):
         return self.policy.for_region(snapshot.region_code)
@@ -234,10 +239,7 @@ class RegistrationService:
             if len(works) > 1:
                 log.info("a group of %d submissions failed (%s); running them one by one", len(works), exc)
                 return [self._submit_group([work])[0] for work in works]
-            if isinstance(exc, IntegrityError):
-                return [errors.SwmsError(errors.APPLICATION_ALREADY_OPEN,
-                                         "您已有一份未办结的申请（可能刚刚提交），每人同时只能有一份未办结的申请", "kind")]
-            return [exc]
+            return [_opened_meanwhile() if isinstance(exc, IntegrityError) else exc]
 
     def _save(self, kind: K, request, save) -> ApplicationResponse:
         caller = self.auth.require(SOCIAL_WORKER)

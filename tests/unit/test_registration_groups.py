@@ -107,7 +107,8 @@ def test_a_conflict_in_a_group_refuses_only_the_submission_that_conflicts(tmp_pa
     monkeypatch.setattr(domain, "open_applications", lambda session, person_ids: {})
     groups = []
     real = domain.submit_group
-    monkeypatch.setattr(domain, "submit_group", lambda session, works: groups.append(len(works)) or real(session, works))
+    monkeypatch.setattr(domain, "submit_group",
+                        lambda session, works: groups.append(len(works)) or real(session, works))
     service = worker_factory(RegistrationService, db=DatabaseAccess(sessionmaker(engine, expire_on_commit=False)))
 
     ok, conflict = service._submit_group([request(a, courses=[course(a_key)]), request(b, courses=[course(b_key)])])
