@@ -43,6 +43,18 @@ class AuditLog:
             "at": utcnow(), "actor": actor, "action": action, "entity_type": entity_type, "entity_id": str(entity_id),
             "detail": json.dumps(detail, ensure_ascii=False, default=str) if detail else None})
 
+    def record_many(self, session: Session,
+                    entries: list[tuple[str, str, str, str, dict[str, Any] | None]]) -> None:
+        """Several :meth:`record` rows (actor, action, entity type, entity id, detail) in one
+        statement (executemany)."""
+        if not entries:
+            return
+        now = utcnow()
+        session.execute(self._insert, [{
+            "at": now, "actor": actor, "action": action, "entity_type": entity_type, "entity_id": str(entity_id),
+            "detail": json.dumps(detail, ensure_ascii=False, default=str) if detail else None}
+            for actor, action, entity_type, entity_id, detail in entries])
+
     def read_by_admin(self, session: Session, admin: str, method: str, entity_type: str, entity_id: str,
                       reason: str, **detail: Any) -> None:
         """An administrator read a person's data (support): who, what, which method, and why."""

@@ -27,6 +27,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    bindparam,
     insert,
     select,
     update,
@@ -120,6 +121,16 @@ class OutboxRelay(BackgroundLoop):
         self.publisher = Publisher(config[AMQP_URI_CONFIG_KEY], serializer="json", use_confirms=True,
                                    mandatory=True, delivery_mode=2)
         self.exchange = get_event_exchange(self.container.service_name, config)
+        # Built once: a relay pass in a burst claims a few rows, and building these statements
+        # (and their cache keys) each pass cost about as much as running them.
+        table = self.outbox.table
+        self._claim = (select(table.c.id, table.c.event_id, table.c.event_type, table.c.payload, table.c.attempts)
+                       .where(table.c.published_at.is_(None), table.c.next_attempt_at <= bindparam("now"))
+                       .order_by(table.c.id).limit(self.batch_size).with_for_update(skip_locked=True))
+        self._lease = (update(table).where(table.c.id.in_(bindparam("ids", expanding=True)))
+                       .values(next_attempt_at=bindparam("until")))
+        self._published = (update(table).where(table.c.id.in_(bindparam("ids", expanding=True)))
+                           .values(published_at=bindparam("now"), attempts=table.c.attempts + 1, last_error=None))
 
     def start(self):
         self.outbox._wakers.append(self.wake)
@@ -143,19 +154,12 @@ class OutboxRelay(BackgroundLoop):
         A replica that dies after claiming leaves rows that become due again when the lease ends;
         one that is stopping publishes no more, marks what it published and hands the rest back.
         """
-        table = self.outbox.table
         now = utcnow()
         with bookkeeping(self.engine) as conn:   # lost: published again
-            rows = conn.execute(
-                select(table.c.id, table.c.event_id, table.c.event_type, table.c.payload,
-                       table.c.attempts)
-                .where(table.c.published_at.is_(None), table.c.next_attempt_at <= now)
-                .order_by(table.c.id).limit(self.batch_size)
-                .with_for_update(skip_locked=True)
-            ).all()
+            rows = conn.execute(self._claim, {"now": now}).all()
             if rows:
-                conn.execute(update(table).where(table.c.id.in_([r.id for r in rows])).values(
-                    next_attempt_at=now + dt.timedelta(seconds=self.lease_seconds)))
+                conn.execute(self._lease, {"ids": [r.id for r in rows],
+                                           "until": now + dt.timedelta(seconds=self.lease_seconds)})
         published, unroutable = [], []
         for index, row in enumerate(rows):
             if not self.running:
@@ -182,10 +186,9 @@ class OutboxRelay(BackgroundLoop):
         now = utcnow()
         with bookkeeping(self.engine) as conn:   # lost: published again
             if handed_back:   # due at once for another replica or the next process, not after the lease
-                conn.execute(update(table).where(table.c.id.in_(handed_back)).values(next_attempt_at=now))
+                conn.execute(self._lease, {"ids": list(handed_back), "until": now})
             if published:
-                conn.execute(update(table).where(table.c.id.in_(published)).values(
-                    published_at=now, attempts=table.c.attempts + 1, last_error=None))
+                conn.execute(self._published, {"ids": published, "now": now})
             for row in unroutable:
                 attempts = row.attempts + 1
                 backoff = min(60.0, 0.5 * 2 ** min(attempts, 7))

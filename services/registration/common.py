@@ -114,16 +114,36 @@ _CURRENT_CERTIFICATE = (
                                   HeldCertificate.status != SUPERSEDED)
     .order_by(HeldCertificate.valid_until.desc(), HeldCertificate.issued_at.desc()).limit(1))
 _OPEN_APPLICATION = select(Application).where(Application.open_person_id == bindparam("person_id")).with_for_update()
+# ... and those a group of submissions runs, for all its people at once.
+_CERTIFICATES_OF = select(HeldCertificate).where(HeldCertificate.person_id.in_(bindparam("person_ids", expanding=True)),
+                                                 HeldCertificate.status != SUPERSEDED)
+_OPEN_APPLICATIONS = (select(Application).where(Application.open_person_id.in_(bindparam("person_ids", expanding=True)))
+                      .with_for_update())
 
 
 def current_certificate(session: Session, person_id: str) -> HeldCertificate | None:
     return session.execute(_CURRENT_CERTIFICATE, {"person_id": person_id}).scalar_one_or_none()
 
 
+_UNREAD = object()
+
+
+def current_certificates(session: Session, person_ids: list[str]) -> dict[str, HeldCertificate]:
+    """:func:`current_certificate` of several people, in one statement (a group of submissions)."""
+    current: dict[str, HeldCertificate] = {}
+    for row in session.execute(_CERTIFICATES_OF, {"person_ids": person_ids}).scalars():
+        held = current.get(row.person_id)
+        if held is None or (row.valid_until, row.issued_at) > (held.valid_until, held.issued_at):
+            current[row.person_id] = row
+    return current
+
+
 def standing(session: Session, person_id: str, policy: ProvincePolicy, today: dt.date,
-             raises: bool = True) -> Standing:
-    """What the person holds; ``raises`` False skips the level-raise lookup (kinds that ignore it)."""
-    certificate = current_certificate(session, person_id)
+             raises: bool = True, certificate: HeldCertificate | None = _UNREAD) -> Standing:
+    """What the person holds; ``raises`` False skips the level-raise lookup (kinds that ignore it);
+    ``certificate``: the current one, when already read (:func:`current_certificates`)."""
+    if certificate is _UNREAD:
+        certificate = current_certificate(session, person_id)
     raise_ = session.get(LevelRaise, person_id) if raises else None
     if raise_ is not None and raise_.resolved_at is not None:
         raise_ = None
@@ -188,12 +208,24 @@ def store_copy(session: Session, fetched: Fetched) -> None:
 
 
 _PROFILE_COPY = select(ProfileCopy).where(ProfileCopy.person_id == bindparam("person_id"))   # built once
+_PROFILE_COPIES = select(ProfileCopy).where(ProfileCopy.person_id.in_(bindparam("person_ids", expanding=True)))
 
 
 def stored_copy(session: Session, person_id: str, revision: int) -> Fetched | None:
     """The stored copy if it is exactly the revision the applicant saw, and recent."""
     # A statement built once rather than session.get, which builds one (and its cache key) per call.
-    row = session.execute(_PROFILE_COPY, {"person_id": person_id}).scalar_one_or_none()
+    return usable_copy(session.execute(_PROFILE_COPY, {"person_id": person_id}).scalar_one_or_none(), revision)
+
+
+def stored_copies(session: Session, person_ids: list[str]) -> dict[str, ProfileCopy]:
+    """The stored copies of several people, in one statement (see :func:`usable_copy`)."""
+    if not person_ids:
+        return {}
+    return {row.person_id: row for row in session.execute(_PROFILE_COPIES, {"person_ids": person_ids}).scalars()}
+
+
+def usable_copy(row: ProfileCopy | None, revision: int) -> Fetched | None:
+    """The copy if it is exactly the revision the applicant saw, and recent."""
     if row is None or row.revision != revision or utcnow() - row.fetched_at > COPY_MAX_AGE:
         return None
     return Fetched(ProfileSnapshot.model_validate_json(row.snapshot),
@@ -243,9 +275,16 @@ def _locked(application: Application) -> errors.SwmsError:
 
 
 
+def open_applications(session: Session, person_ids: list[str]) -> dict[str, Application]:
+    """:func:`open_application` of several people, in one statement (locked, as it)."""
+    rows = session.execute(_OPEN_APPLICATIONS, {"person_ids": person_ids}).scalars()
+    return {row.open_person_id: row for row in rows}
+
+
 def workable_application(session: Session, kind: K, person_id: str, application_id: str | None,
-                         for_submit: bool) -> Application | None:
-    """The caller's open application of ``kind`` that may be changed now, or None (a new one)."""
+                         for_submit: bool, open_found: Application | None = _UNREAD) -> Application | None:
+    """The caller's open application of ``kind`` that may be changed now, or None (a new one).
+    ``open_found``: the person's open application, when already read (:func:`open_applications`)."""
     if application_id is not None:
         application = own_application(session, application_id, person_id)
         if application.kind != kind.value:
@@ -253,7 +292,7 @@ def workable_application(session: Session, kind: K, person_id: str, application_
                                    f"该申请是{KIND_NAMES[K(application.kind)]}申请，不是{KIND_NAMES[kind]}申请",
                                    "application_id")
     else:
-        application = open_application(session, person_id)
+        application = open_application(session, person_id) if open_found is _UNREAD else open_found
         if application is not None and application.kind != kind.value:
             raise _already_open(application)
     if application is None:

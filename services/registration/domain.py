@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Callable
 
 from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
@@ -16,13 +17,15 @@ from services.registration import first_registration, progress, re_registration,
 from services.registration.common import *  # noqa: F401,F403 (callers use domain.<shared rule>)
 from services.registration.common import (
     LEVEL_RANK, RECORD_RETENTION_YEARS, TRANSITIONS, Standing, _already_open, _form, _hold_certificate_photo,
-    _lapsed_error, _latest_submission, _new_application, _release_proofs, _take_snapshot, current_certificate,
-    files_held, hold_files, move, open_application, own_application, refresh_draft, standing, submission_holder,
-    workable_application, years_after,
+    Fetched, _lapsed_error, _latest_submission, _new_application, _release_proofs, _take_snapshot,
+    current_certificate, current_certificates, files_held, hold_files, incomplete_error, move, open_application,
+    open_applications, own_application, refresh_draft, standing, store_copy, stored_copies, submission_holder,
+    usable_copy, workable_application, years_after,
 )
 from services.registration.first_registration import check_exam_window  # noqa: F401 (re-exported)
 from services.registration.re_registration import (  # noqa: F401 (re-exported)
-    _attach_proofs, _tenths, ce_summary, check_courses, check_hours, online_records, record_ce, stored_courses)
+    _attach_proofs, _tenths, attach_submitted_proofs, ce_summary, check_courses, check_hours, online_records,
+    online_records_of, proofs_named, record_ce, records_in_period, stored_courses)
 from services.registration.replacement import (  # noqa: F401 (re-exported)
     check_replacement, effective_snapshot, stored_replacement)
 from services.registration.models import (
@@ -136,37 +139,117 @@ def save_replacement(session: Session, application: Application | None, changes:
 
 @dataclass
 class Submit:
+    """One submission. ``snapshot`` None: the person's stored copy of ``copy_revision`` is the
+    form (read with the group's other reads; ``policy`` and ``applicant_name_masked`` are then
+    derived from it through ``policy_for``); if that copy is gone or older, the outcome is
+    :data:`NEEDS_PROFILE` (the caller fetches the form from profile and submits again)."""
     kind: K
-    snapshot: ProfileSnapshot
-    policy: ProvincePolicy
+    snapshot: ProfileSnapshot | None
+    policy: ProvincePolicy | None
     today: dt.date
     actor: str
-    applicant_name_masked: str
+    applicant_name_masked: str | None
     application_id: str | None = None
     courses: list[OfflineCourse] | None = None          # re-registration: None = keep the saved ones
     replacement: ReplacementDetails | None = None       # replacement: None = keep the saved details
     retention_years: int = RECORD_RETENTION_YEARS       # how long this version's files are kept
+    copy_revision: int | None = None
+    policy_for: Callable[[str], ProvincePolicy] | None = None
+    fetched: Fetched | None = None                      # fetched from profile just now: stored as the copy
+
+
+NEEDS_PROFILE = "needs_profile"
 
 
 def submit(session: Session, request: Submit) -> Application:
     """Submit a new form, a saved draft, or a corrected form after a rejection: one transaction;
-    an error anywhere changes nothing."""
+    an error anywhere changes nothing. A group of one of :func:`submit_group`."""
+    outcome = submit_group(session, [request])[0]
+    if isinstance(outcome, BaseException):
+        raise outcome
+    if outcome == NEEDS_PROFILE:
+        raise errors.SwmsError(errors.PROFILE_CHANGED, "个人信息表已更新，请重新打开表单核对后再提交", "profile_revision")
+    return outcome
+
+
+@dataclass
+class _Accepted:
+    request: Submit
+    application: Application
+    snapshot: ProfileSnapshot
+    new: bool
+    resubmission: bool
+    courses: list[OfflineCourse] | None
+
+
+def submit_group(session: Session, requests: list[Submit]) -> list:
+    """Several submissions in one transaction, the outcome of each in order: its application, the
+    ``SwmsError`` refusing it alone, or :data:`NEEDS_PROFILE`. What the rules need is read for the
+    whole group, one statement per kind of read; the rules are those of a single submission, checked
+    one submission after another on those rows (a second submission of the same person meets the
+    first's application, as it would one already committed); the accepted ones are written together.
+    An error raised (not returned) leaves the transaction to be rolled back: the caller runs the
+    submissions again one by one (``service._submit_group``)."""
+    outcomes: list = [None] * len(requests)
+    copies = stored_copies(session, [r.actor for r in requests if r.snapshot is None])
+    for index, request in enumerate(requests):
+        if request.snapshot is None:
+            fetched = usable_copy(copies.get(request.actor), request.copy_revision)
+            if fetched is None:
+                outcomes[index] = NEEDS_PROFILE
+            elif not fetched.completeness.complete:
+                outcomes[index] = incomplete_error(fetched.completeness)
+            else:
+                snapshot = fetched.snapshot
+                requests[index] = replace(request, snapshot=snapshot, policy=request.policy_for(snapshot.region_code),
+                                          applicant_name_masked=idcard.mask_name(snapshot.name))
+    live = [(i, r) for i, r in enumerate(requests) if outcomes[i] is None]
+    persons = sorted({r.snapshot.person_id for _, r in live})
+    open_found = open_applications(session, persons) if persons else {}
+    certificates = current_certificates(session, persons) if persons else {}
+    re_registrations = [r for _, r in live if r.kind == K.RE_REGISTRATION]
+    records = online_records_of(session, [r.snapshot for r in re_registrations])
+    proofs = proofs_named(session, [c.proof_key for r in re_registrations for c in r.courses or []])
+    # Saved forms whose courses are kept: their proofs are read one by one (not in the read above).
+    accepted: list[_Accepted] = []
+    for index, request in live:
+        try:
+            checked = _check(session, request, open_found, certificates, records, proofs)
+        except errors.SwmsError as exc:
+            outcomes[index] = exc
+            continue
+        accepted.append(_apply(session, request, *checked))    # an error here fails the group
+        outcomes[index] = accepted[-1].application
+        open_found[request.snapshot.person_id] = accepted[-1].application
+    if accepted:
+        _write_submissions(session, accepted)
+    return outcomes
+
+
+def _check(session: Session, request: Submit, open_found: dict, certificates: dict, records: list,
+           proofs: dict) -> tuple:
+    """The rules of one submission on the group's rows (a refusal raises); changes nothing."""
     snapshot = request.snapshot
     person_id = snapshot.person_id
-    application = workable_application(session, request.kind, person_id, request.application_id, for_submit=True)
-    state = standing(session, person_id, request.policy, request.today, raises=request.kind == K.UPGRADE)
+    application = workable_application(session, request.kind, person_id, request.application_id, for_submit=True,
+                                       open_found=open_found.get(person_id))
+    state = standing(session, person_id, request.policy, request.today, raises=request.kind == K.UPGRADE,
+                     certificate=certificates.get(person_id))
     check_eligible(request.kind, state, snapshot, request.policy, request.today, submitting=True)
     snapshot = effective_snapshot(request.kind, snapshot, state)
 
     form: dict = {}
+    courses = None
     previous = state.certificate.certificate_number if state.certificate and request.kind in (
         K.RE_REGISTRATION, K.UPGRADE) else None
     if request.kind == K.RE_REGISTRATION:
-        courses = request.courses if request.courses is not None else (
-            stored_courses(application) if application else [])
+        kept = request.courses is None
+        courses = stored_courses(application) if kept and application else (request.courses or [])
         check_courses(session, courses, person_id, application.application_id if application else None,
-                      state.certificate, request.today)
-        summary = ce_summary(session, snapshot, state.certificate, courses, request.policy)
+                      state.certificate, request.today, proofs=None if kept else proofs)
+        certificate = state.certificate
+        summary = ce_summary(session, snapshot, certificate, courses, request.policy, records=records_in_period(
+            records, snapshot.person_id, snapshot.id_number, certificate.valid_from, certificate.valid_until))
         check_hours(summary)
         form = {"continuing_education": summary.model_dump(mode="json")}
     elif request.kind == K.REPLACEMENT:
@@ -174,7 +257,12 @@ def submit(session: Session, request: Submit) -> Application:
             stored_replacement(application) if application else ReplacementDetails())
         check_replacement(session, person_id, details, snapshot.region_code, request.policy, request.today)
         form = {"replacement": details.model_dump(mode="json")}
+    return application, snapshot, form, previous, courses
 
+
+def _apply(session: Session, request: Submit, application: Application | None, snapshot: ProfileSnapshot,
+           form: dict, previous: str | None, courses: list[OfflineCourse] | None) -> _Accepted:
+    """A checked submission's application, new or moved to 初审中 (not yet flushed)."""
     now = utcnow()
     new = application is None
     if new:
@@ -192,24 +280,38 @@ def submit(session: Session, request: Submit) -> Application:
     application.rejection_reason = None
     application.round = (application.round or 0) + 1
     progress.restart(application)
-    session.flush()     # the application (and its history) first: the version below refers to it
-    # The version is written by a statement built once (nothing in this call reads it back as an
-    # object): one ORM flush per submission instead of two.
-    session.execute(_INSERT_SUBMISSION, dict(
-        application_id=application.application_id, round=application.round, submitted_at=now,
-        actor=request.actor, snapshot=application.snapshot, form=application.form))
-    if request.kind == K.RE_REGISTRATION:
-        _attach_proofs(session, application.application_id, courses, submitted=True, new=new)
-    audit.record(session, request.actor, "application.submitted", "application", application.application_id,
-                 {"kind": request.kind.value, "round": application.round, "profile_revision": snapshot.revision})
-    held = files_held(person_id, submission_holder(application.application_id, application.round),
-                      snapshot.file_keys(), years_after(now, request.retention_years))
-    submitted = ApplicationSubmitted(
-        application_id=application.application_id, person_id=person_id, kind=request.kind,
-        region_code=application.region_code, applicant_name_masked=request.applicant_name_masked,
-        submitted_at=now, resubmission=resubmission, round=application.round, level=snapshot.level)
-    outbox.add(session, *(event for event in (held, submitted) if event is not None))   # one insert
-    return application
+    return _Accepted(request, application, snapshot, new, resubmission, courses)
+
+
+def _write_submissions(session: Session, accepted: list[_Accepted]) -> None:
+    """The accepted submissions' rows: one flush for the applications and their history, then one
+    statement per table (executemany) for the versions, the proofs, the audit rows and the events."""
+    for item in accepted:
+        if item.request.fetched is not None:
+            store_copy(session, item.request.fetched)
+    session.flush()     # the applications (and history) first: the versions below refer to them
+    # Versions by a statement built once (nothing here reads them back as objects).
+    session.execute(_INSERT_SUBMISSION, [dict(
+        application_id=a.application.application_id, round=a.application.round, submitted_at=a.application.submitted_at,
+        actor=a.request.actor, snapshot=a.application.snapshot, form=a.application.form) for a in accepted])
+    attach_submitted_proofs(session, [(a.application.application_id, a.courses, a.new) for a in accepted
+                                      if a.request.kind == K.RE_REGISTRATION])
+    audit.record_many(session, [(a.request.actor, "application.submitted", "application", a.application.application_id,
+                                 {"kind": a.request.kind.value, "round": a.application.round,
+                                  "profile_revision": a.snapshot.revision}) for a in accepted])
+    events = []
+    for a in accepted:
+        application, snapshot = a.application, a.snapshot
+        held = files_held(snapshot.person_id, submission_holder(application.application_id, application.round),
+                          snapshot.file_keys(), years_after(application.submitted_at, a.request.retention_years))
+        if held is not None:
+            events.append(held)
+        events.append(ApplicationSubmitted(
+            application_id=application.application_id, person_id=snapshot.person_id, kind=a.request.kind,
+            region_code=application.region_code, applicant_name_masked=a.request.applicant_name_masked,
+            submitted_at=application.submitted_at, resubmission=a.resubmission, round=application.round,
+            level=snapshot.level))
+    outbox.add(session, *events)   # one insert
 
 
 _INSERT_SUBMISSION = insert(Submission.__table__)

@@ -59,10 +59,18 @@ def online_records(session: Session, person_id: str, id_number: str, period_from
 
 
 _PROOF = select(ProofFileRow).where(ProofFileRow.proof_key == bindparam("proof_key"))   # built once (as session.get is not)
+_PROOFS_NAMED = select(ProofFileRow).where(ProofFileRow.proof_key.in_(bindparam("keys", expanding=True)))
+
+
+def proofs_named(session: Session, keys: list[str]) -> dict[str, ProofFileRow]:
+    """The proofs several forms name, in one statement (a group of submissions)."""
+    return {row.proof_key: row for row in session.execute(_PROOFS_NAMED, {"keys": sorted(set(keys))}).scalars()
+            } if keys else {}
 
 
 def check_courses(session: Session, courses: list[OfflineCourse], person_id: str, application_id: str | None,
-                  certificate: HeldCertificate, today: dt.date) -> None:
+                  certificate: HeldCertificate, today: dt.date, proofs: dict[str, ProofFileRow] | None = None) -> None:
+    """``proofs``: the proofs the courses name, when already read (:func:`proofs_named`)."""
     for index, course in enumerate(courses):
         where = f"offline_courses.{index}"
         if course.end_date > today:
@@ -73,7 +81,8 @@ def check_courses(session: Session, courses: list[OfflineCourse], person_id: str
             raise errors.SwmsError(errors.CE_COURSE_OUTSIDE_PERIOD,
                 f"第{index + 1}门线下课程不在本登记期内：只计{certificate.valid_from.isoformat()}至"
                 f"{certificate.valid_until.isoformat()}之间完成的继续教育", f"{where}.start_date")
-        proof = session.execute(_PROOF, {"proof_key": course.proof_key}).scalar_one_or_none()
+        proof = (proofs.get(course.proof_key) if proofs is not None
+                 else session.execute(_PROOF, {"proof_key": course.proof_key}).scalar_one_or_none())
         if proof is None or proof.person_id != person_id or proof.status != PROOF_VERIFIED:
             raise errors.SwmsError(errors.PROOF_NOT_FOUND,
                                    f"第{index + 1}门线下课程的证明材料不存在或未上传完成，请上传后再保存",
@@ -84,10 +93,35 @@ def check_courses(session: Session, courses: list[OfflineCourse], person_id: str
                                    f"{where}.proof_key")
 
 
+_RECORDS_OF = (   # online_records of several people, without the period (each has its own)
+    select(CeRecord).where(or_(CeRecord.person_id.in_(bindparam("person_ids", expanding=True)),
+                               CeRecord.id_number.in_(bindparam("id_numbers", expanding=True))),
+                           CeRecord.withdrawn.is_(False))
+    .order_by(CeRecord.completed_on, CeRecord.id))
+
+
+def online_records_of(session: Session, snapshots: list[ProfileSnapshot]) -> list[CeRecord]:
+    """Every online record of several people, in one statement: :func:`records_in_period` picks
+    each one's (as :func:`online_records` reads them)."""
+    if not snapshots:
+        return []
+    return list(session.execute(_RECORDS_OF, {"person_ids": sorted({s.person_id for s in snapshots}),
+                                              "id_numbers": sorted({s.id_number for s in snapshots})}).scalars())
+
+
+def records_in_period(records: list[CeRecord], person_id: str, id_number: str, period_from: dt.date,
+                      period_until: dt.date) -> list[CeRecord]:
+    return [r for r in records if (r.person_id == person_id or r.id_number == id_number)
+            and period_from <= r.completed_on <= period_until]
+
+
 def ce_summary(session: Session, snapshot: ProfileSnapshot, certificate: HeldCertificate,
-               courses: list[OfflineCourse], policy: ProvincePolicy) -> ContinuingEducation:
-    records = online_records(session, snapshot.person_id, snapshot.id_number, certificate.valid_from,
-                             certificate.valid_until)
+               courses: list[OfflineCourse], policy: ProvincePolicy,
+               records: list[CeRecord] | None = None) -> ContinuingEducation:
+    """``records``: the person's online records in the period, when already read."""
+    if records is None:
+        records = online_records(session, snapshot.person_id, snapshot.id_number, certificate.valid_from,
+                                 certificate.valid_until)
     online = sum(record.hours_tenths for record in records)
     offline = sum(_tenths(course.hours) for course in courses)
     return ContinuingEducation(
@@ -113,25 +147,40 @@ _PROOFS = ProofFileRow.__table__
 # the session's objects) cost more than the statement; loaded rows are brought up to date below.
 _ATTACH_PROOFS = (update(_PROOFS).where(_PROOFS.c.proof_key.in_(bindparam("keys", expanding=True)))
                   .values(application_id=bindparam("application_id"), released_at=None))
-_SUBMIT_PROOFS = _ATTACH_PROOFS.values(submitted=True)
 
 
-def _attach_proofs(session: Session, application_id: str, courses: list[OfflineCourse], submitted: bool = False,
-                   new: bool = False) -> None:
-    """The form's proofs belong to this application (for good once submitted); proofs it dropped
-    are released (a new application has none to release)."""
+def _attach_proofs(session: Session, application_id: str, courses: list[OfflineCourse]) -> None:
+    """A saved form's proofs belong to its application; proofs it dropped are released (a
+    submitted form's: :func:`attach_submitted_proofs`)."""
     keys = {course.proof_key for course in courses}
     if keys:
-        session.execute(_SUBMIT_PROOFS if submitted else _ATTACH_PROOFS,
-                        {"keys": sorted(keys), "application_id": application_id})
-        values = dict(application_id=application_id, released_at=None, **({"submitted": True} if submitted else {}))
+        session.execute(_ATTACH_PROOFS, {"keys": sorted(keys), "application_id": application_id})
         for key in keys:    # the rows this session holds (check_courses read them) show the update
             row = session.identity_map.get(session.identity_key(ProofFileRow, key))
             if row is not None:
-                for name, value in values.items():
+                set_committed_value(row, "application_id", application_id)
+                set_committed_value(row, "released_at", None)
+    _release_proofs(session, application_id, keep=keys)
+
+
+_SUBMIT_PROOF = (update(_PROOFS).where(_PROOFS.c.proof_key == bindparam("key"))   # one row each (executemany)
+                 .values(application_id=bindparam("application_id"), released_at=None, submitted=True))
+
+
+def attach_submitted_proofs(session: Session, forms: list[tuple[str, list[OfflineCourse], bool]]) -> None:
+    """:func:`_attach_proofs` of several submitted forms (application id, courses, new): the proofs
+    marked in one statement; a form that was saved before releases the proofs it dropped."""
+    rows = sorted({(course.proof_key, application_id) for application_id, courses, _ in forms for course in courses})
+    if rows:
+        session.execute(_SUBMIT_PROOF, [{"key": key, "application_id": application_id} for key, application_id in rows])
+        for key, application_id in rows:    # the rows this session holds (read by the checks) show the update
+            row = session.identity_map.get(session.identity_key(ProofFileRow, key))
+            if row is not None:
+                for name, value in (("application_id", application_id), ("released_at", None), ("submitted", True)):
                     set_committed_value(row, name, value)
-    if not new:
-        _release_proofs(session, application_id, keep=keys)
+    for application_id, courses, new in forms:
+        if not new:
+            _release_proofs(session, application_id, keep={course.proof_key for course in courses})
 
 
 def stored_courses(application: Application) -> list[OfflineCourse]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 import eventlet
@@ -76,6 +77,7 @@ from swms.contracts.registration import (
 from swms.db import Database
 from swms.deadletter import event_handler as retrying_event_handler
 from swms.events import on_event
+from swms.grouping import Grouped
 from swms.ops import OpsEndpoint
 from swms.outbox import OutboxRelay
 from swms.queues import RpcProxy
@@ -111,6 +113,12 @@ def _response(application: Application, form=None) -> ApplicationResponse:
         round=application.round or 0, form=form, review_level=review_level, status_text=status_text)
 
 
+def _opened_meanwhile() -> errors.SwmsError:
+    """A unique-constraint race (two submissions at once) reads as the rule it protects."""
+    return errors.SwmsError(errors.APPLICATION_ALREADY_OPEN,
+                            "您已有一份未办结的申请（可能刚刚提交），每人同时只能有一份未办结的申请", "kind")
+
+
 def _replacement_details(request: ReplacementDraftRequest) -> ReplacementDetails:
     return ReplacementDetails(original_certificate_no=request.original_certificate_no,
                               registration_type=request.registration_type, valid_from=request.valid_from,
@@ -131,10 +139,11 @@ class RegistrationService:
     auth = Auth()
     policy = RegistrationPolicy()
     storage = ObjectStorage("REGISTRATION_S3_BUCKET")
-    relay = OutboxRelay(outbox)
+    relay = OutboxRelay(outbox, linger_seconds=0.05)   # a burst of submissions: many events per claim and mark
     ops = OpsEndpoint(outbox)   # /healthz, /readyz, /metrics on OPS_PORT, for this process
     sweeper = proofs.ProofSweeper()
     profile = RpcProxy("profile")
+    submissions = Grouped(max_size=50)   # submissions arriving together are written together
 
     # ---- plumbing -----------------------------------------------------------------------------
 
@@ -148,28 +157,33 @@ class RegistrationService:
         profile; a profile that has moved on since is refused (``PROFILE_CHANGED``)."""
         fetched = domain.stored_copy(self.db.session, person_id, revision) if revision is not None else None
         if fetched is None:
-            self.db.session.rollback()    # no transaction stays open across the calls below
-            snapshot_reply = self.profile.get_snapshot.call_async({"person_id": person_id})
-            completeness_reply = self.profile.check_completeness.call_async({"person_id": person_id})
-            try:
-                with eventlet.Timeout(10):
-                    completeness = CompletenessResponse.model_validate(completeness_reply.result())
-                    try:
-                        snapshot = ProfileSnapshot.model_validate(snapshot_reply.result())
-                    except errors.SwmsError as exc:
-                        if exc.code == errors.NOT_FOUND:     # no form at all: say what is missing
-                            raise domain.incomplete_error(completeness) from None
-                        raise
-            except eventlet.Timeout:
-                raise errors.SwmsError(errors.UPSTREAM_UNAVAILABLE, "系统繁忙，请稍后重试") from None
-            fetched = domain.Fetched(snapshot, completeness)
-            if revision is not None and snapshot.revision != revision:
-                raise errors.SwmsError(
-                    errors.PROFILE_CHANGED,
-                    f"个人信息表在您打开本表后已更新（现为第{snapshot.revision}版，您看到的是第{revision}版），"
-                    "请重新打开表单核对后再提交", "profile_revision")
+            fetched = self._fetch_profile(person_id, revision)
         if complete and not fetched.completeness.complete:
             raise domain.incomplete_error(fetched.completeness)
+        return fetched
+
+    def _fetch_profile(self, person_id: str, revision: int | None) -> domain.Fetched:
+        """The form as profile answers it now (:meth:`_profile`, without registration's copy)."""
+        self.db.session.rollback()    # no transaction stays open across the calls below
+        snapshot_reply = self.profile.get_snapshot.call_async({"person_id": person_id})
+        completeness_reply = self.profile.check_completeness.call_async({"person_id": person_id})
+        try:
+            with eventlet.Timeout(10):
+                completeness = CompletenessResponse.model_validate(completeness_reply.result())
+                try:
+                    snapshot = ProfileSnapshot.model_validate(snapshot_reply.result())
+                except errors.SwmsError as exc:
+                    if exc.code == errors.NOT_FOUND:     # no form at all: say what is missing
+                        raise domain.incomplete_error(completeness) from None
+                    raise
+        except eventlet.Timeout:
+            raise errors.SwmsError(errors.UPSTREAM_UNAVAILABLE, "系统繁忙，请稍后重试") from None
+        fetched = domain.Fetched(snapshot, completeness)
+        if revision is not None and snapshot.revision != revision:
+            raise errors.SwmsError(
+                errors.PROFILE_CHANGED,
+                f"个人信息表在您打开本表后已更新（现为第{snapshot.revision}版，您看到的是第{revision}版），"
+                "请重新打开表单核对后再提交", "profile_revision")
         return fetched
 
     def _write(self, work):
@@ -179,30 +193,53 @@ class RegistrationService:
             with self.db.transaction() as session:
                 return work(session)
         except IntegrityError:
-            raise errors.SwmsError(errors.APPLICATION_ALREADY_OPEN,
-                                   "您已有一份未办结的申请（可能刚刚提交），每人同时只能有一份未办结的申请", "kind") from None
+            raise _opened_meanwhile() from None
 
     def _policy_for(self, snapshot: ProfileSnapshot):
         return self.policy.for_region(snapshot.region_code)
 
     def _submit(self, kind: K, request, courses=None, replacement=None) -> ApplicationResponse:
+        """Every submission goes through the container's group commit (``submissions``): alone it is
+        a group of one; submissions arriving together share one transaction and one read of each
+        kind (``domain.submit_group``). The form is registration's copy of the revision the
+        applicant saw, read with the group; without one (or a revision) it is fetched from profile
+        first, outside any transaction."""
         caller = self.auth.require(SOCIAL_WORKER)
         if not request.commitment:
             raise errors.SwmsError(errors.COMMITMENT_REQUIRED, "请勾选承诺声明后再提交申请", "commitment")
-        fetched = self._profile(caller.subject, complete=True, revision=request.profile_revision)
+        revision = request.profile_revision
+        work = domain.Submit(kind=kind, snapshot=None, policy=None, today=self._today(), actor=caller.subject,
+                             applicant_name_masked=None, application_id=getattr(request, "application_id", None),
+                             courses=courses, replacement=replacement,
+                             retention_years=domain.retention_years(self.config), copy_revision=revision,
+                             policy_for=self.policy.for_region)
+        if revision is None:
+            work = self._with_live_profile(work, revision)
+        outcome = self.submissions.run(work, self._submit_group)
+        if outcome == domain.NEEDS_PROFILE:    # no copy of that revision here: profile answers
+            outcome = self.submissions.run(self._with_live_profile(work, revision), self._submit_group)
+        return _response(outcome, domain.form_view(self.db.session, outcome))
+
+    def _with_live_profile(self, work: domain.Submit, revision: int | None) -> domain.Submit:
+        fetched = self._fetch_profile(work.actor, revision)
+        if not fetched.completeness.complete:
+            raise domain.incomplete_error(fetched.completeness)
         snapshot = fetched.snapshot
-        work = domain.Submit(kind=kind, snapshot=snapshot, policy=self._policy_for(snapshot), today=self._today(),
-                             actor=caller.subject, applicant_name_masked=idcard.mask_name(snapshot.name),
-                             application_id=getattr(request, "application_id", None), courses=courses,
-                             replacement=replacement, retention_years=domain.retention_years(self.config))
+        return replace(work, snapshot=snapshot, policy=self._policy_for(snapshot),
+                       applicant_name_masked=idcard.mask_name(snapshot.name), fetched=fetched)
 
-        def work_(session):
-            if fetched.live:
-                domain.store_copy(session, fetched)
-            return domain.submit(session, work)
-
-        application = self._write(work_)
-        return _response(application, domain.form_view(self.db.session, application))
+    def _submit_group(self, works: list[domain.Submit]) -> list:
+        """One transaction for the group. If it fails as a whole (a unique constraint: the same
+        person submitting in another process at once), each submission runs again alone, so that
+        one conflict refuses only its own submission."""
+        try:
+            with self.db.transaction() as session:
+                return domain.submit_group(session, works)
+        except (IntegrityError, errors.SwmsError) as exc:
+            if len(works) > 1:
+                log.info("a group of %d submissions failed (%s); running them one by one", len(works), exc)
+                return [self._submit_group([work])[0] for work in works]
+            return [_opened_meanwhile() if isinstance(exc, IntegrityError) else exc]
 
     def _save(self, kind: K, request, save) -> ApplicationResponse:
         caller = self.auth.require(SOCIAL_WORKER)
