@@ -113,14 +113,6 @@ class OutboxRelay(BackgroundLoop):
         # Wait this long after a wake before claiming: events committed meanwhile share the claim's
         # and the mark's transactions (two commits per batch instead of two per event).
         self.linger_seconds = linger_seconds
-
-    def setup(self):
-        super().setup()
-        config = self.container.config
-        self.engine = engine_from_config(config)
-        self.publisher = Publisher(config[AMQP_URI_CONFIG_KEY], serializer="json", use_confirms=True,
-                                   mandatory=True, delivery_mode=2)
-        self.exchange = get_event_exchange(self.container.service_name, config)
         # Built once: a relay pass in a burst claims a few rows, and building these statements
         # (and their cache keys) each pass cost about as much as running them.
         table = self.outbox.table
@@ -131,6 +123,14 @@ class OutboxRelay(BackgroundLoop):
                        .values(next_attempt_at=bindparam("until")))
         self._published = (update(table).where(table.c.id.in_(bindparam("ids", expanding=True)))
                            .values(published_at=bindparam("now"), attempts=table.c.attempts + 1, last_error=None))
+
+    def setup(self):
+        super().setup()
+        config = self.container.config
+        self.engine = engine_from_config(config)
+        self.publisher = Publisher(config[AMQP_URI_CONFIG_KEY], serializer="json", use_confirms=True,
+                                   mandatory=True, delivery_mode=2)
+        self.exchange = get_event_exchange(self.container.service_name, config)
 
     def start(self):
         self.outbox._wakers.append(self.wake)
