@@ -18,7 +18,7 @@ from eventlet.patcher import original
 from nameko.extensions import DependencyProvider
 from sqlalchemy import create_engine, event, exc
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import CursorResult, Dialect, Engine
+from sqlalchemy.engine import Connection, CursorResult, Dialect, Engine
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.sql import Executable
 
@@ -263,10 +263,22 @@ class Upsert:
         return connection.execute(compiled, parameters)
 
 
+def connection_of(work: Session | Connection) -> Connection:
+    """Where to run a Core statement: the session's connection (its transaction), or the bare
+    Connection :meth:`DatabaseAccess.reads` hands out. For code that runs in either."""
+    return work if isinstance(work, Connection) else work.connection()
+
+
+def read_only(engine: Engine) -> Engine:
+    """The engine's connections marked for :meth:`DatabaseAccess.reads` (its pool, its events)."""
+    return engine.execution_options(**{READ_ONLY: True})
+
+
 class DatabaseAccess:
-    def __init__(self, session_factory: sessionmaker):
+    def __init__(self, session_factory: sessionmaker, read_engine: Engine | None = None):
         self._session_factory = session_factory
         self._session: Session | None = None
+        self._read_engine = read_engine   # built once by Database; made on first use otherwise
 
     @property
     def session(self) -> Session:
@@ -285,29 +297,25 @@ class DatabaseAccess:
             raise
 
     @contextlib.contextmanager
-    def reads(self) -> Iterator[Session]:
-        """For work that only reads (a write raises). On PostgreSQL its statements run without
-        BEGIN and COMMIT (autocommit): each sees what was committed when it started, which is what
-        every statement of a READ COMMITTED transaction sees anyway, and the call saves two round
-        trips. Not for reads that must agree with each other (REPEATABLE READ, or read-then-write).
-        On SQLite nothing changes: reads already run outside a transaction there
-        (:func:`sqlite_transactions`)."""
-        session = self.session
-        if session.in_transaction():
+    def reads(self) -> Iterator[Connection]:
+        """For work that only reads (a write raises): a bare Connection, no Session (Core
+        statements only; an RPC that only reads pays for no session's begin, commit, close and
+        identity map: issue 20 goal 4). On PostgreSQL its statements run without BEGIN and COMMIT
+        (autocommit): each sees what was committed when it started, which is what every statement
+        of a READ COMMITTED transaction sees anyway, and the call saves two round trips. Not for
+        reads that must agree with each other (REPEATABLE READ, or read-then-write). On SQLite
+        nothing changes: reads already run outside a transaction there (:func:`sqlite_transactions`).
+        Use :func:`connection_of` in code that runs both here and inside a transaction."""
+        if self._session is not None and self._session.in_transaction():
             raise RuntimeError("DatabaseAccess.reads() inside a transaction")
-        connection = session.connection(execution_options={READ_ONLY: True})
-        if connection.dialect.name == "postgresql":
-            # psycopg2's own switch: no round trip (SQLAlchemy's isolation_level option sends a SET
-            # when the pool restores it). The pool's checkin switches it back (for_reads).
-            connection.connection.dbapi_connection.autocommit = True
-        try:
-            yield session
-            if session.new or session.dirty or session.deleted:
-                raise RuntimeError("DatabaseAccess.reads() left changes to write")
-            session.commit()   # nothing to commit; releases the connection, whose isolation level the pool restores
-        except BaseException:
-            session.rollback()
-            raise
+        if self._read_engine is None:
+            self._read_engine = read_only(self._session_factory.kw["bind"])
+        with self._read_engine.connect() as connection:
+            if connection.dialect.name == "postgresql":
+                # psycopg2's own switch: no round trip (SQLAlchemy's isolation_level option sends a
+                # SET when the pool restores it). The pool's checkin switches it back (for_reads).
+                connection.connection.dbapi_connection.autocommit = True
+            yield connection   # closing it returns it to the pool; nothing to commit
 
     def close(self) -> None:
         if self._session is not None:
@@ -327,12 +335,13 @@ class Database(DependencyProvider):
         self.url = required(config, self.url_key)
         self.engine = engine_from_config(config, self.url_key)
         self.session_factory = sessionmaker(self.engine, expire_on_commit=False)
+        self.read_engine = read_only(self.engine)
 
     def stop(self):
         dispose_engine(self.url)
 
     def get_dependency(self, worker_ctx):
-        access = DatabaseAccess(self.session_factory)
+        access = DatabaseAccess(self.session_factory, self.read_engine)
         self._open[worker_ctx] = access
         return access
 

@@ -20,8 +20,8 @@ _ID_NUMBER = re.compile(r"(?<![0-9])([1-9]\d{2})\d{11}(\d{3}[0-9Xx])(?![0-9A-Za-
 
 
 def set_correlation(correlation_id: str | None, call_id: str | None) -> None:
-    _context.correlation_id = correlation_id
-    _context.call_id = call_id
+    # one attribute: every set of a green-thread local looks the green thread up (twice per RPC)
+    _context.ids = (correlation_id, call_id)
 
 
 def mask_id_numbers(text: str) -> str:
@@ -30,13 +30,14 @@ def mask_id_numbers(text: str) -> str:
 
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
+        correlation_id, call_id = getattr(_context, "ids", (None, None))
         entry = {
             "time": dt.datetime.fromtimestamp(record.created, dt.timezone.utc).isoformat(timespec="milliseconds"),
             "level": record.levelname,
             "logger": record.name,
             "message": mask_id_numbers(record.getMessage()),
-            "correlation_id": getattr(_context, "correlation_id", None),
-            "call_id": getattr(_context, "call_id", None),
+            "correlation_id": correlation_id,
+            "call_id": call_id,
         }
         if record.exc_info:
             entry["exception"] = mask_id_numbers(self.formatException(record.exc_info))

@@ -99,6 +99,7 @@ class OpsEndpoint(DependencyProvider):
         self.unreadable = Counter("swms_unreadable_messages",
                                   "Messages refused before any entrypoint ran, by kind (rpc, event) and reason",
                                   ["service", "kind", "reason"], registry=self.registry)
+        self._children: dict[tuple[str, str], tuple] = {}
         self.server = None
 
     def start(self):
@@ -142,16 +143,25 @@ class OpsEndpoint(DependencyProvider):
 
     def worker_result(self, worker_ctx, result=None, exc_info=None):
         started = self._started.pop(worker_ctx, None)
-        name = worker_ctx.entrypoint.method_name
-        if started is not None:
-            self.latency.labels(self.service, name).observe(time.perf_counter() - started)
         if exc_info is None:
             outcome = "ok"
         elif isinstance(exc_info[1], getattr(worker_ctx.entrypoint, "expected_exceptions", ()) or ()):
             outcome = "refused"     # a typed error the caller acts on (validation, auth, state)
         else:
             outcome = "error"
-        self.requests.labels(self.service, name, outcome).inc()
+        latency, calls = self._metrics_of(worker_ctx.entrypoint.method_name, outcome)
+        if started is not None:
+            latency.observe(time.perf_counter() - started)
+        calls.inc()
+
+    def _metrics_of(self, entrypoint: str, outcome: str):
+        """The entrypoint's latency histogram and its outcome's counter, looked up by label once:
+        ``labels()`` checks and stringifies the labels and takes a lock on every call."""
+        found = self._children.get((entrypoint, outcome))
+        if found is None:
+            found = self._children[(entrypoint, outcome)] = (
+                self.latency.labels(self.service, entrypoint), self.requests.labels(self.service, entrypoint, outcome))
+        return found
 
     def worker_teardown(self, worker_ctx):
         logs.set_correlation(None, None)

@@ -24,9 +24,11 @@ from typing import Protocol
 from nameko.extensions import DependencyProvider
 from sqlalchemy import Column, DateTime, Integer, MetaData, String, Table, bindparam, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from swms import errors
+from swms.db import connection_of
 
 CLIENT_IP_KEY = "client_ip"
 
@@ -81,16 +83,17 @@ class Throttle:
         row = session.execute(select(self.table.c.locked_until).where(self.table.c.key == throttle_key)).first()
         return row.locked_until if row and row.locked_until and row.locked_until > now else None
 
-    def check(self, session: Session, keys: list[str], now: dt.datetime, field: str) -> None:
+    def check(self, session: Session | Connection, keys: list[str], now: dt.datetime, field: str) -> None:
         """Raise RATE_LIMITED if any key is locked (the attempt is refused before any work). One
-        statement for all the keys, on the session's connection (a plain table: nothing to flush)."""
+        statement for all the keys, on the session's connection (a plain table: nothing to flush)
+        or on the Connection of ``DatabaseAccess.reads()``."""
         if not keys:
             return
         statement = self._locks_of_keys.get(len(keys))
         if statement is None:
             statement = self._locks_of_keys[len(keys)] = select(self.table.c.locked_until).where(
                 self.table.c.key.in_([bindparam(f"key{n}") for n in range(len(keys))]))
-        locks = session.connection().execute(statement, self.key_parameters(keys)).scalars()
+        locks = connection_of(session).execute(statement, self.key_parameters(keys)).scalars()
         until = max((u for u in locks if u is not None and u > now), default=None)
         if until is not None:
             raise rate_limited(until, now, field)

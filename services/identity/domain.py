@@ -18,6 +18,7 @@ from typing import Callable
 
 from sqlalchemy import and_, bindparam, desc, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from services.identity import passwords
@@ -42,6 +43,7 @@ from swms import errors, idcard, text
 from swms.auth import ADMIN, CITY, COUNTY, OFFICER, OFFICER_LEVELS, PROVINCE, SOCIAL_WORKER
 from swms.contracts.events import EmailConfirmationRequested, PasswordResetRequested
 from swms.contracts.identity import name_key, name_problem
+from swms.db import connection_of
 from swms.outbox import utcnow
 
 # Kept under their earlier names for callers (CLI, tests).
@@ -88,7 +90,7 @@ def _matching(passer, name: str):
     return passer
 
 
-def verify_passer(session: Session, settings: Settings, name: str, id_number: str, source: str | None,
+def verify_passer(session: Session | Connection, settings: Settings, name: str, id_number: str, source: str | None,
                   now: dt.datetime):
     """find_passer under rate limits: wrong names per ID number, misses per client address.
 
@@ -102,7 +104,7 @@ def verify_passer(session: Session, settings: Settings, name: str, id_number: st
     if statement is None:
         statement = _PASSER_AND_LOCK[len(keys)] = _PASSER_BY_ID_NUMBER.add_columns(
             throttle.latest_lock(len(keys)).label("locked_until"))
-    passer = session.connection().execute(statement, {"id_number": id_number, **throttle.key_parameters(keys)}).first()
+    passer = connection_of(session).execute(statement, {"id_number": id_number, **throttle.key_parameters(keys)}).first()
     if passer is None:
         throttle.check(session, keys, now, "id_number")
     else:

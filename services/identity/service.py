@@ -198,8 +198,8 @@ class IdentityService:
     ops = OpsEndpoint(outbox)   # /healthz, /readyz, /metrics on OPS_PORT, for this process
 
     def _transaction(self, work, reads: bool = False):
-        """Run ``work(session)`` in one transaction (``reads``: work that only reads, see
-        :meth:`swms.db.DatabaseAccess.reads`). If it fails with an error that carries
+        """Run ``work(session)`` in one transaction (``reads``: work that only reads, given the
+        Connection of :meth:`swms.db.DatabaseAccess.reads` instead of a session). If it fails with an error that carries
         ``on_failure`` actions (rate-limit counters, revocations), run those in a transaction of
         their own after the rollback, then re-raise."""
         try:

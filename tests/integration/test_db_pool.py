@@ -91,13 +91,28 @@ def test_after_reads_the_pooled_connection_is_transactional_again(engine):
     transaction on its own: a rolled-back transaction must leave nothing behind."""
     factory = sessionmaker(engine, expire_on_commit=False)
     access = DatabaseAccess(factory)
-    with access.reads() as session:
-        session.execute(select(func.count()).select_from(work))
+    with access.reads() as connection:
+        connection.execute(select(func.count()).select_from(work))
         if engine.dialect.name == "postgresql":
-            assert session.connection().connection.dbapi_connection.autocommit   # no BEGIN, no COMMIT
+            assert connection.connection.dbapi_connection.autocommit   # no BEGIN, no COMMIT
     with pytest.raises(ZeroDivisionError), access.transaction() as session:
         session.execute(insert(work).values(id=3))
         1 / 0
     with access.reads() as session:
         assert session.execute(select(func.count()).select_from(work)).scalar_one() == 0
+    access.close()
+
+
+
+class _NoSessions(sessionmaker):
+    def __call__(self, **_options):
+        raise AssertionError("DatabaseAccess.reads() opened a Session")
+
+
+def test_reads_open_no_session(engine):
+    """The saving itself (issue 20 goal 4): work that only reads gets a bare Connection and pays for
+    no Session's begin, commit and close."""
+    access = DatabaseAccess(_NoSessions(engine))
+    with access.reads() as connection:
+        assert connection.execute(select(func.count()).select_from(work)).scalar_one() == 0
     access.close()
