@@ -19,7 +19,8 @@ from swms.contracts.common import ApplicationKind as K
 from swms.contracts.common import ApplicationStatus as S
 from swms.db import DatabaseAccess
 from swms.grouping import GroupCommit
-from tests.unit.test_registration_domain import POLICY, TODAY, add_proof, ce, course, issue, snapshot
+from tests.unit.test_registration_domain import (  # noqa: F401 (session: the same SQLite fixture)
+    POLICY, TODAY, add_proof, ce, course, issue, session, snapshot)
 
 
 def holder(session, number: str):
@@ -42,14 +43,6 @@ def count(session, model, **where) -> int:
     for name, value in where.items():
         query = query.where(getattr(model, name) == value)
     return session.execute(query).scalar_one()
-
-
-@pytest.fixture
-def session():
-    engine = create_engine("sqlite://")
-    m.metadata.create_all(engine)
-    with Session(engine) as session:
-        yield session
 
 
 def test_a_refused_submission_refuses_only_itself(session):
