@@ -39,9 +39,7 @@ class AuditLog:
 
     def record(self, session: Session, actor: str, action: str, entity_type: str, entity_id: str,
                detail: dict[str, Any] | None = None) -> None:
-        session.execute(self._insert, {
-            "at": utcnow(), "actor": actor, "action": action, "entity_type": entity_type, "entity_id": str(entity_id),
-            "detail": json.dumps(detail, ensure_ascii=False, default=str) if detail else None})
+        session.execute(self._insert, _row(utcnow(), actor, action, entity_type, entity_id, detail))
 
     def record_many(self, session: Session,
                     entries: list[tuple[str, str, str, str, dict[str, Any] | None]]) -> None:
@@ -50,10 +48,7 @@ class AuditLog:
         if not entries:
             return
         now = utcnow()
-        session.execute(self._insert, [{
-            "at": now, "actor": actor, "action": action, "entity_type": entity_type, "entity_id": str(entity_id),
-            "detail": json.dumps(detail, ensure_ascii=False, default=str) if detail else None}
-            for actor, action, entity_type, entity_id, detail in entries])
+        session.execute(self._insert, [_row(now, *entry) for entry in entries])
 
     def read_by_admin(self, session: Session, admin: str, method: str, entity_type: str, entity_id: str,
                       reason: str, **detail: Any) -> None:
@@ -65,3 +60,8 @@ class AuditLog:
         rows = session.execute(select(self.table).where(self.table.c.entity_id == str(entity_id))
                                .order_by(self.table.c.id)).mappings().all()
         return [dict(row) | {"detail": json.loads(row["detail"]) if row["detail"] else None} for row in rows]
+
+
+def _row(at, actor: str, action: str, entity_type: str, entity_id: str, detail: dict[str, Any] | None) -> dict:
+    return {"at": at, "actor": actor, "action": action, "entity_type": entity_type, "entity_id": str(entity_id),
+            "detail": json.dumps(detail, ensure_ascii=False, default=str) if detail else None}

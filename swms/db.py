@@ -20,6 +20,8 @@ from sqlalchemy import create_engine, event, exc
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, CursorResult, Dialect, Engine
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm.attributes import set_committed_value
+from sqlalchemy.orm.util import identity_key
 from sqlalchemy.sql import Executable
 
 from swms.config import SHARED, required
@@ -261,6 +263,15 @@ class Upsert:
                 dialect=dialect, column_keys=self._columns, for_executemany=True)
             self._compiled[dialect] = compiled
         return connection.execute(compiled, parameters)
+
+
+def show_written(session: Session, model, key, values: dict) -> None:
+    """What a Core UPDATE wrote, onto the row's object if the session holds one (no read either way):
+    the object then tells the truth for the rest of the transaction without being expired."""
+    held = session.identity_map.get(identity_key(model, key))
+    if held is not None:
+        for name, value in values.items():
+            set_committed_value(held, name, value)
 
 
 def connection_of(work: Session | Connection) -> Connection:

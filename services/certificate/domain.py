@@ -52,7 +52,7 @@ from swms.contracts.events import (
     PasserLevelRaised,
 )
 from swms.contracts.registration import IssuanceData
-from swms.db import Upsert
+from swms.db import Upsert, show_written
 from swms.outbox import utcnow
 
 LEVEL_DIGIT = {Level.ASSISTANT.value: "1", Level.SOCIAL_WORKER.value: "2", Level.SENIOR.value: "3"}
@@ -131,12 +131,6 @@ _REQUEST_DONE = (update(_requests).where(_requests.c.application_id == bindparam
                          last_error_field=None, last_error=None, updated_at=bindparam("now")))
 
 
-def _written(session: Session, model, key, values: dict) -> None:
-    """What a Core UPDATE wrote, onto the row's object if the session holds one (no read either way)."""
-    held = session.identity_map.get(identity_key(model, key))
-    if held is not None:
-        for name, value in values.items():
-            set_committed_value(held, name, value)
 
 
 class IssueRefused(Exception):
@@ -240,7 +234,7 @@ def claim(session: Session, application_id: str, now: dt.datetime, lease_seconds
         return False
     held = session.identity_map.get(identity_key(IssueRequest, application_id))
     if held is not None:
-        _written(session, IssueRequest, application_id,
+        show_written(session, IssueRequest, application_id,
                  {"next_attempt_at": until, "attempts": held.attempts + 1, "updated_at": now})
     return True
 
@@ -390,7 +384,7 @@ def reserve(session: Session, request: IssueRequest, data: IssuanceData, *, auth
     make_transient_to_detached(certificate)
     session.add(certificate)
     session.execute(_REQUEST_NUMBER, {"app": request.application_id, "number": number})
-    _written(session, IssueRequest, request.application_id, {"certificate_number": number})
+    show_written(session, IssueRequest, request.application_id, {"certificate_number": number})
     audit.record(session, SYSTEM, "certificate.number_reserved", "certificate", number,
                  {"application_id": data.application_id, "kind": data.kind.value,
                   "supersedes": certificate.supersedes, "photo_missing": photo_missing})
@@ -449,7 +443,7 @@ def finish(session: Session, number: str, sha256: str, signer_fingerprint: str, 
     if certificate.supersedes:
         _supersede(session, certificate, hash_key, now)
     session.execute(_REQUEST_DONE, {"app": certificate.application_id, "number": number, "now": now})
-    _written(session, IssueRequest, certificate.application_id,
+    show_written(session, IssueRequest, certificate.application_id,
              {"status": DONE, "certificate_number": number, "last_error_code": None, "last_error_field": None,
               "last_error": None, "updated_at": now})
     return certificate

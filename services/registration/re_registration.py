@@ -8,7 +8,6 @@ import json
 
 from sqlalchemy import bindparam, or_, select, update
 from sqlalchemy.orm import Session
-from sqlalchemy.orm.attributes import set_committed_value
 
 from services.registration.common import Standing, _form, _lapsed_error, _refuse_unusable, _release_proofs
 from services.registration.models import (
@@ -18,6 +17,7 @@ from services.registration.policy import ProvincePolicy
 from swms import errors
 from swms.contracts.profile import ProfileSnapshot
 from swms.contracts.registration import ContinuingEducation, OfflineCourse, OnlineRecord
+from swms.db import show_written
 from swms.outbox import utcnow
 
 
@@ -156,10 +156,7 @@ def _attach_proofs(session: Session, application_id: str, courses: list[OfflineC
     if keys:
         session.execute(_ATTACH_PROOFS, {"keys": sorted(keys), "application_id": application_id})
         for key in keys:    # the rows this session holds (check_courses read them) show the update
-            row = session.identity_map.get(session.identity_key(ProofFileRow, key))
-            if row is not None:
-                set_committed_value(row, "application_id", application_id)
-                set_committed_value(row, "released_at", None)
+            show_written(session, ProofFileRow, key, {"application_id": application_id, "released_at": None})
     _release_proofs(session, application_id, keep=keys)
 
 
@@ -174,10 +171,8 @@ def attach_submitted_proofs(session: Session, forms: list[tuple[str, list[Offlin
     if rows:
         session.execute(_SUBMIT_PROOF, [{"key": key, "application_id": application_id} for key, application_id in rows])
         for key, application_id in rows:    # the rows this session holds (read by the checks) show the update
-            row = session.identity_map.get(session.identity_key(ProofFileRow, key))
-            if row is not None:
-                for name, value in (("application_id", application_id), ("released_at", None), ("submitted", True)):
-                    set_committed_value(row, name, value)
+            show_written(session, ProofFileRow, key,
+                         {"application_id": application_id, "released_at": None, "submitted": True})
     for application_id, courses, new in forms:
         if not new:
             _release_proofs(session, application_id, keep={course.proof_key for course in courses})
