@@ -27,9 +27,9 @@ each call with the person's own token) first call the empty RPC, then submit one
 saw, one 30-hour offline course with its proof: 60 + 30 = 90 hours, the 社会工作师 requirement). Each
 submission is the real path: token check, the profile copy of that revision with its completeness,
 the window, the hours and the proof checked, the application, its history, the submitted version and
-the audit row written and the ``application_submitted`` and ``files_held`` events put in the outbox,
-in one transaction; the relay publishes them and profile records the hold on the person's photo. (A submission naming no revision, or one the copy does not hold, asks profile:
-two more RPCs.)
+the audit row written and the ``application_submitted`` event (naming the files to hold) put in
+the outbox, in one transaction; the relay publishes it and profile records the hold on the person's
+photo. (A submission naming no revision, or one the copy does not hold, asks profile: two more RPCs.)
 
 Three floors run with the same clients before the submissions (bench/floor_service.py, as many
 processes and workers as registration): a durable submission with no token check, no rules and no
@@ -41,8 +41,9 @@ ceiling for any implementation of the submission path in this stack.
 
 Prints calls/s, p50 and p99 of each, the ratio to the empty RPC (goal: submissions ≥ 0.5 × empty
 RPC), the CPU per call of every process group in each phase (RabbitMQ, PostgreSQL, the services,
-the clients), and checks that nothing was lost: one application row, one submitted version and one
-published event per submission (a queue bound before the burst counts the events).
+the clients), and checks that nothing was lost: one application row, one submitted version, one
+published event (a queue bound before the burst counts them) and one hold recorded by profile per
+submission.
 """
 from __future__ import annotations
 
@@ -109,6 +110,12 @@ def drop_databases(admin_url: str, urls: list[str]) -> None:
     admin.dispose()
 
 
+def seeded_photo_key(n: int) -> str:
+    """Person n's photo (n ≥ 1; person 0's is stored through profile's domain code): its own file, so
+    that the hold each submission asks for is recorded on it, as in the running system."""
+    return f"photos/{person_id(n)}/seeded-{n:08d}.jpg"
+
+
 def seed_profiles(db_url: str, people: int, announce: bool) -> int:
     """Complete forms: the first through profile's own domain code (basic information and a photo
     record), the others as copies of its rows with each person's own identity (bulk inserts: the
@@ -149,7 +156,7 @@ def seed_profiles(db_url: str, people: int, announce: bool) -> int:
             profiles, photos = [], []
             for n in range(start, min(people, start + 5000)):
                 resident = idcard.parse(id_number(n))
-                photo_key = f"photos/{person_id(n)}/{uuid.uuid4()}.jpg"
+                photo_key = seeded_photo_key(n)
                 profiles.append({**template, "person_id": person_id(n), "name": name(n), "id_number": resident.number,
                                  "gender": resident.gender, "birth_date": resident.birth_date,
                                  "management_number": f"2023110000{n:08d}", "email": f"p{n}@example.cn",
@@ -199,7 +206,8 @@ def seed_copies(db_url: str, amqp_uri: str, service_token: str, people: int) -> 
                 resident = idcard.parse(id_number(n))
                 copy = snapshot.model_copy(update=dict(
                     person_id=person_id(n), name=name(n), id_number=resident.number, gender=resident.gender,
-                    birth_date=resident.birth_date, management_number=f"2023110000{n:08d}"))
+                    birth_date=resident.birth_date, management_number=f"2023110000{n:08d}",
+                    photo_key=snapshot.photo_key if n == 0 else seeded_photo_key(n)))
                 rows.append(dict(person_id=copy.person_id, revision=copy.revision, snapshot=copy.model_dump_json(),
                                  complete=True, completeness=completeness.model_dump_json(), fetched_at=now))
             session.execute(insert(ProfileCopy), rows)
@@ -341,6 +349,7 @@ def main() -> None:
     from sqlalchemy import func, select
     from sqlalchemy.orm import sessionmaker
 
+    from services.profile.models import FileHold
     from services.registration.models import Application, Submission, outbox
     from swms.auth import SOCIAL_WORKER, Caller, issue_token
     from swms.db import engine_for
@@ -497,6 +506,7 @@ def main() -> None:
 
         # Nothing lost: rows, submitted versions and published events, one per submission.
         factory = sessionmaker(engine_for(urls["registration"]))
+        profile_sessions = sessionmaker(engine_for(urls["profile"]))
         deadline = time.monotonic() + 120
         while True:
             with factory() as session:
@@ -505,13 +515,14 @@ def main() -> None:
                 versions = session.execute(select(func.count()).select_from(Submission)).scalar_one()
                 in_outbox = session.execute(select(func.count()).select_from(outbox.table).where(
                     outbox.table.c.event_type == "application_submitted")).scalar_one()
-                # Each submission also asks profile to hold its files (files_held): published too.
-                holds = session.execute(select(func.count()).select_from(outbox.table).where(
-                    outbox.table.c.event_type == "files_held")).scalar_one()
                 unpublished = session.execute(select(func.count()).select_from(outbox.table).where(
                     outbox.table.c.published_at.is_(None))).scalar_one()
+            # Each application_submitted names the version's files: profile records the hold.
+            with profile_sessions() as session:
+                holds = session.execute(select(func.count(func.distinct(FileHold.holder))).where(
+                    FileHold.holder.like("submission:%"))).scalar_one()
             published = queue(connection.default_channel).queue_declare(passive=True).message_count
-            if (unpublished == 0 and published >= in_outbox) or time.monotonic() > deadline:
+            if (unpublished == 0 and published >= in_outbox and holds >= in_outbox) or time.monotonic() > deadline:
                 break
             time.sleep(1)
     finally:
@@ -555,7 +566,7 @@ def main() -> None:
           f"guarded floor {guarded['backlog']}, submissions {submitted['backlog']}")
     consistent = ok == rows == versions == in_outbox == published == holds and unpublished == 0
     print(f"nothing lost: {ok} accepted = {rows} application rows = {versions} submitted versions = "
-          f"{in_outbox} application_submitted events, {published} published = {holds} files_held events "
+          f"{in_outbox} application_submitted events, {published} published = {holds} holds profile recorded "
           f"({unpublished} events not yet published): "
           f"{'OK' if consistent else 'MISMATCH'}")
     # A failed call or a lost row or event is a finding, not a figure: the run fails.

@@ -21,7 +21,7 @@ from swms import errors, health, idcard, images
 from swms import rpc as swms_rpc
 from swms.auth import ADMIN, SERVICE, SOCIAL_WORKER, Auth
 from swms.contracts.common import HealthResponse
-from swms.contracts.events import FilesHeld
+from swms.contracts.events import ApplicationSubmitted, FilesHeld
 from swms.contracts.identity import PersonResponse
 from swms.contracts.profile import (
     BasicInfoRequest,
@@ -387,12 +387,22 @@ class ProfileService:
 
     @on_event(FilesHeld, inbox)
     def on_files_held(self, session, event: FilesHeld):
-        """Registration needs these files until ``held_until`` (a submitted version, a certificate)."""
-        missing = domain.hold_files(session, event.person_id, event.holder, event.file_keys, event.held_until,
+        """Registration needs these files until ``held_until`` (a certificate; a submission's hold
+        before submissions carried it, and holds announced again)."""
+        self._hold(session, event, event)
+
+    @on_event(ApplicationSubmitted, inbox)
+    def on_application_submitted(self, session, event: ApplicationSubmitted):
+        """The submitted version's photo and proofs, kept for its retention period."""
+        if event.files_held is not None:
+            self._hold(session, event, event.files_held)
+
+    def _hold(self, session, event, hold):
+        missing = domain.hold_files(session, event.person_id, hold.holder, hold.file_keys, hold.held_until,
                                     actor=event.source)
         if missing:
             # Only if the hold came later than the grace period allows (docs/operations.md).
-            log.error("files_held %s (%s): %d file(s) already deleted", event.event_id, event.holder, len(missing))
+            log.error("files_held %s (%s): %d file(s) already deleted", event.event_id, hold.holder, len(missing))
 
     # ---- directory of social-work service organisations ---------------------------------------
 

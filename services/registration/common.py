@@ -22,7 +22,7 @@ from swms import errors
 from swms.contracts.common import ApplicationKind as K
 from swms.contracts.common import ApplicationStatus as S
 from swms.contracts.common import Level
-from swms.contracts.events import FilesHeld
+from swms.contracts.events import FileHold, FilesHeld
 from swms.contracts.profile import CompletenessResponse, ProfileSnapshot
 from swms.outbox import utcnow
 
@@ -386,10 +386,15 @@ def hold_files(session: Session, person_id: str, holder: str, keys: list[str], u
 
 def files_held(person_id: str, holder: str, keys: list[str], until: dt.datetime) -> FilesHeld | None:
     """The event of :func:`hold_files`, for a caller that writes it with its other events."""
+    hold = file_hold(holder, keys, until)
+    return None if hold is None else FilesHeld(person_id=person_id, **hold.model_dump())
+
+
+def file_hold(holder: str, keys: list[str], until: dt.datetime) -> FileHold | None:
+    """What profile is asked to keep (none when there are no files), in an event of any kind."""
     if not keys:
         return None
-    return FilesHeld(person_id=person_id, holder=holder, file_keys=sorted(set(keys)),
-                     held_until=until.replace(tzinfo=dt.timezone.utc))
+    return FileHold(holder=holder, file_keys=sorted(set(keys)), held_until=until.replace(tzinfo=dt.timezone.utc))
 
 
 def submission_holder(application_id: str, round_: int) -> str:

@@ -18,7 +18,7 @@ from services.registration.common import *  # noqa: F401,F403 (callers use domai
 from services.registration.common import (
     LEVEL_RANK, RECORD_RETENTION_YEARS, TRANSITIONS, Standing, _already_open, _form, _hold_certificate_photo,
     Fetched, _lapsed_error, _latest_submission, _new_application, _release_proofs, _take_snapshot,
-    current_certificate, current_certificates, files_held, hold_files, incomplete_error, move, open_application,
+    current_certificate, current_certificates, file_hold, hold_files, incomplete_error, move, open_application,
     open_applications, own_application, refresh_draft, standing, store_copy, stored_copies, submission_holder,
     usable_copy, workable_application, years_after,
 )
@@ -302,15 +302,13 @@ def _write_submissions(session: Session, accepted: list[_Accepted]) -> None:
     events = []
     for a in accepted:
         application, snapshot = a.application, a.snapshot
-        held = files_held(snapshot.person_id, submission_holder(application.application_id, application.round),
-                          snapshot.file_keys(), years_after(application.submitted_at, a.request.retention_years))
-        if held is not None:
-            events.append(held)
         events.append(ApplicationSubmitted(
             application_id=application.application_id, person_id=snapshot.person_id, kind=a.request.kind,
             region_code=application.region_code, applicant_name_masked=a.request.applicant_name_masked,
             submitted_at=application.submitted_at, resubmission=a.resubmission, round=application.round,
-            level=snapshot.level))
+            level=snapshot.level,
+            files_held=file_hold(submission_holder(application.application_id, application.round),
+                                 snapshot.file_keys(), years_after(application.submitted_at, a.request.retention_years))))
     outbox.add(session, *events)   # one insert
 
 

@@ -30,6 +30,15 @@ class Event(BaseModel):
     occurred_at: dt.datetime = Field(default_factory=_now)
 
 
+class FileHold(BaseModel):
+    """Files of a person's 个人信息表 (photo, proofs) that ``holder`` needs kept until ``held_until``,
+    even after they leave the form: profile keeps them, and deletes them once no hold lasts
+    (docs/operations.md, 文件保留)."""
+    holder: str = Field(max_length=80)
+    file_keys: list[str]
+    held_until: dt.datetime
+
+
 class ApplicationSubmitted(Event):
     source: ClassVar[str] = "registration"
     event_type: ClassVar[str] = "application_submitted"
@@ -42,14 +51,18 @@ class ApplicationSubmitted(Event):
     resubmission: bool = False
     round: int = 1                    # 1 for the first submission, +1 for each resubmission
     level: Level | None = None        # the level applied for (an upgrade: the new level)
+    # The photo and proofs this version's copy of the 个人信息表 names, held by
+    # ``submission:<application_id>:<round>`` for the version's retention period (profile records
+    # the hold). In this event rather than a files_held of its own: one message per submission.
+    files_held: FileHold | None = None
 
 
 class FilesHeld(Event):
-    """Registration needs these files of a person's 个人信息表 (photo, proofs) until ``held_until``:
-    profile keeps them, even after they leave the form, and deletes them once no hold lasts
-    (docs/operations.md, 文件保留). Sent after a submission commits (``holder``
-    ``submission:<application_id>:<round>``, the retention period of that version) and when a
-    certificate is issued (``certificate:<number>``, its photo until the end of its validity)."""
+    """Registration needs these files of a person's 个人信息表 (photo, proofs) until ``held_until``
+    (see :class:`FileHold`). Sent when a certificate is issued (``certificate:<number>``, its photo
+    until the end of its validity) and when holds are announced again (``python -m
+    services.registration.cli announce-file-holds``). A submission's own hold travels in
+    ``application_submitted.files_held``; registrations before that sent it as this event."""
     source: ClassVar[str] = "registration"
     event_type: ClassVar[str] = "files_held"
     person_id: str

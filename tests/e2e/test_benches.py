@@ -25,7 +25,7 @@ BENCHES = {
                            ["empty RPC (baseline, same clients)", "floor, grouped, token + rule reads",
                             "guarded floor refusals: none, events relayed 300 of 300",
                             "nothing lost: 300 accepted = 300 application rows = 300 submitted versions = "
-                            "300 application_submitted events, 300 published = 300 files_held events "
+                            "300 application_submitted events, 300 published = 300 holds profile recorded "
                             "(0 events not yet published): OK"]),
     "certificate_issue": (["--certificates", "20", "--warmup", "2", "--bare-count", "5"],
                           ["issued 20 (distinct numbers 20", "bare WeasyPrint renders", "render + PAdES sign",

@@ -483,9 +483,12 @@ def test_the_copy_keeps_the_newest_revision_and_serves_only_that_revision(sessio
 # ---- file retention: what a submission and a certificate ask profile to keep ---------------------
 
 def _holds(session) -> list[dict]:
-    rows = session.execute(select(m.outbox.table.c.payload).where(
-        m.outbox.table.c.event_type == "files_held").order_by(m.outbox.table.c.id)).scalars()
-    return [json.loads(row) for row in rows]
+    """The holds asked for, in order: a submission's in its application_submitted, a certificate's
+    in a files_held event."""
+    rows = session.execute(select(m.outbox.table.c.event_type, m.outbox.table.c.payload).where(
+        m.outbox.table.c.event_type.in_(["files_held", "application_submitted"])).order_by(m.outbox.table.c.id))
+    holds = [json.loads(row.payload) for row in rows]
+    return [hold.get("files_held", hold) for hold in holds if hold.get("files_held", hold) is not None]
 
 
 def test_each_submitted_version_and_certificate_holds_the_files_it_names(session):
@@ -548,20 +551,21 @@ def test_the_grace_period_outlasts_registrations_copy_of_the_form():
         assert dt.timedelta(hours=hours) >= domain.COPY_MAX_AGE + dt.timedelta(days=1)
 
 
-def test_a_submission_writes_its_hold_and_its_submitted_event_together_in_order(session):
-    """Both events go in one insert: the hold first (as before), each with its own id and payload."""
+def test_a_submission_carries_its_hold_in_its_one_event(session):
+    """One event per submission: application_submitted names the files its version holds (profile
+    records the hold from it), no files_held of its own."""
     snap = snapshot(exam_year=2026, photo_key="photos/p/a.jpg")
     application = submit(session, K.FIRST_REGISTRATION, snap)
     rows = session.execute(select(m.outbox.table.c.event_id, m.outbox.table.c.event_type, m.outbox.table.c.payload)
                            .order_by(m.outbox.table.c.id)).all()
-    assert [row.event_type for row in rows] == ["files_held", "application_submitted"]
-    assert len({row.event_id for row in rows}) == 2
-    held, submitted = (json.loads(row.payload) for row in rows)
-    assert (held["event_id"], submitted["event_id"]) == (rows[0].event_id, rows[1].event_id)
-    assert held["file_keys"] == ["photos/p/a.jpg"]
+    assert [row.event_type for row in rows] == ["application_submitted"]
+    submitted = json.loads(rows[0].payload)
+    assert submitted["event_id"] == rows[0].event_id
     assert (submitted["application_id"], submitted["round"]) == (application.application_id, 1)
+    assert submitted["files_held"]["file_keys"] == ["photos/p/a.jpg"]
+    assert submitted["files_held"]["holder"] == f"submission:{application.application_id}:1"
     m.outbox.add(session)     # nothing to add: no statement, no row
-    assert count(session, m.outbox.table) == 2
+    assert count(session, m.outbox.table) == 1
 
 
 def test_a_proof_the_session_holds_shows_its_submission(session):
