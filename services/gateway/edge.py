@@ -37,7 +37,7 @@ UNMETERED = ("/healthz", "/readyz", "/metrics")   # probes and scrapes: never re
 RATE_LIMITED_MESSAGE = "请求过于频繁，请稍后重试"
 API_PREFIX = "/api/v1/"
 JSON_CSP = b"default-src 'none'; frame-ancestors 'none'"
-CORS_METHODS = "GET, POST, PUT, DELETE"
+CORS_METHODS = "GET, POST, PUT, PATCH, DELETE"
 CORS_HEADERS = "Authorization, Content-Type, X-Request-ID"
 CORS_EXPOSED = "X-Request-ID, Retry-After"
 

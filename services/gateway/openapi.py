@@ -49,7 +49,7 @@ def _error_statuses(operation: Operation) -> list[int]:
     statuses = [404, 405, 422, 429, 500, 503, 504]
     if operation.auth or operation.rpc.startswith("identity."):
         statuses += [401, 403]
-    if operation.method in ("POST", "PUT", "DELETE"):
+    if operation.method in ("POST", "PUT", "PATCH", "DELETE"):
         statuses += [409]
     if operation.takes_body:
         statuses += [413]

@@ -4,7 +4,7 @@ all generated from this table; tests/unit/test_gateway.py checks each entry's mo
 service's own ``@contract`` so that the table cannot drift from the services.
 
 Path fields (``{item_id}``) and, for GET/DELETE, query fields fill the RPC's request object; for
-POST/PUT the rest comes from the JSON body. Internal service-to-service methods (get_snapshot,
+POST/PUT/PATCH the rest comes from the JSON body. Internal service-to-service methods (get_snapshot,
 get_issuance_data, get_photo_link, contact and message lookups, health) have no route.
 
 Public verification (``certificate.verify_certificate``, ``get_signing_certificates``) is served by
@@ -26,6 +26,7 @@ from swms.contracts import registration as reg
 from swms.contracts import review as rev
 
 PREFIX = "/api/v1"
+BODY_METHODS = ("POST", "PUT", "PATCH")   # the request fields not in the path come from a JSON body
 
 
 @dataclass(frozen=True)
@@ -57,18 +58,18 @@ class Operation:
 
     @property
     def takes_body(self) -> bool:
-        """POST/PUT with request fields left after the path: a JSON object body is required."""
-        return self.method in ("POST", "PUT") and bool(self.body_fields)
+        """POST/PUT/PATCH with request fields left after the path: a JSON object body is required."""
+        return self.method in BODY_METHODS and bool(self.body_fields)
 
     @property
     def body_fields(self) -> tuple[str, ...]:
-        if self.request is None or self.method not in ("POST", "PUT"):
+        if self.request is None or self.method not in BODY_METHODS:
             return ()
         return tuple(name for name in self.request.model_fields if name not in self.path_fields)
 
     @property
     def query_fields(self) -> tuple[str, ...]:
-        if self.request is None or self.method in ("POST", "PUT"):
+        if self.request is None or self.method in BODY_METHODS:
             return ()
         return tuple(name for name in self.request.model_fields if name not in self.path_fields)
 
@@ -159,9 +160,10 @@ OPERATIONS: tuple[Operation, ...] = (
        "我的登记状况与可办理的业务"),
     op("POST", "/me/drafts", "registration.open_draft", reg.OpenDraftRequest, reg.ApplicationResponse,
        "打开（或新建）某类申请的草稿"),
-    op("PUT", "/me/drafts/re-registration", "registration.save_re_registration_draft",
+    # PATCH: a draft save changes only the fields the body names (null empties one), as JSON Merge Patch
+    op("PATCH", "/me/drafts/re-registration", "registration.save_re_registration_draft",
        reg.ReRegistrationDraftRequest, reg.ApplicationResponse, "保存再登记草稿"),
-    op("PUT", "/me/drafts/replacement", "registration.save_replacement_draft", reg.ReplacementDraftRequest,
+    op("PATCH", "/me/drafts/replacement", "registration.save_replacement_draft", reg.ReplacementDraftRequest,
        reg.ApplicationResponse, "保存更换电子证书草稿"),
     op("POST", "/me/proof-uploads", "registration.request_proof_upload", reg.ProofUploadRequest,
        reg.ProofUploadTicket, "申请继续教育证明的上传表单"),
