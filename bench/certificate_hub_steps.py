@@ -35,8 +35,10 @@ from swms.outbox import OutboxRelay, utcnow
 
 
 class _Publisher:
-    def publish(self, *args, **kwargs):
-        pass
+    """The broker is not measured here: every event confirmed at once."""
+    def publish(self, messages, outcome, keep_going=lambda: True):
+        outcome.confirmed.update(range(len(messages)))
+        outcome.sent = len(messages)
 
 
 def main() -> None:

@@ -14,9 +14,13 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import time
+from typing import Callable, Sequence
 
+import amqp
 import eventlet
-from nameko.amqp.publish import Publisher, UndeliverableMessage
+import kombu.exceptions
+from kombu import Connection, Exchange
 from nameko.constants import AMQP_URI_CONFIG_KEY
 from nameko.standalone.events import get_event_exchange
 from sqlalchemy import (
@@ -97,6 +101,130 @@ class Outbox:
         ).scalar_one()
 
 
+class PublishOutcome:
+    """What became of the messages of one :meth:`ConfirmedPublisher.publish`, by index; filled as
+    the broker answers, so that it tells the truth even when the call raised halfway."""
+
+    def __init__(self):
+        self.confirmed: set[int] = set()    # the broker took them (acked)
+        self.returned: set[int] = set()     # acked, but no queue was bound (mandatory: they came back)
+        self.sent = 0                       # messages 0 .. sent-1 went out
+
+    def published(self) -> list[int]:
+        return sorted(self.confirmed - self.returned)
+
+    def not_confirmed(self, count: int) -> list[int]:
+        """Not sent (stopping, a failure), nacked, or sent and never confirmed: due again."""
+        return [index for index in range(count) if index not in self.confirmed]
+
+
+# What a broker that restarted, went away or refused shows as (socket.timeout is an OSError).
+_BROKER_ERRORS = (OSError, amqp.exceptions.AMQPError, kombu.exceptions.OperationalError)
+
+
+class ConfirmedPublisher:
+    """Publishes a relay pass's events on one channel it keeps, in confirm mode, and waits once for
+    the broker's confirms of them all (RabbitMQ confirms in publish order, often many with one ack).
+    nameko's Publisher takes a pooled connection for each message and waits for its confirm before
+    the next: about 0.28 ms of CPU per event here, against 0.07–0.15 ms this way (issue 20 goal 5).
+
+    ``mandatory``: a message no queue is bound to comes back (basic.return, before its ack) and is
+    reported as returned. A connection that fails is dropped and opened again on the next call (a
+    list of broker URLs, as ``AMQP_URI`` may give, is tried in turn)."""
+
+    def __init__(self, amqp_uri: str, exchange: Exchange, confirm_timeout: float = 30.0,
+                 connection_name: str = "outbox relay"):
+        self.amqp_uri, self.exchange, self.confirm_timeout = amqp_uri, exchange, confirm_timeout
+        self.connection_name = connection_name   # shown by the broker (management UI, rabbitmqctl)
+        self._connection: Connection | None = None
+        self._channel = None
+        self._tags: dict[int, int] = {}     # delivery tag -> index, for the messages of this call
+        self._indexes: dict[str, int] = {}  # event id -> index (a returned message names its id)
+        self._outcome: PublishOutcome | None = None
+
+    def publish(self, messages: Sequence[tuple[str, str, str]], outcome: PublishOutcome,
+                keep_going: Callable[[], bool] = lambda: True) -> None:
+        """``messages``: (event_id, routing key, JSON body) in order. Sends them while ``keep_going()``
+        and returns when the broker confirmed (or nacked) every one sent; raises on a broker failure
+        or after ``confirm_timeout`` seconds without all confirms (the connection is then dropped)."""
+        self._tags, self._indexes, self._outcome = {}, {}, outcome
+        try:
+            for index, (event_id, routing_key, body) in enumerate(messages):
+                if not keep_going():
+                    break
+                self._send(index, event_id, routing_key, body, retry=outcome.sent == 0)
+                outcome.sent = index + 1
+            deadline = time.monotonic() + self.confirm_timeout
+            while self._tags:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError(f"the broker confirmed {len(outcome.confirmed)} of {outcome.sent} events "
+                                       f"in {self.confirm_timeout} s")
+                self._connection.drain_events(timeout=remaining)
+        except BaseException:
+            self.close()
+            raise
+        finally:
+            self._tags, self._indexes, self._outcome = {}, {}, None
+
+    def _send(self, index: int, event_id: str, routing_key: str, body: str, retry: bool) -> None:
+        message = amqp.Message(body.encode("utf-8"), content_type="application/json", content_encoding="utf-8",
+                               delivery_mode=2, message_id=event_id, application_headers={"swms.event_id": event_id})
+        try:
+            channel = self._open()
+            channel.basic_publish(message, exchange=self.exchange.name, routing_key=routing_key, mandatory=True)
+        except _BROKER_ERRORS:
+            if not retry:
+                raise
+            # A kept connection may have died while idle (a broker restart): one new try, nothing pending.
+            self.close()
+            channel = self._open()
+            channel.basic_publish(message, exchange=self.exchange.name, routing_key=routing_key, mandatory=True)
+        self._next_tag += 1
+        self._tags[self._next_tag] = index
+        self._indexes[event_id] = index
+
+    def _open(self):
+        if self._channel is None:
+            connection = Connection(self.amqp_uri, heartbeat=0, transport_options={
+                "client_properties": {"connection_name": self.connection_name}})
+            connection.ensure_connection(max_retries=1)
+            channel = connection.channel()
+            channel.confirm_select()
+            channel.events["basic_ack"].add(self._acked)
+            channel.events["basic_nack"].add(self._nacked)
+            channel.events["basic_return"].add(self._returned)
+            self.exchange(channel).declare()
+            self._connection, self._channel, self._next_tag = connection, channel, 0
+        return self._channel
+
+    def _answered(self, delivery_tag: int, multiple: bool) -> list[int]:
+        tags = [tag for tag in self._tags if tag <= delivery_tag] if multiple else [delivery_tag]
+        return [self._tags.pop(tag) for tag in tags if tag in self._tags]
+
+    def _acked(self, delivery_tag: int, multiple: bool) -> None:
+        if self._outcome is not None:
+            self._outcome.confirmed.update(self._answered(delivery_tag, multiple))
+
+    def _nacked(self, delivery_tag: int, multiple: bool) -> None:
+        self._answered(delivery_tag, multiple)     # not confirmed: due again
+
+    def _returned(self, _exc, _exchange, _routing_key, message) -> None:
+        if self._outcome is None:
+            return
+        index = self._indexes.get(message.properties.get("message_id"))
+        if index is not None:
+            self._outcome.returned.add(index)
+
+    def close(self) -> None:
+        connection, self._connection, self._channel = self._connection, None, None
+        if connection is not None:
+            try:
+                connection.release()
+            except Exception:   # already broken: nothing to close cleanly
+                pass
+
+
 class OutboxRelay(BackgroundLoop):
     """Publishes committed outbox rows. Runs as a managed thread of the service container.
 
@@ -128,9 +256,9 @@ class OutboxRelay(BackgroundLoop):
         super().setup()
         config = self.container.config
         self.engine = engine_from_config(config)
-        self.publisher = Publisher(config[AMQP_URI_CONFIG_KEY], serializer="json", use_confirms=True,
-                                   mandatory=True, delivery_mode=2)
         self.exchange = get_event_exchange(self.container.service_name, config)
+        self.publisher = ConfirmedPublisher(config[AMQP_URI_CONFIG_KEY], self.exchange,
+                                            connection_name=f"{self.container.service_name} outbox relay")
 
     def start(self):
         self.outbox._wakers.append(self.wake)
@@ -140,6 +268,7 @@ class OutboxRelay(BackgroundLoop):
         if self.wake in self.outbox._wakers:
             self.outbox._wakers.remove(self.wake)
         super().stop()
+        self.publisher.close()
 
     def run_once(self) -> int:
         if self.linger_seconds and self.running:
@@ -151,41 +280,32 @@ class OutboxRelay(BackgroundLoop):
 
         No transaction stays open while publishing: under eventlet a SQLite writer that waits for a
         lock blocks the whole hub, so a lock held across network I/O would deadlock the process.
-        A replica that dies after claiming leaves rows that become due again when the lease ends;
-        one that is stopping publishes no more, marks what it published and hands the rest back.
-        """
+        A replica that dies after claiming leaves rows that become due again when the lease ends.
+        Whatever else ends a pass (the container stopping, a broker failure), what the broker
+        confirmed is marked published and the rest is handed back, due at once (for this relay's
+        next pass or another replica)."""
         now = utcnow()
         with bookkeeping(self.engine) as conn:   # lost: published again
             rows = conn.execute(self._claim, {"now": now}).all()
             if rows:
                 conn.execute(self._lease, {"ids": [r.id for r in rows],
                                            "until": now + dt.timedelta(seconds=self.lease_seconds)})
-        published, unroutable = [], []
-        for index, row in enumerate(rows):
-            if not self.running:
-                self._mark(published, unroutable, handed_back=[r.id for r in rows[index:]])
-                return 0
-            try:
-                self.publisher.publish(
-                    json.loads(row.payload), exchange=self.exchange, routing_key=row.event_type,
-                    message_id=row.event_id,
-                    headers={"swms.event_id": row.event_id}, declare=[self.exchange],
-                )
-            except UndeliverableMessage:
-                unroutable.append(row)
-                continue
-            except Exception:
-                self._mark(published, unroutable)
-                raise
-            published.append(row.id)
-        self._mark(published, unroutable)
-        return len(rows)
+        if not rows:
+            return 0
+        outcome = PublishOutcome()
+        try:
+            self.publisher.publish([(row.event_id, row.event_type, row.payload) for row in rows], outcome,
+                                   keep_going=lambda: self.running)
+        finally:
+            self._mark([rows[i].id for i in outcome.published()], [rows[i] for i in sorted(outcome.returned)],
+                       handed_back=[rows[i].id for i in outcome.not_confirmed(len(rows))])
+        return len(rows) if outcome.sent == len(rows) else 0
 
     def _mark(self, published: list[int], unroutable: list, handed_back: list[int] = ()) -> None:
         table = self.outbox.table
         now = utcnow()
         with bookkeeping(self.engine) as conn:   # lost: published again
-            if handed_back:   # due at once for another replica or the next process, not after the lease
+            if handed_back:   # due at once for another replica or the next pass, not after the lease
                 conn.execute(self._lease, {"ids": list(handed_back), "until": now})
             if published:
                 conn.execute(self._published, {"ids": published, "now": now})

@@ -168,3 +168,34 @@ def test_a_stopping_relay_marks_what_it_published_and_hands_back_the_rest(servic
     received += tap.collect(3000 - len(received), timeout=60)
     assert sorted(body["event_id"] for body in received) == sorted(event.event_id for event in events)
     assert tap.collect(1, timeout=2.5) == []     # each event once
+
+
+def test_a_relay_whose_connection_the_broker_closed_publishes_the_next_event_at_once(
+        registration, taps, rabbit_manager):
+    """The relay keeps one connection between passes. When the broker closes it (a restart, an
+    operator, a proxy's idle timeout), the next pass opens a new one: the event goes out at once,
+    once, without an error and without waiting for a lease."""
+    tap = taps("application_submitted")
+    first, second = submitted(0), submitted(1)
+    write(registration, first)
+    assert [body["event_id"] for body in tap.collect(1, timeout=10)] == [first.event_id]
+    vhost = registration["AMQP_URI"].rsplit("/", 1)[1]
+
+    def relay_connections() -> list[str]:
+        return [c["name"] for c in rabbit_manager.get_connections() if c.get("vhost") == vhost and
+                (c.get("client_properties") or {}).get("connection_name") == "registration outbox relay"]
+
+    wait_until(lambda: relay_connections(), timeout=10, what="the relay's connection listed by the broker")
+    [closed] = relay_connections()
+    rabbit_manager.delete_connection(closed)
+    write(registration, second)
+    # within 10 s: not after the 30 s lease a failed pass would leave on it
+    assert [body["event_id"] for body in tap.collect(1, timeout=10)] == [second.event_id]
+    wait_until(lambda: row(registration, second.event_id).published_at is not None, timeout=10,
+               what="the event marked published")
+    assert row(registration, second.event_id).last_error is None
+    assert tap.collect(1, timeout=1.5) == []     # each event once
+    # the broker's list refreshes every few seconds: the new connection shows, the closed one goes
+    wait_until(lambda: relay_connections() and closed not in relay_connections(), timeout=20,
+               what="the relay's new connection listed instead of the closed one")
+

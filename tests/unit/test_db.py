@@ -168,11 +168,15 @@ def test_a_failed_bookkeeping_transaction_rolls_back_and_restores_the_safety_lev
 
 
 class _Publisher:
+    """Stands in for the broker (this test is about the database's commits): confirms everything."""
     def __init__(self):
         self.published: list[str] = []
 
-    def publish(self, payload, **options):
-        self.published.append(options["message_id"])
+    def publish(self, messages, outcome, keep_going=lambda: True):
+        for index, (event_id, _routing_key, _body) in enumerate(messages):
+            self.published.append(event_id)
+            outcome.confirmed.add(index)
+            outcome.sent = index + 1
 
 
 def test_the_outbox_relays_claim_and_mark_skip_the_fsync_on_sqlite(tmp_path):
