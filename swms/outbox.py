@@ -188,7 +188,10 @@ class ConfirmedPublisher:
         if self._channel is None:
             connection = Connection(self.amqp_uri, heartbeat=0, transport_options={
                 "client_properties": {"connection_name": self.connection_name}})
-            connection.ensure_connection(max_retries=1)
+            # Each broker of the list once (kombu moves to the next after a failure), without pauses:
+            # a relay that finds none fails this pass and tries again on the next.
+            connection.ensure_connection(max_retries=max(1, len(connection.alt)), interval_start=0,
+                                         interval_step=0.2, interval_max=1)
             channel = connection.channel()
             channel.confirm_select()
             channel.events["basic_ack"].add(self._acked)
