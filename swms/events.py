@@ -46,7 +46,9 @@ def on_event(model: type[Event], inbox: Inbox, db_attribute: str = "db") -> Call
 
 def on_events_grouped(model: type[Event], inbox: Inbox, group_attribute: str, db_attribute: str = "db") -> Callable:
     """The decorated method is ``(self, session, events: list[model])``: the group's first deliveries,
-    each event once (a redelivery within the group or of an event committed before is skipped)."""
+    each event once (a redelivery within the group or of an event committed before is skipped).
+    ``group_attribute`` names a :class:`swms.grouping.Grouped` of this handler's own (a group runs
+    its leader's handler on every item)."""
     def decorate(method: Callable) -> Callable:
         name = method.__name__
 
