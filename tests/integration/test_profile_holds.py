@@ -20,7 +20,7 @@ from sqlalchemy.orm import sessionmaker
 from services.profile import domain
 from services.profile.models import ACTIVE, DELETING, PHOTO, PROOF, RETIRED, FileHold, StoredFile, audit, inbox
 from services.profile.service import ProfileService
-from swms.contracts.events import FilesHeld
+from swms.contracts.events import ApplicationSubmitted, FilesHeld, FileHold as Hold
 from swms.db import DatabaseAccess, engine_for
 from swms.grouping import GroupCommit
 
@@ -50,12 +50,13 @@ def profile(make_database):
             stored(RETIRED_KEY, ME, PROOF, RETIRED), stored(DELETING_KEY, ME, PROOF, DELETING),
             stored(OTHERS_KEY, SOMEONE_ELSE, PHOTO, ACTIVE)])
 
-    groups = GroupCommit()   # one per container, as Grouped gives it
+    groups = {"held_groups": GroupCommit(), "submitted_groups": GroupCommit()}   # per container, as Grouped
 
-    def deliver(event: FilesHeld) -> None:
-        service = worker_factory(ProfileService, db=DatabaseAccess(sessions), held_groups=groups)
+    def deliver(event: FilesHeld | ApplicationSubmitted) -> None:
+        service = worker_factory(ProfileService, db=DatabaseAccess(sessions), **groups)
+        handle = service.on_files_held if isinstance(event, FilesHeld) else service.on_application_submitted
         try:
-            service.on_files_held(event.model_dump(mode="json"))
+            handle(event.model_dump(mode="json"))
         finally:
             service.db.close()
 
@@ -198,3 +199,23 @@ def test_in_one_group_a_later_end_extends_a_hold_and_an_earlier_one_never_shorte
         ], "registration") == [[], [], [DELETING_KEY]]
     after = holds(profile.sessions, "certificate:1")
     assert after[PROOF_KEYS[1]][0] is None and after[PROOF_KEYS[2]][0] is None
+
+
+def test_submissions_delivered_together_hold_their_files_together(profile, group_sizes):
+    until = dt.datetime(2031, 1, 1, tzinfo=dt.timezone.utc)
+
+    def submitted(application: str, keys: list[str] | None) -> ApplicationSubmitted:
+        return ApplicationSubmitted(
+            application_id=application, person_id=ME, kind="re_registration", region_code="110105",
+            applicant_name_masked="李*", submitted_at=CREATED,
+            files_held=None if keys is None else Hold(holder=f"submission:{application}:1", file_keys=keys,
+                                                      held_until=until))
+
+    first, second = submitted("a", [PHOTO_KEY]), submitted("b", [PHOTO_KEY, PROOF_KEYS[0]])
+    profile.together([first, second, submitted("c", None), first])     # one without a hold; `first` twice
+    assert group_sizes == [2]
+    assert sorted(holds(profile.sessions, "submission:a:1")) == [PHOTO_KEY]
+    assert sorted(holds(profile.sessions, "submission:b:1")) == sorted([PHOTO_KEY, PROOF_KEYS[0]])
+    assert len(held_audit(profile.sessions)) == 2
+    with profile.sessions() as session:
+        assert session.execute(select(func.count()).select_from(inbox.table)).scalar_one() == 3
