@@ -1,7 +1,8 @@
 """Profile: what a photo upload and the completeness check cost, against an empty RPC, in one run.
 
   .venv/bin/python -m bench.profile [--people 20] [--photos 5] [--calls 500] [--db-url URL]
-  .venv/bin/python -m bench.profile --held 2000 [--people 50] [--admin-url postgresql://…/test] [--cprofile]
+  .venv/bin/python -m bench.profile --held 2000 [--people 50] [--admin-url postgresql://…/test] [--concurrency 10]
+      [--cprofile]
 
 The profile service runs as a separate ``nameko run`` process on the local RabbitMQ, with moto's S3
 server on loopback (the same boto3 code path as MinIO) and a SQLite file (PostgreSQL with --db-url).
@@ -16,12 +17,14 @@ Prints p50/p99 of sequential calls and, for photos, uploads/s with one client pe
 
 ``--held N`` measures only the ``files_held`` handler (each registration submission sends one), in
 this process, without a broker: ``on_files_held`` is called as its entrypoint calls it (payload →
-model → inbox → hold → audit, one transaction) for N events on SQLite, or on a PostgreSQL database
+model → inbox → hold → audit, one transaction per group) for N events on SQLite, or on a PostgreSQL database
 of its own made with ``--admin-url`` (dropped after). Every person has a photo and six proofs on the
 form, three retired files and the holds of an earlier submission; each event holds the seven current
 files for a new round. Prints the CPU time of this process per event (what the handler costs the
-profile process; on PostgreSQL the database's own CPU is elsewhere), for first deliveries and for
-redeliveries; ``--cprofile`` adds the functions that cost most.
+profile process; on PostgreSQL also its backends' CPU, for first deliveries), for first deliveries
+and for redeliveries; ``--concurrency K`` delivers K at a time, each in a green thread of its own (a replica's
+workers in a burst: deliveries arriving together share a transaction); ``--cprofile`` adds the
+functions that cost most.
 """
 from __future__ import annotations
 
@@ -40,7 +43,7 @@ from pathlib import Path  # noqa: E402
 
 from nameko.standalone.rpc import ClusterRpcProxy  # noqa: E402
 
-from bench._measure import percentile  # noqa: E402
+from bench._measure import CpuLedger, percentile  # noqa: E402
 
 
 def timed(call) -> float:
@@ -145,6 +148,7 @@ def held_benchmark(args) -> None:
     from services.profile.service import ProfileService
     from swms.contracts.events import FilesHeld
     from swms.db import DatabaseAccess, engine_for
+    from swms.grouping import GroupCommit
     from swms.migrations import upgrade
 
     workdir = Path(tempfile.mkdtemp(prefix="swms-bench-held-"))
@@ -163,27 +167,45 @@ def held_benchmark(args) -> None:
                             file_keys=forms[i % len(forms)][1], held_until=until).model_dump(mode="json")
                   for i in range(args.held)]
 
-        class Stand_in:    # what nameko injects into the worker: only the database is used
-            db = DatabaseAccess(sessionmaker(engine_for(db_url), expire_on_commit=False))
+        sessions = sessionmaker(engine_for(db_url), expire_on_commit=False)
+        groups = GroupCommit()   # the container's files_held group (Grouped); a handler without one ignores it
 
-        worker = Stand_in()
+        class Stand_in:    # what nameko injects into a worker: only the database and the group are used
+            held_groups = groups
+
+            def __init__(self):
+                self.db = DatabaseAccess(sessions)
+
+        def one(payload: dict) -> None:
+            worker = Stand_in()         # a new worker per message, as nameko does
+            try:
+                ProfileService.on_files_held(worker, payload)
+            finally:
+                worker.db.close()
 
         def deliver(batch: list[dict]) -> float:
             started = time.process_time()
-            for payload in batch:
-                ProfileService.on_files_held(worker, payload)
-                worker.db.close()       # a new worker per message, as nameko does
+            if args.concurrency > 1:    # as a replica's workers take the deliveries of a burst
+                list(eventlet.GreenPool(args.concurrency).imap(one, batch))
+            else:
+                for payload in batch:
+                    one(payload)
             return (time.process_time() - started) / len(batch) * 1000
 
         warm = [FilesHeld(person_id=person, holder=f"warm:{uuid.uuid4()}", file_keys=keys, held_until=until)
                 .model_dump(mode="json") for person, keys in forms[:20]]
         deliver(warm)
         profiler = cProfile.Profile(time.process_time) if args.cprofile else None
+        database = db_url.rsplit("/", 1)[1]
+        backends = CpuLedger({"database": lambda pid, command: command.startswith("postgres: ")
+                              and f" {database} " in command})   # this run's PostgreSQL backends
+        backends.start()
         if profiler:
             profiler.enable()
         first = deliver(events)
         if profiler:
             profiler.disable()
+        backend_ms = backends.stop()["database"] / len(events) * 1000
         written = counts(db_url)
         again = deliver(events[: max(1, len(events) // 4)])
         rewritten = counts(db_url)
@@ -193,8 +215,9 @@ def held_benchmark(args) -> None:
             drop_databases(args.admin_url, created)
         subprocess.run(["rm", "-rf", str(workdir)], check=False)
     print(f"profile files_held ({db_url.split(':')[0]}): {len(events)} events of {len(forms[0][1])} files, "
-          f"{len(forms)} people with earlier holds")
-    print(f"CPU per event, first delivery: {first:.2f} ms; redelivery (skipped): {again:.2f} ms")
+          f"{len(forms)} people with earlier holds, {args.concurrency} at a time")
+    print(f"CPU per event, first delivery: {first:.2f} ms; redelivery (skipped): {again:.2f} ms"
+          + (f"; PostgreSQL backends, first delivery: {backend_ms:.2f} ms" if created else ""))
     files = len(forms[0][1])
     expected = (len(warm) + len(events)) * files, len(warm) + len(events)
     print(f"checks: {written[0]} new holds and {written[1]} files_held audit rows for {len(events)} events "
@@ -216,6 +239,9 @@ def main() -> None:
                         help="measure only the files_held handler, for this many events (no broker)")
     parser.add_argument("--admin-url", help="with --held: PostgreSQL URL allowed to CREATE DATABASE")
     parser.add_argument("--cprofile", action="store_true", help="with --held: where the CPU goes")
+    parser.add_argument("--concurrency", type=int, default=1,
+                        help="with --held: deliveries handled at once, each in its own worker (green thread), as "
+                             "PROFILE_MAX_WORKERS lets a replica; they share transactions if the handler groups them")
     args = parser.parse_args()
     if args.held:
         held_benchmark(args)

@@ -48,7 +48,8 @@ class AuditLog:
         if not entries:
             return
         now = utcnow()
-        session.execute(self._insert, [_row(now, *entry) for entry in entries])
+        rows = [_row(now, *entry) for entry in entries]
+        session.execute(self._insert, rows if len(rows) > 1 else rows[0])   # one: no executemany
 
     def read_by_admin(self, session: Session, admin: str, method: str, entity_type: str, entity_id: str,
                       reason: str, **detail: Any) -> None:

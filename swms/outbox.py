@@ -333,6 +333,10 @@ class Inbox:
         # Every event handled runs it.
         self._first_delivery = Upsert(lambda insert: insert(self.table).on_conflict_do_nothing(),
                                       ["event_id", "handler", "handled_at"])
+        # A group of deliveries (swms.events.on_events_grouped): the ids it inserted come back.
+        self._first_deliveries = Upsert(
+            lambda insert: insert(self.table).on_conflict_do_nothing().returning(self.table.c.event_id),
+            ["event_id", "handler", "handled_at"])
 
     def first_delivery(self, session: Session, event_id: str, handler: str) -> bool:
         """True the first time; False if this handler already committed this event.
@@ -343,3 +347,13 @@ class Inbox:
         row there, or inserts it if that transaction rolled back."""
         return self._first_delivery.execute(session, {"event_id": str(event_id), "handler": handler,
                                                       "handled_at": utcnow()}).rowcount == 1
+
+    def first_deliveries(self, session: Session, event_ids: list[str], handler: str) -> set[str]:
+        """:meth:`first_delivery` for several events in one statement: the ids (each once) that this
+        handler had not committed yet. Sorted, so that two groups sharing ids lock them in one order."""
+        ids = sorted({str(event_id) for event_id in event_ids})
+        if len(ids) <= 1:   # a group of one (most deliveries when few arrive): no RETURNING to read
+            return {event_id for event_id in ids if self.first_delivery(session, event_id, handler)}
+        now = utcnow()
+        return set(self._first_deliveries.execute(session, [{"event_id": event_id, "handler": handler,
+                                                             "handled_at": now} for event_id in ids]).scalars())

@@ -315,27 +315,56 @@ _FILES_TO_HOLD = (select(_FILES.c.file_key, _FILES.c.person_id, _FILES.c.status)
                   .with_for_update())
 
 
+@dataclass(frozen=True)
+class Hold:
+    """``holder`` needs these files of the person until ``until`` (None: until released)."""
+    person_id: str
+    holder: str
+    keys: list[str]
+    until: dt.datetime | None
+
+
 def hold_files(session: Session, person_id: str, holder: str, keys: list[str], until: dt.datetime | None,
                actor: str) -> list[str]:
-    """``holder`` needs these files of the person until ``until`` (a later end extends a hold, an
-    earlier one never shortens it). Returns the keys that are gone already (deleted, being
-    deleted, or not the person's): those cannot be held.
+    """One hold (see :func:`hold_files_many`); returns the keys that could not be held."""
+    return hold_files_many(session, [Hold(person_id, holder, keys, until)], actor)[0]
 
-    Three statements whatever the number of files: the files read and locked (so housekeeping's
-    :func:`claim_for_deletion` either sees the hold or the hold finds the file ``deleting``), the
-    holds written in one upsert, the audit row."""
-    now, until, wanted = utcnow(), _naive_utc(until), sorted(set(keys))
-    holdable = {row.file_key for row in session.execute(_FILES_TO_HOLD, {"keys": wanted})
-                if row.person_id == person_id and row.status != DELETING}
-    held = [key for key in wanted if key in holdable]
-    missing = [key for key in wanted if key not in holdable]
-    if held:
-        _HOLD_UPSERT.execute(session, [
-            {"file_key": key, "holder": holder, "person_id": person_id, "held_until": until,
-             "created_at": now, "updated_at": now} for key in held])
-    audit.record(session, actor, "profile.files_held", "profile", person_id,
-                 {"holder": holder, "file_keys": held, "held_until": until, "missing": missing})
-    return missing
+
+def hold_files_many(session: Session, holds: list[Hold], actor: str) -> list[list[str]]:
+    """Each hold's files are held until its end (a later end extends a hold, an earlier one never
+    shortens it). Returns, per hold, the keys that are gone already (deleted, being deleted, or not
+    the person's): those cannot be held.
+
+    Three statements whatever the number of holds and files: the files read and locked (so
+    housekeeping's :func:`claim_for_deletion` either sees the hold or the hold finds the file
+    ``deleting``), the holds written in one upsert, one audit row per hold."""
+    now = utcnow()
+    wanted = [sorted(set(hold.keys)) for hold in holds]
+    owners = {row.file_key: row.person_id
+              for row in session.execute(_FILES_TO_HOLD, {"keys": sorted(set().union(*wanted))})
+              if row.status != DELETING}
+    rows: dict[tuple[str, str], dict] = {}
+    entries, missing_per_hold = [], []
+    for hold, keys in zip(holds, wanted):
+        until = _naive_utc(hold.until)
+        held = [key for key in keys if owners.get(key) == hold.person_id]
+        missing = [key for key in keys if owners.get(key) != hold.person_id]
+        for key in held:
+            row = rows.get((key, hold.holder))
+            if row is None:
+                rows[key, hold.holder] = {"file_key": key, "holder": hold.holder, "person_id": hold.person_id,
+                                          "held_until": until, "created_at": now, "updated_at": now}
+            elif row["held_until"] is not None and (until is None or until > row["held_until"]):
+                # The same hold twice in one statement: PostgreSQL updates a row once per statement,
+                # so the upsert's rule (the later end wins) is applied here first.
+                row["held_until"] = until
+        entries.append((actor, "profile.files_held", "profile", hold.person_id,
+                        {"holder": hold.holder, "file_keys": held, "held_until": until, "missing": missing}))
+        missing_per_hold.append(missing)
+    if rows:
+        _HOLD_UPSERT.execute(session, [rows[pair] for pair in sorted(rows)])
+    audit.record_many(session, entries)
+    return missing_per_hold
 
 
 def release_legacy_holds(session: Session, actor: str) -> int:

@@ -51,7 +51,8 @@ from swms.contracts.profile import (
 )
 from swms.contracts.profile import Organisation as OrganisationOut
 from swms.db import Database
-from swms.events import on_event
+from swms.events import on_events_grouped
+from swms.grouping import Grouped
 from swms.ops import OpsEndpoint
 from swms.outbox import OutboxRelay, utcnow
 from swms.queues import RpcProxy
@@ -83,6 +84,10 @@ class ProfileService:
     ops = OpsEndpoint(outbox)   # /healthz, /readyz, /metrics on OPS_PORT, for this process
     housekeeping = Housekeeping()
     identity = RpcProxy("identity")
+    # Deliveries of one handler arriving together share a transaction (one group commit per handler:
+    # a group runs its leader's handler on every item).
+    held_groups = Grouped(max_size=50)
+    submitted_groups = Grouped(max_size=50)
 
     @rpc(expected_exceptions=errors.SwmsError)
     @contract(None, HealthResponse)
@@ -385,24 +390,28 @@ class ProfileService:
 
     # ---- events -------------------------------------------------------------------------------
 
-    @on_event(FilesHeld, inbox)
-    def on_files_held(self, session, event: FilesHeld):
+    @on_events_grouped(FilesHeld, inbox, "held_groups")
+    def on_files_held(self, session, events: list[FilesHeld]):
         """Registration needs these files until ``held_until`` (a certificate; a submission's hold
         before submissions carried it, and holds announced again)."""
-        self._hold(session, event, event)
+        self._hold(session, [(event, event) for event in events])
 
-    @on_event(ApplicationSubmitted, inbox)
-    def on_application_submitted(self, session, event: ApplicationSubmitted):
+    @on_events_grouped(ApplicationSubmitted, inbox, "submitted_groups")
+    def on_application_submitted(self, session, events: list[ApplicationSubmitted]):
         """The submitted version's photo and proofs, kept for its retention period."""
-        if event.files_held is not None:
-            self._hold(session, event, event.files_held)
+        self._hold(session, [(event, event.files_held) for event in events if event.files_held is not None])
 
-    def _hold(self, session, event, hold):
-        missing = domain.hold_files(session, event.person_id, hold.holder, hold.file_keys, hold.held_until,
-                                    actor=event.source)
-        if missing:
-            # Only if the hold came later than the grace period allows (docs/operations.md).
-            log.error("files_held %s (%s): %d file(s) already deleted", event.event_id, hold.holder, len(missing))
+    def _hold(self, session, holds: list[tuple]) -> None:
+        """Each (event, its hold) of the deliveries arriving together, held together."""
+        if not holds:
+            return
+        missing = domain.hold_files_many(session, [domain.Hold(event.person_id, hold.holder, hold.file_keys,
+                                                               hold.held_until) for event, hold in holds],
+                                         actor=holds[0][0].source)
+        for (event, hold), gone in zip(holds, missing):
+            if gone:
+                # Only if the hold came later than the grace period allows (docs/operations.md).
+                log.error("files_held %s (%s): %d file(s) already deleted", event.event_id, hold.holder, len(gone))
 
     # ---- directory of social-work service organisations ---------------------------------------
 

@@ -46,6 +46,8 @@ BENCHES = {
                 ["empty RPC (baseline)", "profile.check_completeness", "photo uploads in parallel: 3 in"]),
     "profile:held": (["--held", "100", "--people", "10", "--admin-url", PG_ADMIN_URL],
                      ["CPU per event, first delivery", "(expected 770, 110); redeliveries wrote nothing"]),
+    "profile:held-grouped": (["--held", "100", "--people", "10", "--admin-url", PG_ADMIN_URL, "--concurrency", "10"],
+                             ["10 at a time", "(expected 770, 110); redeliveries wrote nothing"]),
     "gateway": (["--calls", "100", "--concurrency", "20", "--passers", "200", "--rounds", "1"],
                 ["direct = the gateway's own aio-pika RPC client", "identity.check_passer: HTTP/direct p50",
                  "public verification (QR token): HTTP/direct p50",

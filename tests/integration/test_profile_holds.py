@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 
+import eventlet
 import pytest
 from nameko.testing.services import worker_factory
 from sqlalchemy import func, insert, select
@@ -19,8 +20,9 @@ from sqlalchemy.orm import sessionmaker
 from services.profile import domain
 from services.profile.models import ACTIVE, DELETING, PHOTO, PROOF, RETIRED, FileHold, StoredFile, audit, inbox
 from services.profile.service import ProfileService
-from swms.contracts.events import FilesHeld
+from swms.contracts.events import ApplicationSubmitted, FilesHeld, FileHold as Hold
 from swms.db import DatabaseAccess, engine_for
+from swms.grouping import GroupCommit
 
 ME, SOMEONE_ELSE = "00000000-0000-4000-8000-000000000001", "00000000-0000-4000-8000-000000000002"
 CREATED = dt.datetime(2026, 1, 1)
@@ -48,14 +50,22 @@ def profile(make_database):
             stored(RETIRED_KEY, ME, PROOF, RETIRED), stored(DELETING_KEY, ME, PROOF, DELETING),
             stored(OTHERS_KEY, SOMEONE_ELSE, PHOTO, ACTIVE)])
 
-    def deliver(event: FilesHeld) -> None:
-        service = worker_factory(ProfileService, db=DatabaseAccess(sessions))
+    groups = {"held_groups": GroupCommit(), "submitted_groups": GroupCommit()}   # per container, as Grouped
+
+    def deliver(event: FilesHeld | ApplicationSubmitted) -> None:
+        service = worker_factory(ProfileService, db=DatabaseAccess(sessions), **groups)
+        handle = service.on_files_held if isinstance(event, FilesHeld) else service.on_application_submitted
         try:
-            service.on_files_held(event.model_dump(mode="json"))
+            handle(event.model_dump(mode="json"))
         finally:
             service.db.close()
 
-    deliver.sessions = sessions
+    def deliver_together(events: list[FilesHeld]) -> None:
+        """Each event in a worker of its own, all at once: they run as one group."""
+        for thread in [eventlet.spawn(deliver, event) for event in events]:
+            thread.wait()
+
+    deliver.sessions, deliver.together = sessions, deliver_together
     return deliver
 
 
@@ -124,3 +134,88 @@ def test_two_holders_of_one_file_are_two_holds(profile):
         assert sorted(session.execute(select(FileHold.holder).where(FileHold.file_key == PHOTO_KEY)).scalars()) == [
             "submission:a:1", "submission:a:2"]
     assert len(held_audit(profile.sessions)) == 2
+
+
+@pytest.fixture
+def group_sizes(monkeypatch) -> list[int]:
+    """How many holds each call of the handler's domain function wrote together."""
+    sizes, hold_files_many = [], domain.hold_files_many
+
+    def counting(session, holds, actor):
+        sizes.append(len(holds))
+        return hold_files_many(session, holds, actor)
+
+    monkeypatch.setattr(domain, "hold_files_many", counting)
+    return sizes
+
+
+def test_holds_delivered_together_are_written_together_each_audited_and_a_redelivery_once(profile, group_sizes,
+                                                                                           caplog):
+    until = dt.datetime(2031, 1, 1, tzinfo=dt.timezone.utc)
+    first = FilesHeld(person_id=ME, holder="submission:a:1", file_keys=[PHOTO_KEY, PROOF_KEYS[0]], held_until=until)
+    second = FilesHeld(person_id=ME, holder="submission:a:2", file_keys=[PHOTO_KEY, DELETING_KEY], held_until=until)
+    others = FilesHeld(person_id=SOMEONE_ELSE, holder="submission:b:1", file_keys=[OTHERS_KEY], held_until=until)
+    profile.together([first, second, first, others])       # `first` twice: a redelivery within the group
+    assert group_sizes == [3]
+    with profile.sessions() as session:
+        assert sorted(session.execute(select(FileHold.holder).where(FileHold.file_key == PHOTO_KEY)).scalars()) == [
+            "submission:a:1", "submission:a:2"]
+        assert session.execute(select(func.count()).select_from(FileHold)).scalar_one() == 4
+        assert session.execute(select(func.count()).select_from(inbox.table)).scalar_one() == 3
+    assert sorted((row["detail"]["holder"], row["detail"]["file_keys"], row["detail"]["missing"])
+                  for row in held_audit(profile.sessions)) == [
+        ("submission:a:1", sorted([PHOTO_KEY, PROOF_KEYS[0]]), []),
+        ("submission:a:2", [PHOTO_KEY], [DELETING_KEY])]
+    assert f"files_held {second.event_id} (submission:a:2): 1 file(s) already deleted" in caplog.text
+    assert f"files_held {first.event_id}" not in caplog.text
+
+    profile.together([second, others])                     # redelivered in a later group: nothing written
+    assert group_sizes == [3]
+    assert len(held_audit(profile.sessions)) == 2
+
+
+def test_in_one_group_a_later_end_extends_a_hold_and_an_earlier_one_never_shortens_it(profile, group_sizes):
+    def hold(key: str, until: dt.datetime) -> FilesHeld:
+        return FilesHeld(person_id=ME, holder="certificate:1", file_keys=[key], held_until=until)
+
+    profile(hold(PHOTO_KEY, dt.datetime(2030, 1, 1)))                    # held before the group
+    profile.together([
+        hold(PHOTO_KEY, dt.datetime(2029, 1, 1)),       # earlier than held: kept
+        hold(PHOTO_KEY, dt.datetime(2032, 1, 1)),       # later: extends
+        hold(PHOTO_KEY, dt.datetime(2031, 1, 1)),       # earlier than the group's later one: kept
+        hold(PROOF_KEYS[0], dt.datetime(2033, 1, 1)),   # later first ...
+        hold(PROOF_KEYS[0], dt.datetime(2030, 1, 1)),   # ... an earlier one does not shorten it
+    ])
+    assert group_sizes == [1, 5]
+    assert {key: held_until for key, (held_until, _) in holds(profile.sessions, "certificate:1").items()} == {
+        PHOTO_KEY: dt.datetime(2032, 1, 1), PROOF_KEYS[0]: dt.datetime(2033, 1, 1)}
+    assert len(held_audit(profile.sessions)) == 6                       # every hold audited
+
+    with profile.sessions.begin() as session:   # "until released" (not an event's) in one call, either order
+        assert domain.hold_files_many(session, [
+            domain.Hold(ME, "certificate:1", [PROOF_KEYS[1]], None),
+            domain.Hold(ME, "certificate:1", [PROOF_KEYS[1], PROOF_KEYS[2]], dt.datetime(2040, 1, 1)),
+            domain.Hold(ME, "certificate:1", [PROOF_KEYS[2], DELETING_KEY], None),
+        ], "registration") == [[], [], [DELETING_KEY]]
+    after = holds(profile.sessions, "certificate:1")
+    assert after[PROOF_KEYS[1]][0] is None and after[PROOF_KEYS[2]][0] is None
+
+
+def test_submissions_delivered_together_hold_their_files_together(profile, group_sizes):
+    until = dt.datetime(2031, 1, 1, tzinfo=dt.timezone.utc)
+
+    def submitted(application: str, keys: list[str] | None) -> ApplicationSubmitted:
+        return ApplicationSubmitted(
+            application_id=application, person_id=ME, kind="re_registration", region_code="110105",
+            applicant_name_masked="李*", submitted_at=CREATED,
+            files_held=None if keys is None else Hold(holder=f"submission:{application}:1", file_keys=keys,
+                                                      held_until=until))
+
+    first, second = submitted("a", [PHOTO_KEY]), submitted("b", [PHOTO_KEY, PROOF_KEYS[0]])
+    profile.together([first, second, submitted("c", None), first])     # one without a hold; `first` twice
+    assert group_sizes == [2]
+    assert sorted(holds(profile.sessions, "submission:a:1")) == [PHOTO_KEY]
+    assert sorted(holds(profile.sessions, "submission:b:1")) == sorted([PHOTO_KEY, PROOF_KEYS[0]])
+    assert len(held_audit(profile.sessions)) == 2
+    with profile.sessions() as session:
+        assert session.execute(select(func.count()).select_from(inbox.table)).scalar_one() == 3
