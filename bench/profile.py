@@ -170,8 +170,9 @@ def held_benchmark(args) -> None:
         sessions = sessionmaker(engine_for(db_url), expire_on_commit=False)
         groups = GroupCommit()   # the container's files_held group (Grouped); a handler without one ignores it
 
-        class Stand_in:    # what nameko injects into a worker: only the database and the group are used
+        class Stand_in:    # what nameko injects into a worker (the database, the group), and the handler's helper
             held_groups = groups
+            _hold = ProfileService._hold
 
             def __init__(self):
                 self.db = DatabaseAccess(sessions)
