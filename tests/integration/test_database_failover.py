@@ -12,20 +12,27 @@ from sqlalchemy import create_engine, text
 
 from tests.integration.test_outbox import submitted, write
 from tests.support import EventTap, rpc_client
-from tools.localstack import free_port
+from tools.localstack import free_port, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.parametrize("db_backend", ["postgresql"], indirect=True)]
 
 
 def cut_every_connection(db_url: str) -> int:
-    """pg_terminate_backend for every session on the service's database but this one."""
+    """pg_terminate_backend for every session on the service's database but this one, and wait until
+    those backends have exited: a backend told to end sends its FATAL and closes a moment later, and
+    a connection used in that moment fails once (the window swms.db.ping_when_in_doubt documents,
+    which a real switchover also has). The test is about what comes after the cut."""
     database = urllib.parse.urlsplit(db_url).path.lstrip("/")
     admin = create_engine(db_url, isolation_level="AUTOCOMMIT")
     try:
         with admin.connect() as conn:
-            return len(conn.execute(text(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :db AND pid <> pg_backend_pid()"),
-                {"db": database}).all())
+            cut = [row.pid for row in conn.execute(text(   # in the select list: run only on the rows kept
+                "SELECT pid, pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = :db AND pid <> pg_backend_pid()"), {"db": database})]
+            wait_until(lambda: conn.execute(text("SELECT count(*) FROM pg_stat_activity WHERE pid = ANY(:pids)"),
+                                            {"pids": cut}).scalar_one() == 0,
+                       timeout=10, interval=0.02, what="the cut backends gone")
+            return len(cut)
     finally:
         admin.dispose()
 
