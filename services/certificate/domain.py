@@ -131,8 +131,6 @@ _REQUEST_DONE = (update(_requests).where(_requests.c.application_id == bindparam
                          last_error_field=None, last_error=None, updated_at=bindparam("now")))
 
 
-
-
 class IssueRefused(Exception):
     """An approved application that cannot get a certificate until its data is corrected."""
 
@@ -235,7 +233,7 @@ def claim(session: Session, application_id: str, now: dt.datetime, lease_seconds
     held = session.identity_map.get(identity_key(IssueRequest, application_id))
     if held is not None:
         show_written(session, IssueRequest, application_id,
-                 {"next_attempt_at": until, "attempts": held.attempts + 1, "updated_at": now})
+                     {"next_attempt_at": until, "attempts": held.attempts + 1, "updated_at": now})
     return True
 
 
@@ -444,8 +442,8 @@ def finish(session: Session, number: str, sha256: str, signer_fingerprint: str, 
         _supersede(session, certificate, hash_key, now)
     session.execute(_REQUEST_DONE, {"app": certificate.application_id, "number": number, "now": now})
     show_written(session, IssueRequest, certificate.application_id,
-             {"status": DONE, "certificate_number": number, "last_error_code": None, "last_error_field": None,
-              "last_error": None, "updated_at": now})
+                 {"status": DONE, "certificate_number": number, "last_error_code": None, "last_error_field": None,
+                  "last_error": None, "updated_at": now})
     return certificate
 
 

@@ -57,18 +57,15 @@ class ApplicationSubmitted(Event):
     files_held: FileHold | None = None
 
 
-class FilesHeld(Event):
+class FilesHeld(Event, FileHold):
     """Registration needs these files of a person's 个人信息表 (photo, proofs) until ``held_until``
-    (see :class:`FileHold`). Sent when a certificate is issued (``certificate:<number>``, its photo
-    until the end of its validity) and when holds are announced again (``python -m
+    (the fields of :class:`FileHold`). Sent when a certificate is issued (``certificate:<number>``,
+    its photo until the end of its validity) and when holds are announced again (``python -m
     services.registration.cli announce-file-holds``). A submission's own hold travels in
     ``application_submitted.files_held``; registrations before that sent it as this event."""
     source: ClassVar[str] = "registration"
     event_type: ClassVar[str] = "files_held"
     person_id: str
-    holder: str = Field(max_length=80)
-    file_keys: list[str]
-    held_until: dt.datetime
 
 
 class ApplicationApproved(Event):
