@@ -15,8 +15,9 @@ Prints p50/p99 of sequential calls and, for photos, uploads/s with one client pe
   decoded in a native thread, copied to its final key, recorded with its event) — a camera-like
   1-inch JPEG of about 120 KB.
 
-``--held N`` measures only the ``files_held`` handler (each registration submission sends one), in
-this process, without a broker: ``on_files_held`` is called as its entrypoint calls it (payload →
+``--held N`` measures only the ``files_held`` handler (its hold is the one each registration
+submission carries in ``application_submitted``, handled by the same code), in this process,
+without a broker: ``on_files_held`` is called as its entrypoint calls it (payload →
 model → inbox → hold → audit, one transaction per group) for N events on SQLite, or on a PostgreSQL database
 of its own made with ``--admin-url`` (dropped after). Every person has a photo and six proofs on the
 form, three retired files and the holds of an earlier submission; each event holds the seven current

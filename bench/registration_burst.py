@@ -504,7 +504,7 @@ def main() -> None:
         submitted["cpu"] = ledger.stop()
         submitted["backlog"] = unpublished_events(urls["registration"])
 
-        # Nothing lost: rows, submitted versions and published events, one per submission.
+        # Nothing lost: rows, submitted versions, published events and profile's holds, one per submission.
         factory = sessionmaker(engine_for(urls["registration"]))
         profile_sessions = sessionmaker(engine_for(urls["profile"]))
         deadline = time.monotonic() + 120
